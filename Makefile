@@ -1,0 +1,37 @@
+# Courier: `make run` starts the system on its embedded defaults, `make test` runs every test.
+# Everything (virtual env, wheels, nats-server, Cassandra jars) is installed by these targets.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck schemas bench clean cassandra-fetch
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m infra.embedded
+
+test: $(STAMP) cassandra-fetch
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+schemas: $(STAMP)
+	$(PY) -m schemas.export docs/schema
+
+cassandra-fetch: $(STAMP)
+	$(PY) -m infra.cassandra_node fetch
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache

@@ -1,0 +1,113 @@
+"""``python -m client``: try Courier from a terminal.
+
+  register --user alice              register a device, print its credentials as JSON
+  chat --user alice --to bob         interactive: lines you type are sent, messages printed
+  send --user alice --to bob TEXT    send one message and print the server's acceptance
+  listen --user bob                  print incoming messages until Ctrl-C
+
+Devices are registered through the embedded-mode endpoint; credentials are cached per user in
+``~/.cache/courier-client`` (``--fresh`` registers a new device). Bodies are sent as given:
+the CLI does not encrypt (end-to-end encryption lives in the app).
+"""
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import msgspec
+
+from client.sdk import ClientError, CourierClient, Credentials, register_device
+from schemas.frames import Message
+
+CACHE = Path.home() / ".cache" / "courier-client"
+
+
+def _print_message(message: Message) -> None:
+    sender = message.sender.user or message.sender.service or "?"
+    text = message.body.decode("utf-8", errors="replace")
+    print(f"[{message.conversation} #{message.seq}] {sender}: {text}", flush=True)
+
+
+async def _credentials(url: str, user: str, fresh: bool) -> Credentials:
+    path = CACHE / f"{user}.json"
+    if path.exists() and not fresh:
+        return msgspec.json.decode(path.read_bytes(), type=Credentials)
+    creds = await register_device(url, user)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(msgspec.json.encode(creds))
+    return creds
+
+
+async def _receive(client: CourierClient) -> None:
+    async for message in client.messages():
+        _print_message(message)
+
+
+async def _chat(args: argparse.Namespace) -> None:
+    creds = await _credentials(args.url, args.user, args.fresh)
+    async with CourierClient(args.url, creds) as client:
+        synced = await client.sync()
+        print(f"connected as {creds.user}/{creds.device}; {synced.count} waiting", flush=True)
+        receiver = asyncio.create_task(_receive(client))
+        loop = asyncio.get_running_loop()
+        while (line := await loop.run_in_executor(None, sys.stdin.readline)):
+            if line.strip():
+                try:
+                    await client.send(args.to, line.rstrip("\n").encode())
+                except ClientError as exc:
+                    print(f"refused: {exc}", file=sys.stderr)
+        receiver.cancel()
+
+
+async def _send(args: argparse.Namespace) -> None:
+    creds = await _credentials(args.url, args.user, args.fresh)
+    async with CourierClient(args.url, creds) as client:
+        accepted = await client.send(args.to, args.text.encode())
+        print(msgspec.json.encode(accepted).decode())
+
+
+async def _listen(args: argparse.Namespace) -> None:
+    creds = await _credentials(args.url, args.user, args.fresh)
+    async with CourierClient(args.url, creds) as client:
+        await client.sync()
+        await _receive(client)
+
+
+async def _register(args: argparse.Namespace) -> None:
+    creds = await register_device(args.url, args.user, args.device)
+    print(msgspec.json.encode(creds).decode())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL")
+    commands = parser.add_subparsers(dest="command", required=True)
+    register = commands.add_parser("register", help="register a device")
+    register.add_argument("--user", required=True)
+    register.add_argument("--device")
+    for name in ("chat", "send", "listen"):
+        command = commands.add_parser(name)
+        command.add_argument("--user", required=True)
+        command.add_argument("--fresh", action="store_true", help="register a new device")
+        if name != "listen":
+            command.add_argument("--to", required=True, help="recipient user id")
+    commands.choices["send"].add_argument("text")
+    args = parser.parse_args(argv)
+    if not args.url.startswith(("http://", "https://")):
+        parser.error("--url must start with http:// or https://")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    handler = {"register": _register, "chat": _chat, "send": _send, "listen": _listen}
+    try:
+        asyncio.run(handler[args.command](args))
+    except KeyboardInterrupt:
+        return 0
+    except (ClientError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,159 @@
+"""What the gateway does with a validated frame, independent of the transport.
+
+Sends become ``MessageEnvelope``s published to JetStream (the client is acknowledged with the
+stream sequence once JetStream stored it); acks and read markers become ``ReceiptEnvelope``s;
+sync pages come from the storage worker behind a barrier.
+"""
+
+import time
+
+import structlog
+from nats.js import JetStreamContext
+from nats.errors import Error as NatsError
+from prometheus_client import Counter, Histogram
+
+from gateway.auth import Identity
+from runtime.rpc import RpcClient
+from schemas import rpc
+from schemas.envelopes import MessageEnvelope, ReceiptEnvelope, encode_envelope
+from schemas.errors import ErrorCode, ProtocolError
+from schemas.frames import Accepted, Ack, Read, Send, Sender
+from schemas.ids import direct_conversation, direct_members, message_id
+from schemas.subjects import MSG_CHAT, MSG_RECEIPT, MSGS_STREAM
+
+log = structlog.get_logger(__name__)
+
+ACCEPTED = Counter("courier_gateway_accepted_total", "Sends stored by JetStream")
+PUBLISH_SECONDS = Histogram(
+    "courier_gateway_publish_seconds", "JetStream publish round trip",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Messaging:
+    """Accepts sends, receipts and read markers; reads backlogs."""
+
+    def __init__(self, js: JetStreamContext, rpc_client: RpcClient, gateway_id: str,
+                 cache_ttl_s: float = 30.0) -> None:
+        self._js = js
+        self._rpc = rpc_client
+        self._gateway_id = gateway_id
+        self._cache_ttl_s = cache_ttl_s
+        self._known_users: dict[str, float] = {}
+        self._device_owners: dict[str, str] = {}
+
+    async def register(self, identity: Identity) -> None:
+        """Make sure the token's user and device exist in the registry."""
+        await self._rpc.call(
+            "register_device",
+            rpc.RegisterDevice(user=identity.user, device=identity.device, app=identity.app),
+            rpc.DeviceInfo,
+        )
+        self._known_users[identity.user] = time.monotonic() + self._cache_ttl_s
+
+    async def send(self, identity: Identity, frame: Send) -> Accepted:
+        if (frame.body is None) == (frame.payloads is None):
+            raise ProtocolError(ErrorCode.INVALID, "exactly one of 'body' or 'payloads'")
+        conversation, payloads = await self._resolve(identity, frame)
+        ts = now_ms()
+        envelope = MessageEnvelope(
+            id=message_id(identity.app, identity.user, frame.client_id),
+            kind="chat",
+            app=identity.app,
+            module=frame.module,
+            sender=Sender(user=identity.user, device=identity.device),
+            to=frame.to,
+            conversation=conversation,
+            ts=ts,
+            receipt=frame.receipt,
+            body=frame.body,
+            payloads=payloads,
+            client_id=frame.client_id,
+            expires_at=ts + frame.ttl * 1000 if frame.ttl else None,
+            gateway=self._gateway_id,
+        )
+        seq = await self._publish(MSG_CHAT, encode_envelope(envelope), msg_id=envelope.id)
+        ACCEPTED.inc()
+        return Accepted(client_id=frame.client_id, message_id=envelope.id, seq=seq,
+                        conversation=conversation, ts=ts, id=frame.id)
+
+    async def ack(self, identity: Identity, frame: Ack) -> None:
+        for item in frame.messages:
+            self._check_member(identity, item.conversation)
+        await self._publish(MSG_RECEIPT, encode_envelope(ReceiptEnvelope(
+            status="delivered", app=identity.app, by_user=identity.user,
+            by_device=identity.device, ts=now_ms(), items=frame.messages)))
+
+    async def read(self, identity: Identity, frame: Read) -> None:
+        self._check_member(identity, frame.conversation)
+        await self._publish(MSG_RECEIPT, encode_envelope(ReceiptEnvelope(
+            status="read", app=identity.app, by_user=identity.user, by_device=identity.device,
+            ts=now_ms(), conversation=frame.conversation, seq=frame.seq)))
+
+    async def stream_position(self) -> int:
+        """The last sequence JetStream assigned: the subscribe-before-fetch barrier."""
+        info = await self._js.stream_info(MSGS_STREAM)
+        return int(info.state.last_seq)
+
+    async def sync_page(self, identity: Identity, after: int, limit: int,
+                        barrier: int) -> rpc.SyncPage:
+        return await self._rpc.call("sync", rpc.SyncRequest(
+            user=identity.user, device=identity.device, after=after, limit=limit,
+            barrier=barrier), rpc.SyncPage)
+
+    async def _resolve(self, identity: Identity,
+                       frame: Send) -> tuple[str, dict[str, bytes] | None]:
+        """The conversation of a send, and the payloads it carries."""
+        to = frame.to
+        if to.kind == "user":
+            await self._require_user(to.id)
+            return direct_conversation(identity.user, to.id), frame.payloads
+        if to.kind == "device":
+            owner = await self._device_owner(to.id)
+            if frame.payloads is not None:
+                raise ProtocolError(ErrorCode.INVALID, "a send to a device carries 'body'")
+            assert frame.body is not None
+            return direct_conversation(identity.user, owner), {to.id: frame.body}
+        raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"{to.kind} destinations are not "
+                            "available in this version")
+
+    async def _require_user(self, user: str) -> None:
+        if self._known_users.get(user, 0.0) > time.monotonic():
+            return
+        reply = await self._rpc.call("get_user", rpc.GetUser(user=user), rpc.UserDevices)
+        if not reply.exists:
+            raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no user {user!r}")
+        self._known_users[user] = time.monotonic() + self._cache_ttl_s
+
+    async def _device_owner(self, device: str) -> str:
+        owner = self._device_owners.get(device)
+        if owner is None:
+            reply = await self._rpc.call("device_owner", rpc.DeviceOwner(device=device),
+                                         rpc.Owner)
+            if reply.user is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no device {device!r}")
+            owner = self._device_owners[device] = reply.user
+        return owner
+
+    @staticmethod
+    def _check_member(identity: Identity, conversation: str) -> None:
+        members = direct_members(conversation)
+        if members is None or identity.user not in members:
+            raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
+
+    async def _publish(self, subject: str, data: bytes, msg_id: str | None = None) -> int:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        started = time.perf_counter()
+        try:
+            ack = await self._js.publish(subject, data, stream=MSGS_STREAM, timeout=5.0,
+                                         headers=headers)
+        except NatsError as exc:
+            log.warning("publish_failed", subject=subject, error=repr(exc))
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "message not stored; retry") from None
+        finally:
+            PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        return int(ack.seq)

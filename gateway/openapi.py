@@ -1,0 +1,104 @@
+"""The OpenAPI 3.1 document of the REST API, built from the typed bodies in ``schemas``."""
+
+from functools import cache
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from schemas import rpc
+from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health, Problem
+from schemas.version import PROTOCOL_VERSION
+
+_BEARER = [{"bearer": []}]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(name)}}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    return {
+        str(s): {"description": "Problem", "content": {
+            "application/problem+json": {"schema": _ref("Problem")}}}
+        for s in statuses
+    }
+
+
+def _query(name: str, description: str, minimum: int = 0) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "integer", "minimum": minimum}}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [Problem, Health, DevDeviceRequest, DevDeviceResponse, rpc.Conversations,
+         rpc.HistoryPage],
+        ref_template="#/components/schemas/{name}",
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Courier REST API", "version": str(PROTOCOL_VERSION),
+                 "description": "REST side of the Courier messaging backend. The WebSocket "
+                                "protocol is described in docs/protocol.md."},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "bearerFormat": "JWT"}},
+        },
+        "paths": {
+            "/healthz": {"get": {
+                "summary": "Liveness and NATS connectivity",
+                "responses": {"200": {"description": "Healthy", "content": _json("Health")},
+                              "503": {"description": "NATS unreachable",
+                                      "content": _json("Health")}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics",
+                                 "responses": {"200": {"description": "Text exposition"}}}},
+            "/openapi.json": {"get": {"summary": "This document",
+                                      "responses": {"200": {"description": "OpenAPI"}}}},
+            "/v1/ws": {"get": {
+                "summary": "WebSocket upgrade (protocol v1, see docs/protocol.md)",
+                "description": "Token in `Authorization: Bearer` or the `token` query.",
+                "parameters": [{"name": "token", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {"101": {"description": "Switching protocols"},
+                              **_problems(401, 503)}}},
+            "/v1/dev/devices": {"post": {
+                "summary": "Register a device and get its token (embedded mode only)",
+                "requestBody": {"required": True, "content": _json("DevDeviceRequest")},
+                "responses": {"201": {"description": "Registered",
+                                      "content": _json("DevDeviceResponse")},
+                              **_problems(400, 404, 422, 503)}}},
+            "/v1/conversations": {"get": {
+                "summary": "My conversations, most recent first, with unread counts",
+                "security": _BEARER,
+                "parameters": [_query("limit", "At most this many (1-200)", 1)],
+                "responses": {"200": {"description": "Conversations",
+                                      "content": _json("Conversations")},
+                              **_problems(401, 422, 503)}}},
+            "/v1/conversations/{conversation}/messages": {"get": {
+                "summary": "Page a conversation's messages (members only)",
+                "description": "Without cursor: the newest page. `before=S`: the page "
+                               "before seq S (use `next_before`); `after=S`: the page after "
+                               "seq S (use `next_after`). Items are in ascending seq order.",
+                "security": _BEARER,
+                "parameters": [
+                    {"name": "conversation", "in": "path", "required": True,
+                     "schema": {"type": "string"}},
+                    _query("before", "Page backwards from this seq (exclusive)"),
+                    _query("after", "Page forwards from this seq (exclusive)"),
+                    _query("limit", "Page size (1-200)", 1),
+                ],
+                "responses": {"200": {"description": "A page", "content": _json("HistoryPage")},
+                              **_problems(401, 403, 422, 503)}}},
+        },
+    }
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())

@@ -1,0 +1,123 @@
+"""REST API handlers: parse, authenticate, call one function, encode. Errors are problems."""
+
+import secrets
+from collections.abc import Callable
+from typing import TypeVar
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.auth import Identity, TokenIssuer, TokenVerifier
+from gateway.messaging import Messaging
+from gateway.sockets import DeviceHub
+from runtime.rpc import RpcClient
+from schemas import rpc
+from schemas.errors import ErrorCode, ProtocolError
+from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health
+
+_encoder = msgspec.json.Encoder()
+MAX_PAGE = 200
+T = TypeVar("T")
+
+
+def json_response(value: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=_encoder.encode(value),
+                        content_type="application/json")
+
+
+class RestApi:
+    """The gateway's HTTP routes besides the WebSocket."""
+
+    def __init__(self, gateway_id: str, verifier: TokenVerifier, issuer: TokenIssuer | None,
+                 messaging: Messaging, rpc_client: RpcClient, hub: DeviceHub,
+                 app_id: str, nats_connected: Callable[[], bool]) -> None:
+        self._gateway_id = gateway_id
+        self._verifier = verifier
+        self._issuer = issuer
+        self._messaging = messaging
+        self._rpc = rpc_client
+        self._hub = hub
+        self._app_id = app_id
+        self._nats_connected = nats_connected
+
+    def routes(self) -> list[web.RouteDef]:
+        routes = [
+            web.get("/healthz", self.healthz),
+            web.get("/metrics", self.metrics),
+            web.get("/v1/conversations", self.conversations),
+            web.get("/v1/conversations/{conversation}/messages", self.history),
+        ]
+        if self._issuer is not None:
+            routes.append(web.post("/v1/dev/devices", self.dev_register))
+        return routes
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        connected = self._nats_connected()
+        body = Health(status="ok" if connected else "degraded", gateway=self._gateway_id,
+                      nats=connected, connections=len(self._hub))
+        return json_response(body, 200 if connected else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def dev_register(self, request: web.Request) -> web.Response:
+        assert self._issuer is not None
+        body = _decode(await request.read(), DevDeviceRequest)
+        device = body.device or f"dev-{secrets.token_hex(6)}"
+        token, expires_at = self._issuer.issue(body.user, device, self._app_id)
+        identity = self._verifier.verify(token)
+        await self._messaging.register(identity)
+        return json_response(DevDeviceResponse(user=body.user, device=device, app=self._app_id,
+                                               token=token, expires_at=expires_at), 201)
+
+    async def conversations(self, request: web.Request) -> web.Response:
+        identity = self._identity(request)
+        limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
+        reply = await self._rpc.call("conversations", rpc.ConversationsRequest(
+            user=identity.user, device=identity.device, limit=limit), rpc.Conversations)
+        return json_response(reply)
+
+    async def history(self, request: web.Request) -> web.Response:
+        identity = self._identity(request)
+        conversation = request.match_info["conversation"]
+        limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
+        before = request.query.get("before")
+        after = request.query.get("after")
+        if before is not None and after is not None:
+            raise ProtocolError(ErrorCode.INVALID, "give 'before' or 'after', not both")
+        direction = "forward" if after is not None else "backward"
+        cursor = _int_query(request, "after" if after is not None else "before", None, 0, None)
+        reply = await self._rpc.call("history", rpc.HistoryRequest(
+            user=identity.user, device=identity.device, conversation=conversation,
+            direction=direction, seq=cursor, limit=limit), rpc.HistoryPage)
+        return json_response(reply)
+
+    def _identity(self, request: web.Request) -> Identity:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "missing bearer token")
+        return self._verifier.verify(auth.removeprefix("Bearer ").strip())
+
+
+def _decode(data: bytes, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(ErrorCode.INVALID, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"body is not JSON: {exc}") from None
+
+
+def _int_query(request: web.Request, name: str, default: int | None, low: int,
+               high: int | None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ProtocolError(ErrorCode.INVALID, f"query '{name}' must be an integer") from None
+    if value < low or (high is not None and value > high):
+        raise ProtocolError(ErrorCode.INVALID, f"query '{name}' must be within [{low}, {high}]")
+    return value

@@ -1,0 +1,74 @@
+"""Composition root of a gateway process: HTTP server, NATS connection, sockets."""
+
+import asyncio
+
+import structlog
+from aiohttp import web
+from nats.aio.client import Client
+
+from gateway.auth import TokenIssuer, TokenVerifier
+from gateway.messaging import Messaging
+from gateway.openapi import openapi_handler
+from gateway.problems import problem_middleware
+from gateway.rest import RestApi
+from gateway.sockets import DeviceHub, SocketEndpoint
+from runtime.config import Config
+from runtime.natsconn import close, connect, ensure_stream
+from runtime.rpc import RpcClient
+from schemas.errors import CloseCode
+from schemas.streams import MSGS
+
+log = structlog.get_logger(__name__)
+
+
+class Gateway:
+    """WebSocket + REST front door; stateless apart from its sockets."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        gw = config.gateway
+        self.gateway_id = gw.id or f"gw-{gw.host}-{gw.port}"
+        self._nc: Client | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._sockets: SocketEndpoint | None = None
+        self.port = gw.port
+
+    async def start(self) -> None:
+        config = self._config
+        verifier = TokenVerifier(config.auth, config.app)
+        issuer = TokenIssuer(config.auth) if config.auth.dev_registration else None
+        self._nc = nc = await connect(config.nats, f"gateway-{self.gateway_id}")
+        js = nc.jetstream()
+        await ensure_stream(js, MSGS, config.nats)
+        rpc_client = RpcClient(nc)
+        messaging = Messaging(js, rpc_client, self.gateway_id)
+        hub = DeviceHub(nc)
+        self._sockets = SocketEndpoint(config.gateway, self.gateway_id, verifier, messaging, hub)
+        rest = RestApi(self.gateway_id, verifier, issuer, messaging, rpc_client, hub,
+                       config.app, lambda: nc.is_connected)
+        app = web.Application(middlewares=[problem_middleware],
+                              client_max_size=config.gateway.max_frame_bytes)
+        app.add_routes([web.get("/v1/ws", self._sockets.handle),
+                        web.get("/openapi.json", openapi_handler), *rest.routes()])
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, config.gateway.host, config.gateway.port)
+        await self._site.start()
+        server = self._site._server
+        if server is not None and server.sockets:  # resolve port 0
+            self.port = server.sockets[0].getsockname()[1]
+        log.info("gateway_listening", url=f"http://{config.gateway.host}:{self.port}",
+                 websocket=f"ws://{config.gateway.host}:{self.port}/v1/ws")
+
+    async def drain(self) -> None:
+        """Refuse new sockets, close open ones with GOING_AWAY, let handlers finish."""
+        if self._sockets is not None:
+            await self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
+        await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._nc is not None:
+            await close(self._nc)

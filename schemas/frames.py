@@ -1,0 +1,193 @@
+"""WebSocket frames between a client and a gateway, protocol v1.
+
+Each frame is a JSON object whose ``type`` names its struct. Decoding is strict: unknown fields,
+missing fields and wrong types are errors, so identity fields a client might add (``sender``,
+``user``) are refused rather than ignored. Bodies are opaque bytes (ciphertext), base64 in JSON;
+the server never decodes them.
+"""
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from schemas.ids import ClientId, ConversationId, DeviceId, GroupId, ModuleId, UserId
+
+RequestId = Annotated[
+    str, msgspec.Meta(max_length=64, description="Echoed in the reply and in any error.")
+]
+Seq = Annotated[int, msgspec.Meta(ge=0, description="Position in the conversation's order.")]
+
+#: Upper bound of recipient devices in one per-device send (pairwise-encrypted payloads).
+MAX_PAYLOADS: Final = 256
+#: Upper bound of message acknowledgements in one ``ack`` frame.
+MAX_ACKS: Final = 1000
+
+
+class _Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, omit_defaults=True):
+    """Base of every frame: tagged by ``type``, strict about fields."""
+
+
+class Destination(msgspec.Struct, forbid_unknown_fields=True):
+    """Where a message goes. ``user``: all devices of a user (a direct conversation);
+    ``group``: every device of every member; ``device``: one device of another user."""
+
+    kind: Literal["user", "group", "device"]
+    id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
+
+
+class Sender(msgspec.Struct, omit_defaults=True):
+    """Who sent a message, as the server authenticated it (never as the client claimed)."""
+
+    user: UserId | None = None
+    device: DeviceId | None = None
+    service: str | None = None
+
+
+# ---------------------------------------------------------------- client -> gateway
+
+
+class Send(_Frame, tag="send"):
+    """Send a message. Exactly one of ``body`` (one ciphertext for every recipient device,
+    e.g. a group sender key) or ``payloads`` (device id -> ciphertext, pairwise sessions)."""
+
+    client_id: ClientId
+    to: Destination
+    body: bytes | None = None
+    payloads: (
+        Annotated[dict[DeviceId, bytes], msgspec.Meta(min_length=1, max_length=MAX_PAYLOADS)]
+        | None
+    ) = None
+    module: ModuleId = "chat"
+    ttl: Annotated[int, msgspec.Meta(ge=1, le=31_536_000)] | None = None
+    receipt: bool = True
+    id: RequestId | None = None
+
+
+class AckItem(msgspec.Struct, forbid_unknown_fields=True):
+    """One received message, as the ``message`` frame named it."""
+
+    id: Annotated[str, msgspec.Meta(max_length=64)]
+    seq: Seq
+    conversation: ConversationId
+    sender: UserId | None = None
+
+
+class Ack(_Frame, tag="ack"):
+    """This device has received these messages: the server stops re-sending them and tells
+    the senders (``delivered`` receipts)."""
+
+    messages: Annotated[list[AckItem], msgspec.Meta(min_length=1, max_length=MAX_ACKS)]
+    id: RequestId | None = None
+
+
+class Read(_Frame, tag="read"):
+    """The user has read the conversation up to ``seq`` (inclusive). Markers only move forward."""
+
+    conversation: ConversationId
+    seq: Seq
+    id: RequestId | None = None
+
+
+class Sync(_Frame, tag="sync"):
+    """Send me what I have not acknowledged, oldest first, then a ``synced`` frame. ``after``
+    is the cursor the client holds (the ``cursor`` of its last ``synced`` frame); the server
+    also remembers each device's acknowledgements, so ``after`` may be omitted."""
+
+    after: Seq | None = None
+    id: RequestId | None = None
+
+
+class Ping(_Frame, tag="ping"):
+    """Application-level keepalive; answered by ``pong``."""
+
+    id: RequestId | None = None
+
+
+ClientFrame = Send | Ack | Read | Sync | Ping
+
+# ---------------------------------------------------------------- gateway -> client
+
+
+class Welcome(_Frame, tag="welcome"):
+    """First frame of every connection: who the token says you are, and the limits."""
+
+    user: UserId
+    device: DeviceId
+    app: str
+    protocol: int
+    heartbeat_s: float
+    max_frame_bytes: int
+    gateway: str
+
+
+class Accepted(_Frame, tag="accepted"):
+    """The message is stored durably (status ``sent``): it will not be lost."""
+
+    client_id: ClientId
+    message_id: str
+    seq: Seq
+    conversation: ConversationId
+    ts: int
+    id: RequestId | None = None
+
+
+class Message(_Frame, tag="message"):
+    """A message for this device: chat, notification or system. ``body`` is the ciphertext
+    for this device (the shared body or this device's own payload)."""
+
+    message_id: str
+    seq: Seq
+    conversation: ConversationId
+    kind: Literal["chat", "notification", "system"]
+    sender: Sender
+    to: Destination
+    app: str
+    module: str
+    body: bytes
+    ts: int
+    receipt: bool
+    client_id: str | None = None
+    expires_at: int | None = None
+
+
+class Receipt(_Frame, tag="receipt"):
+    """Delivery or read state moved. ``delivered``: ``message_ids`` reached a device of
+    ``by``; ``read``: ``by`` has read the conversation up to ``seq``."""
+
+    status: Literal["delivered", "read"]
+    conversation: ConversationId
+    by: UserId
+    message_ids: list[str] = []
+    seq: Seq | None = None
+
+
+class Synced(_Frame, tag="synced"):
+    """The backlog has been sent. Hold ``cursor`` and pass it as ``after`` next time."""
+
+    cursor: Seq
+    count: int
+    id: RequestId | None = None
+
+
+class Pong(_Frame, tag="pong"):
+    """Reply to ``ping``."""
+
+    id: RequestId | None = None
+
+
+class Error(_Frame, tag="error"):
+    """A request failed; the connection stays open unless a close follows."""
+
+    code: str
+    message: str
+    retry: bool
+    id: RequestId | None = None
+
+
+ServerFrame = Welcome | Accepted | Message | Receipt | Synced | Pong | Error
+
+FRAME_TYPES: Final[dict[str, type[_Frame]]] = {
+    t.__struct_config__.tag: t  # type: ignore[misc]
+    for t in (Send, Ack, Read, Sync, Ping, Welcome, Accepted, Message, Receipt, Synced, Pong, Error)
+}
+CLIENT_FRAME_TYPES: Final = frozenset({"send", "ack", "read", "sync", "ping"})

@@ -1,0 +1,44 @@
+"""Bodies of the REST API served by the gateway (documented in ``/openapi.json``)."""
+
+from typing import Annotated
+
+import msgspec
+
+from schemas.ids import UserId
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details, with the protocol's error ``code``."""
+
+    title: str
+    status: int
+    code: str
+    detail: str
+    retry: bool = False
+    type: str = "about:blank"
+
+
+class Health(msgspec.Struct):
+    """``GET /healthz``."""
+
+    status: str
+    gateway: str
+    nats: bool
+    connections: int
+
+
+class DevDeviceRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Register a device for a user (created if new) and get its token. Embedded mode only."""
+
+    user: UserId
+    device: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}$")] | None = None
+
+
+class DevDeviceResponse(msgspec.Struct):
+    """The device and the token it connects with."""
+
+    user: str
+    device: str
+    app: str
+    token: str
+    expires_at: int

@@ -1,0 +1,152 @@
+"""Request/reply messages of the storage worker (``store.rpc.<op>``), MessagePack-encoded.
+
+The storage worker owns the store: registry writes, backlog, history and conversation lists all
+go through it. Every reply is ``Ok`` with a typed value or ``Failed`` with an error code.
+"""
+
+from typing import Final, Generic, TypeVar
+
+import msgspec
+
+from schemas.frames import Message
+
+T = TypeVar("T")
+
+
+class Failed(msgspec.Struct, tag="failed", tag_field="r"):
+    """The operation failed with an ``ErrorCode``."""
+
+    code: str
+    message: str
+
+
+class DeviceInfo(msgspec.Struct):
+    """A registered device."""
+
+    user: str
+    device: str
+    app: str
+    created_at: int
+    disabled: bool = False
+
+
+class RegisterDevice(msgspec.Struct):
+    """Create the user if needed and register (or refresh) one of its devices."""
+
+    user: str
+    device: str
+    app: str
+
+
+class GetUser(msgspec.Struct):
+    """Does the user exist, and which devices does it have?"""
+
+    user: str
+
+
+class UserDevices(msgspec.Struct):
+    """Reply to ``GetUser``: ``exists`` false for unknown users."""
+
+    exists: bool
+    devices: list[DeviceInfo] = []
+
+
+class DeviceOwner(msgspec.Struct):
+    """Which user owns a device?"""
+
+    device: str
+
+
+class Owner(msgspec.Struct):
+    """Reply to ``DeviceOwner``: None for unknown devices."""
+
+    user: str | None
+
+
+class SyncRequest(msgspec.Struct):
+    """Backlog of one device: messages it has not acknowledged with ``seq > after``.
+
+    ``barrier`` is the stream sequence the gateway read after subscribing the device's live
+    subject; the worker answers only once it has stored everything up to it, so nothing that
+    arrives during the read is missed (subscribe before fetch)."""
+
+    user: str
+    device: str
+    after: int
+    limit: int
+    barrier: int
+
+
+class SyncPage(msgspec.Struct):
+    """Up to ``limit`` messages oldest first; ``cursor`` is the last seq covered."""
+
+    messages: list[Message]
+    cursor: int
+    more: bool
+
+
+class HistoryRequest(msgspec.Struct):
+    """One page of a conversation as ``user`` may see it: before or after ``seq``."""
+
+    user: str
+    device: str
+    conversation: str
+    direction: str  # "backward" | "forward"
+    seq: int | None
+    limit: int
+
+
+class HistoryItem(msgspec.Struct, omit_defaults=True):
+    """A message in history, with its status as the sender sees it."""
+
+    message: Message
+    status: str  # sent | delivered | read | expired
+
+
+class HistoryPage(msgspec.Struct):
+    """Messages in ascending seq order plus the seqs to continue from (None: no more)."""
+
+    items: list[HistoryItem]
+    next_before: int | None
+    next_after: int | None
+
+
+class ConversationsRequest(msgspec.Struct):
+    """The conversations of a user, most recent first."""
+
+    user: str
+    device: str
+    limit: int
+
+
+class ConversationSummary(msgspec.Struct, omit_defaults=True):
+    """One conversation: its last message and the user's unread count."""
+
+    conversation: str
+    last_seq: int
+    unread: int
+    read_seq: int
+    last_message: Message | None = None
+
+
+class Conversations(msgspec.Struct):
+    """Reply to ``ConversationsRequest``."""
+
+    conversations: list[ConversationSummary]
+
+
+class Ok(msgspec.Struct, Generic[T], tag="ok", tag_field="r"):
+    """The operation succeeded with ``value``."""
+
+    value: T
+
+
+#: Operation name -> (request type, reply value type).
+OPERATIONS: Final[dict[str, tuple[type[msgspec.Struct], type]]] = {
+    "register_device": (RegisterDevice, DeviceInfo),
+    "get_user": (GetUser, UserDevices),
+    "device_owner": (DeviceOwner, Owner),
+    "sync": (SyncRequest, SyncPage),
+    "history": (HistoryRequest, HistoryPage),
+    "conversations": (ConversationsRequest, Conversations),
+}

@@ -1,0 +1,7 @@
+"""Protocol version carried by every frame exchange and every NATS envelope."""
+
+from typing import Final
+
+#: Bumped on any incompatible change to frames or envelopes. Gateways reject clients that ask
+#: for a version they do not speak (see ``ErrorCode.UNSUPPORTED_VERSION``).
+PROTOCOL_VERSION: Final = 1

@@ -1,0 +1,14 @@
+"""Storage worker: the only writer of the message store.
+
+Consumes: every envelope on the ``MSGS`` stream through the durable pull consumer ``storage``
+(explicit ack). Messages are stored with their inbox entries, receipts update delivery state
+and read markers; a batch is acked only after the store committed it, so a crash means
+redelivery, and every write is idempotent (keyed by server id / seq). Envelopes that cannot be
+decoded are termed and published to ``dlq.storage``.
+
+Serves: ``store.rpc.<op>`` request/reply in queue group ``storage`` (device registry, backlog
+sync, history, conversation lists); a sync waits until everything the stream accepted before
+the request was stored (the subscribe-before-fetch barrier).
+
+Order: batches are applied in stream order, so the store sees each conversation in seq order.
+"""

@@ -1,0 +1,77 @@
+"""Applies batches of ``MSGS`` envelopes to the store."""
+
+import time
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from prometheus_client import Counter, Histogram
+
+from schemas.envelopes import MessageEnvelope, ReceiptEnvelope, decode_envelope
+from schemas.subjects import dead_letter
+from storage_worker.recipients import inbox_users
+from storage_worker.store.base import MessageStore, StoredMessage
+
+log = structlog.get_logger(__name__)
+
+STORED = Counter("courier_storage_messages_total", "Messages stored (including duplicates)")
+RECEIPTS = Counter("courier_storage_receipts_total", "Receipts applied", ["status"])
+POISON = Counter("courier_storage_poison_total", "Envelopes termed and dead-lettered")
+BATCH_SECONDS = Histogram("courier_storage_batch_seconds", "Time to apply one batch")
+
+
+class EnvelopeApplier:
+    """The batch handler of the storage worker's pull loop."""
+
+    def __init__(self, store: MessageStore, nc: Client) -> None:
+        self._store = store
+        self._nc = nc
+
+    async def __call__(self, msgs: list[Msg]) -> None:
+        with BATCH_SECONDS.time():
+            pending: list[StoredMessage] = []
+            for msg in msgs:
+                envelope = await self._decode_or_term(msg)
+                if envelope is None:
+                    continue
+                seq = msg.metadata.sequence.stream
+                if isinstance(envelope, MessageEnvelope):
+                    pending.append(StoredMessage(seq, envelope, inbox_users(envelope)))
+                    continue
+                await self._flush(pending)
+                await self._apply_receipt(envelope)
+            await self._flush(pending)
+        for msg in msgs:
+            if not msg.is_acked:
+                await msg.ack()
+
+    async def _flush(self, pending: list[StoredMessage]) -> None:
+        if pending:
+            await self._store.append(pending)
+            STORED.inc(len(pending))
+            pending.clear()
+
+    async def _apply_receipt(self, receipt: ReceiptEnvelope) -> None:
+        now = int(time.time() * 1000)
+        if receipt.status == "delivered":
+            await self._store.record_acks(receipt.by_user, receipt.by_device, receipt.items, now)
+        elif receipt.conversation is not None and receipt.seq is not None:
+            await self._store.mark_read(receipt.by_user, receipt.conversation, receipt.seq)
+        RECEIPTS.labels(receipt.status).inc()
+
+    async def _decode_or_term(self, msg: Msg) -> MessageEnvelope | ReceiptEnvelope | None:
+        """Decode, or dead-letter and term an envelope that can never be processed."""
+        try:
+            envelope = decode_envelope(msg.data)
+            if isinstance(envelope, MessageEnvelope):
+                inbox_users(envelope)  # raises for conversations the store cannot place
+            return envelope
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            POISON.inc()
+            log.error("poison_envelope", subject=msg.subject,
+                      seq=msg.metadata.sequence.stream, error=str(exc))
+            await self._nc.publish(dead_letter("storage"), msg.data, headers={
+                "Courier-Error": str(exc)[:200], "Courier-Subject": msg.subject})
+            await msg.term()
+            return None

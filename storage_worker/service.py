@@ -1,0 +1,166 @@
+"""Composition root of the storage worker process."""
+
+import asyncio
+import time
+
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from runtime.config import Config
+from runtime.consumer import PullLoop
+from runtime.natsconn import close, connect, ensure_pull_consumer, ensure_stream
+from runtime.rpc import RpcServer
+from schemas import rpc
+from schemas.errors import ErrorCode, ProtocolError
+from schemas.envelopes import message_frame
+from schemas.ids import direct_members
+from schemas.streams import MSGS
+from schemas.subjects import DIRECTORY_CHANGED, MSGS_STREAM, STORAGE_CONSUMER, STORE_QUEUE
+from storage_worker.consumer import EnvelopeApplier
+from storage_worker.store.base import MessageStore, RetentionPolicy
+
+log = structlog.get_logger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StorageWorker:
+    """Consumes ``MSGS`` into the store, serves the storage RPC, applies retention."""
+
+    def __init__(self, config: Config, store: MessageStore) -> None:
+        self._config = config
+        self._store = store
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._loop: PullLoop | None = None
+        self._rpc: RpcServer | None = None
+        self._purger: asyncio.Task[None] | None = None
+        self._ack_floor = 0
+        retention = config.retention
+        self._policy = RetentionPolicy(
+            default_days=retention.default_days,
+            days=dict(retention.days),
+            ephemeral_apps=frozenset(retention.ephemeral_apps),
+        )
+
+    async def start(self) -> None:
+        await self._store.open()
+        self._nc = await connect(self._config.nats, "storage_worker")
+        self._js = self._nc.jetstream()
+        await ensure_stream(self._js, MSGS, self._config.nats)
+        await ensure_pull_consumer(self._js, MSGS_STREAM, STORAGE_CONSUMER, ack_wait_s=30,
+                                   max_ack_pending=20_000)
+        self._loop = PullLoop(self._js, MSGS_STREAM, STORAGE_CONSUMER,
+                              EnvelopeApplier(self._store, self._nc),
+                              batch=self._config.store.batch)
+        await self._loop.start()
+        self._rpc = RpcServer(self._nc, STORE_QUEUE, {
+            "register_device": self._register_device,
+            "get_user": self._get_user,
+            "device_owner": self._device_owner,
+            "sync": self._sync,
+            "history": self._history,
+            "conversations": self._conversations,
+        })
+        await self._rpc.start()
+        self._purger = asyncio.create_task(self._purge_forever(), name="purge")
+
+    async def drain(self) -> None:
+        if self._rpc is not None:
+            await self._rpc.drain()
+        if self._loop is not None:
+            await self._loop.drain()
+        if self._purger is not None:
+            self._purger.cancel()
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            await self._loop.stop()
+        if self._nc is not None:
+            await close(self._nc)
+        await self._store.close()
+
+    # ------------------------------------------------------------------ RPC handlers
+
+    async def _register_device(self, request: rpc.RegisterDevice) -> rpc.DeviceInfo:
+        info = await self._store.register_device(request.user, request.device, request.app,
+                                                 now_ms())
+        assert self._nc is not None
+        await self._nc.publish(DIRECTORY_CHANGED, request.user.encode())
+        return info
+
+    async def _get_user(self, request: rpc.GetUser) -> rpc.UserDevices:
+        exists, devices = await self._store.user_devices(request.user)
+        return rpc.UserDevices(exists=exists, devices=devices)
+
+    async def _device_owner(self, request: rpc.DeviceOwner) -> rpc.Owner:
+        return rpc.Owner(user=await self._store.device_owner(request.device))
+
+    async def _sync(self, request: rpc.SyncRequest) -> rpc.SyncPage:
+        await self._wait_stored(request.barrier)
+        messages, cursor = await self._store.backlog(
+            request.user, request.device, request.after, request.limit, now_ms()
+        )
+        return rpc.SyncPage(
+            messages=[message_frame(m.envelope, m.seq, m.body) for m in messages],
+            cursor=cursor,
+            more=len(messages) == request.limit,
+        )
+
+    async def _history(self, request: rpc.HistoryRequest) -> rpc.HistoryPage:
+        self._check_member(request.user, request.conversation)
+        before = request.seq if request.direction == "backward" else None
+        after = request.seq if request.direction == "forward" else None
+        if request.direction == "forward" and after is None:
+            after = 0
+        items = await self._store.history(request.user, request.device, request.conversation,
+                                          before, after, request.limit, now_ms())
+        full = len(items) == request.limit
+        first = items[0].message.seq if items else None
+        last = items[-1].message.seq if items else None
+        if request.direction == "backward":
+            return rpc.HistoryPage(items=items, next_before=first if full else None,
+                                   next_after=last)
+        return rpc.HistoryPage(items=items, next_before=first,
+                               next_after=last if full else None)
+
+    async def _conversations(self, request: rpc.ConversationsRequest) -> rpc.Conversations:
+        return rpc.Conversations(
+            conversations=await self._store.conversations(request.user, request.device,
+                                                          request.limit)
+        )
+
+    @staticmethod
+    def _check_member(user: str, conversation: str) -> None:
+        members = direct_members(conversation)
+        if members is None or user not in members:
+            raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
+
+    async def _wait_stored(self, barrier: int) -> None:
+        """Return once every envelope up to stream sequence ``barrier`` has been applied (the
+        consumer's ack floor covers it), or fail with ``unavailable``."""
+        assert self._js is not None
+        deadline = time.monotonic() + self._config.store.barrier_timeout_s
+        delay = 0.002
+        while self._ack_floor < barrier:
+            info = await self._js.consumer_info(MSGS_STREAM, STORAGE_CONSUMER)
+            self._ack_floor = max(self._ack_floor, info.ack_floor.stream_seq or 0)
+            if self._ack_floor >= barrier:
+                return
+            if time.monotonic() > deadline:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "storage is catching up; retry")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.retention.purge_interval_s)
+            try:
+                removed = await self._store.purge(self._policy, now_ms())
+                if removed:
+                    log.info("purged", messages=removed)
+            except Exception:
+                log.exception("purge_failed")

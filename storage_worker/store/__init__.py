@@ -1,0 +1,1 @@
+"""The message store: one interface (``base.MessageStore``), one implementation per backend."""

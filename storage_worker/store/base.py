@@ -1,0 +1,107 @@
+"""The storage interface. Every backend implements ``MessageStore``; the contract suite in
+``tests/contract/test_store_contract.py`` runs the same tests against each.
+
+Model: a message is written once (keyed by its server id, ordered by ``seq``, the stream
+sequence assigned when JetStream accepted it) and indexed into the inbox of each recipient
+user. A device's backlog is its user's inbox after the device's cursor, minus what the device
+acknowledged, minus what is not for it (its own sends, expired messages, per-device payloads
+addressed to other devices). Nothing is deleted per delivery; the cursor moves instead.
+"""
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+from schemas.envelopes import MessageEnvelope
+from schemas.frames import AckItem
+from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
+
+
+class StoredMessage(msgspec.Struct):
+    """An accepted message with its position and the users whose inbox it enters."""
+
+    seq: int
+    envelope: MessageEnvelope
+    recipients: list[str]
+
+
+class DeliverableMessage(msgspec.Struct):
+    """A message as one device receives it: the body chosen for that device."""
+
+    seq: int
+    envelope: MessageEnvelope
+    body: bytes
+
+
+class RetentionPolicy(msgspec.Struct, frozen=True):
+    """What ``purge`` removes: per app, either older than N days or delivered to everyone."""
+
+    default_days: int
+    days: dict[str, int]
+    ephemeral_apps: frozenset[str]
+
+    def days_for(self, app: str) -> int:
+        return self.days.get(app, self.default_days)
+
+
+class MessageStore(Protocol):
+    """Persistence of messages, delivery state and the device registry.
+
+    Every write is idempotent: replaying the same call (JetStream redelivery) changes nothing.
+    Times are milliseconds since the epoch, passed in so tests control the clock.
+    """
+
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations."""
+
+    async def close(self) -> None:
+        """Release connections. The store is unusable afterwards."""
+
+    async def register_device(self, user: str, device: str, app: str, now: int) -> DeviceInfo:
+        """Create the user if absent and the device if absent; return the device. A new
+        device starts after its user's newest inbox entry: it gets no older backlog."""
+
+    async def user_devices(self, user: str) -> tuple[bool, list[DeviceInfo]]:
+        """Whether the user exists, and its devices."""
+
+    async def device_owner(self, device: str) -> str | None:
+        """The user a device belongs to, or None."""
+
+    async def append(self, messages: Sequence[StoredMessage]) -> None:
+        """Store messages and their inbox entries atomically per call. A message whose id is
+        already stored is skipped (client retry or redelivery)."""
+
+    async def record_acks(self, user: str, device: str, items: Sequence[AckItem], now: int) -> None:
+        """The device received these messages: exclude them from its backlog, advance its
+        cursor over the contiguous prefix, mark other users' messages delivered."""
+
+    async def mark_read(self, user: str, conversation: str, seq: int) -> None:
+        """Move the user's read marker forward to ``seq`` (never backwards)."""
+
+    async def backlog(
+        self, user: str, device: str, after: int, limit: int, now: int
+    ) -> tuple[list[DeliverableMessage], int]:
+        """Up to ``limit`` undelivered messages for the device with ``seq > after``, oldest
+        first, and the highest seq examined (the cursor to continue from)."""
+
+    async def history(
+        self,
+        user: str,
+        device: str,
+        conversation: str,
+        before: int | None,
+        after: int | None,
+        limit: int,
+        now: int,
+    ) -> list[HistoryItem]:
+        """A page of the user's view of a conversation in ascending seq order: the newest
+        ``limit`` below ``before``, or the oldest ``limit`` above ``after``."""
+
+    async def conversations(
+        self, user: str, device: str, limit: int
+    ) -> list[ConversationSummary]:
+        """The user's conversations, most recent first, with unread counts."""
+
+    async def purge(self, policy: RetentionPolicy, now: int) -> int:
+        """Apply retention; returns the number of messages removed."""

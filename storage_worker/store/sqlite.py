@@ -1,0 +1,403 @@
+"""Embedded ``MessageStore`` on SQLite (WAL), through aiosqlite so queries run off the event
+loop. One connection, one writer: the storage worker process."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+
+from schemas.envelopes import MessageEnvelope
+from schemas.frames import AckItem, Destination, Sender
+from schemas.ids import direct_members
+from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
+from schemas.envelopes import message_frame
+from storage_worker.store.base import DeliverableMessage, RetentionPolicy, StoredMessage
+
+DAY_MS: Final = 86_400_000
+
+MIGRATIONS: Final[list[str]] = [
+    """
+    CREATE TABLE users (
+        user TEXT PRIMARY KEY, app TEXT NOT NULL, created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE devices (
+        device TEXT PRIMARY KEY, user TEXT NOT NULL, app TEXT NOT NULL,
+        created_at INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+        floor INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX devices_by_user ON devices (user);
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, conversation TEXT NOT NULL,
+        app TEXT NOT NULL, module TEXT NOT NULL, kind TEXT NOT NULL,
+        sender_user TEXT, sender_device TEXT, sender_service TEXT,
+        to_kind TEXT NOT NULL, to_id TEXT NOT NULL, body BLOB, client_id TEXT,
+        ts INTEGER NOT NULL, expires_at INTEGER, receipt INTEGER NOT NULL,
+        delivered_at INTEGER
+    );
+    CREATE INDEX messages_by_conversation ON messages (conversation, seq);
+    CREATE TABLE payloads (
+        seq INTEGER NOT NULL, device TEXT NOT NULL, body BLOB NOT NULL,
+        PRIMARY KEY (seq, device)
+    ) WITHOUT ROWID;
+    CREATE TABLE inbox (
+        user TEXT NOT NULL, seq INTEGER NOT NULL, conversation TEXT NOT NULL,
+        sender_user TEXT, PRIMARY KEY (user, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX inbox_by_conversation ON inbox (user, conversation, seq);
+    CREATE TABLE device_acks (
+        device TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE read_markers (
+        user TEXT NOT NULL, conversation TEXT NOT NULL, seq INTEGER NOT NULL,
+        PRIMARY KEY (user, conversation)
+    ) WITHOUT ROWID;
+    """,
+]
+
+#: Columns of ``messages`` read back into an envelope, in this order.
+_MESSAGE_COLUMNS: Final = (
+    "m.seq, m.id, m.conversation, m.app, m.module, m.kind, m.sender_user, m.sender_device, "
+    "m.sender_service, m.to_kind, m.to_id, m.client_id, m.ts, m.expires_at, m.receipt, "
+    "m.delivered_at"
+)
+
+#: A message is for device :device of user :user when it is not expired, not the device's
+#: own send, and either has a shared body or a payload for that device.
+_FOR_DEVICE: Final = """
+    (m.expires_at IS NULL OR m.expires_at > :now)
+    AND (m.sender_device IS NULL OR m.sender_device != :device)
+    AND (m.body IS NOT NULL
+         OR EXISTS (SELECT 1 FROM payloads p WHERE p.seq = m.seq AND p.device = :device))
+"""
+
+
+class SqliteStore:
+    """``MessageStore`` on one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        if str(self._path) != ":memory:":
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self._path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA foreign_keys=OFF")
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+        async with self.db.execute("SELECT MAX(version) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = (row[0] if row else None) or 0
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            await self.db.executescript(
+                f"BEGIN; {script}; INSERT INTO schema_version VALUES ({version}); COMMIT;"
+            )
+
+    # ------------------------------------------------------------------ registry
+
+    async def register_device(self, user: str, device: str, app: str, now: int) -> DeviceInfo:
+        db = self.db
+        await db.execute(
+            "INSERT OR IGNORE INTO users (user, app, created_at) VALUES (?, ?, ?)",
+            (user, app, now),
+        )
+        async with db.execute(
+            "SELECT user, app, created_at, disabled FROM devices WHERE device = ?", (device,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            async with db.execute("SELECT MAX(seq) FROM inbox WHERE user = ?", (user,)) as cur:
+                newest = await cur.fetchone()
+            floor = (newest[0] if newest else None) or 0
+            await db.execute(
+                "INSERT INTO devices (device, user, app, created_at, floor) VALUES (?,?,?,?,?)",
+                (device, user, app, now, floor),
+            )
+            row = (user, app, now, 0)
+        await db.commit()
+        return DeviceInfo(user=row[0], device=device, app=row[1], created_at=row[2],
+                          disabled=bool(row[3]))
+
+    async def user_devices(self, user: str) -> tuple[bool, list[DeviceInfo]]:
+        async with self.db.execute("SELECT 1 FROM users WHERE user = ?", (user,)) as cur:
+            exists = await cur.fetchone() is not None
+        async with self.db.execute(
+            "SELECT device, app, created_at, disabled FROM devices WHERE user = ? ORDER BY device",
+            (user,),
+        ) as cur:
+            rows = await cur.fetchall()
+        devices = [
+            DeviceInfo(user=user, device=r[0], app=r[1], created_at=r[2], disabled=bool(r[3]))
+            for r in rows
+        ]
+        return exists, devices
+
+    async def device_owner(self, device: str) -> str | None:
+        async with self.db.execute("SELECT user FROM devices WHERE device = ?", (device,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    # ------------------------------------------------------------------ writes
+
+    async def append(self, messages: Sequence[StoredMessage]) -> None:
+        db = self.db
+        message_rows: list[tuple[Any, ...]] = []
+        payload_rows: list[tuple[int, str, bytes]] = []
+        inbox_rows: list[tuple[str, int, str, str | None]] = []
+        for stored in messages:
+            env = stored.envelope
+            async with db.execute("SELECT 1 FROM messages WHERE id = ?", (env.id,)) as cur:
+                if await cur.fetchone() is not None:
+                    continue
+            message_rows.append(
+                (stored.seq, env.id, env.conversation, env.app, env.module, env.kind,
+                 env.sender.user, env.sender.device, env.sender.service, env.to.kind,
+                 env.to.id, env.body, env.client_id, env.ts, env.expires_at, int(env.receipt))
+            )
+            for device, body in (env.payloads or {}).items():
+                payload_rows.append((stored.seq, device, body))
+            for user in stored.recipients:
+                inbox_rows.append((user, stored.seq, env.conversation, env.sender.user))
+        await db.executemany(
+            "INSERT OR IGNORE INTO messages (seq, id, conversation, app, module, kind, "
+            "sender_user, sender_device, sender_service, to_kind, to_id, body, client_id, ts, "
+            "expires_at, receipt) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            message_rows,
+        )
+        await db.executemany("INSERT OR IGNORE INTO payloads VALUES (?,?,?)", payload_rows)
+        await db.executemany("INSERT OR IGNORE INTO inbox VALUES (?,?,?,?)", inbox_rows)
+        await db.commit()
+
+    async def record_acks(self, user: str, device: str, items: Sequence[AckItem], now: int) -> None:
+        db = self.db
+        seqs = sorted({item.seq for item in items})
+        await db.executemany(
+            "INSERT OR IGNORE INTO device_acks (device, seq) "
+            "SELECT ?, ? WHERE ? > (SELECT floor FROM devices WHERE device = ?)",
+            [(device, seq, seq, device) for seq in seqs],
+        )
+        await db.executemany(
+            "UPDATE messages SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL "
+            "AND (sender_user IS NULL OR sender_user != ?)",
+            [(now, seq, user) for seq in seqs],
+        )
+        await self._advance_floor(user, device, now)
+        await db.commit()
+
+    async def _advance_floor(self, user: str, device: str, now: int) -> None:
+        """Move the device's cursor over every acknowledged (or not-for-it) inbox entry at its
+        start, then forget the acknowledgements the cursor now covers."""
+        params = {"user": user, "device": device, "now": now}
+        async with self.db.execute(
+            f"""SELECT MIN(i.seq) FROM inbox i JOIN messages m ON m.seq = i.seq
+                WHERE i.user = :user
+                  AND i.seq > (SELECT floor FROM devices WHERE device = :device)
+                  AND {_FOR_DEVICE}
+                  AND NOT EXISTS (SELECT 1 FROM device_acks a
+                                  WHERE a.device = :device AND a.seq = i.seq)""",
+            params,
+        ) as cur:
+            row = await cur.fetchone()
+        first_missing = row[0] if row else None
+        if first_missing is None:
+            new_floor_sql = "(SELECT COALESCE(MAX(seq), 0) FROM device_acks WHERE device = :device)"
+        else:
+            new_floor_sql = str(int(first_missing) - 1)
+        await self.db.execute(
+            f"UPDATE devices SET floor = MAX(floor, {new_floor_sql}) WHERE device = :device",
+            params,
+        )
+        await self.db.execute(
+            "DELETE FROM device_acks WHERE device = :device "
+            "AND seq <= (SELECT floor FROM devices WHERE device = :device)",
+            params,
+        )
+
+    async def mark_read(self, user: str, conversation: str, seq: int) -> None:
+        await self.db.execute(
+            "INSERT INTO read_markers (user, conversation, seq) VALUES (?, ?, ?) "
+            "ON CONFLICT (user, conversation) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            (user, conversation, seq),
+        )
+        await self.db.commit()
+
+    # ------------------------------------------------------------------ reads
+
+    async def backlog(
+        self, user: str, device: str, after: int, limit: int, now: int
+    ) -> tuple[list[DeliverableMessage], int]:
+        params = {"user": user, "device": device, "now": now, "after": after, "limit": limit}
+        async with self.db.execute(
+            f"""SELECT {_MESSAGE_COLUMNS}, COALESCE(m.body, p.body)
+                FROM inbox i JOIN messages m ON m.seq = i.seq
+                LEFT JOIN payloads p ON m.body IS NULL AND p.seq = m.seq AND p.device = :device
+                WHERE i.user = :user
+                  AND i.seq > MAX(:after, (SELECT floor FROM devices WHERE device = :device))
+                  AND {_FOR_DEVICE}
+                  AND NOT EXISTS (SELECT 1 FROM device_acks a
+                                  WHERE a.device = :device AND a.seq = i.seq)
+                ORDER BY i.seq LIMIT :limit""",
+            params,
+        ) as cur:
+            rows = await cur.fetchall()
+        messages = [
+            DeliverableMessage(seq=row[0], envelope=_envelope(row), body=row[-1]) for row in rows
+        ]
+        if len(messages) == limit:
+            return messages, messages[-1].seq
+        async with self.db.execute("SELECT MAX(seq) FROM inbox WHERE user = ?", (user,)) as cur:
+            newest = await cur.fetchone()
+        return messages, max(after, (newest[0] if newest else None) or 0)
+
+    async def history(
+        self,
+        user: str,
+        device: str,
+        conversation: str,
+        before: int | None,
+        after: int | None,
+        limit: int,
+        now: int,
+    ) -> list[HistoryItem]:
+        params = {"user": user, "device": device, "conversation": conversation, "now": now,
+                  "limit": limit, "before": before, "after": after}
+        if after is not None:
+            bound, order = "i.seq > :after", "ASC"
+        else:
+            bound = "i.seq < :before" if before is not None else "1"
+            order = "DESC"
+        async with self.db.execute(
+            f"""SELECT {_MESSAGE_COLUMNS}, COALESCE(m.body, p.body)
+                FROM inbox i JOIN messages m ON m.seq = i.seq
+                LEFT JOIN payloads p ON m.body IS NULL AND p.seq = m.seq AND p.device = :device
+                WHERE i.user = :user AND i.conversation = :conversation AND {bound}
+                  AND (m.body IS NOT NULL OR p.body IS NOT NULL)
+                ORDER BY i.seq {order} LIMIT :limit""",
+            params,
+        ) as cur:
+            rows = list(await cur.fetchall())
+        rows.sort(key=lambda r: int(r[0]))
+        others_read = await self._others_read(user, conversation)
+        return [
+            HistoryItem(
+                message=message_frame(_envelope(row), row[0], row[-1]),
+                status=_status(row, user, others_read, now),
+            )
+            for row in rows
+        ]
+
+    async def _others_read(self, user: str, conversation: str) -> int:
+        """The highest read marker of the conversation's other members."""
+        async with self.db.execute(
+            "SELECT MAX(seq) FROM read_markers WHERE conversation = ? AND user != ?",
+            (conversation, user),
+        ) as cur:
+            row = await cur.fetchone()
+        return int((row[0] if row else None) or 0)
+
+    async def conversations(
+        self, user: str, device: str, limit: int
+    ) -> list[ConversationSummary]:
+        async with self.db.execute(
+            """SELECT i.conversation, MAX(i.seq) AS last, COALESCE(r.seq, 0)
+               FROM inbox i LEFT JOIN read_markers r
+                 ON r.user = i.user AND r.conversation = i.conversation
+               WHERE i.user = ? GROUP BY i.conversation ORDER BY last DESC LIMIT ?""",
+            (user, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        summaries = []
+        for conversation, last_seq, read_seq in rows:
+            async with self.db.execute(
+                "SELECT COUNT(*) FROM inbox WHERE user = ? AND conversation = ? AND seq > ? "
+                "AND (sender_user IS NULL OR sender_user != ?)",
+                (user, conversation, read_seq, user),
+            ) as cur:
+                unread_row = await cur.fetchone()
+            last = await self.history(user, device, conversation, None, None, 1, 0)
+            summaries.append(
+                ConversationSummary(
+                    conversation=conversation,
+                    last_seq=last_seq,
+                    unread=int(unread_row[0]) if unread_row else 0,
+                    read_seq=read_seq,
+                    last_message=last[0].message if last else None,
+                )
+            )
+        return summaries
+
+    # ------------------------------------------------------------------ retention
+
+    async def purge(self, policy: RetentionPolicy, now: int) -> int:
+        db = self.db
+        removed = 0
+        async with db.execute("SELECT DISTINCT app FROM messages") as cur:
+            apps = [str(r[0]) for r in await cur.fetchall()]
+        for app in apps:
+            cutoff = now - policy.days_for(app) * DAY_MS
+            removed += await self._delete_where("m.app = :app AND m.ts < :cutoff",
+                                                {"app": app, "cutoff": cutoff, "now": now})
+            if app in policy.ephemeral_apps:
+                removed += await self._delete_where(
+                    """m.app = :app AND NOT EXISTS (
+                         SELECT 1 FROM inbox i JOIN devices d ON d.user = i.user
+                         WHERE i.seq = m.seq AND d.floor < m.seq
+                           AND (m.sender_device IS NULL OR m.sender_device != d.device)
+                           AND (m.body IS NOT NULL OR EXISTS (
+                                SELECT 1 FROM payloads p WHERE p.seq = m.seq
+                                AND p.device = d.device))
+                           AND NOT EXISTS (SELECT 1 FROM device_acks a
+                                           WHERE a.device = d.device AND a.seq = m.seq))""",
+                    {"app": app, "cutoff": cutoff, "now": now},
+                )
+        await db.commit()
+        return removed
+
+    async def _delete_where(self, condition: str, params: dict[str, Any]) -> int:
+        async with self.db.execute(
+            f"SELECT m.seq FROM messages m WHERE {condition}", params
+        ) as cur:
+            seqs = [(int(r[0]),) for r in await cur.fetchall()]
+        if seqs:
+            await self.db.executemany("DELETE FROM inbox WHERE seq = ?", seqs)
+            await self.db.executemany("DELETE FROM payloads WHERE seq = ?", seqs)
+            await self.db.executemany("DELETE FROM messages WHERE seq = ?", seqs)
+        return len(seqs)
+
+
+def _envelope(row: Any) -> MessageEnvelope:
+    """Rebuild an envelope (without per-device payloads) from ``_MESSAGE_COLUMNS``."""
+    return MessageEnvelope(
+        id=row[1], conversation=row[2], app=row[3], module=row[4], kind=row[5],
+        sender=Sender(user=row[6], device=row[7], service=row[8]),
+        to=Destination(kind=row[9], id=row[10]), client_id=row[11], ts=row[12],
+        expires_at=row[13], receipt=bool(row[14]),
+    )
+
+
+def _status(row: Any, user: str, others_read: int, now: int) -> str:
+    """Status of a message as the conversation sees it."""
+    seq, sender, expires_at, delivered_at = row[0], row[6], row[13], row[15]
+    if sender == user and direct_members(row[2]) is not None and others_read >= seq:
+        return "read"
+    if delivered_at is not None:
+        return "delivered"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    return "sent"

@@ -1,0 +1,90 @@
+"""A whole system started for one test: nats-server, storage worker, routers and gateways as
+real processes, the way ``make run`` starts them."""
+
+import secrets
+from pathlib import Path
+
+from client.sdk import CourierClient, Credentials, register_device
+from infra.nats_server import NatsServer, free_port
+from infra.processes import ServiceProcess, wait_http_ok
+
+
+class System:
+    """Processes of one test system; every process is stopped by ``stop``."""
+
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.logs = root / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.nats = NatsServer(root / "nats", log_file=self.logs / "nats.log")
+        self.secret = secrets.token_urlsafe(24)
+        self.extra_env = extra_env or {}
+        self.storage: ServiceProcess | None = None
+        self.routers: list[ServiceProcess] = []
+        self.gateways: list[tuple[ServiceProcess, int]] = []
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        return {
+            "COURIER_NATS_URL": self.nats.url,
+            "COURIER_AUTH_SECRET": self.secret,
+            "COURIER_AUTH_DEV_REGISTRATION": "true",
+            "COURIER_STORE_SQLITE_PATH": str(self.root / "courier.db"),
+            "COURIER_METRICS_ROUTER_PORT": "0",
+            "COURIER_METRICS_STORAGE_PORT": "0",
+            "COURIER_RETENTION_PURGE_INTERVAL_S": "3600",
+            "COURIER_LOG_LEVEL": "info",
+            **self.extra_env,
+            **overrides,
+        }
+
+    def start(self) -> "System":
+        self.nats.start()
+        self.storage = ServiceProcess("storage_worker", self.env(),
+                                      self.logs / "storage_worker.log")
+        self.storage.start()
+        self.add_router()
+        self.add_gateway()
+        return self
+
+    def add_router(self) -> ServiceProcess:
+        router = ServiceProcess("router", self.env(),
+                                self.logs / f"router-{len(self.routers)}.log")
+        router.start()
+        self.routers.append(router)
+        return router
+
+    def add_gateway(self) -> str:
+        port = free_port()
+        gateway = ServiceProcess("gateway", self.env(COURIER_GATEWAY_PORT=str(port)),
+                                 self.logs / f"gateway-{len(self.gateways)}.log")
+        gateway.start()
+        self.gateways.append((gateway, port))
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, gateway)
+        return f"http://127.0.0.1:{port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.gateways[0][1]}"
+
+    def gateway_url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.gateways[index][1]}"
+
+    async def device(self, user: str, device: str | None = None) -> Credentials:
+        return await register_device(self.url, user, device)
+
+    async def connect(self, creds: Credentials, url: str | None = None,
+                      sync: bool = True) -> CourierClient:
+        client = CourierClient(url or self.url, creds)
+        await client.connect()
+        if sync:
+            await client.sync()
+        return client
+
+    def stop(self) -> None:
+        for gateway, _ in self.gateways:
+            gateway.stop()
+        for router in self.routers:
+            router.stop()
+        if self.storage is not None:
+            self.storage.stop()
+        self.nats.stop()
