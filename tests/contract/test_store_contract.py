@@ -1,0 +1,177 @@
+"""The storage contract: every ``MessageStore`` backend must pass every test here."""
+
+from schemas.envelopes import MessageEnvelope
+from schemas.frames import AckItem, Destination, Sender
+from schemas.ids import direct_conversation
+from storage_worker.store.base import MessageStore, RetentionPolicy, StoredMessage
+
+NOW = 1_800_000_000_000
+DAY = 86_400_000
+AB = direct_conversation("alice", "bob")
+
+
+def envelope(seq: int, sender: str = "alice", device: str = "a1", to: str = "bob", *,
+             body: bytes | None = None, payloads: dict[str, bytes] | None = None,
+             expires_at: int | None = None, app: str = "app", ts: int = NOW) -> StoredMessage:
+    env = MessageEnvelope(
+        id=f"m{seq}", kind="chat", app=app, module="chat",
+        sender=Sender(user=sender, device=device), to=Destination(kind="user", id=to),
+        conversation=direct_conversation(sender, to), ts=ts, receipt=True,
+        body=body if body is not None or payloads is not None else f"body{seq}".encode(),
+        payloads=payloads, client_id=f"c{seq}", expires_at=expires_at,
+    )
+    return StoredMessage(seq=seq, envelope=env, recipients=sorted({sender, to}))
+
+
+async def setup_users(store: MessageStore) -> None:
+    for user, device in (("alice", "a1"), ("alice", "a2"), ("bob", "b1"), ("bob", "b2")):
+        await store.register_device(user, device, "app", NOW)
+
+
+def ack(seq: int, sender: str = "alice") -> AckItem:
+    return AckItem(id=f"m{seq}", seq=seq, conversation=AB, sender=sender)
+
+
+async def test_registry(store: MessageStore) -> None:
+    assert await store.user_devices("alice") == (False, [])
+    info = await store.register_device("alice", "a1", "app", NOW)
+    assert (info.user, info.device, info.app) == ("alice", "a1", "app")
+    again = await store.register_device("alice", "a1", "app", NOW + 5)
+    assert again.created_at == NOW
+    exists, devices = await store.user_devices("alice")
+    assert exists and [d.device for d in devices] == ["a1"]
+    assert await store.device_owner("a1") == "alice"
+    assert await store.device_owner("nope") is None
+
+
+async def test_backlog_in_order_excludes_own_device(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(s) for s in (3, 5, 9)])
+    for device in ("b1", "b2", "a2"):
+        messages, cursor = await store.backlog(
+            "bob" if device[0] == "b" else "alice", device, 0, 100, NOW)
+        assert [m.seq for m in messages] == [3, 5, 9]
+        assert messages[0].body == b"body3"
+        assert cursor == 9
+    own, _ = await store.backlog("alice", "a1", 0, 100, NOW)
+    assert own == []
+
+
+async def test_append_is_idempotent(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(1)])
+    await store.append([envelope(1), envelope(2)])
+    retried = envelope(7)
+    retried.envelope.id = "m1"  # same server id, later stream position (retry after window)
+    await store.append([retried])
+    messages, _ = await store.backlog("bob", "b1", 0, 100, NOW)
+    assert [m.seq for m in messages] == [1, 2]
+
+
+async def test_backlog_pages_and_cursor(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(s) for s in range(1, 11)])
+    first, cursor = await store.backlog("bob", "b1", 0, 4, NOW)
+    assert [m.seq for m in first] == [1, 2, 3, 4] and cursor == 4
+    second, cursor = await store.backlog("bob", "b1", cursor, 4, NOW)
+    assert [m.seq for m in second] == [5, 6, 7, 8]
+    rest, cursor = await store.backlog("bob", "b1", cursor, 4, NOW)
+    assert [m.seq for m in rest] == [9, 10] and cursor == 10
+
+
+async def test_acks_remove_from_backlog_out_of_order(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(s) for s in range(1, 6)])
+    await store.record_acks("bob", "b1", [ack(2), ack(4)], NOW)
+    messages, _ = await store.backlog("bob", "b1", 0, 100, NOW)
+    assert [m.seq for m in messages] == [1, 3, 5]
+    await store.record_acks("bob", "b1", [ack(1), ack(3)], NOW)
+    messages, _ = await store.backlog("bob", "b1", 0, 100, NOW)
+    assert [m.seq for m in messages] == [5]
+    other, _ = await store.backlog("bob", "b2", 0, 100, NOW)
+    assert [m.seq for m in other] == [1, 2, 3, 4, 5]
+    await store.record_acks("bob", "b1", [ack(5), ack(5)], NOW)
+    assert (await store.backlog("bob", "b1", 0, 100, NOW))[0] == []
+
+
+async def test_per_device_payloads(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(1, payloads={"b1": b"for-b1", "a2": b"for-a2"})])
+    b1, _ = await store.backlog("bob", "b1", 0, 10, NOW)
+    assert [m.body for m in b1] == [b"for-b1"]
+    assert (await store.backlog("bob", "b2", 0, 10, NOW))[0] == []
+    a2, _ = await store.backlog("alice", "a2", 0, 10, NOW)
+    assert [m.body for m in a2] == [b"for-a2"]
+
+
+async def test_expired_messages_are_not_delivered(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(1, expires_at=NOW - 1), envelope(2, expires_at=NOW + DAY)])
+    messages, _ = await store.backlog("bob", "b1", 0, 10, NOW)
+    assert [m.seq for m in messages] == [2]
+    history = await store.history("alice", "a1", AB, None, None, 10, NOW)
+    assert [(i.message.seq, i.status) for i in history] == [(1, "expired"), (2, "sent")]
+
+
+async def test_new_device_starts_after_existing_backlog(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(1), envelope(2)])
+    await store.register_device("bob", "b3", "app", NOW)
+    await store.append([envelope(3)])
+    messages, _ = await store.backlog("bob", "b3", 0, 10, NOW)
+    assert [m.seq for m in messages] == [3]
+
+
+async def test_statuses_and_read_markers(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(s) for s in (1, 2, 3)])
+    await store.append([envelope(4, sender="bob", device="b1", to="alice")])
+    await store.record_acks("bob", "b1", [ack(1), ack(2)], NOW)
+    await store.mark_read("bob", AB, 1)
+    await store.mark_read("bob", AB, 0)  # markers never move back
+    history = await store.history("alice", "a1", AB, None, None, 10, NOW)
+    assert [(i.message.seq, i.status) for i in history] == [
+        (1, "read"), (2, "delivered"), (3, "sent"), (4, "sent")]
+    summaries = await store.conversations("bob", "b1", 10)
+    assert [(s.conversation, s.last_seq, s.unread, s.read_seq) for s in summaries] == [
+        (AB, 4, 2, 1)]
+    assert summaries[0].last_message is not None
+    assert summaries[0].last_message.seq == 4
+    alice = await store.conversations("alice", "a1", 10)
+    assert alice[0].unread == 1
+    await store.mark_read("alice", AB, 4)
+    assert (await store.conversations("alice", "a1", 10))[0].unread == 0
+
+
+async def test_history_paging(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(s) for s in range(1, 11)])
+    newest = await store.history("bob", "b1", AB, None, None, 4, NOW)
+    assert [i.message.seq for i in newest] == [7, 8, 9, 10]
+    older = await store.history("bob", "b1", AB, 7, None, 4, NOW)
+    assert [i.message.seq for i in older] == [3, 4, 5, 6]
+    forward = await store.history("bob", "b1", AB, None, 8, 4, NOW)
+    assert [i.message.seq for i in forward] == [9, 10]
+    outsider = await store.history("carol", "c1", AB, None, None, 4, NOW)
+    assert outsider == []
+
+
+async def test_retention_by_age(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(1, ts=NOW - 10 * DAY), envelope(2, ts=NOW)])
+    policy = RetentionPolicy(default_days=30, days={"app": 5}, ephemeral_apps=frozenset())
+    assert await store.purge(policy, NOW) == 1
+    messages, _ = await store.backlog("bob", "b1", 0, 10, NOW)
+    assert [m.seq for m in messages] == [2]
+
+
+async def test_ephemeral_deleted_after_every_device_acked(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(1, app="eph"), envelope(2, app="eph")])
+    policy = RetentionPolicy(default_days=30, days={}, ephemeral_apps=frozenset({"eph"}))
+    for user, device in (("bob", "b1"), ("bob", "b2"), ("alice", "a2")):
+        await store.record_acks(user, device, [ack(1)], NOW)
+    assert await store.purge(policy, NOW) == 1
+    history = await store.history("alice", "a1", AB, None, None, 10, NOW)
+    assert [i.message.seq for i in history] == [2]
+    assert [m.seq for m in (await store.backlog("bob", "b2", 0, 10, NOW))[0]] == [2]
