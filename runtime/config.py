@@ -19,6 +19,8 @@ import msgspec
 ENV_PREFIX = "COURIER_"
 CONFIG_FILE_ENV = "COURIER_CONFIG"
 
+MIN_SECRET_BYTES = 32
+
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -208,6 +210,8 @@ def _check(config: Config) -> None:
         raise ConfigError("COURIER_AUTH_PUBLIC_KEY_FILE: no such file")
     if config.auth.algorithm == "HS256" and config.auth.public_key_file:
         raise ConfigError("COURIER_AUTH_ALGORITHM: HS256 uses a secret, not a public key file")
+    if config.auth.algorithm == "HS256" and 0 < len(config.auth.secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"COURIER_AUTH_SECRET: at least {MIN_SECRET_BYTES} bytes for HS256")
     for app, days in config.retention.days.items():
         if days <= 0:
             raise ConfigError(f"COURIER_RETENTION_DAYS: days for {app!r} must be positive")

@@ -41,17 +41,30 @@ class RpcClient:
         }
 
     async def call(self, op: str, request: msgspec.Struct, result: type[T]) -> T:
-        try:
-            reply = await self._nc.request(
-                store_rpc(op), _encoder.encode(request), timeout=self._timeout_s
-            )
-        except (NatsTimeoutError, NoRespondersError) as exc:
-            raise ProtocolError(ErrorCode.UNAVAILABLE, f"storage did not answer: {exc!r}") from None
+        reply = await self._request(store_rpc(op), _encoder.encode(request))
         decoded = self._decoders[op].decode(reply.data)
         if isinstance(decoded, Failed):
             raise ProtocolError(ErrorCode(decoded.code), decoded.message)
         value: T = decoded.value
         return value
+
+
+    async def _request(self, subject: str, data: bytes) -> Msg:
+        """Request with retries while nobody serves the subject (a worker restarting)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        delay = 0.05
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                return await self._nc.request(subject, data, timeout=max(remaining, 0.01))
+            except NoRespondersError:
+                if loop.time() + delay >= deadline:
+                    raise ProtocolError(ErrorCode.UNAVAILABLE, "storage is not running") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except NatsTimeoutError:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "storage did not answer") from None
 
 
 class RpcServer:
