@@ -599,11 +599,11 @@ def _stop_live_nodes() -> None:
 
 
 class _Shutdown(BaseException):
-    """Raised by the CLI's SIGTERM handler to leave the foreground wait."""
+    """Raised by the CLI's SIGINT/SIGTERM handler to leave the foreground wait."""
 
 
 def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
-    """Signal handler: turn SIGTERM into an exception in the main thread."""
+    """Signal handler: turn SIGINT/SIGTERM into an exception in the main thread."""
     raise _Shutdown(signal.Signals(signum).name)
 
 
@@ -647,9 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="node data, config and logs (kept between runs)",
     )
-    run_parser.add_argument(
-        "--port", type=_port, default=None, help="CQL port (default: a free one)"
-    )
+    run_parser.add_argument("--port", type=_port, default=9042, help="CQL port (default 9042)")
     run_parser.add_argument(
         "--storage-port", type=_port, default=None, help="internode port (default: a free one)"
     )
@@ -677,7 +675,7 @@ def _run(args: argparse.Namespace) -> int:
         heap=args.heap,
         lib_dir=fetch(args.cache_dir),
     )
-    signal.signal(signal.SIGTERM, _raise_shutdown)
+    previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         node.start()
         version = node.wait_ready(args.timeout)
@@ -686,13 +684,15 @@ def _run(args: argparse.Namespace) -> int:
         code = node.wait()
         logger.error("Cassandra exited by itself with code %s; see %s", code, node.system_log)
         return 1
-    except (KeyboardInterrupt, _Shutdown):
-        logger.info("shutting Cassandra down")
+    except _Shutdown as exc:
+        logger.info("%s received, shutting Cassandra down", exc)
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
         node.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
