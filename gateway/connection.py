@@ -112,10 +112,10 @@ class Connection:
     async def _on_frame(self, data: str | bytes) -> None:
         request_id: str | None = None
         try:
-            if not self._bucket.take():
-                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down")
             frame = decode_client_frame(data)
             request_id = frame.id
+            if not self._bucket.take():
+                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down")
             FRAMES_IN.labels(type(frame).__name__.lower()).inc()
             await self._dispatch(frame)
             self._strikes = 0

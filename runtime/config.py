@@ -44,6 +44,9 @@ class NatsConfig(_Section):
     duplicate_window_s: Positive = 600
     #: How long the stream keeps envelopes for consumers that are behind.
     max_age_s: Positive = 7 * 24 * 3600
+    #: How long a worker may hold an envelope unacknowledged before JetStream redelivers it
+    #: (also how long a crashed worker's in-flight batch waits before another replica gets it).
+    ack_wait_s: PositiveFloat = 5.0
     #: Stream size cap in bytes (-1: no cap; the nats-server's own limits still apply).
     max_bytes: Annotated[int, msgspec.Meta(ge=-1)] = -1
 

@@ -51,7 +51,7 @@ class StorageWorker:
         self._nc = await connect(self._config.nats, "storage_worker")
         self._js = self._nc.jetstream()
         await ensure_stream(self._js, MSGS, self._config.nats)
-        await ensure_pull_consumer(self._js, MSGS_STREAM, STORAGE_CONSUMER, ack_wait_s=30,
+        await ensure_pull_consumer(self._js, MSGS_STREAM, STORAGE_CONSUMER, ack_wait_s=self._config.nats.ack_wait_s,
                                    max_ack_pending=20_000)
         self._loop = PullLoop(self._js, MSGS_STREAM, STORAGE_CONSUMER,
                               EnvelopeApplier(self._store, self._nc),

@@ -33,6 +33,8 @@ class System:
             "COURIER_METRICS_STORAGE_PORT": "0",
             "COURIER_RETENTION_PURGE_INTERVAL_S": "3600",
             "COURIER_LOG_LEVEL": "info",
+            "COURIER_GATEWAY_RATE_PER_S": "5000",
+            "COURIER_GATEWAY_RATE_BURST": "5000",
             **self.extra_env,
             **overrides,
         }

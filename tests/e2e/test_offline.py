@@ -9,10 +9,12 @@ from tests.harness import System
 N = 1000
 
 
-async def send_all(sender: CourierClient, to: str, count: int, prefix: str = "m") -> list[int]:
-    """Send ``count`` messages in order, retrying with the same client id on retryable errors."""
+async def send_all(sender: CourierClient, to: str, count: int, prefix: str = "m",
+                   start: int = 0) -> list[int]:
+    """Send messages ``start..start+count-1`` in order, retrying with the same client id on
+    retryable errors."""
     seqs = []
-    for i in range(count):
+    for i in range(start, start + count):
         for _attempt in range(100):
             try:
                 accepted = await sender.send(to, f"{prefix}{i}".encode(), client_id=f"{prefix}{i}")
@@ -103,19 +105,15 @@ async def test_router_and_storage_killed_mid_stream(system: System) -> None:
     assert system.storage is not None
     router = system.routers[0]
 
-    async def chaos() -> None:
-        await asyncio.sleep(0.3)
-        router.kill()
-        await asyncio.sleep(0.5)
-        router.start()
-        await asyncio.sleep(0.3)
-        system.storage.kill()  # type: ignore[union-attr]
-        await asyncio.sleep(0.5)
-        system.storage.start()  # type: ignore[union-attr]
-
-    chaos_task = asyncio.create_task(chaos())
-    await send_all(alice, "bob", N)
-    await chaos_task
+    await send_all(alice, "bob", 200)
+    router.kill()
+    await send_all(alice, "bob", 200, start=200)
+    router.start()
+    await send_all(alice, "bob", 100, start=400)
+    system.storage.kill()
+    await send_all(alice, "bob", 200, start=500)
+    system.storage.start()
+    await send_all(alice, "bob", 300, start=700)
     live = [await bob.next_message(timeout=30) for _ in range(N)]
     assert sorted(m.body.decode() for m in live) == sorted(f"m{i}" for i in range(N))
     assert len({m.message_id for m in live}) == N

@@ -1,0 +1,225 @@
+"""The system under test, started the way ``make run`` starts it.
+
+``python -m infra.embedded`` runs in a fresh temporary data directory on free ports and starts
+nats-server, the storage worker, a router and a gateway as its children; ``stop`` ends it (and,
+if it does not exit in time, each of its children) by PID. The embedded runner writes its dev
+signing key into the data directory; the bench, having started the system, mints device tokens
+with it the way an app's backend does (HS256 with ``sub``/``dev``/``app``/``exp``), and the
+gateway registers each device when it connects.
+"""
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import jwt
+import msgspec
+
+from infra.nats_server import free_port
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+#: The services whose PIDs the bench measures (RSS, CPU) and profiles.
+SERVICES = ("gateway", "router", "storage_worker")
+TOKEN_TTL_S = 6 * 3600
+LOG_TAIL_LINES = 15
+
+
+class SystemUnavailable(RuntimeError):
+    """The system did not start or does not answer (for example, an unavailable store)."""
+
+
+def raise_file_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit (children inherit it).
+
+    Returns the new limit: the most sockets one process (the gateway included) can hold."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
+def mint_token(secret: str, user: str, device: str, app: str = "default") -> str:
+    """A device token as an app backend mints it with the deployment's HS256 key."""
+    claims = {"sub": user, "dev": device, "app": app, "exp": int(time.time()) + TOKEN_TTL_S}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class SystemUnderTest:
+    """One embedded system (``python -m infra.embedded``) in its own temporary directory."""
+
+    def __init__(self, store: str, env: dict[str, str] | None = None) -> None:
+        self.store = store
+        self.data_dir = Path(tempfile.mkdtemp(prefix="courier-bench-"))
+        self.port = free_port()
+        self.nats_port = free_port()
+        self._extra_env = env or {}
+        self._process: subprocess.Popen[bytes] | None = None
+        self._children: dict[str, int] = {}
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def secret(self) -> str:
+        return (self.data_dir / "dev-secret").read_text().strip()
+
+    def pid(self, service: str) -> int:
+        """PID of one of the embedded runner's children (``gateway``, ``router``, ...)."""
+        return self._children[service]
+
+    def start(self) -> "SystemUnderTest":
+        env = {
+            **os.environ,
+            # The embedded runner's fixed metrics ports may be taken by a `make run` nearby.
+            "COURIER_METRICS_ROUTER_PORT": "0",
+            "COURIER_METRICS_STORAGE_PORT": "0",
+            "COURIER_STORE_BACKEND": self.store,
+            **self._extra_env,
+        }
+        with (self.data_dir / "embedded.log").open("wb") as out:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "infra.embedded", "--data-dir", str(self.data_dir),
+                 "--port", str(self.port), "--nats-port", str(self.nats_port)],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+        try:
+            self._children = self._find_children()
+            self._probe_storage()
+        except (OSError, RuntimeError) as exc:
+            reason = f"{exc}\n{self.log_tail()}"
+            self.stop()
+            raise SystemUnavailable(f"the system (store {self.store!r}) did not start: "
+                                    f"{reason}") from None
+        return self
+
+    def _find_children(self) -> dict[str, int]:
+        """Wait for the runner's banner (printed once the gateway is healthy), then map its
+        children to service names. The NATS port is read from the banner: the runner picks
+        another one if ours was taken meanwhile."""
+        assert self._process is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"infra.embedded exited with {self._process.returncode}")
+            children = _children_by_service(self._process.pid)
+            banner = (self.data_dir / "embedded.log").read_text(errors="replace")
+            nats_line = [line for line in banner.splitlines() if line.strip().startswith("NATS")]
+            if nats_line and all(name in children for name in SERVICES):
+                self.nats_port = int(nats_line[0].rsplit(":", 1)[1])
+                return children
+            time.sleep(0.05)
+        raise RuntimeError("infra.embedded did not report its services in time")
+
+    def _probe_storage(self) -> None:
+        """Register a device through the REST API: a round trip through the storage worker."""
+        request = urllib.request.Request(
+            f"{self.http_url}/v1/dev/devices", method="POST",
+            data=msgspec.json.encode({"user": "bench-probe", "device": "bench-probe"}),
+            headers={"Content-Type": "application/json"})
+        deadline = time.monotonic() + START_TIMEOUT_S
+        last_error = ""
+        while time.monotonic() < deadline:
+            dead = [name for name, pid in self._children.items() if not _alive(pid)]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited")
+            try:
+                with urllib.request.urlopen(request, timeout=20) as response:
+                    if response.status == 201:
+                        return
+            except urllib.error.HTTPError as exc:
+                last_error = f"registration answered {exc.code}: {exc.read()[:200]!r}"
+            except OSError as exc:
+                last_error = repr(exc)
+            time.sleep(0.2)
+        raise RuntimeError(f"the storage worker does not answer: {last_error}")
+
+    def log_tail(self) -> str:
+        """The last lines of every service log (for error messages)."""
+        parts = []
+        for log in sorted(self.log_dir.glob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            if lines:
+                parts.append(f"--- {log.name}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def keep_logs(self, target: Path) -> None:
+        """Copy the service logs to ``target`` (kept when a scenario failed)."""
+        if self.log_dir.is_dir():
+            shutil.copytree(self.log_dir, target, dirs_exist_ok=True)
+
+    def stop(self) -> None:
+        """SIGTERM the runner (it stops its children); SIGKILL whatever is left by PID."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                for pid in self._children.values():
+                    _kill_child(pid, self._process.pid)
+                self._process.kill()
+                self._process.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _children_by_service(pid: int) -> dict[str, int]:
+    found: dict[str, int] = {}
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return found
+    for child in children:
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"nats-server"):
+            found["nats-server"] = int(child)
+        elif b"-m" in argv:
+            found[argv[argv.index(b"-m") + 1].decode()] = int(child)
+    return found
+
+
+def _stat(pid: int) -> list[str]:
+    """Fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...); [] if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+def _kill_child(pid: int, parent: int) -> None:
+    """SIGKILL ``pid`` if it is still a live child of ``parent`` (never a reused PID)."""
+    fields = _stat(pid)
+    if fields and fields[0] != "Z" and int(fields[1]) == parent:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
