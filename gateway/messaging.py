@@ -96,7 +96,10 @@ class Messaging:
 
     async def stream_position(self) -> int:
         """The last sequence JetStream assigned: the subscribe-before-fetch barrier."""
-        info = await self._js.stream_info(MSGS_STREAM)
+        try:
+            info = await self._js.stream_info(MSGS_STREAM)
+        except NatsError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"stream unavailable: {exc!r}") from None
         return int(info.state.last_seq)
 
     async def sync_page(self, identity: Identity, after: int, limit: int,

@@ -75,7 +75,8 @@ class RestApi:
         identity = self._identity(request)
         limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
         reply = await self._rpc.call("conversations", rpc.ConversationsRequest(
-            user=identity.user, device=identity.device, limit=limit), rpc.Conversations)
+            user=identity.user, device=identity.device, limit=limit,
+            barrier=await self._messaging.stream_position()), rpc.Conversations)
         return json_response(reply)
 
     async def history(self, request: web.Request) -> web.Response:
@@ -90,7 +91,8 @@ class RestApi:
         cursor = _int_query(request, "after" if after is not None else "before", None, 0, None)
         reply = await self._rpc.call("history", rpc.HistoryRequest(
             user=identity.user, device=identity.device, conversation=conversation,
-            direction=direction, seq=cursor, limit=limit), rpc.HistoryPage)
+            direction=direction, seq=cursor, limit=limit,
+            barrier=await self._messaging.stream_position()), rpc.HistoryPage)
         return json_response(reply)
 
     def _identity(self, request: web.Request) -> Identity:

@@ -94,6 +94,8 @@ class HistoryRequest(msgspec.Struct):
     direction: str  # "backward" | "forward"
     seq: int | None
     limit: int
+    #: Read-your-writes: answer once everything up to this stream sequence is stored.
+    barrier: int = 0
 
 
 class HistoryItem(msgspec.Struct, omit_defaults=True):
@@ -117,6 +119,7 @@ class ConversationsRequest(msgspec.Struct):
     user: str
     device: str
     limit: int
+    barrier: int = 0
 
 
 class ConversationSummary(msgspec.Struct, omit_defaults=True):

@@ -112,6 +112,7 @@ class StorageWorker:
 
     async def _history(self, request: rpc.HistoryRequest) -> rpc.HistoryPage:
         self._check_member(request.user, request.conversation)
+        await self._wait_stored(request.barrier)
         before = request.seq if request.direction == "backward" else None
         after = request.seq if request.direction == "forward" else None
         if request.direction == "forward" and after is None:
@@ -128,6 +129,7 @@ class StorageWorker:
                                next_after=last if full else None)
 
     async def _conversations(self, request: rpc.ConversationsRequest) -> rpc.Conversations:
+        await self._wait_stored(request.barrier)
         return rpc.Conversations(
             conversations=await self._store.conversations(request.user, request.device,
                                                           request.limit)

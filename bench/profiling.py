@@ -1,0 +1,108 @@
+"""``--profile``: py-spy samples the gateway, router and storage worker during a scenario's load.
+
+py-spy (``--nonblocking``, 100 Hz, active threads only) writes collapsed stacks to
+``<out>/profiles/<scenario>-<service>.txt``; ``summarize`` turns them into the functions with the
+most samples on top of the stack (self) and anywhere in it (total). Samples of active threads
+over the window also give each service's CPU use. Profiling costs CPU on this 2-core machine:
+figures of a profiled run are for finding bottlenecks, not for the results table.
+"""
+
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+RATE_HZ: Final = 100
+TOP: Final = 8
+GRACE_S: Final = 30.0
+
+
+@dataclass(frozen=True)
+class Hotspot:
+    function: str
+    self_pct: float
+    total_pct: float
+
+
+def py_spy() -> str:
+    """The py-spy next to this interpreter (the venv), else on PATH."""
+    candidate = Path(sys.executable).parent / "py-spy"
+    found = str(candidate) if candidate.exists() else shutil.which("py-spy")
+    if found is None:
+        raise FileNotFoundError("py-spy not found: pip install py-spy")
+    return found
+
+
+class Profiler:
+    """py-spy record of several processes for one window."""
+
+    def __init__(self, out_dir: Path, scenario: str, pids: dict[str, int]) -> None:
+        self._out_dir = out_dir
+        self._scenario = scenario
+        self._pids = pids
+        self._running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        self._duration_s = 0.0
+
+    def start(self, duration_s: float) -> None:
+        self._out_dir.mkdir(parents=True, exist_ok=True)
+        self._duration_s = max(1.0, duration_s)
+        for service, pid in self._pids.items():
+            output = self._out_dir / f"{self._scenario}-{service}.txt"
+            process = subprocess.Popen(
+                [py_spy(), "record", "--pid", str(pid), "--duration", str(int(self._duration_s)),
+                 "--rate", str(RATE_HZ), "--format", "raw", "--nonblocking",
+                 "--output", str(output)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._running[service] = (process, output)
+
+    def finish(self) -> dict[str, dict[str, object]]:
+        """Wait for py-spy; per service: CPU share and hotspots (written beside the stacks)."""
+        summary: dict[str, dict[str, object]] = {}
+        for service, (process, output) in self._running.items():
+            try:
+                process.wait(timeout=self._duration_s + GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if not output.exists():
+                continue
+            samples, spots = summarize(output)
+            cpu_pct = 100.0 * samples / (RATE_HZ * self._duration_s)
+            lines = [f"{s.self_pct:6.1f}% self {s.total_pct:6.1f}% total  {s.function}"
+                     for s in spots]
+            output.with_suffix(".top.txt").write_text(
+                f"{service}: {samples} samples, ~{cpu_pct:.0f}% of one core\n" + "\n".join(lines)
+                + "\n")
+            summary[service] = {"cpu_pct": round(cpu_pct, 1),
+                                "top_self": [[s.function, s.self_pct] for s in spots]}
+        self._running.clear()
+        return summary
+
+
+def summarize(collapsed: Path, top: int = TOP) -> tuple[int, list[Hotspot]]:
+    """Total samples and the ``top`` functions by self samples, from py-spy's raw output."""
+    self_counts: Counter[str] = Counter()
+    total_counts: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [frame for frame in stack.split(";") if frame]
+        if not frames:
+            continue
+        samples += count
+        self_counts[frames[-1]] += count
+        for frame in set(frames):
+            total_counts[frame] += count
+    if samples == 0:
+        return 0, []
+    return samples, [
+        Hotspot(function, round(100.0 * n / samples, 1),
+                round(100.0 * total_counts[function] / samples, 1))
+        for function, n in self_counts.most_common(top)
+    ]
