@@ -1,8 +1,8 @@
 """Run a real single-node Apache Cassandra 5.0 (from Maven Central, on JDK 17) for tests and dev.
 
 ``fetch()`` downloads the server classpath once with Maven into a cache directory and trains a
-class-data-sharing archive that roughly halves JVM start-up. ``CassandraNode`` starts one node on
-loopback as a child process, waits until CQL answers, and stops it again by its PID.
+class-data-sharing (CDS) archive that cuts JVM start-up by about 40 %. ``CassandraNode`` starts
+one node on loopback as a child process, waits until CQL answers, and stops it by its PID.
 
 Command line::
 
@@ -340,7 +340,8 @@ class CassandraNode:
 
     Data, commit log, configuration and logs live under ``data_dir``; starting again with the
     same ``data_dir`` (``stop()`` then ``start()``, or ``pause()``/``resume()``) brings the node
-    back on the same ports with its data.
+    back on the same ports with its data. ``lib_dir`` defaults to ``fetch()``'s default cache;
+    ``jvm_options`` are appended after the built-in JVM flags.
     """
 
     def __init__(

@@ -1,0 +1,42 @@
+"""direct-throughput: the highest sustained delivered 1:1 rate, with persistence on.
+
+The same pairs as direct-latency, in a closed loop: every sender keeps a window of sends
+awaiting ``accepted`` (4 by default) for 20 s, so the system runs as fast as it can take them.
+``delivered_per_s`` counts deliveries received inside the load window. Persistence is the
+storage worker consuming the same stream: once every delivery arrived, the scenario waits
+until the worker has applied every envelope (messages and the recipients' acknowledgements)
+and reports ``stored_per_s`` (messages over the time from the first send to that point) and
+``storage_lag_s`` (how long after the load the store caught up).
+"""
+
+from typing import Final
+
+from bench.observe import wait_stored
+from bench.scenario import Context, Outcome, drive_traffic
+from bench.scenarios.direct_latency import pair_plans
+from bench.stats import message_figures, rate_between, tally, timeline
+
+NAME: Final = "direct-throughput"
+STORE_TIMEOUT_S: Final = 300.0
+
+
+async def run(ctx: Context) -> Outcome:
+    sizes = ctx.sizes
+    plans, recipients = pair_plans(ctx, rate_per_s=None, window=sizes.throughput_window,
+                                   duration_s=sizes.throughput_s)
+    stored_at: list[float] = []
+
+    async def wait_for_store() -> None:
+        stored_at.append(await wait_stored(ctx.system.nats_url, STORE_TIMEOUT_S))
+
+    load = await drive_traffic(ctx, plans, recipients, after_load=wait_for_store)
+    counts = tally(load.reports, recipients)
+    figures = message_figures(counts, rate_between(counts.recv_ns, load.start_ns, load.end_ns))
+    stored_s = stored_at[0] - load.start_ns / 1e9  # one clock: monotonic_ns / 1e9 == monotonic
+    figures.update(
+        duration_s=sizes.throughput_s, pairs=sizes.pairs, window=sizes.throughput_window,
+        stored_per_s=round(counts.sent / stored_s, 1),
+        storage_lag_s=round(max(stored_at[0] - load.end_ns / 1e9, 0.0), 2),
+    )
+    return Outcome(figures, latencies_ms=counts.latencies_ms,
+                   timeline=timeline(counts.recv_ns, load.start_ns, sizes.bin_s))

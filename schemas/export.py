@@ -1,0 +1,54 @@
+"""Export JSON Schema for every frame, envelope, RPC and REST body.
+
+``python -m schemas.export docs/schema`` writes one file per group; a test fails when the
+committed files and the types drift apart (run ``make schemas`` after changing a type).
+"""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from schemas import frames, rest, rpc
+from schemas.envelopes import Envelope
+
+GROUPS: dict[str, list[Any]] = {
+    "client-frames": [frames.ClientFrame],
+    "server-frames": [frames.ServerFrame],
+    "envelopes": [Envelope],
+    "rest": [rest.Problem, rest.Health, rest.DevDeviceRequest, rest.DevDeviceResponse],
+    "rpc": [rpc.RegisterDevice, rpc.GetUser, rpc.DeviceOwner, rpc.SyncRequest,
+            rpc.HistoryRequest, rpc.ConversationsRequest, rpc.DeviceInfo, rpc.UserDevices,
+            rpc.Owner, rpc.SyncPage, rpc.HistoryPage, rpc.Conversations, rpc.Failed],
+}
+
+
+def render(kinds: list[Any]) -> bytes:
+    """Deterministic, pretty JSON Schema: any of ``kinds``, definitions under ``$defs``."""
+    schemas, components = msgspec.json.schema_components(kinds, ref_template="#/$defs/{name}")
+    document = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "anyOf": list(schemas) if len(schemas) > 1 else None,
+        "$defs": components,
+    }
+    if len(schemas) == 1:
+        document.pop("anyOf")
+        document.update(schemas[0])
+    return msgspec.json.format(msgspec.json.encode(document), indent=2) + b"\n"
+
+
+def export(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, kind in GROUPS.items():
+        path = directory / f"{name}.schema.json"
+        path.write_bytes(render(kind))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schema")
+    for path in export(target):
+        print(path)

@@ -1,0 +1,30 @@
+"""Command-line entry points refuse bad flags with a usage error (exit code 2)."""
+
+import pytest
+
+from client.cli import parse_args as client_args
+from infra.embedded import parse_args as embedded_args
+
+
+@pytest.mark.parametrize("argv", [
+    ["--port", "abc"], ["--port", "0"], ["--nats-port", "70000"], ["--unknown"],
+])
+def test_embedded_bad_flags(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        embedded_args(argv)
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["chat"], ["chat", "--user", "a"], ["send", "--user", "a", "--to", "b"],
+    ["--url", "ftp://x", "listen", "--user", "a"], ["fly"],
+])
+def test_client_bad_flags(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        client_args(argv)
+    assert info.value.code == 2
+
+
+def test_client_good_flags() -> None:
+    args = client_args(["send", "--user", "a", "--to", "b", "hello"])
+    assert (args.command, args.user, args.to, args.text) == ("send", "a", "b", "hello")

@@ -1,0 +1,68 @@
+"""Configuration: typed, validated at start, errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from runtime.config import ConfigError, load_config
+
+
+def test_defaults_are_valid() -> None:
+    config = load_config({})
+    assert config.gateway.port == 8080 and config.store.backend == "sqlite"
+
+
+def test_environment_overrides_and_parsing() -> None:
+    config = load_config({
+        "COURIER_GATEWAY_PORT": "9000",
+        "COURIER_GATEWAY_HEARTBEAT_S": "2.5",
+        "COURIER_AUTH_DEV_REGISTRATION": "true",
+        "COURIER_RETENTION_EPHEMERAL_APPS": "a, b",
+        "COURIER_RETENTION_DAYS": "a=3,b=7",
+        "COURIER_APP": "shop",
+    })
+    assert config.gateway.port == 9000 and config.gateway.heartbeat_s == 2.5
+    assert config.auth.dev_registration is True
+    assert config.retention.ephemeral_apps == ["a", "b"]
+    assert config.retention.days == {"a": 3, "b": 7}
+    assert config.app == "shop"
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "courier.toml"
+    path.write_text('[gateway]\nport = 7000\nsend_queue = 64\n[store]\nbackend = "sqlite"\n')
+    config = load_config({"COURIER_CONFIG": str(path), "COURIER_GATEWAY_PORT": "7001"})
+    assert (config.gateway.port, config.gateway.send_queue) == (7001, 64)
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"COURIER_GATEWAY_PORT": "abc"}, "COURIER_GATEWAY_PORT"),
+        ({"COURIER_GATEWAY_PORT": "70000"}, "COURIER_GATEWAY_PORT"),
+        ({"COURIER_GATEWAY_PORTT": "1"}, "COURIER_GATEWAY_PORTT"),
+        ({"COURIER_NOPE_X": "1"}, "COURIER_NOPE_X"),
+        ({"COURIER_STORE_BACKEND": "oracle"}, "COURIER_STORE_BACKEND"),
+        ({"COURIER_AUTH_DEV_REGISTRATION": "maybe"}, "COURIER_AUTH_DEV_REGISTRATION"),
+        ({"COURIER_RETENTION_DAYS": "a"}, "COURIER_RETENTION_DAYS"),
+        ({"COURIER_RETENTION_DAYS": "a=0"}, "COURIER_RETENTION_DAYS"),
+        ({"COURIER_AUTH_SECRET": "short"}, "COURIER_AUTH_SECRET"),
+        ({"COURIER_AUTH_PUBLIC_KEY_FILE": "/no/such/file"}, "COURIER_AUTH_PUBLIC_KEY_FILE"),
+        ({"COURIER_APP": "bad app"}, "COURIER_APP"),
+        ({"COURIER_CONFIG": "/no/such.toml"}, "COURIER_CONFIG"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env)
+    assert str(info.value).startswith(key), str(info.value)
+
+
+def test_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[gateway\n")
+    with pytest.raises(ConfigError, match="COURIER_CONFIG"):
+        load_config({"COURIER_CONFIG": str(path)})
+    path.write_text("[gateway]\nprot = 1\n")
+    with pytest.raises(ConfigError, match="prot"):
+        load_config({"COURIER_CONFIG": str(path)})
