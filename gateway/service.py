@@ -1,6 +1,7 @@
 """Composition root of a gateway process: HTTP server, NATS connection, sockets."""
 
 import asyncio
+import secrets
 
 import structlog
 from aiohttp import web
@@ -12,6 +13,7 @@ from gateway.openapi import openapi_handler
 from gateway.problems import problem_middleware
 from gateway.rest import RestApi
 from gateway.sockets import DeviceHub, SocketEndpoint
+from presence.registry import PresenceWriter
 from runtime.config import Config
 from runtime.natsconn import close, connect, ensure_stream
 from runtime.rpc import RpcClient
@@ -27,11 +29,12 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self._config = config
         gw = config.gateway
-        self.gateway_id = gw.id or f"gw-{gw.host}-{gw.port}"
+        self.gateway_id = gw.id or f"gw-{gw.port}-{secrets.token_hex(3)}"
         self._nc: Client | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._sockets: SocketEndpoint | None = None
+        self._presence: PresenceWriter | None = None
         self.port = gw.port
 
     async def start(self) -> None:
@@ -43,7 +46,11 @@ class Gateway:
         await ensure_stream(js, MSGS, config.nats)
         rpc_client = RpcClient(nc)
         messaging = Messaging(js, rpc_client, self.gateway_id)
-        hub = DeviceHub(nc)
+        self._presence = PresenceWriter(js, self.gateway_id,
+                                        gateway_ttl_s=config.gateway.presence_ttl_s,
+                                        replicas=config.nats.replicas)
+        await self._presence.start()
+        hub = DeviceHub(nc, self._presence)
         self._sockets = SocketEndpoint(config.gateway, self.gateway_id, verifier, messaging, hub)
         rest = RestApi(self.gateway_id, verifier, issuer, messaging, rpc_client, hub,
                        config.app, lambda: nc.is_connected)
@@ -70,5 +77,7 @@ class Gateway:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._presence is not None:
+            await self._presence.stop()
         if self._nc is not None:
             await close(self._nc)

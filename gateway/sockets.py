@@ -18,6 +18,7 @@ from gateway.auth import Identity, TokenVerifier
 from gateway.connection import Connection
 from gateway.messaging import Messaging
 from gateway.problems import problem
+from presence.registry import PresenceWriter
 from runtime.config import GatewayConfig
 from schemas.errors import CloseCode, ErrorCode, ProtocolError
 from schemas.frames import Welcome
@@ -32,8 +33,9 @@ CONNECTIONS = Gauge("courier_gateway_connections", "Open WebSocket connections")
 class DeviceHub:
     """Which device is connected here, through which socket."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, presence: PresenceWriter) -> None:
         self._nc = nc
+        self._presence = presence
         self._devices: dict[str, tuple[Connection, Subscription]] = {}
 
     def __len__(self) -> int:
@@ -53,12 +55,14 @@ class DeviceHub:
 
         subscription = await self._nc.subscribe(deliver_subject(device), cb=on_delivery)
         self._devices[device] = (conn, subscription)
+        await self._presence.device_online(conn.identity.user, device)
 
     async def detach(self, conn: Connection) -> None:
         entry = self._devices.get(conn.identity.device)
         if entry is not None and entry[0] is conn:
             del self._devices[conn.identity.device]
             await entry[1].unsubscribe()
+            await self._presence.device_offline(conn.identity.user, conn.identity.device)
 
     def connections(self) -> list[Connection]:
         return [conn for conn, _ in self._devices.values()]

@@ -84,6 +84,9 @@ class GatewayConfig(_Section):
     #: Rate-limited or invalid frames in a row before the socket is closed (4009).
     max_strikes: Positive = 50
     drain_timeout_s: PositiveFloat = 10.0
+    #: A gateway refreshes its presence beat every third of this; when it dies, its devices
+    #: count as offline for everyone after at most this long.
+    presence_ttl_s: Annotated[float, msgspec.Meta(ge=1.0, le=300.0)] = 10.0
     #: Backlog page size when a device syncs.
     sync_page: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
 

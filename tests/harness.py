@@ -35,6 +35,7 @@ class System:
             "COURIER_LOG_LEVEL": "info",
             "COURIER_GATEWAY_RATE_PER_S": "5000",
             "COURIER_GATEWAY_RATE_BURST": "5000",
+            "COURIER_GATEWAY_PRESENCE_TTL_S": "3",
             **self.extra_env,
             **overrides,
         }

@@ -1,0 +1,236 @@
+"""Writer (gateway side) and view (router side) of the presence buckets."""
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import msgspec
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from schemas.presence import (
+    DEVICES_BUCKET,
+    GATEWAYS_BUCKET,
+    LAST_SEEN_BUCKET,
+    DeviceOnline,
+    GatewayBeat,
+    LastSeen,
+)
+
+log = structlog.get_logger(__name__)
+
+_encoder = msgspec.msgpack.Encoder()
+_device_decoder = msgspec.msgpack.Decoder(DeviceOnline)
+_beat_decoder = msgspec.msgpack.Decoder(GatewayBeat)
+_last_seen_decoder = msgspec.msgpack.Decoder(LastSeen)
+
+#: Called with (user, device, online) whenever the view sees a device change state.
+ChangeListener = Callable[[str, str, bool], None]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def open_buckets(js: JetStreamContext, gateway_ttl_s: float,
+                       replicas: int) -> tuple[KeyValue, KeyValue, KeyValue]:
+    """Create (idempotently) and open the devices, gateways and last-seen buckets."""
+    devices = await js.create_key_value(KeyValueConfig(
+        bucket=DEVICES_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas))
+    gateways = await js.create_key_value(KeyValueConfig(
+        bucket=GATEWAYS_BUCKET, history=1, ttl=gateway_ttl_s, storage=StorageType.MEMORY,
+        replicas=replicas, limit_marker_ttl=gateway_ttl_s))
+    last_seen = await js.create_key_value(KeyValueConfig(
+        bucket=LAST_SEEN_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas))
+    return devices, gateways, last_seen
+
+
+class PresenceWriter:
+    """Records the sockets of one gateway and keeps its beat alive."""
+
+    def __init__(self, js: JetStreamContext, gateway_id: str, *, gateway_ttl_s: float,
+                 replicas: int) -> None:
+        self._js = js
+        self._gateway_id = gateway_id
+        self._ttl_s = gateway_ttl_s
+        self._replicas = replicas
+        self._buckets: tuple[KeyValue, KeyValue, KeyValue] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
+        self._devices: dict[str, str] = {}
+
+    async def start(self) -> None:
+        self._buckets = await open_buckets(self._js, self._ttl_s, self._replicas)
+        await self._beat()
+        await self._sweep()
+        self._beat_task = asyncio.create_task(self._beat_forever(), name="presence-beat")
+
+    async def stop(self) -> None:
+        """Mark every device of this gateway offline and stop beating."""
+        if self._beat_task is not None:
+            self._beat_task.cancel()
+        if self._buckets is None:
+            return
+        for device, user in list(self._devices.items()):
+            await self.device_offline(user, device)
+        try:
+            await self._buckets[1].delete(self._gateway_id)
+        except Exception as exc:
+            log.warning("presence_stop_failed", error=repr(exc))
+
+    async def device_online(self, user: str, device: str) -> None:
+        assert self._buckets is not None
+        self._devices[device] = user
+        now = now_ms()
+        await self._buckets[0].put(device, _encoder.encode(
+            DeviceOnline(user=user, gateway=self._gateway_id, since=now)))
+        await self._buckets[2].put(user, _encoder.encode(LastSeen(ts=now)))
+
+    async def device_offline(self, user: str, device: str) -> None:
+        assert self._buckets is not None
+        if self._devices.pop(device, None) is None:
+            return
+        try:
+            entry = await self._buckets[0].get(device)
+            if entry.value and _device_decoder.decode(entry.value).gateway == self._gateway_id:
+                await self._buckets[0].delete(device)
+        except KeyNotFoundError:
+            pass
+        await self._buckets[2].put(user, _encoder.encode(LastSeen(ts=now_ms())))
+
+    async def _beat(self) -> None:
+        assert self._buckets is not None
+        await self._buckets[1].put(self._gateway_id, _encoder.encode(
+            GatewayBeat(gateway=self._gateway_id, ts=now_ms())))
+
+    async def _beat_forever(self) -> None:
+        beats = 0
+        while True:
+            await asyncio.sleep(self._ttl_s / 3)
+            try:
+                await self._beat()
+                beats += 1
+                if beats % 10 == 0:
+                    await self._sweep()
+            except Exception as exc:  # NATS reconnecting: the next beat retries
+                log.warning("presence_beat_failed", error=repr(exc))
+
+    async def _sweep(self) -> None:
+        """Delete device keys held by gateways that no longer beat (or by a previous run of
+        this gateway id), recording their users' last-seen time."""
+        assert self._buckets is not None
+        devices_kv, gateways_kv, last_seen_kv = self._buckets
+        alive: set[str] = set()
+        for entry in await _entries(gateways_kv):
+            alive.add(entry[0])
+        for device, value in await _entries(devices_kv):
+            state = _device_decoder.decode(value)
+            stale = state.gateway not in alive or (
+                state.gateway == self._gateway_id and device not in self._devices)
+            if stale:
+                await devices_kv.delete(device)
+                await last_seen_kv.put(state.user, _encoder.encode(LastSeen(ts=now_ms())))
+
+
+async def _entries(kv: KeyValue) -> list[tuple[str, bytes]]:
+    """Every live (key, value) of a bucket."""
+    watcher = await kv.watchall()
+    entries = []
+    async for entry in watcher:
+        if entry is None:
+            break
+        if entry.value and entry.operation is None:
+            entries.append((entry.key, entry.value))
+    await watcher.stop()
+    return entries
+
+
+class PresenceView:
+    """A local, watcher-fed copy of the presence buckets."""
+
+    def __init__(self, js: JetStreamContext, *, gateway_ttl_s: float, replicas: int) -> None:
+        self._js = js
+        self._ttl_s = gateway_ttl_s
+        self._replicas = replicas
+        self._devices: dict[str, DeviceOnline] = {}
+        self._by_gateway: dict[str, set[str]] = defaultdict(set)
+        self._gateways: set[str] = set()
+        self._listeners: list[ChangeListener] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_seen: KeyValue | None = None
+        self._ready = asyncio.Event()
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        devices, gateways, self._last_seen = await open_buckets(self._js, self._ttl_s,
+                                                                self._replicas)
+        gateways_ready = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._watch(gateways, self._on_gateway, gateways_ready)),
+            asyncio.create_task(self._watch(devices, self._on_device, self._ready)),
+        ]
+        await asyncio.wait_for(asyncio.gather(gateways_ready.wait(), self._ready.wait()), 10)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def is_online(self, device: str) -> bool:
+        state = self._devices.get(device)
+        return state is not None and state.gateway in self._gateways
+
+    def user_online(self, user: str) -> bool:
+        return any(s.user == user and s.gateway in self._gateways
+                   for s in self._devices.values())
+
+    async def last_seen(self, user: str) -> int | None:
+        assert self._last_seen is not None
+        try:
+            entry = await self._last_seen.get(user)
+        except KeyNotFoundError:
+            return None
+        return _last_seen_decoder.decode(entry.value).ts if entry.value else None
+
+    async def _watch(self, kv: KeyValue, apply: Callable[[str, bytes | None], None],
+                     ready: asyncio.Event) -> None:
+        watcher = await kv.watchall()
+        async for entry in watcher:
+            if entry is None:
+                ready.set()
+                continue
+            deleted = entry.operation is not None or not entry.value
+            apply(entry.key, None if deleted else entry.value)
+
+    def _on_gateway(self, gateway: str, value: bytes | None) -> None:
+        if value is not None:
+            self._gateways.add(gateway)
+            return
+        self._gateways.discard(gateway)
+        for device in self._by_gateway.pop(gateway, set()):
+            state = self._devices.pop(device, None)
+            if state is not None:
+                self._notify(state.user, device, False)
+
+    def _on_device(self, device: str, value: bytes | None) -> None:
+        previous = self._devices.pop(device, None)
+        if previous is not None:
+            self._by_gateway[previous.gateway].discard(device)
+        if value is None:
+            if previous is not None:
+                self._notify(previous.user, device, False)
+            return
+        state = _device_decoder.decode(value)
+        self._devices[device] = state
+        self._by_gateway[state.gateway].add(device)
+        if previous is None:
+            self._notify(state.user, device, True)
+
+    def _notify(self, user: str, device: str, online: bool) -> None:
+        for listener in self._listeners:
+            listener(user, device, online)

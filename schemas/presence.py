@@ -1,0 +1,37 @@
+"""Presence state shared across gateways through NATS KV buckets.
+
+``courier_devices``: device id -> ``DeviceOnline`` (written by the gateway holding the
+socket, deleted when it closes). ``courier_gateways``: gateway id -> ``GatewayBeat``,
+refreshed by each gateway and expiring by itself (bucket max age) when a gateway dies; a
+device is online only while its gateway's beat is alive. ``courier_last_seen``: user id ->
+``LastSeen`` (last time any of the user's devices was connected).
+"""
+
+from typing import Final
+
+import msgspec
+
+DEVICES_BUCKET: Final = "courier_devices"
+GATEWAYS_BUCKET: Final = "courier_gateways"
+LAST_SEEN_BUCKET: Final = "courier_last_seen"
+
+
+class DeviceOnline(msgspec.Struct):
+    """A device's socket is open on ``gateway`` since ``since`` (ms)."""
+
+    user: str
+    gateway: str
+    since: int
+
+
+class GatewayBeat(msgspec.Struct):
+    """A gateway is alive (written every ``interval_s``)."""
+
+    gateway: str
+    ts: int
+
+
+class LastSeen(msgspec.Struct):
+    """When a user was last connected (ms)."""
+
+    ts: int
