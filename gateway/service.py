@@ -70,9 +70,12 @@ class Gateway:
 
     async def drain(self) -> None:
         """Refuse new sockets, close open ones with GOING_AWAY, let handlers finish."""
-        if self._sockets is not None:
-            await self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
-        await asyncio.sleep(0)
+        if self._sockets is None:
+            return
+        await self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
+        deadline = asyncio.get_running_loop().time() + self._config.gateway.drain_timeout_s
+        while self._sockets.open_count() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -118,6 +118,10 @@ class SocketEndpoint:
             if not ws.closed:
                 await ws.close()
 
+    def open_count(self) -> int:
+        """Sockets whose handler has not finished yet."""
+        return sum(1 for ws in self._sockets if not ws.closed)
+
     async def close_all(self, code: CloseCode, reason: str) -> None:
         """Close every socket (shutdown): clients reconnect to another gateway."""
         self.accepting = False

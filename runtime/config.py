@@ -37,6 +37,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
 class NatsConfig(_Section):
     """NATS connection and the ``MSGS`` stream."""
 
+    #: NATS server URL(s), comma-separated for a cluster.
     url: str = "nats://127.0.0.1:4222"
     #: Stream replicas: 1 on a single node, 3 on a cluster (durability across machines).
     replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
@@ -54,10 +55,15 @@ class NatsConfig(_Section):
 class AuthConfig(_Section):
     """Tokens: HS256 with ``secret``, or RS256/ES256/EdDSA with ``public_key_file``."""
 
+    #: HS256 signing secret of device tokens (32+ bytes).
     secret: str = ""
+    #: PEM public key verifying device tokens signed with RS256, ES256 or EdDSA.
     public_key_file: str = ""
+    #: Token signature algorithm.
     algorithm: Literal["HS256", "RS256", "ES256", "EdDSA"] = "HS256"
+    #: Required ``iss`` claim (empty: not checked).
     issuer: str = ""
+    #: Required ``aud`` claim (empty: not checked).
     audience: str = ""
     #: Lifetime of tokens minted by the dev registration endpoint.
     token_ttl_s: Positive = 24 * 3600
@@ -70,19 +76,26 @@ class AuthConfig(_Section):
 class GatewayConfig(_Section):
     """WebSocket and REST front door."""
 
+    #: Address the HTTP/WebSocket server binds.
     host: str = "127.0.0.1"
+    #: Port of the HTTP/WebSocket server (0 picks a free one).
     port: Port = 8080
-    #: Names this gateway in logs, metrics and envelopes; defaults to ``gw-<host>-<port>``.
+    #: Names this gateway in logs, metrics, envelopes and presence; must be unique per
+    #: running process. Default: ``gw-<port>-<random>``.
     id: str = ""
+    #: Largest frame (and REST body) accepted; larger frames close the socket with 1009.
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     #: Frames queued for one socket before it is closed as a slow consumer (4008).
     send_queue: Annotated[int, msgspec.Meta(ge=8, le=100_000)] = 1024
+    #: WebSocket ping interval; a socket that does not answer is closed.
     heartbeat_s: PositiveFloat = 20.0
     #: Per-connection token bucket: sustained frames per second and burst.
     rate_per_s: PositiveFloat = 200.0
+    #: Burst of the per-connection token bucket.
     rate_burst: Positive = 400
     #: Rate-limited or invalid frames in a row before the socket is closed (4009).
     max_strikes: Positive = 50
+    #: On shutdown, how long to wait for closed sockets' handlers to finish.
     drain_timeout_s: PositiveFloat = 10.0
     #: A gateway refreshes its presence beat every third of this; when it dies, its devices
     #: count as offline for everyone after at most this long.
@@ -94,7 +107,9 @@ class GatewayConfig(_Section):
 class StoreConfig(_Section):
     """The message store owned by the storage worker."""
 
+    #: Store implementation.
     backend: Literal["sqlite", "cassandra"] = "sqlite"
+    #: SQLite database file (embedded mode).
     sqlite_path: str = ".data/courier.db"
     #: Messages per transaction when the worker catches up.
     batch: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
@@ -105,25 +120,33 @@ class StoreConfig(_Section):
 class RetentionConfig(_Section):
     """What is kept, per app. Apps not named use ``default_days``."""
 
+    #: Days messages are kept, for apps without their own entry in ``days``.
     default_days: Positive = 30
     #: Apps whose messages are deleted once every recipient device has acknowledged them.
     ephemeral_apps: list[str] = []
     #: ``app=days`` pairs overriding ``default_days``.
     days: dict[str, int] = {}
+    #: How often the storage worker applies retention.
     purge_interval_s: PositiveFloat = 60.0
 
 
 class LogConfig(_Section):
+    """Structured logs on stderr."""
+
+    #: Lowest level logged.
     level: Literal["debug", "info", "warning", "error"] = "info"
+    #: JSON lines for machines, or aligned text for people.
     format: Literal["json", "console"] = "json"
 
 
 class MetricsConfig(_Section):
     """Prometheus exposition for services without an HTTP server of their own."""
 
+    #: Address the workers' metrics servers bind.
     host: str = "127.0.0.1"
-    #: 0 picks a free port; the chosen port is logged.
+    #: Router metrics port (0 picks a free one; the chosen port is logged).
     router_port: Port = 9101
+    #: Storage worker metrics port (0 picks a free one).
     storage_port: Port = 9102
 
 

@@ -66,3 +66,11 @@ def test_bad_file(tmp_path: Path) -> None:
     path.write_text("[gateway]\nprot = 1\n")
     with pytest.raises(ConfigError, match="prot"):
         load_config({"COURIER_CONFIG": str(path)})
+
+
+def test_readme_configuration_table_is_current() -> None:
+    from runtime.configdoc import END, START, table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    current = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    assert current == table(), "run `.venv/bin/python -m runtime.configdoc README.md`"
