@@ -59,7 +59,7 @@ class NatsServer:
             f"jetstream {{\n  store_dir: \"{self.store_dir / 'js'}\"\n"
             f"  max_memory_store: {DEFAULT_MAX_MEMORY}\n  max_file_store: {DEFAULT_MAX_FILE}\n"
             + ("  sync_interval: always\n" if self.sync_always else "")
-            + "}\nmax_payload: 8MB\n"
+            + "}\nmax_payload: 1MB\n"
         )
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(

@@ -84,7 +84,8 @@ class GatewayConfig(_Section):
     #: running process. Default: ``gw-<port>-<random>``.
     id: str = ""
     #: Largest frame (and REST body) accepted; larger frames close the socket with 1009.
-    max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    #: At most 900 KiB so an envelope fits NATS's default 1 MiB max_payload.
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=900 * 1024)] = 64 * 1024
     #: Frames queued for one socket before it is closed as a slow consumer (4008).
     send_queue: Annotated[int, msgspec.Meta(ge=8, le=100_000)] = 1024
     #: WebSocket ping interval; a socket that does not answer is closed.

@@ -22,6 +22,10 @@ from storage_worker.store.base import MessageStore, RetentionPolicy
 
 log = structlog.get_logger(__name__)
 
+#: Byte budget of one sync page: the reply must fit NATS's max_payload (1 MiB by default).
+SYNC_PAGE_BYTES = 512 * 1024
+ENVELOPE_OVERHEAD = 256
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -104,10 +108,17 @@ class StorageWorker:
         messages, cursor = await self._store.backlog(
             request.user, request.device, request.after, request.limit, now_ms()
         )
+        more = len(messages) == request.limit
+        size = 0
+        for index, message in enumerate(messages):
+            size += len(message.body) + ENVELOPE_OVERHEAD
+            if size > SYNC_PAGE_BYTES and index > 0:  # keep replies under NATS max_payload
+                messages, cursor, more = messages[:index], messages[index - 1].seq, True
+                break
         return rpc.SyncPage(
             messages=[message_frame(m.envelope, m.seq, m.body) for m in messages],
             cursor=cursor,
-            more=len(messages) == request.limit,
+            more=more,
         )
 
     async def _history(self, request: rpc.HistoryRequest) -> rpc.HistoryPage:
