@@ -16,3 +16,13 @@ def system(tmp_path: Path) -> Iterator[System]:
         yield system
     finally:
         system.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """One system for a whole module of tests that do not disturb each other."""
+    system = System(tmp_path_factory.mktemp("system")).start()
+    try:
+        yield system
+    finally:
+        system.stop()

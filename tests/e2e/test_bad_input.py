@@ -49,7 +49,9 @@ async def next_error(client: CourierClient) -> Error:
         ('{"type": "sync", "after": -1}', ErrorCode.INVALID),
     ],
 )
-async def test_bad_frames_get_typed_errors(system: System, frame: str, code: ErrorCode) -> None:
+async def test_bad_frames_get_typed_errors(shared_system: System, frame: str,
+                                           code: ErrorCode) -> None:
+    system = shared_system
     await system.device("bob")
     alice = await system.connect(await system.device("alice"))
     try:
@@ -129,7 +131,8 @@ def forged(system: System, **claims: object) -> str:
 
 @pytest.mark.parametrize("case", ["missing", "garbage", "forged", "expired", "bad_claims",
                                   "no_device"])
-async def test_bad_tokens_are_refused(system: System, case: str) -> None:
+async def test_bad_tokens_are_refused(shared_system: System, case: str) -> None:
+    system = shared_system
     tokens = {
         "missing": "",
         "garbage": "not.a.jwt",
