@@ -6,6 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+RUN_ARGS ?=
+SCENARIOS ?=
 
 .PHONY: run test lint typecheck schemas bench clean cassandra-fetch
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m infra.embedded
+	$(PY) -m infra.embedded $(RUN_ARGS)
 
 test: $(STAMP) cassandra-fetch
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -32,6 +34,9 @@ schemas: $(STAMP)
 
 cassandra-fetch: $(STAMP)
 	$(PY) -m infra.cassandra_node fetch
+
+bench: $(STAMP)
+	$(PY) -m bench $(if $(SCENARIOS),--scenarios "$(SCENARIOS)",) $(if $(STORE),--store $(STORE),)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

@@ -14,7 +14,7 @@ process of this host).
 import asyncio
 import struct
 import time
-from typing import Final
+from typing import Final, Literal
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -27,7 +27,6 @@ from schemas.frames import (
     Destination,
     Error,
     Message,
-    Receipt,
     Send,
     Sync,
     Synced,
@@ -84,14 +83,17 @@ class Device:
         self.ack = ack
         self.welcome: Welcome | None = None
         self.synced: Synced | None = None
-        self.receipts = 0
         self.unanswered = 0
+        #: Close code of a socket the server (or the network) closed; None if we closed it.
         self.close_code: int | None = None
+        self._closing = False
         self._window = asyncio.Semaphore(window) if window else None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ws: aiohttp.ClientWebSocketResponse[Literal[False]] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._welcomed: asyncio.Event = asyncio.Event()
         self._synced: asyncio.Event = asyncio.Event()
+        self._all_answered: asyncio.Event = asyncio.Event()
+        self._all_answered.set()
         self._acks: list[AckItem] = []
         self._ack_due: asyncio.Event = asyncio.Event()
         self._acker: asyncio.Task[None] | None = None
@@ -120,26 +122,28 @@ class Device:
         if self._window is not None:
             await self._window.acquire()
         self.unanswered += 1
+        self._all_answered.clear()
         await self._send(encode_frame(Send(client_id=client_id, to=to, body=body, id=client_id)))
 
-    async def sync(self, timeout: float) -> Synced:
+    async def sync(self, wait_s: float) -> Synced:
         """Ask for the backlog and wait until all of it has arrived (``synced``)."""
         self._synced.clear()
         await self._send(encode_frame(Sync()))
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait_s):
             await self._synced.wait()
-        assert self.synced is not None
+        if self.synced is None:
+            raise ConnectionError(f"{self.device}: closed during sync ({self.close_code})")
         return self.synced
 
-    async def drained(self, timeout: float) -> bool:
-        """Wait until every send has its reply (or ``timeout``); True if all have one."""
-        async with asyncio.timeout(timeout):
-            while self.unanswered > 0 and self.open:
-                await asyncio.sleep(0.01)
-        return self.unanswered == 0
+    async def drained(self, wait_s: float) -> None:
+        """Wait until every send has its reply or the socket closed; ``TimeoutError`` after
+        ``wait_s``."""
+        async with asyncio.timeout(wait_s):
+            await self._all_answered.wait()
 
     async def close(self) -> None:
         """Flush pending acknowledgements and close the socket."""
+        self._closing = True
         if self.open:
             await self._flush_acks()
         if self._acker is not None:
@@ -162,9 +166,11 @@ class Device:
                 if msg.type is WSMsgType.TEXT:
                     self._on_frame(msg.data)
         finally:
-            self.close_code = self._ws.close_code
+            if not self._closing:
+                self.close_code = self._ws.close_code
             self._welcomed.set()
             self._synced.set()
+            self._all_answered.set()
 
     def _on_frame(self, data: bytes) -> None:
         now_ns = time.monotonic_ns()
@@ -183,8 +189,6 @@ class Device:
             if frame.id is not None:
                 self._answered()
             self.handler.on_error(self, frame)
-        elif isinstance(frame, Receipt):
-            self.receipts += 1
         elif isinstance(frame, Synced):
             self.synced = frame
             self._synced.set()
@@ -194,6 +198,8 @@ class Device:
 
     def _answered(self) -> None:
         self.unanswered -= 1
+        if self.unanswered <= 0:
+            self._all_answered.set()
         if self._window is not None:
             self._window.release()
 

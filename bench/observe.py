@@ -1,5 +1,5 @@
 """What the orchestrator reads of the system besides the protocol: a process's memory and CPU
-time (``/proc``), and how far the storage worker is behind the ``MSGS`` stream."""
+time (``/proc``), and how far the storage worker and the router are behind ``MSGS``."""
 
 import asyncio
 import os
@@ -27,17 +27,49 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
-async def wait_stored(nats_url: str, timeout: float) -> float:
-    """Wait until the storage worker has applied every envelope of the stream; returns the
-    monotonic time (seconds) at which it had. Raises ``TimeoutError`` after ``timeout``."""
+async def wait_consumed(nats_url: str, wait_s: float,
+                        consumers: tuple[str, ...] = (STORAGE_CONSUMER,)) -> float:
+    """Wait until ``consumers`` (default: the storage worker's) have processed every envelope
+    of the stream; returns the monotonic time (seconds) at which they had. Raises
+    ``TimeoutError`` after ``wait_s``."""
     nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=0)
     try:
         js = nc.jetstream()
-        async with asyncio.timeout(timeout):
-            while True:
-                info = await js.consumer_info(MSGS_STREAM, STORAGE_CONSUMER)
-                if not info.num_pending and not info.num_ack_pending:
-                    return time.monotonic()
-                await asyncio.sleep(0.02)
+        async with asyncio.timeout(wait_s):
+            for consumer in consumers:
+                while True:
+                    info = await js.consumer_info(MSGS_STREAM, consumer)
+                    if not info.num_pending and not info.num_ack_pending:
+                        break
+                    await asyncio.sleep(0.02)
+            return time.monotonic()
     finally:
         await nc.close()
+
+
+class CpuMeter:
+    """CPU use of named processes over a window, as a percentage of one core each."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self._pids = pids
+        self._start: dict[str, float] = {}
+        self._started_at = 0.0
+
+    def start(self) -> None:
+        self._start = {name: self._used(pids) for name, pids in self._pids.items()}
+        self._started_at = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self._started_at
+        return {name: round(100 * (self._used(pids) - self._start[name]) / elapsed, 1)
+                for name, pids in self._pids.items()}
+
+    @staticmethod
+    def _used(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                total += cpu_seconds(pid)
+            except OSError:
+                pass  # exited: its share is lost, the others still count
+        return total

@@ -35,9 +35,9 @@ async def sleep_until(deadline_ns: int) -> None:
         await asyncio.sleep(delay)
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Check ``condition`` every 10 ms until it holds (True) or ``timeout`` passes (False)."""
-    deadline = time.monotonic() + timeout
+async def wait_until(condition: Callable[[], bool], wait_s: float) -> bool:
+    """Check ``condition`` every 10 ms until it holds (True) or ``wait_s`` passes (False)."""
+    deadline = time.monotonic() + wait_s
     while not condition():
         if time.monotonic() >= deadline:
             return False

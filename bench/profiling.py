@@ -3,8 +3,10 @@
 py-spy (``--nonblocking``, 100 Hz, active threads only) writes collapsed stacks to
 ``<out>/profiles/<scenario>-<service>.txt``; ``summarize`` turns them into the functions with the
 most samples on top of the stack (self) and anywhere in it (total). Samples of active threads
-over the window also give each service's CPU use. Profiling costs CPU on this 2-core machine:
-figures of a profiled run are for finding bottlenecks, not for the results table.
+over the window tell how often a service was busy (running, or runnable and waiting for a CPU:
+on a saturated machine this exceeds its CPU use, which ``cpu_pct`` in the results measures).
+Profiling costs CPU on this 2-core machine: figures of a profiled run are for finding
+bottlenecks, not for the results table.
 """
 
 import shutil
@@ -18,6 +20,10 @@ from typing import Final
 RATE_HZ: Final = 100
 TOP: Final = 8
 GRACE_S: Final = 30.0
+#: Source directories of the services, for the "project functions" ranking.
+PROJECT_PACKAGES: Final = ("gateway/", "router/", "storage_worker/", "runtime/", "schemas/")
+#: Frames that hold every sample of a service (its entry point): left out of that ranking.
+ENTRY_FILES: Final = ("__main__.py)", "runtime/service.py)")
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,8 @@ class Profiler:
             self._running[service] = (process, output)
 
     def finish(self) -> dict[str, dict[str, object]]:
-        """Wait for py-spy; per service: CPU share and hotspots (written beside the stacks)."""
+        """Wait for py-spy; per service: share of busy samples and hotspots (written beside
+        the stacks)."""
         summary: dict[str, dict[str, object]] = {}
         for service, (process, output) in self._running.items():
             try:
@@ -70,20 +77,27 @@ class Profiler:
             if not output.exists():
                 continue
             samples, spots = summarize(output)
-            cpu_pct = 100.0 * samples / (RATE_HZ * self._duration_s)
-            lines = [f"{s.self_pct:6.1f}% self {s.total_pct:6.1f}% total  {s.function}"
-                     for s in spots]
+            _, own = summarize(output, by_total_in=PROJECT_PACKAGES)
+            busy_pct = 100.0 * samples / (RATE_HZ * self._duration_s)
             output.with_suffix(".top.txt").write_text(
-                f"{service}: {samples} samples, ~{cpu_pct:.0f}% of one core\n" + "\n".join(lines)
-                + "\n")
-            summary[service] = {"cpu_pct": round(cpu_pct, 1),
+                f"{service}: {samples} busy samples, {busy_pct:.0f}% of the window\n"
+                f"by self samples:\n{_lines(spots)}\n"
+                f"project functions by total samples:\n{_lines(own)}\n")
+            summary[service] = {"busy_pct": round(busy_pct, 1),
                                 "top_self": [[s.function, s.self_pct] for s in spots]}
         self._running.clear()
         return summary
 
 
-def summarize(collapsed: Path, top: int = TOP) -> tuple[int, list[Hotspot]]:
-    """Total samples and the ``top`` functions by self samples, from py-spy's raw output."""
+def _lines(spots: list[Hotspot]) -> str:
+    return "\n".join(f"{s.self_pct:6.1f}% self {s.total_pct:6.1f}% total  {s.function}"
+                     for s in spots)
+
+
+def summarize(collapsed: Path, top: int = TOP,
+              by_total_in: tuple[str, ...] = ()) -> tuple[int, list[Hotspot]]:
+    """Total samples and the ``top`` functions by self samples from py-spy's raw output, or
+    by total samples among functions whose file starts with one of ``by_total_in``."""
     self_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
     samples = 0
@@ -92,7 +106,7 @@ def summarize(collapsed: Path, top: int = TOP) -> tuple[int, list[Hotspot]]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [frame for frame in stack.split(";") if frame]
+        frames = [_without_line(frame) for frame in stack.split(";") if frame]
         if not frames:
             continue
         samples += count
@@ -101,8 +115,18 @@ def summarize(collapsed: Path, top: int = TOP) -> tuple[int, list[Hotspot]]:
             total_counts[frame] += count
     if samples == 0:
         return 0, []
+    ranking = self_counts.most_common(top) if not by_total_in else [
+        (function, n) for function, n in total_counts.most_common()
+        if function.partition("(")[2].startswith(by_total_in)
+        and not function.endswith(ENTRY_FILES)][:top]
     return samples, [
-        Hotspot(function, round(100.0 * n / samples, 1),
+        Hotspot(function, round(100.0 * self_counts[function] / samples, 1),
                 round(100.0 * total_counts[function] / samples, 1))
-        for function, n in self_counts.most_common(top)
+        for function, _ in ranking
     ]
+
+
+def _without_line(frame: str) -> str:
+    """``f (file.py:12)`` -> ``f (file.py)``: one entry per function."""
+    head, sep, tail = frame.rpartition(":")
+    return f"{head})" if sep and tail.rstrip(")").isdigit() else frame

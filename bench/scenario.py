@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from bench.observe import CpuMeter
+from bench.pacing import sleep_until
 from bench.profiling import Profiler
 from bench.sizes import Sizes
 from bench.stats import Floats
@@ -27,7 +29,13 @@ class Context:
     sizes: Sizes
     workers: int
     profile_dir: Path | None = None
-    profile: dict[str, Any] = field(default_factory=dict)
+    #: Figures measured around the load (CPU use, profiles), added to the scenario's figures.
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def cpu_meter(self, generators: list[int]) -> CpuMeter:
+        """CPU use of the services, nats-server and the generator processes."""
+        pids = {name: [self.system.pid(name)] for name in (*SERVICES, "nats-server")}
+        return CpuMeter({**pids, "generators": generators})
 
     def profiler(self) -> Profiler | None:
         """A py-spy recorder of the services, when ``--profile`` asked for one."""
@@ -72,21 +80,27 @@ def warmup_rx(devices: Sequence[DeviceSpec], recipients: Mapping[int, Sequence[i
 
 async def drive_traffic(ctx: Context, plans: Sequence[TrafficPlan],
                         recipients: Mapping[int, Sequence[int]],
-                        after_load: Callable[[], Awaitable[None]] | None = None) -> TrafficRun:
+                        after_load: Callable[[], Awaitable[None]] | None = None,
+                        profile: bool = True) -> TrafficRun:
     """Step the generator processes through the load (see ``bench.traffic``); ``after_load``
-    runs once every delivery arrived, before the devices disconnect."""
+    runs once every delivery arrived, before the devices disconnect. The services' CPU use
+    over the load goes into ``ctx.measured`` (and py-spy profiles, if asked and ``profile``)."""
     duration_s = max(plan.duration_s for plan in plans)
-    profiler = ctx.profiler()
+    profiler = ctx.profiler() if profile else None
     with Generators(run_traffic, plans) as generators:
         await generators.gather("connected")
         generators.release()
         await generators.gather("warm")
         start_ns = time.monotonic_ns() + START_DELAY_NS
         generators.release([start_ns] * len(plans))
+        meter = ctx.cpu_meter(generators.pids)
+        await sleep_until(start_ns)
+        meter.start()
         if profiler is not None:
             profiler.start(duration_s)
         accepted: list[dict[int, int]] = await generators.gather(
-            "sent", timeout=duration_s + plans[0].drain_timeout_s + 60)
+            "sent", wait_s=duration_s + plans[0].drain_timeout_s + 60)
+        ctx.measured["cpu_pct"] = meter.stop()
         counts = {sender: n for share in accepted for sender, n in share.items()}
         generators.release([_due(plan.devices, counts, recipients) for plan in plans])
         await generators.gather("drained")
@@ -95,7 +109,7 @@ async def drive_traffic(ctx: Context, plans: Sequence[TrafficPlan],
         generators.release()
         reports = await generators.results()
     if profiler is not None:
-        ctx.profile.update(profiler.finish())
+        ctx.measured["profile"] = profiler.finish()
     return TrafficRun(reports, start_ns, start_ns + int(duration_s * 1e9))
 
 

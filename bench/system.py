@@ -96,7 +96,12 @@ class SystemUnderTest:
             # The embedded runner's fixed metrics ports may be taken by a `make run` nearby.
             "COURIER_METRICS_ROUTER_PORT": "0",
             "COURIER_METRICS_STORAGE_PORT": "0",
+            "COURIER_METRICS_PUSH_PORT": "0",
             "COURIER_STORE_BACKEND": self.store,
+            # Load generators send far faster than any app's device; the per-connection rate
+            # limit (200 frames/s by default) would otherwise shape the load it measures.
+            "COURIER_GATEWAY_RATE_PER_S": "100000",
+            "COURIER_GATEWAY_RATE_BURST": "100000",
             **self._extra_env,
         }
         with (self.data_dir / "embedded.log").open("wb") as out:

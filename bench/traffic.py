@@ -19,13 +19,22 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from bench.client import MEASURED, WARMUP, Device, Handler, decode_body, encode_body
+from bench.client import (
+    BODY_BYTES,
+    MEASURED,
+    WARMUP,
+    Device,
+    Handler,
+    decode_body,
+    encode_body,
+)
 from bench.pacing import offer, sleep_until, wait_until
 from bench.system import mint_token
 from bench.workers import Phases
 from schemas.frames import Accepted, Destination, Error, Message
 
 WARMUP_TIMEOUT_S: Final = 30.0
+SYNC_WAIT_S: Final = 30.0
 WARMUP_PREFIX: Final = "w"
 
 
@@ -107,10 +116,6 @@ class Recorder(Handler):
     def received(self) -> int:
         return len(self._rx[0])
 
-    @property
-    def accepted(self) -> int:
-        return len(self._acc_sender)
-
     def on_message(self, device: Device, frame: Message, now_ns: int) -> None:
         key = (device.index, frame.message_id)
         if key in self._seen:
@@ -122,6 +127,8 @@ class Recorder(Handler):
             self.out_of_order += 1
         else:
             self._last_seq[position] = frame.seq
+        if frame.kind != "chat" or len(frame.body) != BODY_BYTES:
+            return  # not a bench message (e.g. a group's system message)
         phase, sender, counter, sent_ns = decode_body(frame.body)
         if phase == WARMUP:
             self.warmup_received += 1
@@ -163,6 +170,7 @@ async def connect_devices(session: aiohttp.ClientSession, ws_url: str, secret: s
         device = Device(spec.index, spec.user, spec.device, handler, window=window)
         async with gate:
             await device.connect(session, ws_url, mint_token(secret, spec.user, spec.device))
+            await device.sync(SYNC_WAIT_S)  # live messages flow after the first sync
         return device
 
     return list(await asyncio.gather(*(connect(spec) for spec in specs)))
@@ -248,8 +256,8 @@ async def _closed_loop(senders: list[tuple[Device, Destination]], end_ns: int,
         pass  # a sender blocked on a full window at the end: what it sent is counted
 
 
-async def _wait_answers(devices: list[Device], timeout: float) -> None:
+async def _wait_answers(devices: list[Device], wait_s: float) -> None:
     try:
-        await asyncio.gather(*(device.drained(timeout) for device in devices))
+        await asyncio.gather(*(device.drained(wait_s) for device in devices))
     except TimeoutError:
         pass  # reported as ``unanswered``

@@ -11,7 +11,7 @@ raises or dies fails the scenario, and ``stop`` ends each process by its own han
 import asyncio
 import multiprocessing
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Final, Generic, TypeVar
@@ -21,7 +21,7 @@ import uvloop
 from bench.system import raise_file_limit
 
 PlanT = TypeVar("PlanT")
-WorkFn = Callable[["Phases", PlanT], Awaitable[Any]]
+WorkFn = Callable[["Phases", PlanT], Coroutine[Any, Any, Any]]
 PHASE_TIMEOUT_S: Final = 300.0
 JOIN_TIMEOUT_S: Final = 10.0
 _RESULT: Final = "__result__"
@@ -40,10 +40,10 @@ class Phases:
         self.index = index
 
     async def reach(self, name: str, payload: object = None,
-                    timeout: float = PHASE_TIMEOUT_S) -> Any:
+                    wait_s: float = PHASE_TIMEOUT_S) -> Any:
         """Report ``payload`` at phase ``name``; return the value the orchestrator releases."""
         self._conn.send((name, payload))
-        return await asyncio.to_thread(_recv, self._conn, timeout, f"go after {name!r}")
+        return await asyncio.to_thread(_recv, self._conn, wait_s, f"go after {name!r}")
 
 
 class Generators(Generic[PlanT]):
@@ -60,8 +60,9 @@ class Generators(Generic[PlanT]):
             self._conns.append(parent)
             self._processes.append(process)
 
-    def __len__(self) -> int:
-        return len(self._processes)
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes if process.pid is not None]
 
     def __enter__(self) -> "Generators[PlanT]":
         for process in self._processes:
@@ -71,9 +72,9 @@ class Generators(Generic[PlanT]):
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.stop(graceful=exc_type is None)
 
-    async def gather(self, name: str, timeout: float = PHASE_TIMEOUT_S) -> list[Any]:
+    async def gather(self, name: str, wait_s: float = PHASE_TIMEOUT_S) -> list[Any]:
         """Every worker's payload at phase ``name``."""
-        return await asyncio.gather(*(self._expect(index, name, timeout)
+        return await asyncio.gather(*(self._expect(index, name, wait_s)
                                       for index in range(len(self._conns))))
 
     def release(self, values: Sequence[object] | None = None) -> None:
@@ -81,9 +82,9 @@ class Generators(Generic[PlanT]):
         for index, conn in enumerate(self._conns):
             conn.send(None if values is None else values[index])
 
-    async def results(self, timeout: float = PHASE_TIMEOUT_S) -> list[Any]:
+    async def results(self, wait_s: float = PHASE_TIMEOUT_S) -> list[Any]:
         """Every worker's report, once all have returned."""
-        return await self.gather(_RESULT, timeout)
+        return await self.gather(_RESULT, wait_s)
 
     def stop(self, graceful: bool = True) -> None:
         """Join the processes (at once unless ``graceful``); terminate, then kill, any still
@@ -101,9 +102,9 @@ class Generators(Generic[PlanT]):
         for conn in self._conns:
             conn.close()
 
-    async def _expect(self, index: int, name: str, timeout: float) -> Any:
+    async def _expect(self, index: int, name: str, wait_s: float) -> Any:
         process = self._processes[index]
-        message = await asyncio.to_thread(_recv, self._conns[index], timeout,
+        message = await asyncio.to_thread(_recv, self._conns[index], wait_s,
                                           f"generator {index} at {name!r}", process)
         got, payload = message
         if got == _FAILED:
@@ -132,7 +133,7 @@ def _recv(conn: Connection, timeout: float, what: str,
 def _child_main(conn: Connection, index: int, work: WorkFn[Any], plan: Any) -> None:
     raise_file_limit()
     try:
-        result = uvloop.run(work(Phases(conn, index), plan))
+        result: Any = uvloop.run(work(Phases(conn, index), plan))
     except BaseException:
         conn.send((_FAILED, traceback.format_exc()))
     else:

@@ -20,17 +20,26 @@ from schemas.frames import (
     Accepted,
     Ack,
     AckItem,
+    Callback,
+    CallbackAccepted,
+    Contact,
     Destination,
     Error,
     Message,
     Ping,
     Pong,
+    Presence,
+    PresenceSubscribe,
+    PresenceSubscribed,
+    PresenceUnsubscribe,
     Read,
     Receipt,
     Send,
     ServerFrame,
     Sync,
     Synced,
+    Typing,
+    UserTyping,
     Welcome,
 )
 from schemas.rest import DevDeviceRequest, DevDeviceResponse
@@ -85,6 +94,10 @@ class CourierClient:
         self.close_code: int | None = None
         self.receipts: asyncio.Queue[Receipt] = asyncio.Queue()
         self.errors: asyncio.Queue[Error] = asyncio.Queue()
+        #: ``presence`` frames of watched users, ``user_typing`` and ``contact`` frames.
+        self.presence: asyncio.Queue[Presence] = asyncio.Queue()
+        self.typing: asyncio.Queue[UserTyping] = asyncio.Queue()
+        self.contacts: asyncio.Queue[Contact] = asyncio.Queue()
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._pending: dict[str, asyncio.Future[ServerFrame]] = {}
@@ -182,6 +195,44 @@ class CourierClient:
         assert isinstance(reply, Pong)
         return reply
 
+    async def callback(self, handler: str, body: bytes,
+                       timeout: float = 10.0) -> CallbackAccepted:
+        """Hand ``body`` to a system handler (for example ``upload_logs``); ``ClientError``
+        if the handler is unknown or the body too large."""
+        request_id = self._next_id()
+        frame = Callback(handler=handler, body=body, id=request_id)
+        reply = await self._request(request_id, encode_frame(frame), timeout)
+        assert isinstance(reply, CallbackAccepted)
+        return reply
+
+    async def presence_subscribe(self, users: list[str],
+                                 timeout: float = 10.0) -> PresenceSubscribed:
+        """Watch ``users``: their current state now, ``presence`` frames on changes (only
+        for contacts who do not block you; the others come back in ``denied``)."""
+        request_id = self._next_id()
+        frame = PresenceSubscribe(users=users, id=request_id)
+        reply = await self._request(request_id, encode_frame(frame), timeout)
+        assert isinstance(reply, PresenceSubscribed)
+        return reply
+
+    async def presence_unsubscribe(self, users: list[str]) -> None:
+        await self.send_raw(encode_frame(PresenceUnsubscribe(users=users)))
+
+    async def send_typing(self, conversation: str, active: bool = True) -> None:
+        """Tell the conversation's other members this user is (or stopped) typing."""
+        await self.send_raw(encode_frame(Typing(conversation=conversation, active=active)))
+
+    async def api(self, method: str, path: str,
+                  body: object | None = None) -> tuple[int, object]:
+        """Call the REST API with this device's token: (status, decoded JSON or None)."""
+        data = msgspec.json.encode(body) if body is not None else None
+        headers = {"Authorization": f"Bearer {self.credentials.token}",
+                   "Content-Type": "application/json"}
+        async with aiohttp.ClientSession() as session, session.request(
+                method, f"{self.base_url}{path}", data=data, headers=headers) as response:
+            raw = await response.read()
+            return response.status, msgspec.json.decode(raw) if raw else None
+
     async def send_raw(self, data: bytes | str) -> None:
         """Send any text frame as is (tests use it for malformed input)."""
         assert self._ws is not None
@@ -264,6 +315,12 @@ class CourierClient:
             self._inbox.put_nowait(frame)
         elif isinstance(frame, Receipt):
             self.receipts.put_nowait(frame)
+        elif isinstance(frame, Presence):
+            self.presence.put_nowait(frame)
+        elif isinstance(frame, UserTyping):
+            self.typing.put_nowait(frame)
+        elif isinstance(frame, Contact):
+            self.contacts.put_nowait(frame)
         elif isinstance(frame, Welcome):
             if self._welcomed is not None and not self._welcomed.done():
                 self._welcomed.set_result(frame)

@@ -29,7 +29,7 @@ class _Claims(msgspec.Struct):
     sub: str
     dev: str
     exp: float
-    app: str = "default"
+    app: str | None = None
 
 
 class TokenVerifier:
@@ -59,11 +59,11 @@ class TokenVerifier:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "token expired") from None
         except (jwt.InvalidTokenError, msgspec.ValidationError) as exc:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, f"invalid token: {exc}") from None
+        app = parsed.app or self._default_app
         _check_id("sub", parsed.sub)
         _check_id("dev", parsed.dev)
-        _check_id("app", parsed.app)
-        return Identity(user=parsed.sub, device=parsed.dev, app=parsed.app,
-                        expires_at=parsed.exp)
+        _check_id("app", app)
+        return Identity(user=parsed.sub, device=parsed.dev, app=app, expires_at=parsed.exp)
 
 
 class TokenIssuer:

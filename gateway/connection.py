@@ -7,6 +7,7 @@ are buffered and released after the backlog, minus those the backlog already car
 """
 
 import asyncio
+import secrets
 import time
 import msgspec
 import structlog
@@ -14,12 +15,29 @@ from aiohttp import WSMsgType, web
 from prometheus_client import Counter, Gauge
 
 from gateway.auth import Identity
+from gateway.callbacks import CallbackRelay
+from gateway.control import ControlGuard
 from gateway.messaging import Messaging
+from gateway.peer import SocialFrames
 from gateway.ratelimit import TokenBucket
 from runtime.config import GatewayConfig
 from schemas.codec import decode_client_frame, encode_frame
 from schemas.errors import RETRYABLE, CloseCode, ErrorCode, ProtocolError
-from schemas.frames import Ack, ClientFrame, Error, Ping, Pong, Read, Send, Sync, Synced
+from schemas.frames import (
+    Ack,
+    Callback,
+    ClientFrame,
+    Error,
+    Ping,
+    Pong,
+    PresenceSubscribe,
+    PresenceUnsubscribe,
+    Read,
+    Send,
+    Sync,
+    Synced,
+    Typing,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -34,16 +52,25 @@ class Connection:
     """The state of one authenticated socket."""
 
     def __init__(self, ws: web.WebSocketResponse, identity: Identity, messaging: Messaging,
-                 config: GatewayConfig) -> None:
+                 config: GatewayConfig, *, guard: ControlGuard,
+                 callbacks: CallbackRelay, social: SocialFrames) -> None:
         self.ws = ws
         self.identity = identity
         self._messaging = messaging
         self._config = config
+        self._guard = guard
+        self._callbacks = callbacks
+        self._social = social
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=config.send_queue)
         self._bucket = TokenBucket(config.rate_per_s, config.rate_burst)
         self._strikes = 0
-        self._sync_buffer: list[tuple[str, bytes]] | None = None
+        #: Live deliveries held back while a sync runs, and from the socket's opening until
+        #: its first sync, so the backlog always comes before what arrived after it.
+        self._sync_buffer: list[tuple[str, bytes]] | None = []
+        self._sync_running = False
         self._closing = False
+        #: Identifies this socket among all sockets of the device, on every gateway.
+        self.session = secrets.token_hex(8)
         self.log = log.bind(user=identity.user, device=identity.device)
 
     # ------------------------------------------------------------------ outbound
@@ -99,15 +126,20 @@ class Connection:
     # ------------------------------------------------------------------ inbound
 
     async def read_forever(self) -> None:
-        async for msg in self.ws:
-            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                await self._on_frame(msg.data)
-            elif msg.type == WSMsgType.ERROR:
-                self.log.info("socket_error", error=repr(self.ws.exception()))
-                return
-            if self.identity.expires_at <= time.time():
-                self.close_soon(CloseCode.TOKEN_EXPIRED, "token expired")
-                return
+        """Serve frames until the socket closes; the token's expiry closes it too, idle or
+        not."""
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, self.identity.expires_at - time.time()),
+            self.close_soon, CloseCode.TOKEN_EXPIRED, "token expired")
+        try:
+            async for msg in self.ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._closing:
+                    await self._on_frame(msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    self.log.info("socket_error", error=repr(self.ws.exception()))
+                    return
+        finally:
+            expiry.cancel()
 
     async def _on_frame(self, data: str | bytes) -> None:
         request_id: str | None = None
@@ -128,7 +160,10 @@ class Connection:
     async def _dispatch(self, frame: ClientFrame) -> None:
         identity = self.identity
         if isinstance(frame, Send):
+            self._guard.check_send(identity, frame.module)
             self.send(await self._messaging.send(identity, frame))
+        elif isinstance(frame, Callback):
+            self.send(await self._callbacks.publish(identity, frame))
         elif isinstance(frame, Ack):
             await self._messaging.ack(identity, frame)
         elif isinstance(frame, Read):
@@ -137,6 +172,8 @@ class Connection:
             await self._sync(frame)
         elif isinstance(frame, Ping):
             self.send(Pong(id=frame.id))
+        elif isinstance(frame, PresenceSubscribe | PresenceUnsubscribe | Typing):
+            await self._social.handle(self, frame)
 
     def _reject(self, exc: ProtocolError, request_id: str | None) -> None:
         ERRORS_OUT.labels(exc.code).inc()
@@ -151,9 +188,11 @@ class Connection:
 
         The device's live subject has been subscribed since the socket opened, so reading the
         stream position now and waiting for storage to reach it leaves no gap."""
-        if self._sync_buffer is not None:
+        if self._sync_running:
             raise ProtocolError(ErrorCode.CONFLICT, "a sync is already running")
-        self._sync_buffer = []
+        self._sync_running = True
+        if self._sync_buffer is None:
+            self._sync_buffer = []
         sent: set[str] = set()
         count = 0
         try:
@@ -171,7 +210,8 @@ class Connection:
                     break
             self.send(Synced(cursor=cursor, count=count, id=frame.id))
         finally:
-            buffered, self._sync_buffer = self._sync_buffer, None
+            self._sync_running = False
+            buffered, self._sync_buffer = self._sync_buffer or [], None
             for message_id, data in buffered:
                 if message_id not in sent:
                     self.send_raw(data)

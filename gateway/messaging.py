@@ -13,12 +13,19 @@ from nats.errors import Error as NatsError
 from prometheus_client import Counter, Histogram
 
 from gateway.auth import Identity
+from gateway.permissions import Permissions
 from runtime.rpc import RpcClient
 from schemas import rpc
 from schemas.envelopes import MessageEnvelope, ReceiptEnvelope, encode_envelope
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import Accepted, Ack, Read, Send, Sender
-from schemas.ids import direct_conversation, direct_members, message_id
+from schemas.ids import (
+    direct_conversation,
+    direct_members,
+    group_of,
+    message_id,
+    notification_members,
+)
 from schemas.subjects import MSG_CHAT, MSG_RECEIPT, MSGS_STREAM
 
 log = structlog.get_logger(__name__)
@@ -38,10 +45,11 @@ class Messaging:
     """Accepts sends, receipts and read markers; reads backlogs."""
 
     def __init__(self, js: JetStreamContext, rpc_client: RpcClient, gateway_id: str,
-                 cache_ttl_s: float = 30.0) -> None:
+                 permissions: Permissions, cache_ttl_s: float = 30.0) -> None:
         self._js = js
         self._rpc = rpc_client
         self._gateway_id = gateway_id
+        self._permissions = permissions
         self._cache_ttl_s = cache_ttl_s
         self._known_users: dict[str, float] = {}
         self._device_owners: dict[str, str] = {}
@@ -70,7 +78,7 @@ class Messaging:
             conversation=conversation,
             ts=ts,
             receipt=frame.receipt,
-            body=frame.body,
+            body=None if payloads is not None else frame.body,
             payloads=payloads,
             client_id=frame.client_id,
             expires_at=ts + frame.ttl * 1000 if frame.ttl else None,
@@ -82,14 +90,14 @@ class Messaging:
                         conversation=conversation, ts=ts, id=frame.id)
 
     async def ack(self, identity: Identity, frame: Ack) -> None:
-        for item in frame.messages:
-            self._check_member(identity, item.conversation)
+        for conversation in {item.conversation for item in frame.messages}:
+            await self._check_member(identity, conversation)
         await self._publish(MSG_RECEIPT, encode_envelope(ReceiptEnvelope(
             status="delivered", app=identity.app, by_user=identity.user,
             by_device=identity.device, ts=now_ms(), items=frame.messages)))
 
     async def read(self, identity: Identity, frame: Read) -> None:
-        self._check_member(identity, frame.conversation)
+        await self._check_member(identity, frame.conversation)
         await self._publish(MSG_RECEIPT, encode_envelope(ReceiptEnvelope(
             status="read", app=identity.app, by_user=identity.user, by_device=identity.device,
             ts=now_ms(), conversation=frame.conversation, seq=frame.seq)))
@@ -114,15 +122,16 @@ class Messaging:
         to = frame.to
         if to.kind == "user":
             await self._require_user(to.id)
+            await self._permissions.check_direct(identity, to.id)
             return direct_conversation(identity.user, to.id), frame.payloads
         if to.kind == "device":
             owner = await self._device_owner(to.id)
             if frame.payloads is not None:
                 raise ProtocolError(ErrorCode.INVALID, "a send to a device carries 'body'")
             assert frame.body is not None
+            await self._permissions.check_direct(identity, owner)
             return direct_conversation(identity.user, owner), {to.id: frame.body}
-        raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"{to.kind} destinations are not "
-                            "available in this version")
+        return await self._permissions.group_sender(identity.user, to.id), frame.payloads
 
     async def _require_user(self, user: str) -> None:
         if self._known_users.get(user, 0.0) > time.monotonic():
@@ -142,9 +151,11 @@ class Messaging:
             owner = self._device_owners[device] = reply.user
         return owner
 
-    @staticmethod
-    def _check_member(identity: Identity, conversation: str) -> None:
-        members = direct_members(conversation)
+    async def _check_member(self, identity: Identity, conversation: str) -> None:
+        if group_of(conversation) is not None:
+            await self._permissions.check_reader(identity.user, conversation)
+            return
+        members = direct_members(conversation) or notification_members(conversation)
         if members is None or identity.user not in members:
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
 

@@ -6,6 +6,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gateway.openapi_features import FEATURE_SECURITY, FEATURE_TYPES, feature_paths
+from gateway.openapi_social import SOCIAL_TYPES, social_paths
 from schemas import rpc
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health, Problem
 from schemas.version import PROTOCOL_VERSION
@@ -38,7 +40,7 @@ def _query(name: str, description: str, minimum: int = 0) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [Problem, Health, DevDeviceRequest, DevDeviceResponse, rpc.Conversations,
-         rpc.HistoryPage],
+         rpc.HistoryPage, *FEATURE_TYPES, *SOCIAL_TYPES],
         ref_template="#/components/schemas/{name}",
     )
     return {
@@ -49,7 +51,8 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "bearerFormat": "JWT"}},
+                                           "bearerFormat": "JWT"},
+                                **FEATURE_SECURITY},
         },
         "paths": {
             "/healthz": {"get": {
@@ -96,6 +99,8 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "responses": {"200": {"description": "A page", "content": _json("HistoryPage")},
                               **_problems(401, 403, 422, 503)}}},
+            **feature_paths(),
+            **social_paths(),
         },
     }
 

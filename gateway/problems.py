@@ -1,12 +1,14 @@
 """HTTP problem responses (``application/problem+json``) for every REST error."""
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from schemas.errors import HTTP_STATUS, RETRYABLE, ErrorCode, ProtocolError
 from schemas.rest import Problem
 
 _encoder = msgspec.json.Encoder()
+log = structlog.get_logger(__name__)
 
 
 def problem(code: ErrorCode, detail: str) -> web.Response:
@@ -18,8 +20,9 @@ def problem(code: ErrorCode, detail: str) -> web.Response:
 
 
 @web.middleware
-async def problem_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
-    """Map ``ProtocolError`` and aiohttp's own HTTP errors to problem responses."""
+async def problem_middleware(request: web.Request,
+                             handler: web.RequestHandler) -> web.StreamResponse:
+    """Map ``ProtocolError``, aiohttp's own HTTP errors and bugs to problem responses."""
     try:
         return await handler(request)
     except ProtocolError as exc:
@@ -32,3 +35,6 @@ async def problem_middleware(request: web.Request, handler: web.RequestHandler) 
         if exc.status == 413:
             return problem(ErrorCode.TOO_LARGE, "request body too large")
         raise
+    except Exception:
+        log.exception("request_failed", method=request.method, path=request.path)
+        return problem(ErrorCode.INTERNAL, "internal error")

@@ -8,10 +8,13 @@ from aiohttp import web
 from nats.aio.client import Client
 
 from gateway.auth import TokenIssuer, TokenVerifier
+from gateway.features import GatewayFeatures
 from gateway.messaging import Messaging
 from gateway.openapi import openapi_handler
+from gateway.permissions import Permissions
 from gateway.problems import problem_middleware
 from gateway.rest import RestApi
+from gateway.social import GatewaySocial
 from gateway.sockets import DeviceHub, SocketEndpoint
 from presence.registry import PresenceWriter
 from runtime.config import Config
@@ -35,6 +38,8 @@ class Gateway:
         self._site: web.TCPSite | None = None
         self._sockets: SocketEndpoint | None = None
         self._presence: PresenceWriter | None = None
+        self._features: GatewayFeatures | None = None
+        self._social: GatewaySocial | None = None
         self.port = gw.port
 
     async def start(self) -> None:
@@ -45,19 +50,29 @@ class Gateway:
         js = nc.jetstream()
         await ensure_stream(js, MSGS, config.nats)
         rpc_client = RpcClient(nc)
-        messaging = Messaging(js, rpc_client, self.gateway_id)
+        permissions = Permissions(nc, rpc_client, config.contacts)
+        await permissions.start()
+        messaging = Messaging(js, rpc_client, self.gateway_id, permissions)
         self._presence = PresenceWriter(js, self.gateway_id,
                                         gateway_ttl_s=config.gateway.presence_ttl_s,
                                         replicas=config.nats.replicas)
         await self._presence.start()
         hub = DeviceHub(nc, self._presence)
-        self._sockets = SocketEndpoint(config.gateway, self.gateway_id, verifier, messaging, hub)
+        await hub.start()
+        self._features = features = await GatewayFeatures.start(
+            config, self.gateway_id, nc, rpc_client, verifier, hub.connections)
+        self._social = social = await GatewaySocial.start(config, nc, rpc_client, verifier,
+                                                          messaging, permissions)
+        self._sockets = SocketEndpoint(config.gateway, self.gateway_id, verifier, messaging, hub,
+                                       guard=features.guard, callbacks=features.callbacks,
+                                       social=social)
         rest = RestApi(self.gateway_id, verifier, issuer, messaging, rpc_client, hub,
                        config.app, lambda: nc.is_connected)
         app = web.Application(middlewares=[problem_middleware],
                               client_max_size=config.gateway.max_frame_bytes)
         app.add_routes([web.get("/v1/ws", self._sockets.handle),
-                        web.get("/openapi.json", openapi_handler), *rest.routes()])
+                        web.get("/openapi.json", openapi_handler), *rest.routes(),
+                        *features.routes, *social.routes])
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, config.gateway.host, config.gateway.port)
@@ -70,6 +85,8 @@ class Gateway:
 
     async def drain(self) -> None:
         """Refuse new sockets, close open ones with GOING_AWAY, let handlers finish."""
+        if self._features is not None:
+            await self._features.drain()
         if self._sockets is None:
             return
         await self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
@@ -82,5 +99,9 @@ class Gateway:
             await self._runner.cleanup()
         if self._presence is not None:
             await self._presence.stop()
+        if self._features is not None:
+            await self._features.stop()
+        if self._social is not None:
+            await self._social.stop()
         if self._nc is not None:
             await close(self._nc)

@@ -15,14 +15,17 @@ from nats.aio.subscription import Subscription
 from prometheus_client import Gauge
 
 from gateway.auth import Identity, TokenVerifier
+from gateway.callbacks import CallbackRelay
 from gateway.connection import Connection
+from gateway.control import ControlGuard
 from gateway.messaging import Messaging
+from gateway.peer import SocialFrames
 from gateway.problems import problem
 from presence.registry import PresenceWriter
 from runtime.config import GatewayConfig
 from schemas.errors import CloseCode, ErrorCode, ProtocolError
 from schemas.frames import Welcome
-from schemas.subjects import deliver_subject
+from schemas.subjects import DEVICE_CONNECTED_PREFIX, deliver_subject, device_connected
 from schemas.version import PROTOCOL_VERSION
 
 log = structlog.get_logger(__name__)
@@ -37,6 +40,18 @@ class DeviceHub:
         self._nc = nc
         self._presence = presence
         self._devices: dict[str, tuple[Connection, Subscription]] = {}
+        self._connected_sub: Subscription | None = None
+
+    async def start(self) -> None:
+        """Listen for the same devices connecting on other gateways."""
+        self._connected_sub = await self._nc.subscribe(f"{DEVICE_CONNECTED_PREFIX}.*",
+                                                       cb=self._on_connected_elsewhere)
+
+    async def _on_connected_elsewhere(self, msg: Msg) -> None:
+        device = msg.subject.rsplit(".", 1)[-1]
+        entry = self._devices.get(device)
+        if entry is not None and entry[0].session != msg.data.decode():
+            entry[0].close_soon(CloseCode.REPLACED, "device connected again")
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -55,6 +70,7 @@ class DeviceHub:
 
         subscription = await self._nc.subscribe(deliver_subject(device), cb=on_delivery)
         self._devices[device] = (conn, subscription)
+        await self._nc.publish(device_connected(device), conn.session.encode())
         await self._presence.device_online(conn.identity.user, device)
 
     async def detach(self, conn: Connection) -> None:
@@ -72,20 +88,30 @@ class SocketEndpoint:
     """``GET /v1/ws``: authenticate, upgrade, serve frames until the socket closes."""
 
     def __init__(self, config: GatewayConfig, gateway_id: str, verifier: TokenVerifier,
-                 messaging: Messaging, hub: DeviceHub) -> None:
+                 messaging: Messaging, hub: DeviceHub, *, guard: ControlGuard,
+                 callbacks: CallbackRelay, social: SocialFrames) -> None:
         self._config = config
         self._gateway_id = gateway_id
         self._verifier = verifier
         self._messaging = messaging
         self._hub = hub
+        self._guard = guard
+        self._callbacks = callbacks
+        self._social = social
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self.accepting = True
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not self.accepting:
             return problem(ErrorCode.UNAVAILABLE, "gateway is shutting down")
+        asked = request.query.get("protocol", str(PROTOCOL_VERSION))
+        if asked != str(PROTOCOL_VERSION):
+            return problem(ErrorCode.UNSUPPORTED_VERSION,
+                           f"protocol {asked!r} not spoken here; this gateway speaks "
+                           f"{PROTOCOL_VERSION}")
         try:
             identity = self._verifier.verify(_token(request))
+            self._guard.check_connect(identity)
             await self._messaging.register(identity)
         except ProtocolError as exc:
             return problem(exc.code, exc.message)
@@ -97,19 +123,23 @@ class SocketEndpoint:
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, identity: Identity) -> None:
-        conn = Connection(ws, identity, self._messaging, self._config)
+        conn = Connection(ws, identity, self._messaging, self._config, guard=self._guard,
+                          callbacks=self._callbacks, social=self._social)
         writer = asyncio.create_task(conn.write_forever(), name="ws-writer")
         CONNECTIONS.inc()
         try:
-            await self._hub.attach(conn)
             conn.send(Welcome(user=identity.user, device=identity.device, app=identity.app,
                               protocol=PROTOCOL_VERSION, heartbeat_s=self._config.heartbeat_s,
                               max_frame_bytes=self._config.max_frame_bytes,
                               gateway=self._gateway_id))
+            await self._hub.attach(conn)  # after welcome: live frames follow it
+            await self._social.attach(conn)
+            self._guard.recheck(conn)  # disabled while the socket was being set up
             await conn.read_forever()
         finally:
             CONNECTIONS.dec()
             await self._hub.detach(conn)
+            await self._social.detach(conn)
             conn.finish()
             try:
                 await asyncio.wait_for(writer, timeout=1.0)

@@ -1,8 +1,9 @@
 """``python -m infra.embedded`` (``make run``): the whole system on its embedded defaults.
 
-Starts nats-server with JetStream, the storage worker (SQLite), a router and a gateway as
-child processes on loopback, prints where to connect, and stops them all on Ctrl-C. A dev
-signing key is generated once into the data directory so tokens survive restarts.
+Starts nats-server with JetStream, the storage worker (SQLite), a router, the push worker
+(log provider) and a gateway as child processes on loopback, prints where to connect, and
+stops them all on Ctrl-C. A dev signing key is generated once into the data directory so
+tokens survive restarts.
 """
 
 import argparse
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     services = [
         ServiceProcess("storage_worker", env, logs / "storage_worker.log"),
         ServiceProcess("router", env, logs / "router.log"),
+        ServiceProcess("push_worker", env, logs / "push_worker.log"),
         ServiceProcess("gateway", env, logs / "gateway.log"),
     ]
     stopping = False

@@ -9,10 +9,18 @@ Produces: for each message, the ready-to-send ``message`` frame on ``dlv.<device
 for every device of every recipient user and the sender's other devices; for each receipt, a
 ``receipt`` frame to the devices that should hear of it. Gateways subscribe only the device
 subjects of their own sockets, so a publish to an offline device costs nothing and the device
-gets the message from its backlog when it syncs.
+gets the message from its backlog when it syncs. For each recipient device that is offline
+(presence registry), a ``PushJob`` on ``push.jobs`` (``router.push_jobs``); a batch is acked
+only once JetStream stored its push jobs. Disabled devices, users and modules (control bucket)
+get nothing.
 
 Order: one replica publishes a batch in stream order, so deliveries of one conversation leave
 a replica in seq order; with several replicas, frames of one conversation may interleave and
 clients order by ``seq``. Each frame carries its ``seq`` and ``message_id`` in the headers
 ``Courier-Seq``/``Courier-Id`` for the gateway's sync de-duplication.
+
+Groups: a group message goes to the members at its seq, from a membership cache that follows
+the group's writes in stream order (``router.membership``); a group write's system message goes
+to the members before and after it. Group delivery and read receipts are counted by the storage
+worker, not forwarded per recipient.
 """

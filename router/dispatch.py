@@ -9,11 +9,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import Counter
 
+from control.view import ControlView
 from router.directory import DeviceDirectory
+from router.membership import GroupMembership
+from router.push_jobs import PushJobs
 from schemas.codec import encode_frame
 from schemas.envelopes import MessageEnvelope, ReceiptEnvelope, decode_envelope, message_frame
 from schemas.frames import Receipt
-from schemas.ids import direct_members
+from schemas.groups import GroupEnvelope
+from schemas.ids import direct_members, group_of, notification_members
 from schemas.subjects import dead_letter, deliver_subject
 
 log = structlog.get_logger(__name__)
@@ -25,16 +29,23 @@ DROPPED = Counter("courier_router_dropped_total", "Envelopes not delivered", ["r
 class Dispatcher:
     """The batch handler of the router's pull loop."""
 
-    def __init__(self, nc: Client, directory: DeviceDirectory) -> None:
+    def __init__(self, nc: Client, directory: DeviceDirectory, push: PushJobs,
+                 control: ControlView, groups: GroupMembership) -> None:
         self._nc = nc
         self._directory = directory
+        self._push = push
+        self._control = control
+        self._groups = groups
 
     async def __call__(self, msgs: list[Msg]) -> None:
+        handled: list[Msg] = []
         for msg in msgs:
             try:
                 envelope = decode_envelope(msg.data)
                 if isinstance(envelope, MessageEnvelope):
                     await self._deliver_message(envelope, msg.metadata.sequence.stream)
+                elif isinstance(envelope, GroupEnvelope):
+                    await self._deliver_group_write(envelope, msg.metadata.sequence.stream)
                 else:
                     await self._deliver_receipt(envelope)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
@@ -45,23 +56,59 @@ class Dispatcher:
                                        headers={"Courier-Error": str(exc)[:200]})
                 await msg.term()
                 continue
+            handled.append(msg)
+        await self._push.flush()  # the batch's push jobs are stored before its acks
+        for msg in handled:
             await msg.ack()
 
     async def _members(self, conversation: str) -> tuple[str, ...]:
-        members = direct_members(conversation)
+        members = direct_members(conversation) or notification_members(conversation)
         if members is None:
             raise ValueError(f"no members known for conversation {conversation!r}")
         return tuple(sorted(set(members)))
+
+    async def _recipients(self, envelope: MessageEnvelope, seq: int) -> tuple[str, ...]:
+        """The conversation's members; for a group, its members at ``seq`` (nobody when the
+        sender was no longer one: it was removed after the gateway let the send through)."""
+        group = group_of(envelope.conversation)
+        if group is None:
+            return await self._members(envelope.conversation)
+        members = await self._groups.members_at(group, seq)
+        if envelope.sender.user is not None and envelope.sender.user not in members:
+            DROPPED.labels("not_member").inc()
+            return ()
+        return members
+
+    async def _deliver_group_write(self, envelope: GroupEnvelope, seq: int) -> None:
+        """The system message of an applied group write goes to the members before and after
+        it (a removed member learns of its removal, a new one of its addition)."""
+        outcome = await self._groups.apply(envelope, seq)
+        if not outcome.applied or outcome.message is None:
+            DROPPED.labels("group_write_refused").inc()
+            return
+        frame = encode_frame(outcome.message)
+        headers = {"Courier-Seq": str(seq), "Courier-Id": outcome.message.message_id}
+        for user in outcome.recipients:
+            for device in await self._directory.devices(user):
+                if not self._control.blocks(user, device.device):
+                    await self._nc.publish(deliver_subject(device.device), frame, headers=headers)
+                    DELIVERIES.labels("message").inc()
 
     async def _deliver_message(self, envelope: MessageEnvelope, seq: int) -> None:
         if envelope.expires_at is not None and envelope.expires_at <= int(time.time() * 1000):
             DROPPED.labels("expired").inc()
             return
+        if self._control.module_disabled(envelope.app, envelope.module):
+            DROPPED.labels("disabled").inc()
+            return
         headers = {"Courier-Seq": str(seq), "Courier-Id": envelope.id}
         shared: bytes | None = None
-        for user in await self._members(envelope.conversation):
+        for user in await self._recipients(envelope, seq):
             for device in await self._directory.devices(user):
                 if device.device == envelope.sender.device:
+                    continue
+                if self._control.blocks(user, device.device):
+                    DROPPED.labels("disabled").inc()
                     continue
                 body = envelope.body_for(device.device)
                 if body is None:
@@ -73,12 +120,16 @@ class Dispatcher:
                     data = shared
                 await self._nc.publish(deliver_subject(device.device), data, headers=headers)
                 DELIVERIES.labels("message").inc()
+                await self._push.after_delivery(envelope, seq, user, device.device)
 
     async def _deliver_receipt(self, receipt: ReceiptEnvelope) -> None:
         if receipt.status == "delivered":
             await self._deliver_delivered(receipt)
         elif receipt.conversation is not None and receipt.seq is not None:
-            members = await self._members(receipt.conversation)
+            # Group read markers are counted (GET .../receipts), not broadcast to every member:
+            # only the reader's other devices hear of them.
+            members = ((receipt.by_user,) if group_of(receipt.conversation) is not None
+                       else await self._members(receipt.conversation))
             if receipt.by_user not in members:
                 DROPPED.labels("not_member").inc()
                 return
@@ -93,6 +144,8 @@ class Dispatcher:
         for item in receipt.items:
             if item.sender is None or item.sender == receipt.by_user:
                 continue
+            if group_of(item.conversation) is not None:
+                continue  # group deliveries are counted (GET .../receipts), not forwarded
             members = await self._members(item.conversation)
             if receipt.by_user not in members or item.sender not in members:
                 DROPPED.labels("not_member").inc()
@@ -105,6 +158,6 @@ class Dispatcher:
 
     async def _publish_to_user(self, user: str, frame: bytes, skip_device: str = "") -> None:
         for device in await self._directory.devices(user):
-            if device.device != skip_device:
+            if device.device != skip_device and not self._control.blocks(user, device.device):
                 await self._nc.publish(deliver_subject(device.device), frame)
                 DELIVERIES.labels("receipt").inc()

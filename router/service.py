@@ -2,12 +2,17 @@
 
 from nats.aio.client import Client
 
+from control.view import ControlView
+from presence.registry import PresenceView
 from router.directory import DeviceDirectory
 from router.dispatch import Dispatcher
+from router.membership import GroupMembership
+from router.push_jobs import PushJobs
 from runtime.config import Config
 from runtime.consumer import PullLoop
 from runtime.natsconn import close, connect, ensure_pull_consumer, ensure_stream
 from runtime.rpc import RpcClient
+from schemas.push import push_stream
 from schemas.streams import MSGS
 from schemas.subjects import MSGS_STREAM, ROUTER_CONSUMER
 
@@ -19,6 +24,8 @@ class Router:
         self._config = config
         self._nc: Client | None = None
         self._loop: PullLoop | None = None
+        self._presence: PresenceView | None = None
+        self._control: ControlView | None = None
 
     async def start(self) -> None:
         self._nc = await connect(self._config.nats, "router")
@@ -28,8 +35,17 @@ class Router:
                                    max_ack_pending=20_000)
         directory = DeviceDirectory(self._nc, RpcClient(self._nc))
         await directory.start()
-        self._loop = PullLoop(js, MSGS_STREAM, ROUTER_CONSUMER,
-                              Dispatcher(self._nc, directory), batch=256)
+        groups = GroupMembership(self._nc, RpcClient(self._nc))
+        await groups.start()
+        await ensure_stream(js, push_stream(self._config.push.job_max_age_s), self._config.nats)
+        self._presence = PresenceView(js, gateway_ttl_s=self._config.gateway.presence_ttl_s,
+                                      replicas=self._config.nats.replicas)
+        await self._presence.start()
+        self._control = ControlView(js, replicas=self._config.nats.replicas)
+        await self._control.start()
+        dispatcher = Dispatcher(self._nc, directory, PushJobs(js, self._presence), self._control,
+                                groups)
+        self._loop = PullLoop(js, MSGS_STREAM, ROUTER_CONSUMER, dispatcher, batch=256)
         await self._loop.start()
 
     async def drain(self) -> None:
@@ -39,5 +55,9 @@ class Router:
     async def stop(self) -> None:
         if self._loop is not None:
             await self._loop.stop()
+        if self._control is not None:
+            await self._control.stop()
+        if self._presence is not None:
+            await self._presence.stop()
         if self._nc is not None:
             await close(self._nc)

@@ -8,6 +8,7 @@ silently.
 """
 
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -71,6 +72,9 @@ class AuthConfig(_Section):
     dev_registration: bool = False
     #: Services authenticate the internal REST API with this bearer secret.
     service_secret: str = ""
+    #: Administrators authenticate ``/v1/admin/*`` with this bearer secret (32+ bytes; empty:
+    #: the admin API refuses every request).
+    admin_secret: str = ""
 
 
 class GatewayConfig(_Section):
@@ -116,6 +120,42 @@ class StoreConfig(_Section):
     batch: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
     #: How long a sync waits for the worker to store what was accepted before it.
     barrier_timeout_s: PositiveFloat = 10.0
+    #: Cassandra nodes the driver contacts first, as ``host:port`` (port 9042 if omitted);
+    #: it discovers the rest of the cluster from them.
+    cassandra_contact_points: list[str] = msgspec.field(
+        default_factory=lambda: ["127.0.0.1:9042"])
+    #: Keyspace of Courier's tables (lowercase, at most 48 characters).
+    cassandra_keyspace: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,47}$")] = (
+        "courier")
+    #: Create the keyspace at start if it is missing (else it must exist); tables are always
+    #: created and migrated at start.
+    cassandra_create_keyspace: bool = True
+    #: Replication of a keyspace created at start: ``SimpleStrategy:<rf>`` or
+    #: ``<dc>:<rf>,<dc>:<rf>`` (NetworkTopologyStrategy).
+    cassandra_replication: str = "SimpleStrategy:1"
+    #: Data center whose nodes serve requests (empty: the contact points' data center).
+    cassandra_local_dc: str = ""
+    #: Consistency level of reads and writes (serial level for LWTs: LOCAL_SERIAL for the
+    #: LOCAL_ levels, else SERIAL).
+    cassandra_consistency: Literal[
+        "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_ONE", "LOCAL_QUORUM"
+    ] = "LOCAL_QUORUM"
+    #: User for Cassandra's PasswordAuthenticator (empty: no authentication).
+    cassandra_username: str = ""
+    #: Password of ``cassandra_username``.
+    cassandra_password: str = ""
+    #: Connect to Cassandra over TLS.
+    cassandra_tls: bool = False
+    #: PEM file of the CAs that sign the nodes' certificates (empty: the system's CAs).
+    cassandra_tls_ca_file: str = ""
+    #: PEM client certificate, for nodes that require client authentication.
+    cassandra_tls_cert_file: str = ""
+    #: PEM private key of ``cassandra_tls_cert_file``.
+    cassandra_tls_key_file: str = ""
+    #: Verify the nodes' certificates and host names (turn off only for testing).
+    cassandra_tls_verify: bool = True
+    #: How long one Cassandra request may take before it fails (the worker then retries).
+    cassandra_request_timeout_s: PositiveFloat = 10.0
 
 
 class RetentionConfig(_Section):
@@ -149,6 +189,121 @@ class MetricsConfig(_Section):
     router_port: Port = 9101
     #: Storage worker metrics port (0 picks a free one).
     storage_port: Port = 9102
+    #: Push worker metrics port (0 picks a free one).
+    push_port: Port = 9103
+
+
+class PushConfig(_Section):
+    """Push delivery to offline devices (the push worker)."""
+
+    #: ``platform=provider`` pairs; platforms: apns, apns_sandbox, fcm, webpush, webhook;
+    #: providers: sns, webhook, log. Platforms not named use ``default_provider``.
+    providers: dict[str, str] = {}
+    #: Provider of the platforms not named in ``providers``.
+    default_provider: Literal["sns", "webhook", "log"] = "log"
+    #: Jobs of one device and conversation arriving within this window become one push.
+    collapse_window_s: Annotated[float, msgspec.Meta(ge=0.01, le=300.0)] = 2.0
+    #: Sends of one wake-up (first try and retries) before it is dead-lettered on push.dead.
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 6
+    #: First retry delay; doubles per attempt up to ``retry_max_s``.
+    retry_base_s: PositiveFloat = 1.0
+    #: Longest retry delay.
+    retry_max_s: PositiveFloat = 300.0
+    #: Pushes per user and minute, sustained; more wait (and coalesce) until allowed.
+    user_per_minute: PositiveFloat = 30.0
+    #: Pushes a user may get at once before ``user_per_minute`` applies.
+    user_burst: Positive = 10
+    #: Newest message ids carried in one wake-up.
+    max_ids: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
+    #: Pushes one worker sends concurrently.
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 32
+    #: How long a worker may hold a job unacknowledged before JetStream redelivers it.
+    ack_wait_s: PositiveFloat = 30.0
+    #: Jobs one worker holds at most (JetStream max_ack_pending of the push consumer).
+    max_pending: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
+    #: How long an unsent job is kept in the PUSH stream.
+    job_max_age_s: Positive = 86_400
+    #: AWS region of the SNS platform applications.
+    sns_region: str = "us-east-1"
+    #: SNS endpoint URL (empty: AWS; set for an SNS-compatible server such as moto).
+    sns_endpoint_url: str = ""
+    #: SNS platform application ARN for the apns platform.
+    sns_apns_arn: str = ""
+    #: SNS platform application ARN for the apns_sandbox platform.
+    sns_apns_sandbox_arn: str = ""
+    #: SNS platform application ARN for the fcm platform.
+    sns_fcm_arn: str = ""
+    #: URL the webhook provider POSTs wake-ups to.
+    webhook_url: str = ""
+    #: HMAC-SHA256 key of the webhook's ``Courier-Signature`` header (32+ bytes).
+    webhook_secret: str = ""
+    #: Timeout of one webhook request.
+    webhook_timeout_s: PositiveFloat = 5.0
+
+
+class NotifyConfig(_Section):
+    """Business notifications sent by internal services."""
+
+    #: Notifications in one ``notify.send`` request or ``POST /v1/notifications`` call.
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    #: Largest notification body in bytes.
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1, le=1024 * 1024)] = 16 * 1024
+    #: Largest notification request in bytes.
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
+    #: Users per page when a broadcast walks the device registry.
+    broadcast_page: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+
+
+class CallbacksConfig(_Section):
+    """System handlers clients may call with a ``callback`` frame."""
+
+    #: Handler names (published on ``callback.<handler>``); other names get unknown_recipient.
+    handlers: list[str] = []
+    #: Largest callback body in bytes (frames are bounded by the gateway's max_frame_bytes too).
+    max_body_bytes: Positive = 32 * 1024
+    #: How long the CALLBACKS stream keeps a callback for its consumers.
+    max_age_s: Positive = 7 * 24 * 3600
+
+
+class ControlConfig(_Section):
+    """Disabling devices, users and modules; the audit trail."""
+
+    #: How long the AUDIT stream keeps control actions.
+    audit_max_age_days: Positive = 365
+
+
+class GroupsConfig(_Section):
+    """Groups (enforced by the storage worker)."""
+
+    #: Most members a group may have, its owner included.
+    max_members: Annotated[int, msgspec.Meta(ge=2, le=100_000)] = 1000
+
+
+StrangerPolicy = Literal["allow", "contacts_only"]
+
+
+class ContactsConfig(_Section):
+    """Who may open a 1:1 conversation (enforced by the gateway)."""
+
+    #: ``allow``: anyone may message anyone who has not blocked them; ``contacts_only``: direct
+    #: messages only between accepted contacts.
+    strangers: StrangerPolicy = "allow"
+    #: ``app=policy`` pairs overriding ``strangers`` for the tokens of an app.
+    strangers_by_app: dict[str, StrangerPolicy] = {}
+
+    def strangers_for(self, app: str) -> StrangerPolicy:
+        return self.strangers_by_app.get(app, self.strangers)
+
+
+class PresenceConfig(_Section):
+    """Presence subscriptions and typing indicators (the gateway)."""
+
+    #: Users one connection may watch at once.
+    max_watched: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    #: Per-connection token bucket for ``typing`` frames: sustained frames per second.
+    typing_per_s: PositiveFloat = 1.0
+    #: Per-connection token bucket for ``typing`` frames: burst.
+    typing_burst: Positive = 5
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -162,6 +317,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     retention: RetentionConfig = RetentionConfig()
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
+    push: PushConfig = PushConfig()
+    notify: NotifyConfig = NotifyConfig()
+    callbacks: CallbacksConfig = CallbacksConfig()
+    control: ControlConfig = ControlConfig()
+    groups: GroupsConfig = GroupsConfig()
+    contacts: ContactsConfig = ContactsConfig()
+    presence: PresenceConfig = PresenceConfig()
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -238,6 +400,9 @@ def _name_key(error: str) -> str:
 def _check(config: Config) -> None:
     if config.auth.public_key_file and not Path(config.auth.public_key_file).is_file():
         raise ConfigError("COURIER_AUTH_PUBLIC_KEY_FILE: no such file")
+    if config.auth.algorithm != "HS256" and not config.auth.public_key_file:
+        raise ConfigError(f"COURIER_AUTH_PUBLIC_KEY_FILE: {config.auth.algorithm} needs a "
+                          "public key file")
     if config.auth.algorithm == "HS256" and config.auth.public_key_file:
         raise ConfigError("COURIER_AUTH_ALGORITHM: HS256 uses a secret, not a public key file")
     if config.auth.algorithm == "HS256" and 0 < len(config.auth.secret) < MIN_SECRET_BYTES:
@@ -245,6 +410,109 @@ def _check(config: Config) -> None:
     for app, days in config.retention.days.items():
         if days <= 0:
             raise ConfigError(f"COURIER_RETENTION_DAYS: days for {app!r} must be positive")
+    _check_cassandra(config.store)
+    _check_notifications(config)
+
+
+def parse_contact_point(value: str) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6 address]:port`` as (host, port); ValueError if bad."""
+    host, port = value.strip(), "9042"
+    if host.startswith("["):
+        host, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad contact point {value!r}")
+        port = rest[1:] or port
+    elif host.count(":") == 1:
+        host, _, port = host.partition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad contact point {value!r}: expected host:port")
+    return host, int(port)
+
+
+def parse_replication(value: str) -> dict[str, str]:
+    """Keyspace replication options from ``SimpleStrategy:<rf>`` or ``<dc>:<rf>,...``."""
+    entries = [item.strip().partition(":") for item in value.split(",") if item.strip()]
+    if not entries or not all(sep and rf.strip().isdigit() and int(rf) > 0
+                              for _, sep, rf in entries):
+        raise ValueError(f"expected SimpleStrategy:<rf> or <dc>:<rf>,<dc>:<rf>, got {value!r}")
+    if entries[0][0].strip() == "SimpleStrategy":
+        if len(entries) > 1:
+            raise ValueError("SimpleStrategy takes one replication factor")
+        return {"class": "SimpleStrategy", "replication_factor": entries[0][2].strip()}
+    options = {"class": "NetworkTopologyStrategy"}
+    for dc, _, rf in entries:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", dc.strip()) or dc.strip() in options:
+            raise ValueError(f"bad or repeated data center {dc.strip()!r}")
+        options[dc.strip()] = rf.strip()
+    return options
+
+
+def _check_cassandra(store: StoreConfig) -> None:
+    prefix = "COURIER_STORE_CASSANDRA_"
+    if not store.cassandra_contact_points:
+        raise ConfigError(f"{prefix}CONTACT_POINTS: at least one host:port")
+    try:
+        for point in store.cassandra_contact_points:
+            parse_contact_point(point)
+    except ValueError as exc:
+        raise ConfigError(f"{prefix}CONTACT_POINTS: {exc}") from None
+    try:
+        parse_replication(store.cassandra_replication)
+    except ValueError as exc:
+        raise ConfigError(f"{prefix}REPLICATION: {exc}") from None
+    if bool(store.cassandra_username) != bool(store.cassandra_password):
+        missing = "PASSWORD" if store.cassandra_username else "USERNAME"
+        raise ConfigError(f"{prefix}{missing}: username and password go together")
+    tls_files = {"CA_FILE": store.cassandra_tls_ca_file, "CERT_FILE": store.cassandra_tls_cert_file,
+                 "KEY_FILE": store.cassandra_tls_key_file}
+    for name, path in tls_files.items():
+        if path and not store.cassandra_tls:
+            raise ConfigError(f"{prefix}TLS: TLS_{name} is set but TLS is off")
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{prefix}TLS_{name}: no such file")
+    if bool(store.cassandra_tls_cert_file) != bool(store.cassandra_tls_key_file):
+        missing = "KEY_FILE" if store.cassandra_tls_cert_file else "CERT_FILE"
+        raise ConfigError(f"{prefix}TLS_{missing}: client certificate and key go together")
+
+
+_PLATFORMS = ("apns", "apns_sandbox", "fcm", "webpush", "webhook")
+_SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def _check_notifications(config: Config) -> None:
+    """Secrets, push routing and callback handlers."""
+    auth, push = config.auth, config.push
+    for key, secret in (("SERVICE_SECRET", auth.service_secret),
+                        ("ADMIN_SECRET", auth.admin_secret)):
+        if 0 < len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError(f"COURIER_AUTH_{key}: at least {MIN_SECRET_BYTES} bytes")
+    if auth.admin_secret and auth.admin_secret == auth.service_secret:
+        raise ConfigError("COURIER_AUTH_ADMIN_SECRET: must differ from the service secret")
+    for platform, provider in push.providers.items():
+        if platform not in _PLATFORMS:
+            raise ConfigError(f"COURIER_PUSH_PROVIDERS: unknown platform {platform!r}")
+        if provider not in ("sns", "webhook", "log"):
+            raise ConfigError(f"COURIER_PUSH_PROVIDERS: unknown provider {provider!r}")
+    for platform in _PLATFORMS:
+        provider = push.providers.get(platform, push.default_provider)
+        if provider == "sns" and platform in ("webpush", "webhook"):
+            raise ConfigError(f"COURIER_PUSH_PROVIDERS: SNS cannot deliver to {platform}")
+        if provider == "sns" and not getattr(push, f"sns_{platform}_arn"):
+            raise ConfigError(f"COURIER_PUSH_SNS_{platform.upper()}_ARN: needed to send "
+                              f"{platform} pushes through SNS")
+        if provider == "webhook" and not push.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError("COURIER_PUSH_WEBHOOK_URL: an http(s) URL is needed for the "
+                              "webhook provider")
+        if provider == "webhook" and len(push.webhook_secret) < MIN_SECRET_BYTES:
+            raise ConfigError(f"COURIER_PUSH_WEBHOOK_SECRET: at least {MIN_SECRET_BYTES} bytes")
+    if push.retry_base_s > push.retry_max_s:
+        raise ConfigError("COURIER_PUSH_RETRY_BASE_S: must not exceed retry_max_s")
+    if push.collapse_window_s * 2 >= push.ack_wait_s:
+        raise ConfigError("COURIER_PUSH_COLLAPSE_WINDOW_S: must be under half of ack_wait_s")
+    for handler in config.callbacks.handlers:
+        if not _SUBJECT_TOKEN.match(handler):
+            raise ConfigError(f"COURIER_CALLBACKS_HANDLERS: {handler!r} is not a handler name "
+                              "(1-64 of A-Z a-z 0-9 _ -)")
 
 
 def load_config_or_exit() -> Config:

@@ -40,15 +40,17 @@ async def connect(config: NatsConfig, name: str) -> Client:
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, config: NatsConfig) -> None:
     """Create the stream, or update its limits if it exists (idempotent, safe in every replica)."""
+    max_age_s = spec.max_age_s or config.max_age_s
     stream = js_api.StreamConfig(
         name=spec.name,
         subjects=list(spec.subjects),
         description=spec.description,
-        retention=js_api.RetentionPolicy.LIMITS,
+        retention=(js_api.RetentionPolicy.WORK_QUEUE if spec.work_queue
+                   else js_api.RetentionPolicy.LIMITS),
         storage=js_api.StorageType.FILE,
         num_replicas=config.replicas,
-        duplicate_window=float(config.duplicate_window_s),
-        max_age=float(config.max_age_s),
+        duplicate_window=float(min(config.duplicate_window_s, max_age_s)),
+        max_age=float(max_age_s),
         max_bytes=config.max_bytes,
         discard=js_api.DiscardPolicy.OLD,
     )

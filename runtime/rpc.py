@@ -113,5 +113,14 @@ class RpcServer:
             RPC_SERVED.labels(op, "internal").inc()
             log.exception("rpc_failed", op=op)
             reply = Failed(code=ErrorCode.INTERNAL, message=repr(exc))
-        if msg.reply:
-            await self._nc.publish(msg.reply, _encoder.encode(reply))
+        if not msg.reply:
+            return
+        data = _encoder.encode(reply)
+        if len(data) > self._nc.max_payload:
+            log.error("rpc_reply_too_large", op=op, size=len(data))
+            data = _encoder.encode(Failed(code=ErrorCode.TOO_LARGE,
+                                          message="reply too large; ask for a smaller page"))
+        try:
+            await self._nc.publish(msg.reply, data)
+        except Exception as exc:  # the requester times out and retries
+            log.warning("rpc_reply_failed", op=op, error=repr(exc))

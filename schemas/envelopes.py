@@ -10,6 +10,7 @@ from typing import Final, Literal
 import msgspec
 
 from schemas.frames import AckItem, Destination, Message, Sender
+from schemas.groups import GroupEnvelope
 from schemas.version import PROTOCOL_VERSION
 
 MessageKind = Literal["chat", "notification", "system"]
@@ -58,7 +59,8 @@ class ReceiptEnvelope(msgspec.Struct, tag="rcpt", tag_field="t", omit_defaults=T
     v: int = PROTOCOL_VERSION
 
 
-Envelope = MessageEnvelope | ReceiptEnvelope
+#: ``GroupEnvelope`` (group writes, ``msgs.group``) is defined in ``schemas.groups``.
+Envelope = MessageEnvelope | ReceiptEnvelope | GroupEnvelope
 
 _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final = msgspec.msgpack.Decoder(Envelope)

@@ -18,6 +18,7 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"  # frame or body over the configured maximum
     UNAUTHORIZED = "unauthorized"  # missing, malformed, forged or expired token
     FORBIDDEN = "forbidden"  # authenticated, but not allowed to do this
+    DISABLED = "disabled"  # the device, user or module is disabled by an administrator
     NOT_MEMBER = "not_member"  # not a member of the conversation
     UNKNOWN_RECIPIENT = "unknown_recipient"  # the destination does not exist
     NOT_FOUND = "not_found"  # a REST resource that does not exist
@@ -40,6 +41,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403,
+    ErrorCode.DISABLED: 403,
     ErrorCode.NOT_MEMBER: 403,
     ErrorCode.UNKNOWN_RECIPIENT: 404,
     ErrorCode.NOT_FOUND: 404,

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from schemas import frames, rest, rpc
+from schemas import callbacks, contacts, control, frames, groups, notifications, push, rest, rpc
 from schemas.envelopes import Envelope
 
 GROUPS: dict[str, list[Any]] = {
@@ -21,6 +21,23 @@ GROUPS: dict[str, list[Any]] = {
     "rpc": [rpc.RegisterDevice, rpc.GetUser, rpc.DeviceOwner, rpc.SyncRequest,
             rpc.HistoryRequest, rpc.ConversationsRequest, rpc.DeviceInfo, rpc.UserDevices,
             rpc.Owner, rpc.SyncPage, rpc.HistoryPage, rpc.Conversations, rpc.Failed],
+    "push": [push.PushRegistrationRequest, push.PushRegistration, push.PushJob, push.WakeUp,
+             push.DeadPush],
+    "notifications": [notifications.NotifyRequest, notifications.NotifyResult,
+                      notifications.AppUsersRequest, notifications.AppUsers],
+    "control": [control.ControlRequest, control.ControlResult, control.ControlState,
+                control.ControlList, control.AuditRecord, control.AuditPage],
+    "callbacks": [callbacks.CallbackEnvelope],
+    "groups": [groups.GroupEvent, groups.CreateGroupRequest, groups.RenameGroupRequest,
+               groups.AddMembersRequest, groups.SetRoleRequest, groups.GroupInfo,
+               groups.GroupList, groups.GroupReceipts, groups.GroupWrite, groups.GroupGet,
+               groups.UserGroups, groups.GroupRosterRequest, groups.GroupRoster,
+               groups.GroupMembersAt, groups.GroupMembers, groups.GroupEventRequest,
+               groups.GroupEventOutcome, groups.GroupReceiptsRequest],
+    "contacts": [contacts.ContactRequestBody, contacts.ContactEntry, contacts.ContactList,
+                 contacts.PresenceList, contacts.ContactWrite, contacts.ContactWriteResult,
+                 contacts.ContactsOf, contacts.RelationsRequest, contacts.Relations,
+                 contacts.RelationChanged],
 }
 
 

@@ -21,6 +21,11 @@ Seq = Annotated[int, msgspec.Meta(ge=0, description="Position in the conversatio
 MAX_PAYLOADS: Final = 256
 #: Upper bound of message acknowledgements in one ``ack`` frame.
 MAX_ACKS: Final = 1000
+#: Upper bound of users in one ``presence_subscribe``/``presence_unsubscribe`` frame.
+MAX_PRESENCE_USERS: Final = 500
+
+#: A user as another sees it in its contact list.
+ContactState = Literal["none", "outgoing", "incoming", "contact"]
 
 
 class _Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, omit_defaults=True):
@@ -103,7 +108,43 @@ class Ping(_Frame, tag="ping"):
     id: RequestId | None = None
 
 
-ClientFrame = Send | Ack | Read | Sync | Ping
+class Callback(_Frame, tag="callback"):
+    """Hand ``body`` to the system handler ``handler`` (one the deployment declares, for
+    example ``upload_logs``). Internal services consume it from ``callback.<handler>`` with the
+    sender's identity from the token. Answered by ``callback_accepted``."""
+
+    handler: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
+    body: bytes
+    id: RequestId | None = None
+
+
+class PresenceSubscribe(_Frame, tag="presence_subscribe"):
+    """Hear presence changes of these users. Only accepted contacts who have not blocked you
+    are watched; the others are listed in the reply's ``denied``. Answered by
+    ``presence_subscribed`` with the current state of each watched user."""
+
+    users: Annotated[list[UserId], msgspec.Meta(min_length=1, max_length=MAX_PRESENCE_USERS)]
+    id: RequestId | None = None
+
+
+class PresenceUnsubscribe(_Frame, tag="presence_unsubscribe"):
+    """Stop hearing presence changes of these users (no reply; errors echo ``id``)."""
+
+    users: Annotated[list[UserId], msgspec.Meta(min_length=1, max_length=MAX_PRESENCE_USERS)]
+    id: RequestId | None = None
+
+
+class Typing(_Frame, tag="typing"):
+    """The user is typing (``active``) or stopped, in a conversation it is a member of. Relayed
+    to the other members' connected devices as ``user_typing``; never stored; rate-limited."""
+
+    conversation: ConversationId
+    active: bool = True
+    id: RequestId | None = None
+
+
+ClientFrame = (Send | Ack | Read | Sync | Ping | Callback | PresenceSubscribe
+               | PresenceUnsubscribe | Typing)
 
 # ---------------------------------------------------------------- gateway -> client
 
@@ -184,10 +225,67 @@ class Error(_Frame, tag="error"):
     id: RequestId | None = None
 
 
-ServerFrame = Welcome | Accepted | Message | Receipt | Synced | Pong | Error
+class CallbackAccepted(_Frame, tag="callback_accepted"):
+    """The callback is stored on its handler's subject; ``callback_id`` names it there."""
+
+    handler: str
+    callback_id: str
+    id: RequestId | None = None
+
+
+class PresenceState(msgspec.Struct, omit_defaults=True):
+    """A user's presence: ``online``, or offline since ``last_active`` (ms; absent if never
+    seen), for "online" / "active 2 hours ago"."""
+
+    user: UserId
+    online: bool
+    last_active: int | None = None
+
+
+class PresenceSubscribed(_Frame, tag="presence_subscribed"):
+    """Reply to ``presence_subscribe``: the watched users' current state, and the users not
+    watched (not a contact, or they blocked you)."""
+
+    users: list[PresenceState]
+    denied: list[str] = []
+    id: RequestId | None = None
+
+
+class Presence(_Frame, tag="presence"):
+    """A watched user came online or went offline (``last_active`` set when offline)."""
+
+    user: UserId
+    online: bool
+    last_active: int | None = None
+
+
+class UserTyping(_Frame, tag="user_typing"):
+    """``user`` is typing (``active``) or stopped in ``conversation``. Ephemeral: shown for a
+    few seconds unless repeated."""
+
+    conversation: ConversationId
+    user: UserId
+    active: bool
+
+
+class Contact(_Frame, tag="contact"):
+    """Your relation with ``user`` changed (a request arrived, was accepted, ...), on every
+    connected device of both users. ``blocked``: you block ``user``."""
+
+    user: UserId
+    state: ContactState
+    blocked: bool = False
+    since: int = 0
+
+
+ServerFrame = (Welcome | Accepted | Message | Receipt | Synced | Pong | Error | CallbackAccepted
+               | PresenceSubscribed | Presence | UserTyping | Contact)
 
 FRAME_TYPES: Final[dict[str, type[_Frame]]] = {
     t.__struct_config__.tag: t  # type: ignore[misc]
-    for t in (Send, Ack, Read, Sync, Ping, Welcome, Accepted, Message, Receipt, Synced, Pong, Error)
+    for t in (Send, Ack, Read, Sync, Ping, Callback, Welcome, Accepted, Message, Receipt, Synced,
+              Pong, Error, CallbackAccepted, PresenceSubscribe, PresenceUnsubscribe, Typing,
+              PresenceSubscribed, Presence, UserTyping, Contact)
 }
-CLIENT_FRAME_TYPES: Final = frozenset({"send", "ack", "read", "sync", "ping"})
+CLIENT_FRAME_TYPES: Final = frozenset({"send", "ack", "read", "sync", "ping", "callback",
+                                       "presence_subscribe", "presence_unsubscribe", "typing"})

@@ -2,7 +2,8 @@
 
 User, device, app, module and group ids appear in NATS subjects and storage keys, so they are
 restricted to a subject-safe alphabet. Conversation ids are derived, never chosen by clients:
-``d:<user>:<user>`` (sorted) for a direct conversation, ``g:<group>`` for a group.
+``d:<user>:<user>`` (sorted) for a direct conversation, ``g:<group>`` for a group,
+``n:<user>`` for the notifications services send to a user (one per user, its inbox).
 """
 
 import hashlib
@@ -28,8 +29,9 @@ ClientId = Annotated[
 ConversationId = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^(d:[A-Za-z0-9_\-]{1,64}:[A-Za-z0-9_\-]{1,64}|g:[A-Za-z0-9_\-]{1,64})$",
-        description="d:<user>:<user> for direct conversations, g:<group> for groups.",
+        pattern=r"^(d:[A-Za-z0-9_\-]{1,64}:[A-Za-z0-9_\-]{1,64}|[gn]:[A-Za-z0-9_\-]{1,64})$",
+        description="d:<user>:<user> for direct conversations, g:<group> for groups, "
+                    "n:<user> for a user's notifications.",
     ),
 ]
 
@@ -43,6 +45,27 @@ def direct_conversation(a: str, b: str) -> str:
 def group_conversation(group_id: str) -> str:
     """The id of a group's conversation."""
     return f"g:{group_id}"
+
+
+def group_of(conversation: str) -> str | None:
+    """The group of a group conversation id, or None for any other id."""
+    kind, sep, group = conversation.partition(":")
+    if kind != "g" or not sep or not group or ":" in group:
+        return None
+    return group
+
+
+def notification_conversation(user: str) -> str:
+    """The id of a user's notification conversation (what services send to the user)."""
+    return f"n:{user}"
+
+
+def notification_members(conversation: str) -> tuple[str] | None:
+    """The one user of a notification conversation id, or None for any other id."""
+    kind, sep, user = conversation.partition(":")
+    if kind != "n" or not sep or not user or ":" in user:
+        return None
+    return (user,)
 
 
 def direct_members(conversation: str) -> tuple[str, str] | None:

@@ -8,7 +8,9 @@ from typing import Final, Generic, TypeVar
 
 import msgspec
 
+from schemas import contacts, groups
 from schemas.frames import Message
+from schemas.notifications import AppUsers, AppUsersRequest
 
 T = TypeVar("T")
 
@@ -152,4 +154,17 @@ OPERATIONS: Final[dict[str, tuple[type[msgspec.Struct], type]]] = {
     "sync": (SyncRequest, SyncPage),
     "history": (HistoryRequest, HistoryPage),
     "conversations": (ConversationsRequest, Conversations),
+    "app_users": (AppUsersRequest, AppUsers),
+    # groups (schemas.groups)
+    "group_write": (groups.GroupWrite, groups.GroupInfo),
+    "group_get": (groups.GroupGet, groups.GroupInfo),
+    "user_groups": (groups.UserGroups, groups.GroupList),
+    "group_roster": (groups.GroupRosterRequest, groups.GroupRoster),
+    "group_members": (groups.GroupMembersAt, groups.GroupMembers),
+    "group_event": (groups.GroupEventRequest, groups.GroupEventOutcome),
+    "group_receipts": (groups.GroupReceiptsRequest, groups.GroupReceipts),
+    # contacts (schemas.contacts)
+    "contact_write": (contacts.ContactWrite, contacts.ContactWriteResult),
+    "contacts": (contacts.ContactsOf, contacts.ContactList),
+    "relations": (contacts.RelationsRequest, contacts.Relations),
 }

@@ -13,6 +13,10 @@ class StreamSpec(msgspec.Struct, frozen=True):
     name: str
     subjects: tuple[str, ...]
     description: str
+    #: Work-queue retention (a message is removed once acknowledged) instead of limits.
+    work_queue: bool = False
+    #: Overrides the configured ``max_age_s`` for this stream.
+    max_age_s: int | None = None
 
 
 MSGS: Final = StreamSpec(

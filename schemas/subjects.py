@@ -28,6 +28,15 @@ def deliver_subject(device_id: str) -> str:
     return f"dlv.{device_id}"
 
 
+#: Published by a gateway when a device connects (payload: the socket's session id); the
+#: gateway holding an older socket of the same device closes it with ``REPLACED``.
+DEVICE_CONNECTED_PREFIX: Final = "presence.connected"
+
+
+def device_connected(device_id: str) -> str:
+    return f"{DEVICE_CONNECTED_PREFIX}.{device_id}"
+
+
 def store_rpc(operation: str) -> str:
     """Subject of one storage RPC operation."""
     return f"{STORE_RPC_PREFIX}.{operation}"
@@ -36,3 +45,21 @@ def store_rpc(operation: str) -> str:
 def dead_letter(worker: str) -> str:
     """Where ``worker`` publishes envelopes it gave up on."""
     return f"{DEAD_LETTER_PREFIX}.{worker}"
+
+
+#: Group writes on ``MSGS`` (``GroupEnvelope``), published by the storage worker.
+MSG_GROUP: Final = "msgs.group"
+
+#: Published by the storage worker when a group changed (payload: the group id); routers and
+#: gateways drop what they cached about it.
+GROUPS_CHANGED: Final = "grp.changed"
+
+#: Published by the storage worker when two users' relation changed (payload: a MessagePack
+#: ``RelationChanged``); gateways drop the relations they cached.
+CONTACTS_CHANGED: Final = "contacts.changed"
+
+
+def user_subject(user_id: str) -> str:
+    """Core NATS subject of ephemeral frames for every connected device of a user (typing,
+    contact updates): the gateways holding its sockets listen; nothing is stored."""
+    return f"usr.{user_id}"

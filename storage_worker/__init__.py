@@ -11,4 +11,9 @@ sync, history, conversation lists); a sync waits until everything the stream acc
 the request was stored (the subscribe-before-fetch barrier).
 
 Order: batches are applied in stream order, so the store sees each conversation in seq order.
+
+Groups and contacts (``storage_worker.group_*``, ``storage_worker.contacts``): group writes are
+``group_write`` RPCs the worker decides, publishes on ``msgs.group`` and applies in stream order
+(announced on ``grp.changed``), so a group message enters the inboxes of the members at its seq;
+contact writes are plain RPC writes announced on ``contacts.changed``.
 """

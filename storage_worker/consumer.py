@@ -8,8 +8,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
-from schemas.envelopes import MessageEnvelope, ReceiptEnvelope, decode_envelope
+from schemas.envelopes import Envelope, MessageEnvelope, ReceiptEnvelope, decode_envelope
+from schemas.groups import GroupEnvelope
+from schemas.ids import group_of
 from schemas.subjects import dead_letter
+from storage_worker.group_apply import GroupApplier
 from storage_worker.recipients import inbox_users
 from storage_worker.store.base import MessageStore, StoredMessage
 
@@ -24,9 +27,10 @@ BATCH_SECONDS = Histogram("courier_storage_batch_seconds", "Time to apply one ba
 class EnvelopeApplier:
     """The batch handler of the storage worker's pull loop."""
 
-    def __init__(self, store: MessageStore, nc: Client) -> None:
+    def __init__(self, store: MessageStore, nc: Client, groups: GroupApplier) -> None:
         self._store = store
         self._nc = nc
+        self._groups = groups
 
     async def __call__(self, msgs: list[Msg]) -> None:
         with BATCH_SECONDS.time():
@@ -37,18 +41,30 @@ class EnvelopeApplier:
                     continue
                 seq = msg.metadata.sequence.stream
                 if isinstance(envelope, MessageEnvelope):
-                    pending.append(StoredMessage(seq, envelope, inbox_users(envelope)))
+                    recipients = await self._recipients(envelope)
+                    if recipients is not None:
+                        pending.append(StoredMessage(seq, envelope, recipients))
                     continue
                 await self._flush(pending)
-                await self._apply_receipt(envelope)
+                if isinstance(envelope, GroupEnvelope):
+                    await self._groups.apply(envelope, seq)
+                else:
+                    await self._apply_receipt(envelope)
             await self._flush(pending)
         for msg in msgs:
             if not msg.is_acked:
                 await msg.ack()
 
+    async def _recipients(self, envelope: MessageEnvelope) -> list[str] | None:
+        """Whose inbox the message enters; None: drop it (see ``GroupApplier.recipients``)."""
+        if group_of(envelope.conversation) is None:
+            return inbox_users(envelope)
+        return await self._groups.recipients(envelope)
+
     async def _flush(self, pending: list[StoredMessage]) -> None:
         if pending:
             await self._store.append(pending)
+            await self._groups.record_messages(pending)
             STORED.inc(len(pending))
             pending.clear()
 
@@ -58,13 +74,14 @@ class EnvelopeApplier:
             await self._store.record_acks(receipt.by_user, receipt.by_device, receipt.items, now)
         elif receipt.conversation is not None and receipt.seq is not None:
             await self._store.mark_read(receipt.by_user, receipt.conversation, receipt.seq)
+        await self._groups.on_receipt(receipt)
         RECEIPTS.labels(receipt.status).inc()
 
-    async def _decode_or_term(self, msg: Msg) -> MessageEnvelope | ReceiptEnvelope | None:
+    async def _decode_or_term(self, msg: Msg) -> Envelope | None:
         """Decode, or dead-letter and term an envelope that can never be processed."""
         try:
             envelope = decode_envelope(msg.data)
-            if isinstance(envelope, MessageEnvelope):
+            if isinstance(envelope, MessageEnvelope) and group_of(envelope.conversation) is None:
                 inbox_users(envelope)  # raises for conversations the store cannot place
             return envelope
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:

@@ -14,17 +14,35 @@ from runtime.rpc import RpcServer
 from schemas import rpc
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.envelopes import message_frame
-from schemas.ids import direct_members
+from schemas.ids import direct_members, group_of, notification_members
 from schemas.streams import MSGS
 from schemas.subjects import DIRECTORY_CHANGED, MSGS_STREAM, STORAGE_CONSUMER, STORE_QUEUE
 from storage_worker.consumer import EnvelopeApplier
+from storage_worker.contacts import ContactService
+from storage_worker.group_apply import GroupApplier
+from storage_worker.group_service import GroupService
+from storage_worker.listing import app_users_handler
 from storage_worker.store.base import MessageStore, RetentionPolicy
+from storage_worker.store.social_factory import create_social_store
 
 log = structlog.get_logger(__name__)
 
-#: Byte budget of one sync page: the reply must fit NATS's max_payload (1 MiB by default).
-SYNC_PAGE_BYTES = 512 * 1024
+#: Byte budget of one page of sync, history or conversations: a reply must fit NATS's
+#: max_payload (1 MiB by default), and bodies grow by a third in base64 on the way out.
+PAGE_BYTES = 512 * 1024
 ENVELOPE_OVERHEAD = 256
+
+
+def _fit_page(body_sizes: list[int], *, newest_first: bool) -> int:
+    """How many items of a page fit the byte budget (at least one), counting from the
+    newest end for backward pages and from the oldest end otherwise."""
+    size = 0
+    order = reversed(body_sizes) if newest_first else iter(body_sizes)
+    for count, body in enumerate(order):
+        size += body + ENVELOPE_OVERHEAD
+        if size > PAGE_BYTES and count > 0:
+            return count
+    return len(body_sizes)
 
 
 def now_ms() -> int:
@@ -37,6 +55,8 @@ class StorageWorker:
     def __init__(self, config: Config, store: MessageStore) -> None:
         self._config = config
         self._store = store
+        self._social = create_social_store(config.store, store)
+        self._groups: GroupService | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._loop: PullLoop | None = None
@@ -52,15 +72,20 @@ class StorageWorker:
 
     async def start(self) -> None:
         await self._store.open()
+        await self._social.open()
         self._nc = await connect(self._config.nats, "storage_worker")
         self._js = self._nc.jetstream()
         await ensure_stream(self._js, MSGS, self._config.nats)
         await ensure_pull_consumer(self._js, MSGS_STREAM, STORAGE_CONSUMER, ack_wait_s=self._config.nats.ack_wait_s,
                                    max_ack_pending=20_000)
         self._loop = PullLoop(self._js, MSGS_STREAM, STORAGE_CONSUMER,
-                              EnvelopeApplier(self._store, self._nc),
+                              EnvelopeApplier(self._store, self._nc, GroupApplier(
+                                  self._social, self._store, self._nc,
+                                  self._config.groups.max_members)),
                               batch=self._config.store.batch)
         await self._loop.start()
+        self._groups = GroupService(self._social, self._store, self._js, self._wait_stored,
+                                    self._config.groups.max_members)
         self._rpc = RpcServer(self._nc, STORE_QUEUE, {
             "register_device": self._register_device,
             "get_user": self._get_user,
@@ -68,6 +93,9 @@ class StorageWorker:
             "sync": self._sync,
             "history": self._history,
             "conversations": self._conversations,
+            "app_users": app_users_handler(self._store),
+            **self._groups.handlers(),
+            **ContactService(self._social, self._store, self._nc).handlers(),
         })
         await self._rpc.start()
         self._purger = asyncio.create_task(self._purge_forever(), name="purge")
@@ -85,6 +113,7 @@ class StorageWorker:
             await self._loop.stop()
         if self._nc is not None:
             await close(self._nc)
+        await self._social.close()
         await self._store.close()
 
     # ------------------------------------------------------------------ RPC handlers
@@ -109,12 +138,9 @@ class StorageWorker:
             request.user, request.device, request.after, request.limit, now_ms()
         )
         more = len(messages) == request.limit
-        size = 0
-        for index, message in enumerate(messages):
-            size += len(message.body) + ENVELOPE_OVERHEAD
-            if size > SYNC_PAGE_BYTES and index > 0:  # keep replies under NATS max_payload
-                messages, cursor, more = messages[:index], messages[index - 1].seq, True
-                break
+        keep = _fit_page([len(m.body) for m in messages], newest_first=False)
+        if keep < len(messages):
+            messages, cursor, more = messages[:keep], messages[keep - 1].seq, True
         return rpc.SyncPage(
             messages=[message_frame(m.envelope, m.seq, m.body) for m in messages],
             cursor=cursor,
@@ -122,7 +148,11 @@ class StorageWorker:
         )
 
     async def _history(self, request: rpc.HistoryRequest) -> rpc.HistoryPage:
-        self._check_member(request.user, request.conversation)
+        if group_of(request.conversation) is not None:
+            assert self._groups is not None
+            await self._groups.check_reader(request.user, request.conversation)
+        else:
+            self._check_member(request.user, request.conversation)
         await self._wait_stored(request.barrier)
         before = request.seq if request.direction == "backward" else None
         after = request.seq if request.direction == "forward" else None
@@ -131,6 +161,11 @@ class StorageWorker:
         items = await self._store.history(request.user, request.device, request.conversation,
                                           before, after, request.limit, now_ms())
         full = len(items) == request.limit
+        keep = _fit_page([len(i.message.body) for i in items],
+                         newest_first=request.direction == "backward")
+        if keep < len(items):
+            items = items[-keep:] if request.direction == "backward" else items[:keep]
+            full = True
         first = items[0].message.seq if items else None
         last = items[-1].message.seq if items else None
         if request.direction == "backward":
@@ -141,14 +176,19 @@ class StorageWorker:
 
     async def _conversations(self, request: rpc.ConversationsRequest) -> rpc.Conversations:
         await self._wait_stored(request.barrier)
-        return rpc.Conversations(
-            conversations=await self._store.conversations(request.user, request.device,
-                                                          request.limit)
-        )
+        summaries = await self._store.conversations(request.user, request.device,
+                                                    request.limit)
+        size = 0
+        for summary in summaries:  # past the page budget, summaries go without last message
+            if summary.last_message is not None:
+                size += len(summary.last_message.body) + ENVELOPE_OVERHEAD
+                if size > PAGE_BYTES:
+                    summary.last_message = None
+        return rpc.Conversations(conversations=summaries)
 
     @staticmethod
     def _check_member(user: str, conversation: str) -> None:
-        members = direct_members(conversation)
+        members = direct_members(conversation) or notification_members(conversation)
         if members is None or user not in members:
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
 

@@ -2,11 +2,26 @@
 real processes, the way ``make run`` starts them."""
 
 import secrets
+import uuid
 from pathlib import Path
 
 from client.sdk import CourierClient, Credentials, register_device
 from infra.nats_server import NatsServer, free_port
 from infra.processes import ServiceProcess, wait_http_ok
+
+
+def fresh_keyspace() -> str:
+    """A Cassandra keyspace name no other test uses (the store creates it)."""
+    return f"t_{uuid.uuid4().hex[:24]}"
+
+
+def cassandra_env(contact_point: str) -> dict[str, str]:
+    """Service environment for a system on the Cassandra store, in a keyspace of its own."""
+    return {
+        "COURIER_STORE_BACKEND": "cassandra",
+        "COURIER_STORE_CASSANDRA_CONTACT_POINTS": contact_point,
+        "COURIER_STORE_CASSANDRA_KEYSPACE": fresh_keyspace(),
+    }
 
 
 class System:
@@ -20,6 +35,7 @@ class System:
         self.secret = secrets.token_urlsafe(24)
         self.extra_env = extra_env or {}
         self.storage: ServiceProcess | None = None
+        self.push: ServiceProcess | None = None
         self.routers: list[ServiceProcess] = []
         self.gateways: list[tuple[ServiceProcess, int]] = []
 
@@ -31,6 +47,7 @@ class System:
             "COURIER_STORE_SQLITE_PATH": str(self.root / "courier.db"),
             "COURIER_METRICS_ROUTER_PORT": "0",
             "COURIER_METRICS_STORAGE_PORT": "0",
+            "COURIER_METRICS_PUSH_PORT": "0",
             "COURIER_RETENTION_PURGE_INTERVAL_S": "3600",
             "COURIER_LOG_LEVEL": "info",
             "COURIER_GATEWAY_RATE_PER_S": "5000",
@@ -45,6 +62,8 @@ class System:
         self.storage = ServiceProcess("storage_worker", self.env(),
                                       self.logs / "storage_worker.log")
         self.storage.start()
+        self.push = ServiceProcess("push_worker", self.env(), self.logs / "push_worker.log")
+        self.push.start()
         self.add_router()
         self.add_gateway()
         return self
@@ -88,6 +107,8 @@ class System:
             gateway.stop()
         for router in self.routers:
             router.stop()
+        if self.push is not None:
+            self.push.stop()
         if self.storage is not None:
             self.storage.stop()
         self.nats.stop()

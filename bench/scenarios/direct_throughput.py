@@ -11,7 +11,7 @@ and reports ``stored_per_s`` (messages over the time from the first send to that
 
 from typing import Final
 
-from bench.observe import wait_stored
+from bench.observe import wait_consumed
 from bench.scenario import Context, Outcome, drive_traffic
 from bench.scenarios.direct_latency import pair_plans
 from bench.stats import message_figures, rate_between, tally, timeline
@@ -27,7 +27,7 @@ async def run(ctx: Context) -> Outcome:
     stored_at: list[float] = []
 
     async def wait_for_store() -> None:
-        stored_at.append(await wait_stored(ctx.system.nats_url, STORE_TIMEOUT_S))
+        stored_at.append(await wait_consumed(ctx.system.nats_url, STORE_TIMEOUT_S))
 
     load = await drive_traffic(ctx, plans, recipients, after_load=wait_for_store)
     counts = tally(load.reports, recipients)

@@ -60,7 +60,9 @@ class MessageStore(Protocol):
 
     async def register_device(self, user: str, device: str, app: str, now: int) -> DeviceInfo:
         """Create the user if absent and the device if absent; return the device. A new
-        device starts after its user's newest inbox entry: it gets no older backlog."""
+        device starts after its user's newest inbox entry: it gets no older backlog. A device
+        id belongs to one user for good: registering it for another raises
+        ``ProtocolError(CONFLICT)``."""
 
     async def user_devices(self, user: str) -> tuple[bool, list[DeviceInfo]]:
         """Whether the user exists, and its devices."""

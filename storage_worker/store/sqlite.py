@@ -8,6 +8,7 @@ from typing import Any, Final
 import aiosqlite
 
 from schemas.envelopes import MessageEnvelope
+from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
 from schemas.ids import direct_members
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
@@ -51,6 +52,42 @@ MIGRATIONS: Final[list[str]] = [
     CREATE TABLE read_markers (
         user TEXT NOT NULL, conversation TEXT NOT NULL, seq INTEGER NOT NULL,
         PRIMARY KEY (user, conversation)
+    ) WITHOUT ROWID;
+    """,
+    # app_users (broadcast fan-out): the users of an app in id order
+    "CREATE INDEX devices_by_app ON devices (app, user)",
+    # groups, membership intervals, group write outcomes, group receipt counters, contacts and
+    # blocks (storage_worker/store/social_sqlite.py)
+    """
+    CREATE TABLE groups (
+        group_id TEXT PRIMARY KEY, app TEXT NOT NULL, name TEXT, owner TEXT,
+        created_at INTEGER NOT NULL, version INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE group_members (
+        group_id TEXT NOT NULL, user TEXT NOT NULL, joined_seq INTEGER NOT NULL,
+        left_seq INTEGER, role TEXT NOT NULL, PRIMARY KEY (group_id, user, joined_seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX group_members_by_user ON group_members (user, left_seq);
+    CREATE TABLE group_events (
+        seq INTEGER PRIMARY KEY, id TEXT NOT NULL, group_id TEXT NOT NULL, app TEXT NOT NULL,
+        actor TEXT NOT NULL, ts INTEGER NOT NULL, code TEXT NOT NULL, detail TEXT NOT NULL,
+        body BLOB
+    );
+    CREATE TABLE group_messages (
+        group_id TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT,
+        recipients INTEGER NOT NULL, PRIMARY KEY (group_id, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE group_markers (
+        group_id TEXT NOT NULL, user TEXT NOT NULL, delivered_seq INTEGER NOT NULL,
+        read_seq INTEGER NOT NULL, PRIMARY KEY (group_id, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE contacts (
+        user TEXT NOT NULL, other TEXT NOT NULL, state TEXT NOT NULL, since INTEGER NOT NULL,
+        PRIMARY KEY (user, other)
+    ) WITHOUT ROWID;
+    CREATE TABLE blocks (
+        user TEXT NOT NULL, blocked TEXT NOT NULL, since INTEGER NOT NULL,
+        PRIMARY KEY (user, blocked)
     ) WITHOUT ROWID;
     """,
 ]
@@ -121,6 +158,8 @@ class SqliteStore:
             "SELECT user, app, created_at, disabled FROM devices WHERE device = ?", (device,)
         ) as cur:
             row = await cur.fetchone()
+        if row is not None and row[0] != user:
+            raise ProtocolError(ErrorCode.CONFLICT, f"device {device!r} belongs to another user")
         if row is None:
             async with db.execute("SELECT MAX(seq) FROM inbox WHERE user = ?", (user,)) as cur:
                 newest = await cur.fetchone()
@@ -148,6 +187,13 @@ class SqliteStore:
         ]
         return exists, devices
 
+    async def app_users(self, app: str, after: str, limit: int) -> list[str]:
+        async with self.db.execute(
+            "SELECT DISTINCT user FROM devices WHERE app = ? AND user > ? ORDER BY user LIMIT ?",
+            (app, after, limit),
+        ) as cur:
+            return [str(row[0]) for row in await cur.fetchall()]
+
     async def device_owner(self, device: str) -> str | None:
         async with self.db.execute("SELECT user FROM devices WHERE device = ?", (device,)) as cur:
             row = await cur.fetchone()
@@ -160,11 +206,12 @@ class SqliteStore:
         message_rows: list[tuple[Any, ...]] = []
         payload_rows: list[tuple[int, str, bytes]] = []
         inbox_rows: list[tuple[str, int, str, str | None]] = []
+        seen = await self._stored_ids([stored.envelope.id for stored in messages])
         for stored in messages:
             env = stored.envelope
-            async with db.execute("SELECT 1 FROM messages WHERE id = ?", (env.id,)) as cur:
-                if await cur.fetchone() is not None:
-                    continue
+            if env.id in seen:  # a retry stored earlier, or twice in this batch
+                continue
+            seen.add(env.id)
             message_rows.append(
                 (stored.seq, env.id, env.conversation, env.app, env.module, env.kind,
                  env.sender.user, env.sender.device, env.sender.service, env.to.kind,
@@ -184,18 +231,34 @@ class SqliteStore:
         await db.executemany("INSERT OR IGNORE INTO inbox VALUES (?,?,?,?)", inbox_rows)
         await db.commit()
 
+    async def _stored_ids(self, ids: list[str]) -> set[str]:
+        """Which of these message ids are already stored (one query per chunk)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                f"SELECT id FROM messages WHERE id IN ({marks})", chunk
+            ) as cur:
+                found.update(str(row[0]) for row in await cur.fetchall())
+        return found
+
     async def record_acks(self, user: str, device: str, items: Sequence[AckItem], now: int) -> None:
         db = self.db
-        seqs = sorted({item.seq for item in items})
+        # Only entries of this user's inbox in the named conversation count: an ack cannot
+        # touch another conversation's message or move the cursor past what exists.
+        acked = sorted({(item.seq, item.conversation) for item in items})
         await db.executemany(
             "INSERT OR IGNORE INTO device_acks (device, seq) "
-            "SELECT ?, ? WHERE ? > (SELECT floor FROM devices WHERE device = ?)",
-            [(device, seq, seq, device) for seq in seqs],
+            "SELECT ?, seq FROM inbox WHERE user = ? AND seq = ? AND conversation = ? "
+            "AND seq > (SELECT floor FROM devices WHERE device = ?)",
+            [(device, user, seq, conversation, device) for seq, conversation in acked],
         )
         await db.executemany(
-            "UPDATE messages SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL "
-            "AND (sender_user IS NULL OR sender_user != ?)",
-            [(now, seq, user) for seq in seqs],
+            "UPDATE messages SET delivered_at = ? WHERE seq = ? AND conversation = ? "
+            "AND delivered_at IS NULL AND (sender_user IS NULL OR sender_user != ?) "
+            "AND EXISTS (SELECT 1 FROM inbox WHERE user = ? AND seq = ?)",
+            [(now, seq, conversation, user, user, seq) for seq, conversation in acked],
         )
         await self._advance_floor(user, device, now)
         await db.commit()
@@ -215,8 +278,8 @@ class SqliteStore:
         ) as cur:
             row = await cur.fetchone()
         first_missing = row[0] if row else None
-        if first_missing is None:
-            new_floor_sql = "(SELECT COALESCE(MAX(seq), 0) FROM device_acks WHERE device = :device)"
+        if first_missing is None:  # everything for this device is acknowledged
+            new_floor_sql = "(SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE user = :user)"
         else:
             new_floor_sql = str(int(first_missing) - 1)
         await self.db.execute(

@@ -175,3 +175,36 @@ async def test_ephemeral_deleted_after_every_device_acked(store: MessageStore) -
     history = await store.history("alice", "a1", AB, None, None, 10, NOW)
     assert [i.message.seq for i in history] == [2]
     assert [m.seq for m in (await store.backlog("bob", "b2", 0, 10, NOW))[0]] == [2]
+
+
+async def test_device_id_belongs_to_one_user(store: MessageStore) -> None:
+    import pytest
+
+    from schemas.errors import ErrorCode, ProtocolError
+
+    await store.register_device("alice", "phone", "app", NOW)
+    with pytest.raises(ProtocolError) as info:
+        await store.register_device("mallory", "phone", "app", NOW)
+    assert info.value.code == ErrorCode.CONFLICT
+    assert await store.device_owner("phone") == "alice"
+
+
+async def test_acks_cannot_reach_outside_the_inbox(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.register_device("carol", "c1", "app", NOW)
+    await store.append([envelope(s) for s in (1, 2)])
+    carol_bob = envelope(3, sender="carol", device="c1", to="bob")
+    await store.append([carol_bob])
+    # wrong conversation, unknown seq far ahead, a message of someone else's inbox
+    await store.record_acks("bob", "b1", [
+        AckItem(id="m3", seq=3, conversation=AB, sender="carol"),
+        AckItem(id="mx", seq=10**9, conversation=AB, sender="alice"),
+    ], NOW)
+    await store.record_acks("alice", "a2", [AckItem(id="m3", seq=3,
+                                                    conversation="d:bob:carol")], NOW)
+    messages, _ = await store.backlog("bob", "b1", 0, 10, NOW)
+    assert [m.seq for m in messages] == [1, 2, 3]
+    history = await store.history("carol", "c1", "d:bob:carol", None, None, 10, NOW)
+    assert [i.status for i in history] == ["sent"]
+    await store.append([envelope(4)])
+    assert [m.seq for m in (await store.backlog("bob", "b1", 0, 10, NOW))[0]] == [1, 2, 3, 4]

@@ -26,6 +26,9 @@ async def test_slow_reader_is_closed_and_its_messages_wait(tmp_path: Path) -> No
             ws = await session.ws_connect(f"{system.url}/v1/ws",
                                           headers={"Authorization": f"Bearer {bob_creds.token}"},
                                           max_msg_size=0)
+            await ws.send_str('{"type": "sync"}')
+            while b'"synced"' not in (await ws.receive()).data.encode():
+                pass
             body = b"x" * 60_000
             for i in range(150):  # ~12 MB: more than the socket buffers hold
                 await alice.send("bob", body + str(i).encode())
@@ -77,3 +80,26 @@ async def test_health_and_metrics(system: System) -> None:
             assert "courier_gateway_accepted_total 1.0" in text
             assert "courier_gateway_connections 1.0" in text
     await alice.close()
+
+
+async def test_live_messages_wait_for_the_first_sync(tmp_path: Path) -> None:
+    system = System(tmp_path, {"COURIER_GATEWAY_SEND_QUEUE": "8"}).start()
+    try:
+        bob_creds = await system.device("bob", "bob-phone")
+        alice = await system.connect(await system.device("alice"))
+        bob = await system.connect(bob_creds, sync=False)
+        await alice.send("bob", b"before sync")
+        await asyncio.sleep(0.3)
+        assert bob.pending_messages() == 0  # held until bob syncs
+        await bob.sync()
+        assert (await bob.next_message()).body == b"before sync"
+        await bob.close()
+        idle = await system.connect(bob_creds, sync=False)  # never syncs: held frames are
+        for i in range(40):                                # bounded (4 x send queue)
+            await alice.send("bob", f"m{i}".encode())
+        await wait_closed(idle)
+        assert idle.close_code == CloseCode.SLOW_CONSUMER
+        await idle.close()
+        await alice.close()
+    finally:
+        system.stop()

@@ -50,6 +50,11 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ({"COURIER_AUTH_PUBLIC_KEY_FILE": "/no/such/file"}, "COURIER_AUTH_PUBLIC_KEY_FILE"),
         ({"COURIER_APP": "bad app"}, "COURIER_APP"),
         ({"COURIER_CONFIG": "/no/such.toml"}, "COURIER_CONFIG"),
+        ({"COURIER_GROUPS_MAX_MEMBERS": "1"}, "COURIER_GROUPS_MAX_MEMBERS"),
+        ({"COURIER_CONTACTS_STRANGERS": "nobody"}, "COURIER_CONTACTS_STRANGERS"),
+        ({"COURIER_CONTACTS_STRANGERS_BY_APP": "shop=maybe"},
+         "COURIER_CONTACTS_STRANGERS_BY_APP"),
+        ({"COURIER_PRESENCE_TYPING_PER_S": "0"}, "COURIER_PRESENCE_TYPING_PER_S"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
@@ -74,3 +79,10 @@ def test_readme_configuration_table_is_current() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     current = readme.split(START, 1)[1].split(END, 1)[0].strip()
     assert current == table(), "run `.venv/bin/python -m runtime.configdoc README.md`"
+
+
+def test_stranger_policy_per_app() -> None:
+    config = load_config({"COURIER_CONTACTS_STRANGERS": "contacts_only",
+                          "COURIER_CONTACTS_STRANGERS_BY_APP": "open=allow"})
+    assert config.contacts.strangers_for("open") == "allow"
+    assert config.contacts.strangers_for("other") == "contacts_only"

@@ -1,0 +1,23 @@
+"""The scenarios, in the order the suite runs them (the floor first: the others are compared
+with it). Each module states what it measures; its ``run(ctx)`` returns an ``Outcome``."""
+
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from bench.scenario import Context, Outcome
+from bench.scenarios import (
+    connections,
+    direct_latency,
+    direct_throughput,
+    floor_nats,
+    group_fanout,
+    offline_catchup,
+)
+
+ScenarioRun = Callable[[Context], Awaitable[Outcome]]
+
+SCENARIOS: Final[dict[str, ScenarioRun]] = {
+    module.NAME: module.run
+    for module in (floor_nats, direct_latency, direct_throughput, group_fanout,
+                   offline_catchup, connections)
+}

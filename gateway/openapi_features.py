@@ -1,0 +1,92 @@
+"""OpenAPI paths of push registration, business notifications and the admin API (merged into
+``gateway.openapi.openapi_document``)."""
+
+from typing import Any, Final
+
+from schemas.control import AuditPage, ControlList, ControlRequest, ControlResult
+from schemas.notifications import NotifyRequest, NotifyResult
+from schemas.push import PushRegistration, PushRegistrationRequest
+
+#: Body types whose JSON Schema goes into ``components``.
+FEATURE_TYPES: Final[list[Any]] = [PushRegistrationRequest, PushRegistration, NotifyRequest,
+                                   NotifyResult, ControlRequest, ControlResult, ControlList,
+                                   AuditPage]
+
+FEATURE_SECURITY: Final[dict[str, Any]] = {
+    "service": {"type": "http", "scheme": "bearer",
+                "description": "COURIER_AUTH_SERVICE_SECRET"},
+    "admin": {"type": "http", "scheme": "bearer", "description": "COURIER_AUTH_ADMIN_SECRET"},
+}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"description": "Problem", "content": {"application/problem+json": {
+        "schema": {"$ref": "#/components/schemas/Problem"}}}} for s in statuses}
+
+
+def _query(name: str, description: str, minimum: int) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "integer", "minimum": minimum}}
+
+
+def feature_paths() -> dict[str, Any]:
+    device: list[dict[str, list[str]]] = [{"bearer": []}]
+    service: list[dict[str, list[str]]] = [{"service": []}]
+    admin: list[dict[str, list[str]]] = [{"admin": []}]
+    return {
+        "/v1/devices/me/push": {
+            "put": {
+                "summary": "Register (or rotate) this device's push token",
+                "security": device,
+                "requestBody": {"required": True, "content": _json("PushRegistrationRequest")},
+                "responses": {"200": {"description": "Registered",
+                                      "content": _json("PushRegistration")},
+                              **_problems(400, 401, 403, 413, 422, 503)}},
+            "get": {
+                "summary": "This device's push registration (disabled if a provider "
+                           "rejected the token)",
+                "security": device,
+                "responses": {"200": {"description": "Registration",
+                                      "content": _json("PushRegistration")},
+                              **_problems(401, 404, 503)}},
+            "delete": {
+                "summary": "Remove this device's push registration",
+                "security": device,
+                "responses": {"204": {"description": "Removed"}, **_problems(401, 503)}},
+        },
+        "/v1/notifications": {"post": {
+            "summary": "Send a batch of business notifications (one result per item)",
+            "description": "The same body as the NATS subject notify.send. Items fail one by "
+                           "one (unknown_recipient, too_large, disabled, unavailable); a "
+                           "malformed or oversized batch fails as a whole.",
+            "security": service,
+            "requestBody": {"required": True, "content": _json("NotifyRequest")},
+            "responses": {"200": {"description": "Results", "content": _json("NotifyResult")},
+                          **_problems(400, 401, 413, 422, 503)}}},
+        "/v1/admin/control": {
+            "post": {
+                "summary": "Disable or enable a device, user or module (audited)",
+                "security": admin,
+                "requestBody": {"required": True, "content": _json("ControlRequest")},
+                "responses": {"200": {"description": "Applied",
+                                      "content": _json("ControlResult")},
+                              **_problems(400, 401, 404, 413, 422, 503)}},
+            "get": {
+                "summary": "Every disabled target",
+                "security": admin,
+                "responses": {"200": {"description": "Disabled targets",
+                                      "content": _json("ControlList")},
+                              **_problems(401)}},
+        },
+        "/v1/admin/audit": {"get": {
+            "summary": "Page the audit trail of control actions, oldest first",
+            "security": admin,
+            "parameters": [_query("after", "Records after this position", 0),
+                           _query("limit", "Page size (1-500)", 1)],
+            "responses": {"200": {"description": "A page", "content": _json("AuditPage")},
+                          **_problems(401, 422, 503)}}},
+    }

@@ -1,0 +1,163 @@
+"""Presence subscriptions of this gateway's sockets.
+
+A user is online while any of its devices has a socket on a live gateway. Device state comes
+from the gateway's ``PresenceView``, a copy of the NATS KV buckets every gateway writes; a
+gateway that dies (SIGKILL, partition) stops refreshing its beat, the beat expires after
+``gateway.presence_ttl_s`` and the view reports every device it held offline. Here those device
+changes become user transitions, and each transition a ``presence`` frame for the local sockets
+watching that user, if they may see it (accepted contacts it does not block, checked when the
+frame is sent; a relation change re-checks). Frames are sent by one task fed by a queue, so
+KV watcher callbacks never wait on the storage worker.
+"""
+
+import asyncio
+import time
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from gateway.peer import Peer
+from gateway.permissions import Permissions
+from presence.registry import PresenceView
+from schemas.codec import encode_frame
+from schemas.errors import ErrorCode, ProtocolError
+from schemas.frames import Presence, PresenceState, PresenceSubscribed
+
+log = structlog.get_logger(__name__)
+
+FRAMES = Counter("courier_gateway_presence_frames_total", "presence frames sent")
+WATCHED = Gauge("courier_gateway_presence_watches", "(socket, user) presence subscriptions")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class PresenceHub:
+    """user -> the local sockets watching it, and the transitions they hear of."""
+
+    def __init__(self, view: PresenceView, permissions: Permissions, max_watched: int) -> None:
+        self._view = view
+        self._permissions = permissions
+        self._max_watched = max_watched
+        self._online: dict[str, set[str]] = {}
+        self._offline_since: dict[str, int] = {}
+        self._watchers: dict[str, set[Peer]] = {}
+        self._watching: dict[Peer, set[str]] = {}
+        #: (user, viewer): announce ``user`` to its watchers (all of them if viewer is None).
+        self._queue: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
+        self._queued: set[tuple[str, str | None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        view.add_listener(self._on_device)
+        permissions.add_relation_listener(self._on_relation)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._announce_forever(), name="presence-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # ------------------------------------------------------------------ sockets
+
+    async def subscribe(self, peer: Peer, users: list[str]) -> PresenceSubscribed:
+        """Watch ``users``; the current state of those ``peer`` may see, the others denied."""
+        asked = list(dict.fromkeys(users))
+        watching = self._watching.setdefault(peer, set())
+        new = [user for user in asked if user not in watching]
+        if len(watching) + len(new) > self._max_watched:
+            raise ProtocolError(ErrorCode.INVALID, f"at most {self._max_watched} watched users "
+                                "per connection")
+        for user in new:
+            watching.add(user)
+            self._watchers.setdefault(user, set()).add(peer)
+        WATCHED.inc(len(new))
+        visible = await self._permissions.visible(peer.identity.user, asked)
+        states = await asyncio.gather(*(self.state(user) for user in asked if user in visible))
+        return PresenceSubscribed(users=list(states),
+                                  denied=[user for user in asked if user not in visible])
+
+    def unsubscribe(self, peer: Peer, users: list[str]) -> None:
+        watching = self._watching.get(peer, set())
+        for user in users:
+            if user in watching:
+                watching.discard(user)
+                self._unwatch(peer, user)
+
+    def detach(self, peer: Peer) -> None:
+        for user in self._watching.pop(peer, set()):
+            self._unwatch(peer, user)
+
+    def _unwatch(self, peer: Peer, user: str) -> None:
+        WATCHED.dec()
+        watchers = self._watchers.get(user)
+        if watchers is not None:
+            watchers.discard(peer)
+            if not watchers:
+                del self._watchers[user]
+                self._offline_since.pop(user, None)
+
+    async def state(self, user: str) -> PresenceState:
+        """Online, or offline with the last time it was (KV last-seen, or the transition seen
+        here if later: a socket's last-seen write can trail its removal)."""
+        if user in self._online:
+            return PresenceState(user=user, online=True)
+        last = max(await self._view.last_seen(user) or 0, self._offline_since.get(user, 0))
+        return PresenceState(user=user, online=False, last_active=last or None)
+
+    # ------------------------------------------------------------------ changes
+
+    def _on_device(self, user: str, device: str, online: bool) -> None:
+        devices = self._online.get(user, set())
+        was_online = bool(devices)
+        if online:
+            devices.add(device)
+            self._online[user] = devices
+        else:
+            devices.discard(device)
+            if not devices:
+                self._online.pop(user, None)
+        if was_online == bool(devices) or user not in self._watchers:
+            return
+        if not devices:
+            self._offline_since[user] = now_ms()
+        self._enqueue(user, None)
+
+    def _on_relation(self, a: str, b: str) -> None:
+        for viewer, user in ((a, b), (b, a)):
+            if any(peer.identity.user == viewer for peer in self._watchers.get(user, ())):
+                self._enqueue(user, viewer)
+
+    def _enqueue(self, user: str, viewer: str | None) -> None:
+        if (user, viewer) not in self._queued:
+            self._queued.add((user, viewer))
+            self._queue.put_nowait((user, viewer))
+
+    async def _announce_forever(self) -> None:
+        while True:
+            user, viewer = await self._queue.get()
+            self._queued.discard((user, viewer))
+            try:
+                await self._announce(user, viewer)
+            except ProtocolError as exc:  # storage unavailable: the next change retries
+                log.warning("presence_announce_failed", user=user, error=exc.message)
+            except Exception:
+                log.exception("presence_announce_failed", user=user)
+
+    async def _announce(self, user: str, viewer: str | None) -> None:
+        peers = [peer for peer in self._watchers.get(user, ())
+                 if viewer is None or peer.identity.user == viewer]
+        allowed = set()
+        for watcher in {peer.identity.user for peer in peers}:
+            if user in await self._permissions.visible(watcher, [user]):
+                allowed.add(watcher)
+        if not allowed:
+            return
+        state = await self.state(user)
+        data = encode_frame(Presence(user=user, online=state.online,
+                                     last_active=state.last_active))
+        for peer in peers:
+            if peer.identity.user in allowed:
+                peer.send_raw(data)
+                FRAMES.inc()

@@ -1,0 +1,1 @@
+"""Push providers behind one interface (``base.PushProvider``), chosen per platform."""

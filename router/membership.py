@@ -1,0 +1,78 @@
+"""Cached group membership for fan-out: group -> members, exact at each message's seq.
+
+The router handles ``MSGS`` in stream order, and a group's membership only changes at its group
+writes, which are in the same stream. So an entry stays right until the router meets the next
+write of that group: there it asks the storage worker for the write's outcome, fans out the
+system message to the members before and after, and replaces the entry with the members after.
+On a miss (start, eviction) it asks for the members *at* the message's seq, which the storage
+worker answers from membership intervals once it has applied everything before that seq, so an
+answer never reflects a later write. No store read per message.
+
+With several router replicas, a write handled by one replica reaches the others' caches through
+``grp.changed`` (published by the storage worker when it applied it); until that arrives, another
+replica may fan out a message of that group with the previous membership. The inboxes (history,
+sync) are always exact: the storage worker places them itself.
+"""
+
+from collections import OrderedDict
+from typing import Final
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from prometheus_client import Counter
+
+from runtime.rpc import RpcClient
+from schemas.groups import (
+    GroupEnvelope,
+    GroupEventOutcome,
+    GroupEventRequest,
+    GroupMembers,
+    GroupMembersAt,
+)
+from schemas.subjects import GROUPS_CHANGED
+
+LOOKUPS = Counter("courier_router_group_lookups_total", "Group membership lookups", ["result"])
+CACHE_SIZE: Final = 10_000
+
+
+class GroupMembership:
+    """group -> members, replaced in stream order and dropped on ``grp.changed``."""
+
+    def __init__(self, nc: Client, rpc: RpcClient, max_entries: int = CACHE_SIZE) -> None:
+        self._nc = nc
+        self._rpc = rpc
+        self._max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+
+    async def start(self) -> None:
+        await self._nc.subscribe(GROUPS_CHANGED, cb=self._on_change)
+
+    async def _on_change(self, msg: Msg) -> None:
+        self._cache.pop(msg.data.decode(), None)
+
+    async def members_at(self, group: str, seq: int) -> tuple[str, ...]:
+        """The members of ``group`` when the message at ``seq`` was accepted."""
+        members = self._cache.get(group)
+        if members is not None:
+            LOOKUPS.labels("hit").inc()
+            self._cache.move_to_end(group)
+            return members
+        LOOKUPS.labels("miss").inc()
+        reply = await self._rpc.call("group_members", GroupMembersAt(group=group, seq=seq),
+                                     GroupMembers)
+        return self._put(group, tuple(reply.members))
+
+    async def apply(self, envelope: GroupEnvelope, seq: int) -> GroupEventOutcome:
+        """The outcome of the group write at ``seq``; the entry follows it."""
+        outcome = await self._rpc.call("group_event", GroupEventRequest(seq=seq),
+                                       GroupEventOutcome)
+        if outcome.applied:
+            self._put(envelope.group, tuple(outcome.members))
+        return outcome
+
+    def _put(self, group: str, members: tuple[str, ...]) -> tuple[str, ...]:
+        self._cache[group] = members
+        self._cache.move_to_end(group)
+        if len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
+        return members

@@ -1,0 +1,145 @@
+"""The storage side of groups: applies group writes and places group messages in stream order.
+
+The storage worker applies ``MSGS`` in stream order, so the group state it holds when it meets
+a message is the membership at that message's seq: a group message enters the inboxes of
+exactly the members at its seq. New members therefore see the history from their join on, and
+removed members get nothing after their removal (what they received before stays in their
+history). Group state is cached here; this process is the only writer, so the cache is exact,
+and each applied write drops its entry and is announced on ``grp.changed`` for other caches.
+
+A write is decided again here (``group_rules.decide``), against the state at its seq; its
+outcome, applied or refused, is recorded under its seq, which is how the RPC that published it
+and the router learn what happened. An applied write also becomes the group's system message
+(kind ``system``, module ``groups``, body a JSON ``GroupEvent``) for the members before and after.
+"""
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from prometheus_client import Counter
+
+from schemas.envelopes import MessageEnvelope, ReceiptEnvelope
+from schemas.errors import ProtocolError
+from schemas.frames import Destination, Sender
+from schemas.groups import GROUP_EVENT_MODULE, GroupEnvelope
+from schemas.ids import group_conversation, group_of
+from schemas.subjects import GROUPS_CHANGED
+from storage_worker.group_rules import decide
+from storage_worker.store.base import MessageStore, StoredMessage
+from storage_worker.store.social import (
+    GroupEventRecord,
+    GroupMessageMeta,
+    GroupState,
+    SocialStore,
+)
+
+log = structlog.get_logger(__name__)
+
+GROUP_WRITES = Counter("courier_storage_group_writes_total", "Group writes applied or refused",
+                       ["result"])
+GROUP_DROPPED = Counter("courier_storage_group_dropped_total",
+                        "Group messages not stored: the sender was not a member at their seq")
+CACHE_SIZE: Final = 10_000
+
+_json = msgspec.json.Encoder()
+
+
+def system_envelope(record: GroupEventRecord) -> MessageEnvelope:
+    """The system message of an applied group write, as history and devices see it."""
+    return MessageEnvelope(
+        id=record.id, kind="system", app=record.app, module=GROUP_EVENT_MODULE,
+        sender=Sender(user=record.actor), to=Destination(kind="group", id=record.group),
+        conversation=group_conversation(record.group), ts=record.ts, receipt=False,
+        body=record.body)
+
+
+class GroupApplier:
+    """Group state for the envelope applier: writes, message recipients, receipt counters."""
+
+    def __init__(self, social: SocialStore, messages: MessageStore, nc: Client,
+                 max_members: int) -> None:
+        self._social = social
+        self._messages = messages
+        self._nc = nc
+        self._max_members = max_members
+        self._cache: OrderedDict[str, GroupState | None] = OrderedDict()
+
+    async def state(self, group: str) -> GroupState | None:
+        """The group as applied so far (None: never created)."""
+        if group in self._cache:
+            self._cache.move_to_end(group)
+            return self._cache[group]
+        state = self._cache[group] = await self._social.group(group)
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return state
+
+    async def recipients(self, envelope: MessageEnvelope) -> list[str] | None:
+        """The members at this point of the stream, or None when the message must be dropped
+        (no such group, or its user sender was not a member any more)."""
+        group = group_of(envelope.conversation)
+        state = None if group is None else await self.state(group)
+        members = [] if state is None else [m.user for m in state.members]
+        sender = envelope.sender.user
+        if not members or (sender is not None and sender not in members):
+            GROUP_DROPPED.inc()
+            log.info("group_message_dropped", conversation=envelope.conversation, sender=sender)
+            return None
+        return members
+
+    async def record_messages(self, stored: Sequence[StoredMessage]) -> None:
+        """Receipt counters need each group chat message's recipient count at its seq."""
+        metas = []
+        for item in stored:
+            env = item.envelope
+            group = group_of(env.conversation)
+            if group is None or env.kind == "system":
+                continue
+            sender = env.sender.user
+            metas.append(GroupMessageMeta(
+                group=group, id=env.id, seq=item.seq, sender=sender,
+                recipients=len([u for u in item.recipients if u != sender])))
+        await self._social.record_group_messages(metas)
+
+    async def apply(self, envelope: GroupEnvelope, seq: int) -> None:
+        if await self._social.group_event(seq) is not None:
+            return  # redelivered: already applied or refused
+        state = await self.state(envelope.group)
+        record = GroupEventRecord(seq=seq, id=envelope.id, group=envelope.group,
+                                  app=envelope.app, actor=envelope.actor, ts=envelope.ts)
+        try:
+            change, event = decide(state, envelope, seq, self._max_members)
+        except ProtocolError as exc:
+            record.code, record.detail = exc.code, exc.message
+            await self._social.apply_group_event(record, None)
+            GROUP_WRITES.labels("refused").inc()
+            log.info("group_write_refused", group=envelope.group, seq=seq, code=exc.code,
+                     detail=exc.message)
+            return
+        record.body = _json.encode(event)
+        before = [] if state is None else [m.user for m in state.members]
+        recipients = sorted({*before, *change.added})
+        await self._messages.append([StoredMessage(seq, system_envelope(record), recipients)])
+        await self._social.apply_group_event(record, change)
+        self._cache.pop(envelope.group, None)
+        GROUP_WRITES.labels("applied").inc()
+        await self._nc.publish(GROUPS_CHANGED, envelope.group.encode())
+
+    async def on_receipt(self, receipt: ReceiptEnvelope) -> None:
+        """Move the group receipt markers: highest acknowledged seq, read marker."""
+        if receipt.status == "delivered":
+            highest: dict[str, int] = {}
+            for item in receipt.items:
+                group = group_of(item.conversation)
+                if group is not None:
+                    highest[group] = max(highest.get(group, 0), item.seq)
+            for group, seq in highest.items():
+                await self._social.advance_markers(group, receipt.by_user, seq, 0)
+        elif receipt.conversation is not None and receipt.seq is not None:
+            group = group_of(receipt.conversation)
+            if group is not None:
+                await self._social.advance_markers(group, receipt.by_user, 0, receipt.seq)

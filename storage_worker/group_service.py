@@ -1,0 +1,178 @@
+"""The storage worker's group RPC: writes, reads, and the router's membership questions.
+
+Writes are an RPC rather than an envelope a gateway publishes, so the caller gets a typed error
+for what it may not do: the worker decides the write against the current state (quick refusal
+of the common cases), publishes it as a ``GroupEnvelope`` on ``msgs.group`` and answers once the
+envelope is applied, with the outcome recorded under its seq. That outcome is decided again in
+stream order (``GroupApplier.apply``), so it is the one that counts: two concurrent writes on a
+group, whichever replica served them, cannot both pass a size limit or use rights one of them
+removed; the loser gets its typed error.
+"""
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from runtime.rpc import Handler
+from schemas.envelopes import encode_envelope, message_frame
+from schemas.errors import ErrorCode, ProtocolError
+from schemas.groups import (
+    AddMembers,
+    CreateGroup,
+    GroupEnvelope,
+    GroupEventOutcome,
+    GroupEventRequest,
+    GroupGet,
+    GroupInfo,
+    GroupList,
+    GroupMember,
+    GroupMembers,
+    GroupMembersAt,
+    GroupReceipts,
+    GroupReceiptsRequest,
+    GroupRoster,
+    GroupRosterRequest,
+    GroupWrite,
+    UserGroups,
+)
+from schemas.ids import group_conversation, group_of
+from schemas.subjects import MSG_GROUP, MSGS_STREAM
+from storage_worker.group_apply import system_envelope
+from storage_worker.group_rules import decide
+from storage_worker.store.base import MessageStore
+from storage_worker.store.social import GroupState, SocialStore
+
+WaitStored = Callable[[int], Awaitable[None]]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class GroupService:
+    """Handlers of the ``group_*`` storage operations."""
+
+    def __init__(self, social: SocialStore, messages: MessageStore, js: JetStreamContext,
+                 wait_stored: WaitStored, max_members: int) -> None:
+        self._social = social
+        self._messages = messages
+        self._js = js
+        self._wait_stored = wait_stored
+        self._max_members = max_members
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "group_write": self._write,
+            "group_get": self._get,
+            "user_groups": self._user_groups,
+            "group_roster": self._roster,
+            "group_members": self._members,
+            "group_event": self._event,
+            "group_receipts": self._receipts,
+        }
+
+    async def check_reader(self, user: str, conversation: str) -> None:
+        """Current and former members read a group's history (their inbox holds what they
+        received while members); others get ``not_member``."""
+        group = group_of(conversation)
+        state = None if group is None else await self._social.group(group)
+        if state is None or (state.role_of(user) is None and user not in state.former):
+            raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
+
+    async def _write(self, request: GroupWrite) -> GroupInfo:
+        envelope = GroupEnvelope(id=f"e{uuid.uuid4().hex}", app=request.app,
+                                 group=request.group, actor=request.actor, op=request.op,
+                                 ts=now_ms())
+        decide(await self._social.group(request.group), envelope, 0, self._max_members)
+        if isinstance(request.op, CreateGroup | AddMembers):
+            users = request.op.members if isinstance(request.op, CreateGroup) else request.op.users
+            await self._require_users(users)
+        seq = await self._publish(envelope)
+        await self._wait_stored(seq)
+        record = await self._social.group_event(seq)
+        if record is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the group write is not applied yet")
+        if record.code:
+            raise ProtocolError(ErrorCode(record.code), record.detail)
+        state = await self._social.group(request.group)
+        assert state is not None
+        return self._info(state)
+
+    async def _get(self, request: GroupGet) -> GroupInfo:
+        state = await self._social.group(request.group)
+        if state is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no group {request.group!r}")
+        if state.role_of(request.user) is None:
+            raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of group {request.group!r}")
+        return self._info(state)
+
+    async def _user_groups(self, request: UserGroups) -> GroupList:
+        return GroupList(groups=await self._social.user_groups(request.user))
+
+    async def _roster(self, request: GroupRosterRequest) -> GroupRoster:
+        state = await self._social.group(request.group)
+        if state is None:
+            return GroupRoster(exists=False)
+        return GroupRoster(exists=True, members={m.user: m.role for m in state.members},
+                           former=state.former)
+
+    async def _members(self, request: GroupMembersAt) -> GroupMembers:
+        await self._wait_stored(request.seq - 1)
+        return GroupMembers(members=await self._social.members_at(request.group, request.seq))
+
+    async def _event(self, request: GroupEventRequest) -> GroupEventOutcome:
+        await self._wait_stored(request.seq)
+        record = await self._social.group_event(request.seq)
+        if record is None:  # not a group write (or one that could not be decoded)
+            return GroupEventOutcome(applied=False, group="", code=ErrorCode.NOT_FOUND,
+                                     detail=f"no group write at {request.seq}")
+        if record.code:
+            return GroupEventOutcome(applied=False, group=record.group, code=record.code,
+                                     detail=record.detail)
+        before = await self._social.members_at(record.group, record.seq - 1)
+        after = await self._social.members_at(record.group, record.seq)
+        assert record.body is not None
+        return GroupEventOutcome(
+            applied=True, group=record.group, recipients=sorted({*before, *after}),
+            members=after,
+            message=message_frame(system_envelope(record), record.seq, record.body))
+
+    async def _receipts(self, request: GroupReceiptsRequest) -> GroupReceipts:
+        group = group_of(request.conversation)
+        if group is None:
+            raise ProtocolError(ErrorCode.INVALID,
+                                "receipt counters are kept for group conversations only")
+        await self._wait_stored(request.barrier)
+        receipts = await self._social.receipts(group, request.message_id)
+        if receipts is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {request.message_id!r} in "
+                                f"{request.conversation}")
+        if request.user not in await self._social.members_at(group, receipts.seq):
+            raise ProtocolError(ErrorCode.NOT_MEMBER,
+                                f"not a member of {request.conversation} at that message")
+        return receipts
+
+    async def _require_users(self, users: list[str]) -> None:
+        for user in dict.fromkeys(users):
+            exists, _ = await self._messages.user_devices(user)
+            if not exists:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no user {user!r}")
+
+    async def _publish(self, envelope: GroupEnvelope) -> int:
+        try:
+            ack = await self._js.publish(MSG_GROUP, encode_envelope(envelope), stream=MSGS_STREAM,
+                                         timeout=5.0, headers={"Nats-Msg-Id": envelope.id})
+        except NatsError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"group write not stored: {exc!r}") from None
+        return int(ack.seq)
+
+    def _info(self, state: GroupState) -> GroupInfo:
+        return GroupInfo(
+            id=state.id, conversation=group_conversation(state.id), created_at=state.created_at,
+            version=state.version, max_members=self._max_members, name=state.name,
+            owner=state.owner,
+            members=[GroupMember(user=m.user, role=m.role, joined_seq=m.joined_seq)
+                     for m in state.members])

@@ -1,0 +1,1098 @@
+"""``MessageStore`` on Apache Cassandra through cassandra-driver, for clustered deployments.
+
+Behaves like ``SqliteStore`` (the contract suite runs both). The tables and the reasoning
+behind them are in ``cassandra_schema`` and docs/cassandra.md; in short: seq-bucketed
+partitions, inbox rows that reference messages, a per-device cursor instead of deleting
+delivered rows, TTLs for retention, and deterministic keys so that every write can be
+replayed.
+
+Nothing blocks the event loop: reads go out with ``execute_async`` and ``_as_future`` hands
+their results back to the loop; writes are bound, batched and sent from a worker thread with
+the driver's ``execute_concurrent``, which chains them on the driver's I/O thread.
+"""
+
+import asyncio
+import heapq
+import math
+import ssl
+import time
+import uuid
+import zlib
+from collections import defaultdict
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import aclosing, asynccontextmanager
+from typing import Any, Final, NamedTuple, TypeVar
+
+from cassandra import ConsistencyLevel, ProtocolVersion
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.concurrent import execute_concurrent
+from cassandra.policies import (
+    ConstantReconnectionPolicy,
+    DCAwareRoundRobinPolicy,
+    TokenAwarePolicy,
+)
+from cassandra.query import (
+    UNSET_VALUE,
+    BatchStatement,
+    BatchType,
+    PreparedStatement,
+    SimpleStatement,
+    tuple_factory,
+)
+
+from runtime.config import StoreConfig, parse_contact_point, parse_replication
+from schemas.envelopes import MessageEnvelope, message_frame
+from schemas.errors import ErrorCode, ProtocolError
+from schemas.frames import AckItem, Destination, Sender
+from schemas.ids import direct_members
+from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
+from storage_worker.store.base import DeliverableMessage, RetentionPolicy, StoredMessage
+from storage_worker.store.cassandra_schema import (
+    APP_USER_SHARDS,
+    BOOTSTRAP,
+    BUCKET_SEQS,
+    MIGRATIONS,
+    Migration,
+)
+
+DAY_MS: Final = 86_400_000
+#: Cassandra 5.0 in its default storage compatibility mode rejects expiry after 2038-01-19.
+_EXPIRY_LIMIT_S: Final = 2**31 - 1 - 86_400
+_MAX_SEQ: Final = 2**63 - 1
+#: Requests in flight per store: enough to keep a node busy, few enough to not time out.
+_IN_FLIGHT: Final = 128
+#: Writes few enough to bind and send from the event loop itself.
+_INLINE_WRITES: Final = 8
+#: Bucket index rows written by this process are not rewritten for this long.
+_INDEXED_FOR_S: Final = 3600.0
+_INDEXED_MAX: Final = 200_000
+#: Rows per single-partition batch (and a soft byte budget): one mutation each.
+_BATCH_ROWS: Final = 100
+_BATCH_BYTES: Final = 512 * 1024
+#: Packs of small single-partition batches for one replica (see ``_Writes``).
+_PACK_PARTITIONS: Final = 10
+_PACK_BYTES: Final = 4096
+#: Seqs per ``IN`` list when fetching messages of one partition.
+_IN_LIMIT: Final = 100
+_BUCKET_PAGE: Final = 64
+_DDL_TIMEOUT_S: Final = 120.0
+_LOCK_TTL_S: Final = 120
+
+_Row = tuple[Any, ...]
+_T = TypeVar("_T")
+
+_MESSAGE_COLUMNS: Final = (
+    "seq, id, conversation, app, module, kind, sender_user, sender_device, sender_service, "
+    "to_kind, to_id, client_id, ts, expires_at, receipt, delivered_at, body, payload_devices, "
+    "recipients"
+)
+_INBOX_COLUMNS: Final = (
+    "seq, conversation, sender_user, sender_device, expires_at, shared, payload_devices"
+)
+
+#: Every statement the store runs, prepared once in ``open()`` with ``{ks}`` the keyspace
+#: (qualified names: Cassandra warns about prepared statements that rely on a session keyspace).
+_QUERIES: Final[dict[str, str]] = {
+    # registry
+    "user_get": "SELECT user FROM {ks}.users WHERE user = ?",
+    "user_insert": "INSERT INTO {ks}.users (user, app, created_at) VALUES (?, ?, ?) IF NOT EXISTS",
+    "device_get": "SELECT user, app, created_at, disabled, start_floor FROM {ks}.devices "
+                  "WHERE device = ?",
+    "device_insert": "INSERT INTO {ks}.devices "
+                     "(device, user, app, created_at, disabled, start_floor) "
+                     "VALUES (?, ?, ?, ?, false, ?) IF NOT EXISTS",
+    "device_by_user_put": "INSERT INTO {ks}.devices_by_user "
+                          "(user, device, app, created_at, disabled, start_floor) "
+                          "VALUES (?, ?, ?, ?, ?, ?)",
+    "app_user_put": "INSERT INTO {ks}.app_users (app, shard, user) VALUES (?, ?, ?)",
+    "app_users_get": "SELECT user FROM {ks}.app_users WHERE app = ? AND shard = ? AND user > ? "
+                     "LIMIT ?",
+    "devices_of_user": "SELECT device, app, created_at, disabled, start_floor "
+                       "FROM {ks}.devices_by_user WHERE user = ?",
+    "cursor_get": "SELECT floor FROM {ks}.device_cursors WHERE device = ?",
+    "cursor_put": "UPDATE {ks}.device_cursors USING TIMESTAMP ? SET floor = ? WHERE device = ?",
+    "acks_get": "SELECT seq FROM {ks}.device_acks WHERE device = ?",
+    "ack_put": "INSERT INTO {ks}.device_acks (device, seq) VALUES (?, ?) USING TTL ?",
+    "acks_drop": "DELETE FROM {ks}.device_acks WHERE device = ? AND seq <= ?",
+    # messages
+    "ids_get": "SELECT id, seq FROM {ks}.messages_by_id WHERE id IN ?",
+    "id_put": "INSERT INTO {ks}.messages_by_id (id, seq) VALUES (?, ?) USING TTL ?",
+    "message_put": "INSERT INTO {ks}.messages (conversation, bucket, seq, id, app, module, kind, "
+                   "sender_user, sender_device, sender_service, to_kind, to_id, body, "
+                   "payload_devices, client_id, ts, expires_at, receipt, recipients) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+    "payload_put": "INSERT INTO {ks}.payloads (seq, device, body) VALUES (?, ?, ?) USING TTL ?",
+    "payload_get": "SELECT body FROM {ks}.payloads WHERE seq = ? AND device = ?",
+    "conversation_bucket_put": "INSERT INTO {ks}.conversation_buckets (conversation, bucket) "
+                               "VALUES (?, ?) USING TTL ?",
+    "conversation_buckets_up": "SELECT bucket FROM {ks}.conversation_buckets "
+                               "WHERE conversation = ? AND bucket >= ? LIMIT ?",
+    "conversation_buckets_down": "SELECT bucket FROM {ks}.conversation_buckets "
+                                 "WHERE conversation = ? AND bucket <= ? "
+                                 "ORDER BY bucket DESC LIMIT ?",
+    "messages_up": f"SELECT {_MESSAGE_COLUMNS} FROM {{ks}}.messages WHERE conversation = ? "
+                   "AND bucket = ? AND seq > ? LIMIT ?",
+    "messages_down": f"SELECT {_MESSAGE_COLUMNS} FROM {{ks}}.messages WHERE conversation = ? "
+                     "AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+    "messages_get": f"SELECT {_MESSAGE_COLUMNS} FROM {{ks}}.messages WHERE conversation = ? "
+                    "AND bucket = ? AND seq IN ?",
+    "unread_up": "SELECT seq, id, recipients, sender_user FROM {ks}.messages "
+                 "WHERE conversation = ? AND bucket = ? AND seq > ? LIMIT ?",
+    "delivered_put": "UPDATE {ks}.messages USING TTL ? SET delivered_at = ? "
+                     "WHERE conversation = ? AND bucket = ? AND seq = ?",
+    # inbox
+    "inbox_put": "INSERT INTO {ks}.inbox (user, bucket, seq, conversation, sender_user, "
+                 "sender_device, expires_at, shared, payload_devices) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+    "inbox_up": f"SELECT {_INBOX_COLUMNS} FROM {{ks}}.inbox WHERE user = ? AND bucket = ? "
+                "AND seq > ? LIMIT ?",
+    "inbox_newest": "SELECT seq FROM {ks}.inbox WHERE user = ? AND bucket = ? "
+                    "ORDER BY seq DESC LIMIT 1",
+    "inbox_get": "SELECT seq, conversation, sender_user, TTL(conversation) FROM {ks}.inbox "
+                 "WHERE user = ? AND bucket = ? AND seq IN ?",
+    "inbox_bucket_put": "INSERT INTO {ks}.inbox_buckets (user, bucket) VALUES (?, ?) USING TTL ?",
+    "inbox_buckets_up": "SELECT bucket FROM {ks}.inbox_buckets WHERE user = ? AND bucket >= ? "
+                        "LIMIT ?",
+    "inbox_buckets_down": "SELECT bucket FROM {ks}.inbox_buckets WHERE user = ? AND bucket <= ? "
+                          "ORDER BY bucket DESC LIMIT ?",
+    "user_conversation_put": "INSERT INTO {ks}.user_conversations (user, conversation, last_seq) "
+                             "VALUES (?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "user_conversations_get": "SELECT conversation, last_seq FROM {ks}.user_conversations "
+                              "WHERE user = ?",
+    "read_marker_put": "INSERT INTO {ks}.read_markers (conversation, user, seq) VALUES (?, ?, ?) "
+                       "USING TIMESTAMP ?",
+    "read_marker_get": "SELECT seq FROM {ks}.read_markers WHERE conversation = ? AND user = ?",
+    "read_markers_get": "SELECT user, seq FROM {ks}.read_markers WHERE conversation = ?",
+    # retention
+    "purge_put": "INSERT INTO {ks}.purge_index (app, bucket, ts, seq, conversation, id, "
+                 "recipients, sender_device, shared, payload_devices) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+    "purge_bucket_put": "INSERT INTO {ks}.purge_buckets (shard, app, bucket) VALUES (0, ?, ?) "
+                        "USING TTL ?",
+    "purge_buckets_get": "SELECT app, bucket FROM {ks}.purge_buckets WHERE shard = 0",
+    "purge_bucket_drop": "DELETE FROM {ks}.purge_buckets "
+                         "WHERE shard = 0 AND app = ? AND bucket = ?",
+    "purge_first": "SELECT ts FROM {ks}.purge_index WHERE app = ? AND bucket = ? LIMIT 1",
+    "purge_older": "SELECT ts, seq, conversation, id, recipients FROM {ks}.purge_index "
+                   "WHERE app = ? AND bucket = ? AND ts < ?",
+    "purge_all": "SELECT ts, seq, conversation, id, recipients, sender_device, shared, "
+                 "payload_devices FROM {ks}.purge_index WHERE app = ? AND bucket = ?",
+    "purge_older_drop": "DELETE FROM {ks}.purge_index WHERE app = ? AND bucket = ? AND ts < ?",
+    "purge_row_drop": "DELETE FROM {ks}.purge_index WHERE app = ? AND bucket = ? AND ts = ? "
+                      "AND seq = ?",
+    "message_drop": "DELETE FROM {ks}.messages WHERE conversation = ? AND bucket = ? AND seq = ?",
+    "payloads_drop": "DELETE FROM {ks}.payloads WHERE seq = ?",
+    "inbox_drop": "DELETE FROM {ks}.inbox WHERE user = ? AND bucket = ? AND seq = ?",
+    "id_drop": "DELETE FROM {ks}.messages_by_id WHERE id = ?",
+}
+#: Compare-and-set statements: the driver must not retry them blindly.
+_LWT: Final = frozenset({"user_insert", "device_insert"})
+
+
+class _Message(NamedTuple):
+    """A row of ``_MESSAGE_COLUMNS``."""
+
+    seq: int
+    id: str | None  # None: a row left by a late status update after the message was purged
+    conversation: str
+    app: str
+    module: str
+    kind: Any
+    sender_user: str | None
+    sender_device: str | None
+    sender_service: str | None
+    to_kind: Any
+    to_id: str
+    client_id: str | None
+    ts: int
+    expires_at: int | None
+    receipt: bool | None
+    delivered_at: int | None
+    body: bytes | None
+    payload_devices: Any
+    recipients: Any
+
+
+class _Entry(NamedTuple):
+    """A row of ``_INBOX_COLUMNS``."""
+
+    seq: int
+    conversation: str
+    sender_user: str | None
+    sender_device: str | None
+    expires_at: int | None
+    shared: bool | None
+    payload_devices: Any
+
+
+def _bucket(seq: int) -> int:
+    return seq // BUCKET_SEQS
+
+
+def _opt(value: Any) -> Any:
+    """Leave a missing value unset: binding None would write a tombstone."""
+    return UNSET_VALUE if value is None or value == [] else value
+
+
+def _for_device(entry: _Entry, device: str, now: int) -> bool:
+    """The device should receive this inbox entry (not expired, not its own send, and a body
+    for it), as ``SqliteStore``'s ``_FOR_DEVICE``."""
+    return ((entry.expires_at is None or entry.expires_at > now)
+            and entry.sender_device != device
+            and bool(entry.shared or device in (entry.payload_devices or ())))
+
+
+def _visible(message: _Message, user: str) -> bool:
+    return message.id is not None and user in (message.recipients or ())
+
+
+def _envelope(row: _Message) -> MessageEnvelope:
+    """The envelope of a stored message, without bodies (they depend on the device)."""
+    return MessageEnvelope(
+        id=row.id or "", conversation=row.conversation, app=row.app, module=row.module,
+        kind=row.kind, sender=Sender(user=row.sender_user, device=row.sender_device,
+                                     service=row.sender_service),
+        to=Destination(kind=row.to_kind, id=row.to_id), client_id=row.client_id, ts=row.ts,
+        expires_at=row.expires_at, receipt=bool(row.receipt),
+    )
+
+
+def _status(row: _Message, user: str, others_read: int, now: int) -> str:
+    """Status of a message as the conversation sees it (as ``SqliteStore``)."""
+    if (row.sender_user == user and direct_members(row.conversation) is not None
+            and others_read >= row.seq):
+        return "read"
+    if row.delivered_at is not None:
+        return "delivered"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    return "sent"
+
+
+def _as_future(response: Any, loop: asyncio.AbstractEventLoop) -> "asyncio.Future[list[_Row]]":
+    """Bridge a driver ``ResponseFuture`` (callbacks on the driver's I/O thread) to an asyncio
+    future, fetching every page."""
+    future: asyncio.Future[list[_Row]] = loop.create_future()
+    rows: list[_Row] = []
+
+    def settle(result: list[_Row] | BaseException) -> None:
+        if future.done():  # the awaiting task was cancelled
+            return
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    def on_page(page: list[_Row] | None) -> None:
+        if page:
+            rows.extend(page)
+        if response.has_more_pages:
+            response.start_fetching_next_page()
+        else:
+            loop.call_soon_threadsafe(settle, rows)
+
+    def on_error(exc: BaseException) -> None:
+        loop.call_soon_threadsafe(settle, exc)
+
+    response.add_callbacks(on_page, on_error)
+    return future
+
+
+_Later = tuple[PreparedStatement, tuple[Any, ...]]
+
+
+class _Writes:
+    """Writes grouped by partition, bound and batched off the event loop.
+
+    The rows of one partition go out as single-partition unlogged batches (one mutation:
+    atomic per partition, and cheap). Small ones are then packed, up to ``_PACK_PARTITIONS``
+    partitions with the same primary replica, into one request: the Python driver's cost per
+    request is the limit of a storage worker, and packs stay under Cassandra's warnings for
+    unlogged batches (more than 10 partitions, more than 5 KiB).
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[Any, ...], list[_Later]] = defaultdict(list)
+
+    def add(self, partition: tuple[Any, ...], statement: _Later) -> None:
+        self.groups[partition].append(statement)
+
+    def batches(self, replica: Callable[[Any], Any]) -> list[Any]:
+        out: list[Any] = []
+        packs: dict[Any, list[tuple[list[Any], int]]] = defaultdict(list)
+        for group in self.groups.values():
+            for chunk, size in _chunked(group):
+                if size <= _PACK_BYTES:
+                    packs[replica(chunk[0])].append((chunk, size))
+                else:
+                    out.append(_batch(chunk))
+        for pending in packs.values():
+            statements: list[Any] = []
+            budget = partitions = 0
+            for chunk, size in pending:
+                if partitions == _PACK_PARTITIONS or budget + size > _PACK_BYTES:
+                    out.append(_batch(statements))
+                    statements, budget, partitions = [], 0, 0
+                statements.extend(chunk)
+                budget += size
+                partitions += 1
+            out.append(_batch(statements))
+        return out
+
+
+def _chunked(group: list[_Later]) -> Iterator[tuple[list[Any], int]]:
+    """Bound statements of one partition in chunks of at most ``_BATCH_ROWS`` rows and
+    about ``_BATCH_BYTES``, with their estimated sizes."""
+    chunk: list[Any] = []
+    budget = 0
+    for prepared, params in group:
+        size = _size(params)
+        if chunk and (len(chunk) == _BATCH_ROWS or budget + size > _BATCH_BYTES):
+            yield chunk, budget
+            chunk, budget = [], 0
+        chunk.append(prepared.bind(params))
+        budget += size
+    yield chunk, budget
+
+
+def _size(params: tuple[Any, ...]) -> int:
+    """Size of a row in a mutation as Cassandra counts batch sizes, from above: the values
+    plus timestamp, TTL and expiry of each cell."""
+    size = 16
+    for value in params:
+        size += 24
+        if isinstance(value, str | bytes):
+            size += len(value)
+        elif isinstance(value, list):
+            size += sum(len(item) for item in value)
+        else:
+            size += 8
+    return size
+
+
+def _batch(statements: list[Any]) -> Any:
+    if len(statements) == 1:
+        return statements[0]
+    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+    for statement in statements:
+        batch.add(statement)
+    batch.is_idempotent = True
+    return batch
+
+
+class CassandraStore:
+    """``MessageStore`` on a Cassandra cluster.
+
+    ``retention`` sets the TTL of new rows (keep N days per app). The worker's ``purge``
+    passes its policy too, and the store adopts it, so rows get TTLs even when the store was
+    created without one; ``purge`` still removes whatever TTLs did not (older rows, a policy
+    that shortened).
+    """
+
+    def __init__(self, config: StoreConfig, retention: RetentionPolicy | None = None) -> None:
+        self._config = config
+        self._retention = retention
+        self._cluster: Cluster | None = None
+        self._session: Session | None = None
+        self._queries: dict[str, PreparedStatement] = {}
+        self._slots = asyncio.Semaphore(_IN_FLIGHT)
+        self._indexed: dict[tuple[str, Any, Any], None] = {}
+        self._indexed_since = time.monotonic()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        config = self._config
+        points = [parse_contact_point(point) for point in config.cassandra_contact_points]
+        level = config.cassandra_consistency
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(
+                local_dc=config.cassandra_local_dc)),
+            consistency_level=ConsistencyLevel.name_to_value[level],
+            serial_consistency_level=(ConsistencyLevel.LOCAL_SERIAL if level.startswith("LOCAL")
+                                      else ConsistencyLevel.SERIAL),
+            request_timeout=config.cassandra_request_timeout_s,
+            row_factory=tuple_factory,
+        )
+        auth = (PlainTextAuthProvider(config.cassandra_username, config.cassandra_password)
+                if config.cassandra_username else None)
+        self._cluster = Cluster(
+            contact_points=points,
+            port=points[0][1],
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            protocol_version=ProtocolVersion.V5,  # Cassandra 4.0+; per-statement keyspaces
+            auth_provider=auth,
+            ssl_context=_tls_context(config),
+            # A node that comes back is used again within a second (the default backs off
+            # exponentially to minutes).
+            reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
+            connect_timeout=config.cassandra_request_timeout_s,
+            control_connection_timeout=config.cassandra_request_timeout_s,
+        )
+        try:
+            self._session = await asyncio.to_thread(self._cluster.connect)
+            await self._migrate()
+            await self._prepare()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        cluster, self._cluster, self._session = self._cluster, None, None
+        if cluster is not None:
+            await asyncio.to_thread(cluster.shutdown)
+
+    @property
+    def keyspace(self) -> str:
+        return self._config.cassandra_keyspace
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("store is not open")
+        return self._session
+
+    async def _migrate(self) -> None:
+        """Create the keyspace (if configured to), apply pending migrations under a lease, and
+        wait until every node has the new schema."""
+        keyspace = self._config.cassandra_keyspace
+        if self._config.cassandra_create_keyspace:
+            options = parse_replication(self._config.cassandra_replication)
+            replication = ", ".join(f"'{key}': '{value}'" for key, value in options.items())
+            await self._cql(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} "
+                            f"WITH replication = {{{replication}}}", in_keyspace=False)
+        for statement in BOOTSTRAP:
+            await self._cql(statement)
+        if await self._pending_migrations():
+            async with self._migration_lease():
+                for migration in await self._pending_migrations():
+                    for statement in migration.statements:
+                        await self._cql(statement)
+                    await self._cql(
+                        "INSERT INTO schema_migrations (version, name, applied_at) "
+                        "VALUES (%s, %s, toTimestamp(now()))", (migration.version, migration.name))
+        assert self._cluster is not None
+        agreed = await asyncio.to_thread(
+            self._cluster.control_connection.wait_for_schema_agreement)
+        if not agreed:
+            raise RuntimeError("Cassandra nodes do not agree on the schema; retry later")
+
+    async def _pending_migrations(self) -> list[Migration]:
+        rows = await self._cql("SELECT version FROM schema_migrations")
+        applied = {row[0] for row in rows}
+        return [migration for migration in MIGRATIONS if migration.version not in applied]
+
+    @asynccontextmanager
+    async def _migration_lease(self) -> AsyncIterator[None]:
+        """One worker migrates at a time (concurrent DDL on one table can diverge before
+        Cassandra 5.1): a row claimed by LWT, with a TTL in case its holder dies."""
+        owner = uuid.uuid4()
+        claim = (f"INSERT INTO schema_migrations (version, owner) VALUES (0, %s) "
+                 f"IF NOT EXISTS USING TTL {_LOCK_TTL_S}")
+        deadline = time.monotonic() + _LOCK_TTL_S * 2
+        while not (await self._cql(claim, (owner,)))[0][0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("another worker holds the schema migration lease")
+            await asyncio.sleep(1.0)
+        try:
+            yield
+        finally:
+            await self._cql("DELETE FROM schema_migrations WHERE version = 0 IF owner = %s",
+                            (owner,))
+
+    async def _prepare(self) -> None:
+        names = list(_QUERIES)
+        prepared = await asyncio.gather(
+            *(asyncio.to_thread(self.session.prepare,
+                                _QUERIES[name].format(ks=self._config.cassandra_keyspace))
+              for name in names))
+        for name, statement in zip(names, prepared, strict=True):
+            statement.is_idempotent = name not in _LWT
+            self._queries[name] = statement
+
+    # ------------------------------------------------------------------ execution
+
+    async def _execute(self, statement: Any, params: Any = None,
+                       request_timeout_s: float | None = None) -> list[_Row]:
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            kwargs = {} if request_timeout_s is None else {"timeout": request_timeout_s}
+            return await _as_future(self.session.execute_async(statement, params, **kwargs),
+                                    loop)
+
+    async def _cql(self, query: str, params: Any = None, *, in_keyspace: bool = True) -> list[_Row]:
+        """Run a schema or one-off statement (not prepared), by default in the keyspace."""
+        keyspace = self._config.cassandra_keyspace if in_keyspace else None
+        statement = SimpleStatement(query, keyspace=keyspace)
+        return await self._execute(statement, params, request_timeout_s=_DDL_TIMEOUT_S)
+
+    async def _run(self, name: str, *params: Any) -> list[_Row]:
+        return await self._execute(self._queries[name], params)
+
+    def _bind(self, name: str, *params: Any) -> Any:
+        return self._queries[name].bind(params)
+
+    def _later(self, name: str, *params: Any) -> _Later:
+        """A statement for ``_Writes``, which binds it off the event loop."""
+        return self._queries[name], params
+
+    async def _write(self, writes: _Writes) -> None:
+        """Bind, batch and send writes from a worker thread, with bounded concurrency: the
+        driver chains the requests on its I/O thread (``execute_concurrent``), so the event
+        loop does none of the per-request work. A handful of writes (a receipt) go out from
+        the loop directly: handing them to a thread would cost more than it saves."""
+        if sum(len(group) for group in writes.groups.values()) <= _INLINE_WRITES:
+            await asyncio.gather(*(self._execute(batch)
+                                   for batch in writes.batches(self._replica)))
+        else:
+            await asyncio.to_thread(self._send, writes)
+
+    def _send(self, writes: _Writes) -> None:
+        batches = writes.batches(self._replica)
+        execute_concurrent(self.session, [(batch, None) for batch in batches],
+                           concurrency=_IN_FLIGHT, raise_on_first_error=True)
+
+    def _replica(self, statement: Any) -> Any:
+        """The primary replica of a bound statement's partition (None if not known)."""
+        key = statement.routing_key
+        if key is None or self._cluster is None:  # a partition key given as a literal
+            return None
+        replicas = self._cluster.metadata.get_replicas(self._config.cassandra_keyspace, key)
+        return replicas[0] if replicas else None
+
+    # ------------------------------------------------------------------ retention helpers
+
+    def _ttl(self, app: str, ts: int, wall_ms: int) -> int:
+        """Seconds a message's rows live: until ``ts`` + the app's retention (0: no TTL)."""
+        if self._retention is None:
+            return 0
+        expires_ms = ts + self._retention.days_for(app) * DAY_MS
+        return max(1, min(math.ceil((expires_ms - wall_ms) / 1000),
+                          _EXPIRY_LIMIT_S - wall_ms // 1000))
+
+    def _index_ttl(self, wall_ms: int) -> int:
+        """TTL of index rows (buckets, conversation lists, acks): the longest retention plus a
+        day, so that an index never expires before the rows it leads to."""
+        if self._retention is None:
+            return 0
+        days = max([self._retention.default_days, *self._retention.days.values()]) + 1
+        return min(days * 86_400, _EXPIRY_LIMIT_S - wall_ms // 1000)
+
+    # ------------------------------------------------------------------ registry
+
+    async def register_device(self, user: str, device: str, app: str, now: int) -> DeviceInfo:
+        known_user, rows = await asyncio.gather(self._run("user_get", user),
+                                                self._run("device_get", device))
+        if rows and rows[0][0] != user:
+            raise _conflict(device)
+        if not known_user:
+            await self._run("user_insert", user, app, now)
+        if not rows:
+            start = await self._newest_inbox_seq(user)
+            applied = (await self._run("device_insert", device, user, app, now, start))[0][0]
+            # Lost a race with another registration of the device: read the winner.
+            rows = ([(user, app, now, False, start)] if applied
+                    else await self._serial_device(device))
+            if rows[0][0] != user:
+                raise _conflict(device)
+        _owner, device_app, created_at, disabled, start = rows[0]
+        await asyncio.gather(
+            self._run("device_by_user_put", user, device, device_app, created_at,
+                      bool(disabled), start),
+            self._run("app_user_put", device_app, _app_shard(user), user))
+        return DeviceInfo(user=user, device=device, app=device_app, created_at=created_at,
+                          disabled=bool(disabled))
+
+    async def _serial_device(self, device: str) -> list[_Row]:
+        statement = self._bind("device_get", device)
+        statement.consistency_level = (ConsistencyLevel.LOCAL_SERIAL
+                                       if self._config.cassandra_consistency.startswith("LOCAL")
+                                       else ConsistencyLevel.SERIAL)
+        return await self._execute(statement)
+
+    async def user_devices(self, user: str) -> tuple[bool, list[DeviceInfo]]:
+        exists, rows = await asyncio.gather(self._run("user_get", user),
+                                            self._run("devices_of_user", user))
+        devices = [DeviceInfo(user=user, device=device, app=app, created_at=created_at,
+                              disabled=bool(disabled))
+                   for device, app, created_at, disabled, _start in rows]
+        return bool(exists), devices
+
+    async def app_users(self, app: str, after: str, limit: int) -> list[str]:
+        """Users of ``app`` after ``after`` in id order (``AppUserListing``): a merge of
+        the app's shards, each read a chunk at a time."""
+        chunk = max(16, limit // APP_USER_SHARDS + 1)
+        pages = list(await asyncio.gather(*(self._run("app_users_get", app, shard, after, chunk)
+                                            for shard in range(APP_USER_SHARDS))))
+        heads = [(rows[0][0], shard, 0) for shard, rows in enumerate(pages) if rows]
+        heapq.heapify(heads)
+        users: list[str] = []
+        while heads and len(users) < limit:
+            user, shard, index = heapq.heappop(heads)
+            users.append(user)
+            if index + 1 < len(pages[shard]):
+                heapq.heappush(heads, (pages[shard][index + 1][0], shard, index + 1))
+            elif len(pages[shard]) == chunk:
+                pages[shard] = await self._run("app_users_get", app, shard, user, chunk)
+                if pages[shard]:
+                    heapq.heappush(heads, (pages[shard][0][0], shard, 0))
+        return users
+
+    async def device_owner(self, device: str) -> str | None:
+        rows = await self._run("device_get", device)
+        return str(rows[0][0]) if rows else None
+
+    async def _device_state(self, device: str) -> tuple[int, set[int]] | None:
+        """The device's cursor and its acknowledgements above it; None for no such device."""
+        device_rows, cursor_rows, ack_rows = await asyncio.gather(
+            self._run("device_get", device), self._run("cursor_get", device),
+            self._run("acks_get", device))
+        if not device_rows:
+            return None
+        floor = max(device_rows[0][4] or 0, cursor_rows[0][0] if cursor_rows else 0)
+        return floor, {seq for (seq,) in ack_rows if seq > floor}
+
+    # ------------------------------------------------------------------ writes
+
+    async def append(self, messages: Sequence[StoredMessage]) -> None:
+        unique: dict[str, StoredMessage] = {}
+        for stored in messages:
+            unique.setdefault(stored.envelope.id, stored)
+        pages = await asyncio.gather(*(self._run("ids_get", chunk)
+                                       for chunk in _chunks(list(unique), _IN_LIMIT)))
+        known = {key: seq for page in pages for key, seq in page}
+        # Same id at the same seq: a replay, write it all again (completes a partial write).
+        fresh = [stored for key, stored in unique.items()
+                 if known.get(key, stored.seq) == stored.seq]
+        if not fresh:
+            return
+        wall_ms = int(time.time() * 1000)
+        index_ttl = self._index_ttl(wall_ms)
+        first, second = _Writes(), _Writes()  # second: inbox rows, after what they point to
+        index: set[tuple[str, Any, Any]] = set()
+        last_seqs: dict[tuple[str, str], int] = {}
+        for stored in fresh:
+            env, seq, bucket = stored.envelope, stored.seq, _bucket(stored.seq)
+            ttl = self._ttl(env.app, env.ts, wall_ms)
+            shared = env.body is not None
+            devices = sorted(env.payloads or ()) if not shared else []
+            recipients = sorted(stored.recipients)
+            first.add(("messages", env.conversation, bucket), self._later(
+                "message_put", env.conversation, bucket, seq, env.id, env.app, env.module,
+                env.kind, _opt(env.sender.user), _opt(env.sender.device),
+                _opt(env.sender.service), env.to.kind, env.to.id, _opt(env.body),
+                _opt(devices), _opt(env.client_id), env.ts, _opt(env.expires_at), env.receipt,
+                _opt(recipients), ttl))
+            if not shared:
+                for device, body in (env.payloads or {}).items():
+                    first.add(("payloads", seq),
+                              self._later("payload_put", seq, device, body, ttl))
+            first.add(("messages_by_id", env.id), self._later("id_put", env.id, seq, ttl))
+            first.add(("purge_index", env.app, bucket), self._later(
+                "purge_put", env.app, bucket, env.ts, seq, env.conversation, env.id,
+                _opt(recipients), _opt(env.sender.device), shared, _opt(devices), ttl))
+            index.add(("conversation_bucket_put", env.conversation, bucket))
+            index.add(("purge_bucket_put", env.app, bucket))
+            for user in recipients:
+                index.add(("inbox_bucket_put", user, bucket))
+                second.add(("inbox", user, bucket), self._later(
+                    "inbox_put", user, bucket, seq, env.conversation, _opt(env.sender.user),
+                    _opt(env.sender.device), _opt(env.expires_at), shared, _opt(devices), ttl))
+                key = (user, env.conversation)
+                last_seqs[key] = max(seq, last_seqs.get(key, 0))
+        index -= self._indexed.keys()
+        for name, *partition in index:  # bucket indexes before the rows they lead to
+            first.add((name, *partition), self._later(name, *partition, index_ttl))
+        for (user, conversation), seq in last_seqs.items():
+            # USING TIMESTAMP seq: the highest seq wins, whatever order batches land in.
+            second.add(("user_conversations", user), self._later(
+                "user_conversation_put", user, conversation, seq, index_ttl, seq))
+        await self._write(first)
+        self._remember_indexed(index)
+        await self._write(second)
+
+    def _remember_indexed(self, written: set[tuple[str, Any, Any]]) -> None:
+        """Bucket index rows just written need no rewrite for a while (their TTL is a day
+        longer than any row they lead to); forget them all now and then to refresh TTLs and
+        bound memory."""
+        now = time.monotonic()
+        if len(self._indexed) > _INDEXED_MAX or now > self._indexed_since + _INDEXED_FOR_S:
+            self._indexed.clear()
+            self._indexed_since = now
+        self._indexed.update(dict.fromkeys(written))
+
+    async def record_acks(self, user: str, device: str, items: Sequence[AckItem], now: int) -> None:
+        # Only entries of this user's inbox in the named conversation count: an ack cannot
+        # touch another conversation's message or move the cursor past what exists.
+        claimed = {(item.seq, item.conversation) for item in items}
+        state, rows = await asyncio.gather(
+            self._device_state(device),
+            self._inbox_entries(user, sorted({seq for seq, _ in claimed})))
+        entries = [row for row in rows if (row[0], row[1]) in claimed]
+        writes = _Writes()
+        for seq, conversation, sender, ttl in entries:
+            if sender != user:
+                writes.add(("messages", conversation, _bucket(seq)), self._later(
+                    "delivered_put", ttl or 0, now, conversation, _bucket(seq), seq))
+        if state is not None:
+            floor, stored_acks = state
+            fresh = {seq for seq, *_ in entries if seq > floor and seq not in stored_acks}
+            new_floor = await self._contiguous_floor(user, device, floor,
+                                                     stored_acks | fresh, now)
+            if new_floor > floor:
+                # USING TIMESTAMP floor: the cursor only moves forward, whatever the order.
+                writes.add(("device_cursors", device),
+                           self._later("cursor_put", new_floor, new_floor, device))
+            ack_ttl = self._index_ttl(int(time.time() * 1000))
+            for seq in sorted(fresh):
+                if seq > new_floor:
+                    writes.add(("device_acks", device),
+                               self._later("ack_put", device, seq, ack_ttl))
+            if any(seq <= new_floor for seq in stored_acks):
+                writes.add(("device_acks", device, "drop"),
+                           self._later("acks_drop", device, new_floor))
+        await self._write(writes)
+
+    async def _inbox_entries(self, user: str, seqs: Sequence[int]) -> list[_Row]:
+        """(seq, conversation, sender_user, ttl) of the user's inbox entries among ``seqs``."""
+        by_bucket: dict[int, list[int]] = defaultdict(list)
+        for seq in seqs:
+            by_bucket[_bucket(seq)].append(seq)
+        pages = await asyncio.gather(*(
+            self._run("inbox_get", user, bucket, chunk)
+            for bucket, bucket_seqs in by_bucket.items()
+            for chunk in _chunks(bucket_seqs, _IN_LIMIT)))
+        return [row for page in pages for row in page]
+
+    async def _contiguous_floor(self, user: str, device: str, floor: int, acked: set[int],
+                                now: int) -> int:
+        """The end of the run of inbox entries after ``floor`` that the device acknowledged or
+        does not get. Only stored entries count: an ack for a seq the worker has not written
+        yet stays in ``device_acks`` until the cursor reaches it."""
+        page = min(1000, len(acked) + 16)
+        async with aclosing(self._inbox_after(user, floor, page)) as pages:
+            async for entries in pages:
+                for entry in entries:
+                    if entry.seq not in acked and _for_device(entry, device, now):
+                        return floor
+                    floor = entry.seq
+        return floor
+
+    async def mark_read(self, user: str, conversation: str, seq: int) -> None:
+        # USING TIMESTAMP seq: a lower marker written later loses.
+        await self._run("read_marker_put", conversation, user, seq, seq)
+
+    # ------------------------------------------------------------------ reads
+
+    async def _buckets(self, name: str, key: str, start: int,
+                       descending: bool = False) -> AsyncGenerator[int, None]:
+        """Bucket ids of a partition family from ``start`` on, in order."""
+        while True:
+            rows = await self._run(name, key, start, _BUCKET_PAGE)
+            for (bucket,) in rows:
+                yield bucket
+            if len(rows) < _BUCKET_PAGE:
+                return
+            start = rows[-1][0] + (-1 if descending else 1)
+
+    async def _inbox_after(self, user: str, after: int,
+                           page: int) -> AsyncGenerator[list[_Entry], None]:
+        """The user's inbox entries with seq > ``after``, oldest first, a page at a time."""
+        async with aclosing(self._buckets("inbox_buckets_up", user, _bucket(after + 1))) as ids:
+            async for bucket in ids:
+                bound = after
+                while True:
+                    rows = await self._run("inbox_up", user, bucket, bound, page)
+                    if rows:
+                        yield [_Entry(*row) for row in rows]
+                    if len(rows) < page:
+                        break
+                    bound = rows[-1][0]
+
+    async def _newest_inbox_seq(self, user: str) -> int:
+        async with aclosing(self._buckets("inbox_buckets_down", user, _MAX_SEQ,
+                                          descending=True)) as ids:
+            async for bucket in ids:
+                rows = await self._run("inbox_newest", user, bucket)
+                if rows:
+                    return int(rows[0][0])
+        return 0
+
+    async def _conversation_pages(self, conversation: str, before: int | None,
+                                  after: int | None,
+                                  page: int) -> AsyncGenerator[list[_Message], None]:
+        """Messages of a conversation above ``after`` (oldest first) or else below ``before``
+        (newest first), a page at a time."""
+        descending = after is None
+        if after is not None:
+            bound, start, name, buckets = after, _bucket(after + 1), "messages_up", "up"
+        else:
+            bound = _MAX_SEQ if before is None else before
+            start, name, buckets = _bucket(bound - 1), "messages_down", "down"
+        async with aclosing(self._buckets(f"conversation_buckets_{buckets}", conversation,
+                                          start, descending)) as ids:
+            async for bucket in ids:
+                edge = bound
+                while True:
+                    rows = await self._run(name, conversation, bucket, edge, page)
+                    if rows:
+                        yield [_Message(*row) for row in rows]
+                    if len(rows) < page:
+                        break
+                    edge = rows[-1][0]
+
+    async def _messages(self, keys: Iterable[tuple[str, int]]) -> dict[int, _Message]:
+        """Stored messages by seq, for (conversation, seq) keys."""
+        by_partition: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for conversation, seq in keys:
+            by_partition[(conversation, _bucket(seq))].append(seq)
+        pages = await asyncio.gather(*(
+            self._run("messages_get", conversation, bucket, chunk)
+            for (conversation, bucket), seqs in by_partition.items()
+            for chunk in _chunks(seqs, _IN_LIMIT)))
+        found = (_Message(*row) for page in pages for row in page)
+        return {message.seq: message for message in found if message.id is not None}
+
+    async def _bodies(self, messages: Sequence[_Message], device: str) -> list[bytes | None]:
+        """Each message's body for ``device``: the shared one, else its own payload."""
+        async def body(message: _Message) -> bytes | None:
+            if message.body is not None:
+                return message.body
+            rows = await self._run("payload_get", message.seq, device)
+            return rows[0][0] if rows else None
+
+        return list(await asyncio.gather(*(body(message) for message in messages)))
+
+    async def backlog(
+        self, user: str, device: str, after: int, limit: int, now: int
+    ) -> tuple[list[DeliverableMessage], int]:
+        state = await self._device_state(device)
+        if state is None:  # as SqliteStore: an unknown device has no backlog
+            return [], max(after, await self._newest_inbox_seq(user))
+        floor, acked = state
+        found: list[DeliverableMessage] = []
+        newest: int | None = None
+        async with aclosing(self._inbox_after(user, max(after, floor), limit)) as pages:
+            async for entries in pages:
+                newest = entries[-1].seq
+                wanted = [entry for entry in entries
+                          if entry.seq not in acked and _for_device(entry, device, now)]
+                stored = await self._messages((entry.conversation, entry.seq)
+                                              for entry in wanted)
+                rows = [stored[entry.seq] for entry in wanted if entry.seq in stored]
+                for row, body in zip(rows, await self._bodies(rows, device), strict=True):
+                    if body is None:
+                        continue
+                    found.append(DeliverableMessage(seq=row.seq, envelope=_envelope(row),
+                                                    body=body))
+                    if len(found) == limit:
+                        return found, row.seq
+        if newest is None:
+            newest = await self._newest_inbox_seq(user)
+        return found, max(after, newest)
+
+    async def history(
+        self,
+        user: str,
+        device: str,
+        conversation: str,
+        before: int | None,
+        after: int | None,
+        limit: int,
+        now: int,
+    ) -> list[HistoryItem]:
+        rows = await self._view(user, device, conversation, before, after, limit)
+        rows.sort(key=lambda row: row.seq)
+        bodies, others_read = await asyncio.gather(self._bodies(rows, device),
+                                                   self._others_read(user, conversation))
+        return [
+            HistoryItem(message=message_frame(_envelope(row), row.seq, body),
+                        status=_status(row, user, others_read, now))
+            for row, body in zip(rows, bodies, strict=True) if body is not None
+        ]
+
+    async def _view(self, user: str, device: str | None, conversation: str, before: int | None,
+                    after: int | None, limit: int) -> list[_Message]:
+        """Up to ``limit`` messages of the user's view of a conversation, in walk order; with
+        ``device``, only those that carry a body for it."""
+        rows: list[_Message] = []
+        async with aclosing(self._conversation_pages(conversation, before, after,
+                                                     max(limit, 16))) as pages:
+            async for page in pages:
+                for row in page:
+                    if not _visible(row, user):
+                        continue
+                    if (device is not None and row.body is None
+                            and device not in (row.payload_devices or ())):
+                        continue
+                    rows.append(row)
+                    if len(rows) == limit:
+                        return rows
+        return rows
+
+    async def _others_read(self, user: str, conversation: str) -> int:
+        """The highest read marker of the conversation's other members."""
+        rows = await self._run("read_markers_get", conversation)
+        return max((seq for member, seq in rows if member != user), default=0)
+
+    async def conversations(
+        self, user: str, device: str, limit: int
+    ) -> list[ConversationSummary]:
+        # Stored last_seq is an upper bound (purge may have removed the newest messages):
+        # summarize candidates newest first until the limit-th real last_seq beats the
+        # bound of every candidate left.
+        candidates = sorted(await self._run("user_conversations_get", user),
+                            key=lambda row: -int(row[1]))
+        summaries: list[ConversationSummary] = []
+        chunk = max(1, min(limit, 32))
+        for start in range(0, len(candidates), chunk):
+            if len(summaries) >= limit:
+                ranked = sorted((s.last_seq for s in summaries), reverse=True)
+                if ranked[limit - 1] >= candidates[start][1]:
+                    break
+            found = await asyncio.gather(*(
+                self._summary(user, device, conversation)
+                for conversation, _ in candidates[start:start + chunk]))
+            summaries.extend(summary for summary in found if summary is not None)
+        summaries.sort(key=lambda summary: -summary.last_seq)
+        return summaries[:limit]
+
+    async def _summary(self, user: str, device: str,
+                       conversation: str) -> ConversationSummary | None:
+        newest = await self._view(user, None, conversation, None, None, 1)
+        if not newest:
+            return None
+        marker = await self._run("read_marker_get", conversation, user)
+        read_seq = int(marker[0][0]) if marker else 0
+        unread, last = await asyncio.gather(
+            self._count_unread(user, conversation, read_seq),
+            self.history(user, device, conversation, None, None, 1, 0))
+        return ConversationSummary(conversation=conversation, last_seq=newest[0].seq,
+                                   unread=unread, read_seq=read_seq,
+                                   last_message=last[0].message if last else None)
+
+    async def _count_unread(self, user: str, conversation: str, read_seq: int) -> int:
+        """Messages after the read marker from anyone but the user: counted over the
+        conversation's bounded partitions (a counter could not be replayed idempotently)."""
+        count = 0
+        async with aclosing(self._buckets("conversation_buckets_up", conversation,
+                                          _bucket(read_seq + 1))) as ids:
+            async for bucket in ids:
+                bound = read_seq
+                while True:
+                    rows = await self._run("unread_up", conversation, bucket, bound, 5000)
+                    count += sum(1 for _seq, key, recipients, sender in rows
+                                 if key is not None and user in (recipients or ())
+                                 and sender != user)
+                    if len(rows) < 5000:
+                        break
+                    bound = rows[-1][0]
+        return count
+
+    # ------------------------------------------------------------------ retention
+
+    async def purge(self, policy: RetentionPolicy, now: int) -> int:
+        if policy != self._retention:
+            self._retention = policy
+            self._indexed.clear()  # rewrite index rows with the new policy's TTL
+        buckets: dict[str, list[int]] = defaultdict(list)
+        for app, bucket in await self._run("purge_buckets_get"):
+            buckets[app].append(bucket)
+        removed = 0
+        for app, app_buckets in buckets.items():
+            removed += await self._purge_older(app, app_buckets,
+                                               now - policy.days_for(app) * DAY_MS)
+            if app in policy.ephemeral_apps:
+                removed += await self._purge_delivered(app, app_buckets)
+        return removed
+
+    async def _purge_older(self, app: str, buckets: list[int], cutoff: int) -> int:
+        """Remove the app's messages older than ``cutoff``, oldest bucket first; rows of a
+        bucket are ordered by ts, so one range read and one range tombstone per bucket."""
+        removed = 0
+        for position, bucket in enumerate(buckets):
+            first = await self._run("purge_first", app, bucket)
+            if not first:
+                if position < len(buckets) - 1:  # the newest bucket may still grow
+                    await self._run("purge_bucket_drop", app, bucket)
+                continue
+            if first[0][0] >= cutoff:
+                break  # later buckets hold later messages
+            rows = await self._run("purge_older", app, bucket, cutoff)
+            await self._delete_messages([(seq, conversation, key, recipients)
+                                         for _ts, seq, conversation, key, recipients in rows])
+            await self._run("purge_older_drop", app, bucket, cutoff)
+            removed += len(rows)
+        return removed
+
+    async def _purge_delivered(self, app: str, buckets: list[int]) -> int:
+        """Remove the app's messages that every device of every recipient has (acknowledged,
+        or its cursor is past them, or it does not get them)."""
+        states: dict[str, list[tuple[str, int, set[int]]]] = {}
+        removed = 0
+        for bucket in buckets:
+            doomed = []
+            for ts, seq, conversation, key, recipients, sender_device, shared, devices in (
+                    await self._run("purge_all", app, bucket)):
+                for user in recipients or ():
+                    if user not in states:
+                        states[user] = await self._user_device_states(user)
+                pending = any(
+                    floor < seq and seq not in acked and name != sender_device
+                    and (shared or name in (devices or ()))
+                    for user in recipients or () for name, floor, acked in states[user])
+                if not pending:
+                    doomed.append((ts, seq, conversation, key, recipients))
+            await self._delete_messages([row[1:] for row in doomed])
+            writes = _Writes()
+            for ts, seq, *_ in doomed:
+                writes.add(("purge_index", app, bucket),
+                           self._later("purge_row_drop", app, bucket, ts, seq))
+            await self._write(writes)
+            removed += len(doomed)
+        return removed
+
+    async def _user_device_states(self, user: str) -> list[tuple[str, int, set[int]]]:
+        devices = await self._run("devices_of_user", user)
+        states = await asyncio.gather(*(self._device_state(row[0]) for row in devices))
+        return [(row[0], *state) for row, state in zip(devices, states, strict=True)
+                if state is not None]
+
+    async def _delete_messages(self, rows: Sequence[tuple[int, str, str, Any]]) -> None:
+        """Delete messages given as (seq, conversation, id, recipients), with their payloads,
+        inbox entries and id."""
+        writes = _Writes()
+        for seq, conversation, key, recipients in rows:
+            bucket = _bucket(seq)
+            for user in recipients or ():
+                writes.add(("inbox", user, bucket), self._later("inbox_drop", user, bucket, seq))
+            writes.add(("messages", conversation, bucket),
+                       self._later("message_drop", conversation, bucket, seq))
+            writes.add(("payloads", seq), self._later("payloads_drop", seq))
+            writes.add(("messages_by_id", key), self._later("id_drop", key))
+        await self._write(writes)
+
+
+def _app_shard(user: str) -> int:
+    return zlib.crc32(user.encode()) % APP_USER_SHARDS
+
+
+def _conflict(device: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.CONFLICT, f"device {device!r} belongs to another user")
+
+
+def _chunks(items: Sequence[_T], size: int) -> list[list[_T]]:
+    return [list(items[start:start + size]) for start in range(0, len(items), size)]
+
+
+def _tls_context(config: StoreConfig) -> ssl.SSLContext | None:
+    if not config.cassandra_tls:
+        return None
+    context = ssl.create_default_context(cafile=config.cassandra_tls_ca_file or None)
+    if config.cassandra_tls_cert_file:
+        context.load_cert_chain(config.cassandra_tls_cert_file, config.cassandra_tls_key_file)
+    if not config.cassandra_tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

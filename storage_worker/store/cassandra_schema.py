@@ -1,0 +1,102 @@
+"""Versioned schema of the Cassandra message store, applied in order at start-up.
+
+A migration is applied once per keyspace and recorded in ``schema_migrations``. Statements
+must be idempotent (``IF NOT EXISTS``, ``ALTER ... ADD IF NOT EXISTS``): a worker that dies
+mid-migration runs it again from the start. Never edit a released migration; append one.
+Why the tables look like this: docs/cassandra.md.
+"""
+
+from typing import Final, NamedTuple
+
+
+class Migration(NamedTuple):
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+#: Stream sequences per partition of the seq-bucketed tables (inbox, messages, purge_index):
+#: part of their primary keys, so it can never change once data is written.
+BUCKET_SEQS: Final = 1 << 17
+
+#: Partitions per app of ``app_users`` (by a hash of the user id); also part of the key.
+APP_USER_SHARDS: Final = 16
+
+#: Tables holding message data: TTL'd rows, appended in time order, so whole SSTables
+#: expire together under time-window compaction.
+_TIME_SERIES: Final = (
+    "compaction = {'class': 'TimeWindowCompactionStrategy', "
+    "'compaction_window_unit': 'DAYS', 'compaction_window_size': 1} "
+    "AND gc_grace_seconds = 86400"
+)
+#: Small index tables whose rows are rewritten or dropped often: tombstones go early.
+_INDEX: Final = "gc_grace_seconds = 10800"
+
+BOOTSTRAP: Final = (
+    """CREATE TABLE IF NOT EXISTS schema_migrations (
+        version int PRIMARY KEY, name text, owner uuid, applied_at timestamp)""",
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "initial", (
+        # Registry. ``devices`` rows are written once, by LWT, and never updated: the
+        # moving part of a device (its cursor) lives in ``device_cursors``.
+        """CREATE TABLE IF NOT EXISTS users (
+            user text PRIMARY KEY, app text, created_at bigint)""",
+        """CREATE TABLE IF NOT EXISTS devices (
+            device text PRIMARY KEY, user text, app text, created_at bigint,
+            disabled boolean, start_floor bigint)""",
+        """CREATE TABLE IF NOT EXISTS devices_by_user (
+            user text, device text, app text, created_at bigint, disabled boolean,
+            start_floor bigint, PRIMARY KEY (user, device))""",
+        # Users of an app in id order (broadcasts), spread over APP_USER_SHARDS partitions.
+        """CREATE TABLE IF NOT EXISTS app_users (
+            app text, shard int, user text, PRIMARY KEY ((app, shard), user))""",
+        # Cursor: written USING TIMESTAMP <floor>, so the highest floor wins in any order.
+        """CREATE TABLE IF NOT EXISTS device_cursors (device text PRIMARY KEY, floor bigint)""",
+        # Acknowledgements above the cursor only; the cursor absorbs them.
+        f"""CREATE TABLE IF NOT EXISTS device_acks (
+            device text, seq bigint, PRIMARY KEY (device, seq)) WITH {_INDEX}""",
+        # Messages: one partition per conversation and seq bucket.
+        f"""CREATE TABLE IF NOT EXISTS messages (
+            conversation text, bucket bigint, seq bigint,
+            id text, app text, module text, kind text,
+            sender_user text, sender_device text, sender_service text,
+            to_kind text, to_id text, body blob, payload_devices frozen<set<text>>,
+            client_id text, ts bigint, expires_at bigint, receipt boolean,
+            recipients frozen<set<text>>, delivered_at bigint,
+            PRIMARY KEY ((conversation, bucket), seq)) WITH {_TIME_SERIES}""",
+        f"""CREATE TABLE IF NOT EXISTS conversation_buckets (
+            conversation text, bucket bigint, PRIMARY KEY (conversation, bucket))
+            WITH {_INDEX}""",
+        f"""CREATE TABLE IF NOT EXISTS messages_by_id (id text PRIMARY KEY, seq bigint)
+            WITH {_TIME_SERIES}""",
+        f"""CREATE TABLE IF NOT EXISTS payloads (
+            seq bigint, device text, body blob, PRIMARY KEY (seq, device))
+            WITH {_TIME_SERIES}""",
+        # Inbox: references to messages, with what decides whether a device gets one.
+        f"""CREATE TABLE IF NOT EXISTS inbox (
+            user text, bucket bigint, seq bigint,
+            conversation text, sender_user text, sender_device text, expires_at bigint,
+            shared boolean, payload_devices frozen<set<text>>,
+            PRIMARY KEY ((user, bucket), seq)) WITH {_TIME_SERIES}""",
+        f"""CREATE TABLE IF NOT EXISTS inbox_buckets (
+            user text, bucket bigint, PRIMARY KEY (user, bucket)) WITH {_INDEX}""",
+        # last_seq written USING TIMESTAMP <seq>: the highest wins in any order.
+        f"""CREATE TABLE IF NOT EXISTS user_conversations (
+            user text, conversation text, last_seq bigint,
+            PRIMARY KEY (user, conversation)) WITH {_INDEX}""",
+        # seq written USING TIMESTAMP <seq>: markers never move back.
+        """CREATE TABLE IF NOT EXISTS read_markers (
+            conversation text, user text, seq bigint, PRIMARY KEY (conversation, user))""",
+        # Retention: messages per app and seq bucket, oldest first.
+        f"""CREATE TABLE IF NOT EXISTS purge_index (
+            app text, bucket bigint, ts bigint, seq bigint,
+            conversation text, id text, recipients frozen<set<text>>, sender_device text,
+            shared boolean, payload_devices frozen<set<text>>,
+            PRIMARY KEY ((app, bucket), ts, seq)) WITH {_TIME_SERIES}""",
+        f"""CREATE TABLE IF NOT EXISTS purge_buckets (
+            shard int, app text, bucket bigint, PRIMARY KEY (shard, app, bucket))
+            WITH {_INDEX}""",
+    )),
+)

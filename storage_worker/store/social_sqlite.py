@@ -1,0 +1,222 @@
+"""``SocialStore`` on SQLite: the tables of migration 3 in ``sqlite.py``, used through the
+connection of a ``SqliteStore`` (one file, one writer: the storage worker process)."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from schemas.contacts import ContactEntry, Relation
+from schemas.frames import ContactState
+from schemas.groups import GroupReceipts, GroupSummary
+from schemas.ids import group_conversation
+from storage_worker.store.social import (
+    GroupChange,
+    GroupEventRecord,
+    GroupMessageMeta,
+    GroupState,
+    MemberState,
+)
+from storage_worker.store.sqlite import SqliteStore
+
+#: Membership at ``:seq``: an interval that started at or before it and had not ended.
+_MEMBER_AT = "m.joined_seq <= :seq AND (m.left_seq IS NULL OR m.left_seq > :seq)"
+
+
+class SqliteSocialStore:
+    """Groups and contacts in the database of ``sqlite``. With ``owned`` the store opens and
+    closes that database itself (a side file when messages live in another backend)."""
+
+    def __init__(self, sqlite: SqliteStore, *, owned: bool = False) -> None:
+        self._sqlite = sqlite
+        self._owned = owned
+
+    async def open(self) -> None:
+        if self._owned:
+            await self._sqlite.open()
+
+    async def close(self) -> None:
+        if self._owned:
+            await self._sqlite.close()
+
+    async def _all(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
+        async with self._sqlite.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def _one(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any:
+        async with self._sqlite.db.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    # ------------------------------------------------------------------ groups
+
+    async def group(self, group: str) -> GroupState | None:
+        row = await self._one(
+            "SELECT app, name, owner, created_at, version FROM groups WHERE group_id = ?",
+            (group,))
+        if row is None:
+            return None
+        members = await self._all(
+            "SELECT user, role, joined_seq FROM group_members "
+            "WHERE group_id = ? AND left_seq IS NULL ORDER BY joined_seq, user", (group,))
+        former = await self._all(
+            """SELECT DISTINCT m.user FROM group_members m
+               WHERE m.group_id = :group AND m.left_seq IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM group_members c WHERE c.group_id = m.group_id
+                                 AND c.user = m.user AND c.left_seq IS NULL)
+               ORDER BY m.user""", {"group": group})
+        return GroupState(
+            id=group, app=row[0], name=row[1], owner=row[2], created_at=row[3],
+            version=row[4], members=[MemberState(user=r[0], role=r[1], joined_seq=r[2])
+                                     for r in members],
+            former=[r[0] for r in former])
+
+    async def members_at(self, group: str, seq: int) -> list[str]:
+        rows = await self._all(
+            f"SELECT DISTINCT m.user FROM group_members m WHERE m.group_id = :group "
+            f"AND {_MEMBER_AT} ORDER BY m.user", {"group": group, "seq": seq})
+        return [r[0] for r in rows]
+
+    async def user_groups(self, user: str) -> list[GroupSummary]:
+        rows = await self._all(
+            """SELECT g.group_id, g.name, m.role, g.version,
+                      (SELECT COUNT(*) FROM group_members c
+                       WHERE c.group_id = g.group_id AND c.left_seq IS NULL)
+               FROM group_members m JOIN groups g ON g.group_id = m.group_id
+               WHERE m.user = ? AND m.left_seq IS NULL
+               ORDER BY g.version DESC, g.group_id""", (user,))
+        return [GroupSummary(id=r[0], conversation=group_conversation(r[0]), name=r[1],
+                             role=r[2], version=r[3], members=r[4]) for r in rows]
+
+    async def group_event(self, seq: int) -> GroupEventRecord | None:
+        row = await self._one(
+            "SELECT seq, id, group_id, app, actor, ts, code, detail, body FROM group_events "
+            "WHERE seq = ?", (seq,))
+        if row is None:
+            return None
+        return GroupEventRecord(seq=row[0], id=row[1], group=row[2], app=row[3], actor=row[4],
+                                ts=row[5], code=row[6], detail=row[7], body=row[8])
+
+    async def apply_group_event(self, record: GroupEventRecord,
+                                change: GroupChange | None) -> None:
+        db = self._sqlite.db
+        if await self.group_event(record.seq) is not None:
+            return
+        if change is not None:
+            await self._apply(change)
+        # The record goes last: a redelivery finds no record and completes the change (every
+        # statement of ``_apply`` is idempotent).
+        await db.execute(
+            "INSERT OR IGNORE INTO group_events (seq, id, group_id, app, actor, ts, code, detail, "
+            "body) VALUES (?,?,?,?,?,?,?,?,?)",
+            (record.seq, record.id, record.group, record.app, record.actor, record.ts,
+             record.code, record.detail, record.body))
+        await db.commit()
+
+    async def _apply(self, change: GroupChange) -> None:
+        db = self._sqlite.db
+        params: dict[str, Any] = {"group": change.group, "seq": change.seq}
+        if change.created:
+            await db.execute(
+                "INSERT OR IGNORE INTO groups (group_id, app, name, owner, created_at, version) "
+                "VALUES (?,?,?,?,?,?)",
+                (change.group, change.app, change.name, change.owner, change.ts, change.seq))
+        else:
+            await db.execute(
+                "UPDATE groups SET version = MAX(version, :seq), name = COALESCE(:name, name), "
+                "owner = COALESCE(:owner, owner) WHERE group_id = :group",
+                {**params, "name": change.name, "owner": change.owner})
+        await db.executemany(
+            "UPDATE group_members SET left_seq = :seq WHERE group_id = :group AND user = :user "
+            "AND left_seq IS NULL AND joined_seq < :seq",
+            [{**params, "user": user} for user in change.removed])
+        await db.executemany(
+            "INSERT OR IGNORE INTO group_members (group_id, user, joined_seq, left_seq, role) "
+            "VALUES (:group, :user, :seq, NULL, :role)",
+            [{**params, "user": user, "role": role} for user, role in change.added.items()])
+        await db.executemany(
+            "UPDATE group_members SET role = :role WHERE group_id = :group AND user = :user "
+            "AND left_seq IS NULL",
+            [{**params, "user": user, "role": role} for user, role in change.roles.items()])
+
+    async def record_group_messages(self, messages: Sequence[GroupMessageMeta]) -> None:
+        if not messages:
+            return
+        await self._sqlite.db.executemany(
+            "INSERT OR IGNORE INTO group_messages (group_id, id, seq, sender, recipients) "
+            "VALUES (?,?,?,?,?)",
+            [(m.group, m.id, m.seq, m.sender, m.recipients) for m in messages])
+        await self._sqlite.db.commit()
+
+    async def advance_markers(self, group: str, user: str, delivered: int, read: int) -> None:
+        await self._sqlite.db.execute(
+            "INSERT INTO group_markers (group_id, user, delivered_seq, read_seq) "
+            "VALUES (?,?,?,?) ON CONFLICT (group_id, user) DO UPDATE SET "
+            "delivered_seq = MAX(delivered_seq, excluded.delivered_seq), "
+            "read_seq = MAX(read_seq, excluded.read_seq)",
+            (group, user, delivered, read))
+        await self._sqlite.db.commit()
+
+    async def receipts(self, group: str, message_id: str) -> GroupReceipts | None:
+        meta = await self._one(
+            "SELECT seq, sender, recipients FROM group_messages WHERE group_id = ? AND id = ?",
+            (group, message_id))
+        if meta is None:
+            return None
+        seq, sender, recipients = int(meta[0]), meta[1], int(meta[2])
+        counts = await self._one(
+            f"""SELECT COUNT(DISTINCT m.user),
+                       COUNT(DISTINCT CASE WHEN k.read_seq >= :seq THEN m.user END)
+                FROM group_members m JOIN group_markers k
+                  ON k.group_id = m.group_id AND k.user = m.user
+                WHERE m.group_id = :group AND {_MEMBER_AT} AND m.user != :sender
+                  AND MAX(k.delivered_seq, k.read_seq) >= :seq""",
+            {"group": group, "seq": seq, "sender": sender or ""})
+        delivered, read = (int(counts[0]), int(counts[1])) if counts else (0, 0)
+        return GroupReceipts(
+            conversation=group_conversation(group), message_id=message_id, seq=seq,
+            recipients=recipients, delivered=delivered, read=read,
+            delivered_to_all=delivered >= recipients, read_by_all=read >= recipients)
+
+    # ------------------------------------------------------------------ contacts
+
+    async def relation(self, a: str, b: str) -> Relation:
+        row = await self._one("SELECT state FROM contacts WHERE user = ? AND other = ?", (a, b))
+        blockers = {r[0] for r in await self._all(
+            "SELECT user FROM blocks "
+            "WHERE (user = ? AND blocked = ?) OR (user = ? AND blocked = ?)", (a, b, b, a))}
+        return Relation(a=a, b=b, state=row[0] if row else "none", a_blocks_b=a in blockers,
+                        b_blocks_a=b in blockers)
+
+    async def contacts(self, user: str) -> list[ContactEntry]:
+        entries = {r[0]: ContactEntry(user=r[0], state=r[1], since=r[2]) for r in await self._all(
+            "SELECT other, state, since FROM contacts WHERE user = ?", (user,))}
+        for blocked, since in await self._all(
+                "SELECT blocked, since FROM blocks WHERE user = ?", (user,)):
+            entry = entries.get(blocked)
+            entries[blocked] = ContactEntry(user=blocked, state="none", blocked=True, since=since) \
+                if entry is None else ContactEntry(user=blocked, state=entry.state, blocked=True,
+                                                   since=entry.since)
+        return [entries[key] for key in sorted(entries)]
+
+    async def set_contact(self, a: str, b: str, a_state: ContactState,
+                          b_state: ContactState, now: int) -> None:
+        db = self._sqlite.db
+        for user, other, state in ((a, b, a_state), (b, a, b_state)):
+            if state == "none":
+                await db.execute("DELETE FROM contacts WHERE user = ? AND other = ?",
+                                 (user, other))
+                continue
+            await db.execute(
+                "INSERT INTO contacts (user, other, state, since) VALUES (?,?,?,?) "
+                "ON CONFLICT (user, other) DO UPDATE SET since = CASE WHEN state = "
+                "excluded.state THEN since ELSE excluded.since END, state = excluded.state",
+                (user, other, state, now))
+        await db.commit()
+
+    async def set_block(self, user: str, other: str, blocked: bool, now: int) -> None:
+        db = self._sqlite.db
+        if blocked:
+            await db.execute("INSERT OR IGNORE INTO blocks (user, blocked, since) VALUES (?,?,?)",
+                             (user, other, now))
+        else:
+            await db.execute("DELETE FROM blocks WHERE user = ? AND blocked = ?", (user, other))
+        await db.commit()
+

@@ -1,0 +1,71 @@
+"""``python -m bench --quick`` end to end: every scenario at smoke sizes against real systems,
+counting right (no timing thresholds: this only proves the harness works)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.report import COMMON_FIELDS
+from bench.scenarios import SCENARIOS
+
+REPO = Path(__file__).resolve().parents[2]
+#: Scenarios in which every accepted message must reach its devices exactly once, in order.
+EXACT = ("floor-nats", "direct-latency", "direct-throughput", "group-fanout", "offline-catchup")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    return json.loads((out / "latest.json").read_text()), out
+
+
+def test_every_scenario_reports_the_common_fields(smoke: tuple[dict[str, Any], Path]) -> None:
+    result, _ = smoke
+    assert result["size"] == "smoke"
+    assert list(result["scenarios"]) == list(SCENARIOS)
+    for name, entry in result["scenarios"].items():
+        assert entry["status"] in ("ok", "unavailable"), (name, entry)
+        assert set(COMMON_FIELDS) <= set(entry), name
+    assert result["targets"] == []  # smoke sizes are not judged
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_messages_all_arrive_once_and_in_order(name: str,
+                                               smoke: tuple[dict[str, Any], Path]) -> None:
+    entry = smoke[0]["scenarios"][name]
+    if entry["status"] == "unavailable":
+        assert name == "group-fanout" and entry["reason"]
+        return
+    assert entry["sent"] > 0
+    assert entry["delivered"] >= entry["sent"]
+    assert (entry["lost"], entry["duplicates"], entry["out_of_order"]) == (0, 0, 0)
+    assert entry["p50_ms"] is not None and entry["p50_ms"] <= entry["p99_ms"]
+
+
+def test_scenario_specific_fields(smoke: tuple[dict[str, Any], Path]) -> None:
+    scenarios = smoke[0]["scenarios"]
+    assert scenarios["floor-nats"]["max_per_s"] > 0
+    assert scenarios["direct-latency"]["sent"] == scenarios["direct-latency"]["delivered"]
+    catchup = scenarios["offline-catchup"]
+    assert catchup["sent"] == catchup["messages"] == catchup["delivered"]
+    assert 0 < catchup["seconds"]
+    idle = scenarios["connections"]
+    assert idle["connections"] == idle["requested"] and idle["lost"] == 0
+    assert idle["rss_mb"] > 0 and idle["kb_per_connection"] is not None
+    assert idle["heartbeat_cpu_pct"] >= 0
+
+
+def test_markdown_and_plots_are_written(smoke: tuple[dict[str, Any], Path]) -> None:
+    _, out = smoke
+    table = (out / "latest.md").read_text()
+    assert all(f"| {name} |" in table for name in SCENARIOS)
+    assert (out / "latency-direct-latency.png").stat().st_size > 0
+    assert (out / "throughput-direct-throughput.png").stat().st_size > 0

@@ -1,0 +1,144 @@
+"""The groups and contacts storage contract: every ``SocialStore`` backend passes every test."""
+
+from schemas.groups import Role
+from storage_worker.store.social import (
+    GroupChange,
+    GroupEventRecord,
+    GroupMessageMeta,
+    SocialStore,
+)
+
+NOW = 1_800_000_000_000
+
+
+def record(seq: int, group: str = "team", actor: str = "alice", code: str = "") -> GroupEventRecord:
+    return GroupEventRecord(seq=seq, id=f"e{seq}", group=group, app="app", actor=actor, ts=NOW,
+                            code=code, detail="refused" if code else "",
+                            body=None if code else b'{"event":"x"}')
+
+
+async def apply(social: SocialStore, seq: int, *, group: str = "team", created: bool = False,
+                name: str | None = None, owner: str | None = None,
+                added: dict[str, Role] | None = None, removed: list[str] | None = None,
+                roles: dict[str, Role] | None = None) -> None:
+    change = GroupChange(seq=seq, group=group, app="app", ts=NOW + seq, created=created,
+                         name=name, owner=owner, added=added or {}, removed=removed or [],
+                         roles=roles or {})
+    await social.apply_group_event(record(seq, group), change)
+
+
+async def create_team(social: SocialStore, seq: int = 10) -> None:
+    await apply(social, seq, created=True, name="Team", owner="alice",
+                added={"alice": "owner", "bob": "member", "carol": "member"})
+
+
+async def test_group_state_and_membership_intervals(social: SocialStore) -> None:
+    assert await social.group("team") is None
+    await create_team(social)
+    await apply(social, 20, removed=["carol"])
+    await apply(social, 30, added={"dave": "member"})
+    state = await social.group("team")
+    assert state is not None
+    assert (state.name, state.owner, state.version, state.app) == ("Team", "alice", 30, "app")
+    assert state.created_at == NOW + 10
+    assert [(m.user, m.role, m.joined_seq) for m in state.members] == [
+        ("alice", "owner", 10), ("bob", "member", 10), ("dave", "member", 30)]
+    assert state.former == ["carol"]
+    assert await social.members_at("team", 9) == []
+    assert await social.members_at("team", 10) == ["alice", "bob", "carol"]
+    assert await social.members_at("team", 20) == ["alice", "bob"]  # removed at its seq
+    assert await social.members_at("team", 29) == ["alice", "bob"]
+    assert await social.members_at("team", 30) == ["alice", "bob", "dave"]
+    await apply(social, 40, added={"carol": "member"})  # back again: a second interval
+    assert await social.members_at("team", 25) == ["alice", "bob"]
+    assert await social.members_at("team", 40) == ["alice", "bob", "carol", "dave"]
+    state = await social.group("team")
+    assert state is not None and state.former == []
+    assert state.role_of("carol") == "member" and state.role_of("zed") is None
+
+
+async def test_group_events_are_recorded_once(social: SocialStore) -> None:
+    await create_team(social)
+    await apply(social, 20, added={"dave": "member"})
+    await apply(social, 20, added={"erin": "member"})  # redelivered seq: skipped
+    refused = record(25, code="forbidden")
+    await social.apply_group_event(refused, None)
+    assert await social.members_at("team", 30) == ["alice", "bob", "carol", "dave"]
+    applied = await social.group_event(20)
+    assert applied is not None and applied.code == "" and applied.body == b'{"event":"x"}'
+    assert applied.id == "e20" and applied.group == "team"
+    got = await social.group_event(25)
+    assert got is not None and (got.code, got.detail, got.body) == ("forbidden", "refused", None)
+    assert await social.group_event(99) is None
+    state = await social.group("team")
+    assert state is not None and state.version == 20  # refusals change nothing
+
+
+async def test_roles_and_ownership(social: SocialStore) -> None:
+    await create_team(social)
+    await apply(social, 20, roles={"bob": "admin"}, name="Renamed")
+    await apply(social, 30, owner="bob", roles={"bob": "owner", "alice": "admin"})
+    state = await social.group("team")
+    assert state is not None
+    assert (state.owner, state.name) == ("bob", "Renamed")
+    assert {m.user: m.role for m in state.members} == {
+        "alice": "admin", "bob": "owner", "carol": "member"}
+
+
+async def test_user_groups(social: SocialStore) -> None:
+    await create_team(social)
+    await apply(social, 15, group="other", created=True, owner="bob",
+                added={"bob": "owner", "alice": "member"})
+    await apply(social, 20, group="team", removed=["bob"])
+    alice = await social.user_groups("alice")
+    assert [(g.id, g.role, g.members, g.version) for g in alice] == [
+        ("team", "owner", 2, 20), ("other", "member", 2, 15)]
+    assert alice[0].conversation == "g:team" and alice[0].name == "Team"
+    assert [g.id for g in await social.user_groups("bob")] == ["other"]
+    assert await social.user_groups("nobody") == []
+
+
+async def test_receipt_counters(social: SocialStore) -> None:
+    await create_team(social)
+    await apply(social, 12, added={"dave": "member"})
+    meta = GroupMessageMeta(group="team", id="m11", seq=11, sender="alice", recipients=2)
+    await social.record_group_messages([meta, meta])
+    assert await social.receipts("team", "nope") is None
+    counts = await social.receipts("team", "m11")
+    assert counts is not None
+    assert (counts.seq, counts.recipients, counts.delivered, counts.read) == (11, 2, 0, 0)
+    assert not counts.delivered_to_all and not counts.read_by_all
+    await social.advance_markers("team", "bob", 11, 0)
+    await social.advance_markers("team", "dave", 50, 50)  # joined after: not a recipient
+    await social.advance_markers("team", "alice", 50, 50)  # the sender does not count
+    counts = await social.receipts("team", "m11")
+    assert counts is not None and (counts.delivered, counts.read) == (1, 0)
+    await social.advance_markers("team", "carol", 0, 11)  # read implies delivered
+    await social.advance_markers("team", "bob", 5, 3)  # markers never move back
+    counts = await social.receipts("team", "m11")
+    assert counts is not None
+    assert (counts.delivered, counts.read, counts.delivered_to_all, counts.read_by_all) == (
+        2, 1, True, False)
+    assert counts.conversation == "g:team" and counts.message_id == "m11"
+
+
+async def test_contacts_and_blocks(social: SocialStore) -> None:
+    empty = await social.relation("alice", "bob")
+    assert (empty.state, empty.a_blocks_b, empty.b_blocks_a) == ("none", False, False)
+    await social.set_contact("alice", "bob", "outgoing", "incoming", NOW)
+    assert (await social.relation("alice", "bob")).state == "outgoing"
+    assert (await social.relation("bob", "alice")).state == "incoming"
+    await social.set_contact("bob", "alice", "contact", "contact", NOW + 1)
+    assert (await social.relation("alice", "bob")).state == "contact"
+    await social.set_block("carol", "alice", True, NOW + 2)
+    await social.set_block("carol", "alice", True, NOW + 3)  # idempotent
+    relation = await social.relation("alice", "carol")
+    assert (relation.state, relation.a_blocks_b, relation.b_blocks_a) == ("none", False, True)
+    assert [(e.user, e.state, e.blocked, e.since) for e in await social.contacts("carol")] == [
+        ("alice", "none", True, NOW + 2)]
+    assert [(e.user, e.state, e.blocked, e.since) for e in await social.contacts("alice")] == [
+        ("bob", "contact", False, NOW + 1)]
+    await social.set_contact("alice", "bob", "none", "none", NOW + 4)
+    await social.set_block("carol", "alice", False, NOW + 5)
+    assert await social.contacts("alice") == []
+    assert await social.contacts("carol") == []

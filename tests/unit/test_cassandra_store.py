@@ -1,0 +1,177 @@
+"""What the Cassandra store does beyond the shared contract: partitions walked across seq
+buckets, replays that complete a partial write, TTLs from retention, app user listing over
+shards, migrations, and no server warnings on the write path. Real Cassandra, no mocks."""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from cassandra.cluster import NoHostAvailable
+
+from infra.cassandra_node import CassandraNode
+from runtime.config import StoreConfig
+from schemas.frames import AckItem
+from storage_worker.store.base import RetentionPolicy
+from storage_worker.store.cassandra import CassandraStore
+from storage_worker.store.cassandra_schema import BUCKET_SEQS, MIGRATIONS
+from tests.contract.test_store_contract import AB, DAY, NOW, envelope, setup_users
+from tests.harness import fresh_keyspace
+
+pytestmark = pytest.mark.cassandra
+
+B = BUCKET_SEQS
+
+
+def config(node: CassandraNode, keyspace: str | None = None) -> StoreConfig:
+    return StoreConfig(backend="cassandra", cassandra_contact_points=[node.contact_point],
+                       cassandra_keyspace=keyspace or fresh_keyspace())
+
+
+@pytest.fixture
+async def store(cassandra_node: CassandraNode) -> AsyncIterator[CassandraStore]:
+    backend = CassandraStore(config(cassandra_node))
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+async def cql(store: CassandraStore, query: str, params: tuple[object, ...] = ()) -> list[
+        tuple[object, ...]]:
+    """Run a statement on the store's session, ``{ks}`` standing for its keyspace."""
+    result = await asyncio.to_thread(store.session.execute, query.format(ks=store.keyspace),
+                                     params)
+    return list(result)
+
+
+def ack(seq: int) -> AckItem:
+    return AckItem(id=f"m{seq}", seq=seq, conversation=AB, sender="alice")
+
+
+async def test_reads_walk_seq_buckets_in_order(store: CassandraStore) -> None:
+    await setup_users(store)
+    seqs = [B - 2, B - 1, B, B + 1, 3 * B + 5]  # four buckets, one of them empty
+    await store.append([envelope(seq) for seq in seqs])
+    pages, cursor = [], 0
+    while True:
+        page, cursor = await store.backlog("bob", "b1", cursor, 2, NOW)
+        if not page:
+            break
+        pages.append([m.seq for m in page])
+    assert pages == [[B - 2, B - 1], [B, B + 1], [3 * B + 5]] and cursor == 3 * B + 5
+    newest = await store.history("bob", "b1", AB, None, None, 3, NOW)
+    assert [i.message.seq for i in newest] == [B, B + 1, 3 * B + 5]
+    older = await store.history("bob", "b1", AB, B, None, 3, NOW)
+    assert [i.message.seq for i in older] == [B - 2, B - 1]
+    forward = await store.history("bob", "b1", AB, None, B - 1, 10, NOW)
+    assert [i.message.seq for i in forward] == [B, B + 1, 3 * B + 5]
+    [summary] = await store.conversations("bob", "b1", 10)
+    assert (summary.last_seq, summary.unread) == (3 * B + 5, 5)
+    await store.register_device("bob", "b3", "app", NOW)
+    assert (await store.backlog("bob", "b3", 0, 10, NOW))[0] == []
+    await store.record_acks("bob", "b1", [ack(seq) for seq in seqs], NOW)
+    assert (await store.backlog("bob", "b1", 0, 10, NOW))[0] == []
+    assert [m.seq for m in (await store.backlog("bob", "b2", 0, 10, NOW))[0]] == seqs
+
+
+async def test_a_replay_completes_a_partial_write(store: CassandraStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(1), envelope(2)])
+    # as if the worker died after writing the messages but before their inbox entries
+    await cql(store, "DELETE FROM {ks}.inbox WHERE user = 'bob' AND bucket = 0 AND seq = 2")
+    assert [m.seq for m in (await store.backlog("bob", "b1", 0, 10, NOW))[0]] == [1]
+    await store.append([envelope(1), envelope(2)])  # JetStream redelivers the batch
+    assert [m.seq for m in (await store.backlog("bob", "b1", 0, 10, NOW))[0]] == [1, 2]
+
+
+async def test_rows_expire_with_their_apps_retention(cassandra_node: CassandraNode) -> None:
+    policy = RetentionPolicy(default_days=30, days={"short": 2}, ephemeral_apps=frozenset())
+    store = CassandraStore(config(cassandra_node), retention=policy)
+    await store.open()
+    try:
+        await setup_users(store)
+        now = int(time.time() * 1000)
+        await store.append([envelope(1, app="short", ts=now), envelope(2, ts=now),
+                            envelope(3, app="short", ts=now - 3 * DAY)])
+        ttls = dict(await cql(
+            store, "SELECT seq, TTL(body) FROM {ks}.messages WHERE conversation = %s "
+            "AND bucket = 0", (AB,)))
+        assert 2 * 86_400 - 60 < ttls[1] <= 2 * 86_400
+        assert 30 * 86_400 - 60 < ttls[2] <= 30 * 86_400
+        assert ttls[3] <= 1  # already past its retention: gone within a second
+        [(index_ttl,)] = await cql(
+            store, "SELECT TTL(last_seq) FROM {ks}.user_conversations WHERE user = 'bob'")
+        assert 31 * 86_400 - 60 < index_ttl <= 31 * 86_400
+    finally:
+        await store.close()
+
+
+async def test_app_users_merge_their_shards_in_id_order(store: CassandraStore) -> None:
+    users = sorted(f"user{index:03d}" for index in range(60))
+    for user in users:
+        await store.register_device(user, f"{user}-phone", "shop", NOW)
+        await store.register_device(user, f"{user}-tablet", "shop", NOW)
+    await store.register_device("other", "other-phone", "news", NOW)
+    listed, after = [], ""
+    while page := await store.app_users("shop", after, 7):
+        listed += page
+        after = page[-1]
+    assert listed == users
+    assert await store.app_users("news", "", 10) == ["other"]
+
+
+async def test_conversation_order_follows_what_purge_left(store: CassandraStore) -> None:
+    await setup_users(store)
+    await store.register_device("carol", "c1", "app", NOW)
+    await store.append([envelope(1, sender="carol", device="c1", to="bob"), envelope(2, app="eph"),
+                        envelope(3, sender="carol", device="c1", to="bob")])
+    for user, device in (("bob", "b1"), ("bob", "b2"), ("alice", "a2")):
+        await store.record_acks(user, device, [ack(2)], NOW)
+    policy = RetentionPolicy(default_days=30, days={}, ephemeral_apps=frozenset({"eph"}))
+    assert await store.purge(policy, NOW) == 1
+    summaries = await store.conversations("bob", "b1", 10)
+    assert [(s.conversation, s.last_seq) for s in summaries] == [("d:bob:carol", 3)]
+    await store.append([envelope(4)])
+    summaries = await store.conversations("bob", "b1", 1)
+    assert [(s.conversation, s.last_seq) for s in summaries] == [(AB, 4)]
+
+
+async def test_writes_draw_no_server_warnings(store: CassandraStore,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    await setup_users(store)
+    devices = {f"dev{index}": bytes(300) for index in range(40)}
+    with caplog.at_level(logging.WARNING, logger="cassandra"):
+        await store.append([envelope(seq, body=bytes(seq * 37 % 2000)) for seq in range(1, 400)])
+        await store.append([envelope(400, body=bytes(60_000)),
+                            envelope(401, payloads=devices)])
+        await store.record_acks("bob", "b1", [ack(seq) for seq in range(1, 300)], NOW)
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+async def test_migrations_run_once_even_when_workers_start_together(
+        cassandra_node: CassandraNode) -> None:
+    keyspace = fresh_keyspace()
+    stores = [CassandraStore(config(cassandra_node, keyspace)) for _ in range(3)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        rows = await cql(stores[0], "SELECT version, name FROM {ks}.schema_migrations")
+        assert sorted(rows) == [(m.version, m.name) for m in MIGRATIONS]
+        await stores[0].register_device("alice", "a1", "app", NOW)
+        assert await stores[2].device_owner("a1") == "alice"
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+
+
+async def test_an_unreachable_cluster_fails_fast() -> None:
+    from infra.nats_server import free_port
+
+    store = CassandraStore(StoreConfig(
+        backend="cassandra", cassandra_contact_points=[f"127.0.0.1:{free_port()}"],
+        cassandra_request_timeout_s=2.0))
+    started = time.monotonic()
+    with pytest.raises(NoHostAvailable):
+        await store.open()
+    assert time.monotonic() - started < 10
