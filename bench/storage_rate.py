@@ -9,10 +9,11 @@ same way, for a fixed time per phase, and prints the rates::
     .venv/bin/python -m bench.storage_rate --store sqlite        # the embedded store
     .venv/bin/python -m bench.storage_rate --contact-point 10.0.0.5:9042 --keyspace bench
 
-Phases: ``append`` (direct messages between ``--users`` users, 2 inbox entries each, bodies
-of ``--body-bytes`` random bytes), ``acks`` (every recipient device acknowledges what it got,
-``--acks-per-receipt`` messages per ``record_acks`` call, in order as clients do), ``reads``
-(``mark_read`` per conversation). ``--json`` writes the figures for docs/benchmarks.md.
+Phases, after a warm-up of appends: ``append`` (direct messages between ``--users`` users,
+2 inbox entries each, bodies of ``--body-bytes`` random bytes), ``acks`` (every recipient
+device acknowledges what it got, ``--acks-per-receipt`` messages per ``record_acks`` call, in
+order as clients do), ``reads`` (``mark_read`` per conversation). ``--json`` writes the
+figures for docs/benchmarks.md.
 """
 
 import argparse
@@ -64,6 +65,7 @@ class Workload:
     body_bytes: int
     acks_per_receipt: int
     seconds: float
+    warmup: float
 
 
 class Driver:
@@ -146,6 +148,7 @@ async def run(store: MessageStore, workload: Workload) -> list[Phase]:
             await store.append(messages)
             return len(messages)
 
+        await timed("warm-up", "messages/s", workload.warmup, append)  # JIT, caches
         phases = [await timed("append", "messages/s", workload.seconds, append)]
         pending = iter(driver.receipts())
 
@@ -205,6 +208,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--consistency", default="LOCAL_QUORUM")
     parser.add_argument("--seconds", type=_positive(float), default=20.0,
                         help="duration of each phase (default 20)")
+    parser.add_argument("--warmup", type=_positive(float), default=5.0,
+                        help="seconds of appends before measuring (default 5)")
     parser.add_argument("--batch", type=_positive(int), default=500,
                         help="messages per append call, as COURIER_STORE_BATCH (default 500)")
     parser.add_argument("--users", type=_positive(int), default=1000)
@@ -233,7 +238,8 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
 
 async def amain(args: argparse.Namespace) -> int:
     workload = Workload(users=args.users, batch=args.batch, body_bytes=args.body_bytes,
-                        acks_per_receipt=args.acks_per_receipt, seconds=args.seconds)
+                        acks_per_receipt=args.acks_per_receipt, seconds=args.seconds,
+                        warmup=args.warmup)
     with tempfile.TemporaryDirectory(prefix="storage-rate-") as tmp:
         node: CassandraNode | None = None
         if args.store == "sqlite":
@@ -258,7 +264,7 @@ async def amain(args: argparse.Namespace) -> int:
     print(f"store: {target}; {os.cpu_count()} CPUs, {platform.platform()}")
     print(f"workload: batches of {workload.batch}, {workload.users} users, "
           f"{workload.body_bytes}-byte bodies, {workload.acks_per_receipt} acks per receipt, "
-          f"{workload.seconds:g} s per phase")
+          f"{workload.seconds:g} s per phase after {workload.warmup:g} s of warm-up")
     for phase in phases:
         print(f"{phase.name:>7}: {phase.rate:10,.0f} {phase.unit:<24} "
               f"({phase.items} in {phase.calls} calls, {phase.seconds:.1f} s; per call "

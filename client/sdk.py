@@ -276,16 +276,16 @@ class CourierClient:
             self._pending.pop(request_id, None)
 
     def _queue_ack(self, message: Message) -> None:
+        # Without a sender the server sends no "delivered" receipt: only when one is wanted.
         self._acks.append(AckItem(id=message.message_id, seq=message.seq,
                                   conversation=message.conversation,
-                                  sender=message.sender.user))
-        if len(self._acks) >= ACK_BATCH:
-            asyncio.ensure_future(self.flush_acks())
-        elif self._ack_task is None or self._ack_task.done():
-            self._ack_task = asyncio.create_task(self._ack_later())
+                                  sender=message.sender.user if message.receipt else None))
+        if self._ack_task is None or self._ack_task.done():
+            delay = 0.0 if len(self._acks) >= ACK_BATCH else ACK_DELAY_S
+            self._ack_task = asyncio.create_task(self._ack_later(delay))
 
-    async def _ack_later(self) -> None:
-        await asyncio.sleep(ACK_DELAY_S)
+    async def _ack_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         await self.flush_acks()
 
     async def _read_forever(self) -> None:
@@ -294,7 +294,9 @@ class CourierClient:
             async for msg in self._ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue
-                self._on_frame(decode_server_frame(msg.data))
+                frame = decode_server_frame(msg.data)
+                if frame is not None:  # None: a frame type newer than this library
+                    self._on_frame(frame)
         finally:
             self.close_code = self._ws.close_code
             closed = ConnectionError(f"connection closed ({self.close_code})")

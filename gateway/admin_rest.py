@@ -6,10 +6,10 @@ from aiohttp import web
 
 from control.admin import ControlAdmin
 from gateway.credentials import read_json, require_secret
+from gateway.params import int_query
 from gateway.rest import json_response
 from runtime.config import AuthConfig
 from schemas.control import ControlList, ControlRequest
-from schemas.errors import ErrorCode, ProtocolError
 
 MAX_BODY = 16 * 1024
 MAX_AUDIT_PAGE = 500
@@ -39,20 +39,6 @@ class AdminApi:
 
     async def audit(self, request: web.Request) -> web.Response:
         require_secret(request, self._secret, SETTING)
-        after = _int_query(request, "after", 0, 0, None)
-        limit = _int_query(request, "limit", 100, 1, MAX_AUDIT_PAGE)
+        after = int_query(request, "after", 0, 0, None)
+        limit = int_query(request, "limit", 100, 1, MAX_AUDIT_PAGE)
         return json_response(await self._admin.audit(after, limit))
-
-
-def _int_query(request: web.Request, name: str, default: int, low: int,
-               high: int | None) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ProtocolError(ErrorCode.INVALID, f"query '{name}' must be an integer") from None
-    if value < low or (high is not None and value > high):
-        raise ProtocolError(ErrorCode.INVALID, f"query '{name}' must be within [{low}, {high}]")
-    return value

@@ -9,10 +9,11 @@ are buffered and released after the backlog, minus those the backlog already car
 import asyncio
 import secrets
 import time
+
 import msgspec
 import structlog
 from aiohttp import WSMsgType, web
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from gateway.auth import Identity
 from gateway.callbacks import CallbackRelay
@@ -96,8 +97,8 @@ class Connection:
         except asyncio.QueueFull:
             self.close_soon(CloseCode.SLOW_CONSUMER, "send queue full")
 
-    def deliver(self, message_id: str, data: bytes) -> None:
-        """A live delivery from NATS; buffered while a sync is running."""
+    def deliver(self, data: bytes) -> None:
+        """A live delivery from NATS (a ready frame); held while a sync is running."""
         DELIVERED_OUT.inc()
         if self._sync_buffer is None:
             self.send_raw(data)
@@ -105,7 +106,7 @@ class Connection:
         if len(self._sync_buffer) >= self._config.send_queue * SYNC_BUFFER_LIMIT_FACTOR:
             self.close_soon(CloseCode.SLOW_CONSUMER, "too many live messages during sync")
             return
-        self._sync_buffer.append((message_id, data))
+        self._sync_buffer.append((_message_id(data), data))
 
     def close_soon(self, code: CloseCode, reason: str) -> None:
         """Close from synchronous code (a NATS callback): the writer stops, the socket closes."""
@@ -220,3 +221,19 @@ class Connection:
         """Queue a backlog frame, waiting for room: the backlog is paced by the socket."""
         if not self._closing:
             await self._queue.put(data)
+
+
+class _MessageId(msgspec.Struct):
+    message_id: str = ""
+
+
+_message_id_decoder = msgspec.json.Decoder(_MessageId)
+
+
+def _message_id(frame: bytes) -> str:
+    """The ``message_id`` of a frame from NATS (empty for frames that have none), read only
+    for frames held during a sync, where the backlog may already have carried them."""
+    try:
+        return _message_id_decoder.decode(frame).message_id
+    except msgspec.DecodeError:
+        return ""

@@ -8,8 +8,8 @@ sync pages come from the storage worker behind a barrier.
 import time
 
 import structlog
-from nats.js import JetStreamContext
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
 from gateway.auth import Identity

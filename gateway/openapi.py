@@ -12,7 +12,7 @@ from schemas import rpc
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health, Problem
 from schemas.version import PROTOCOL_VERSION
 
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _ref(name: str) -> dict[str, str]:

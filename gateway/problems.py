@@ -3,6 +3,7 @@
 import msgspec
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from schemas.errors import HTTP_STATUS, RETRYABLE, ErrorCode, ProtocolError
 from schemas.rest import Problem
@@ -21,7 +22,7 @@ def problem(code: ErrorCode, detail: str) -> web.Response:
 
 @web.middleware
 async def problem_middleware(request: web.Request,
-                             handler: web.RequestHandler) -> web.StreamResponse:
+                             handler: Handler) -> web.StreamResponse:
     """Map ``ProtocolError``, aiohttp's own HTTP errors and bugs to problem responses."""
     try:
         return await handler(request)

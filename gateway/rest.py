@@ -9,7 +9,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Identity, TokenIssuer, TokenVerifier
+from gateway.credentials import bearer, decode_json
 from gateway.messaging import Messaging
+from gateway.params import int_query, optional_int_query
 from gateway.sockets import DeviceHub
 from runtime.rpc import RpcClient
 from schemas import rpc
@@ -63,7 +65,7 @@ class RestApi:
 
     async def dev_register(self, request: web.Request) -> web.Response:
         assert self._issuer is not None
-        body = _decode(await request.read(), DevDeviceRequest)
+        body = decode_json(await request.read(), DevDeviceRequest)
         device = body.device or f"dev-{secrets.token_hex(6)}"
         token, expires_at = self._issuer.issue(body.user, device, self._app_id)
         identity = self._verifier.verify(token)
@@ -73,7 +75,7 @@ class RestApi:
 
     async def conversations(self, request: web.Request) -> web.Response:
         identity = self._identity(request)
-        limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
+        limit = int_query(request, "limit", 50, 1, MAX_PAGE)
         reply = await self._rpc.call("conversations", rpc.ConversationsRequest(
             user=identity.user, device=identity.device, limit=limit,
             barrier=await self._messaging.stream_position()), rpc.Conversations)
@@ -82,13 +84,13 @@ class RestApi:
     async def history(self, request: web.Request) -> web.Response:
         identity = self._identity(request)
         conversation = request.match_info["conversation"]
-        limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
+        limit = int_query(request, "limit", 50, 1, MAX_PAGE)
         before = request.query.get("before")
         after = request.query.get("after")
         if before is not None and after is not None:
             raise ProtocolError(ErrorCode.INVALID, "give 'before' or 'after', not both")
         direction = "forward" if after is not None else "backward"
-        cursor = _int_query(request, "after" if after is not None else "before", None, 0, None)
+        cursor = optional_int_query(request, "after" if after is not None else "before", 0)
         reply = await self._rpc.call("history", rpc.HistoryRequest(
             user=identity.user, device=identity.device, conversation=conversation,
             direction=direction, seq=cursor, limit=limit,
@@ -96,30 +98,4 @@ class RestApi:
         return json_response(reply)
 
     def _identity(self, request: web.Request) -> Identity:
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, "missing bearer token")
-        return self._verifier.verify(auth.removeprefix("Bearer ").strip())
-
-
-def _decode(data: bytes, kind: type[T]) -> T:
-    try:
-        return msgspec.json.decode(data, type=kind)
-    except msgspec.ValidationError as exc:
-        raise ProtocolError(ErrorCode.INVALID, str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"body is not JSON: {exc}") from None
-
-
-def _int_query(request: web.Request, name: str, default: int | None, low: int,
-               high: int | None) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ProtocolError(ErrorCode.INVALID, f"query '{name}' must be an integer") from None
-    if value < low or (high is not None and value > high):
-        raise ProtocolError(ErrorCode.INVALID, f"query '{name}' must be within [{low}, {high}]")
-    return value
+        return self._verifier.verify(bearer(request))

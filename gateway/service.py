@@ -77,9 +77,8 @@ class Gateway:
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, config.gateway.host, config.gateway.port)
         await self._site.start()
-        server = self._site._server
-        if server is not None and server.sockets:  # resolve port 0
-            self.port = server.sockets[0].getsockname()[1]
+        for address in self._runner.addresses:  # resolve port 0
+            self.port = int(address[1])
         log.info("gateway_listening", url=f"http://{config.gateway.host}:{self.port}",
                  websocket=f"ws://{config.gateway.host}:{self.port}/v1/ws")
 
@@ -90,9 +89,11 @@ class Gateway:
         if self._sockets is None:
             return
         await self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
-        deadline = asyncio.get_running_loop().time() + self._config.gateway.drain_timeout_s
-        while self._sockets.open_count() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(self._config.gateway.drain_timeout_s):
+                await self._sockets.wait_idle()
+        except TimeoutError:
+            log.warning("drain_timeout", timeout_s=self._config.gateway.drain_timeout_s)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -65,8 +65,7 @@ class DeviceHub:
             await previous[1].unsubscribe()
 
         async def on_delivery(msg: Msg) -> None:
-            headers = msg.headers or {}
-            conn.deliver(headers.get("Courier-Id", ""), msg.data)
+            conn.deliver(msg.data)
 
         subscription = await self._nc.subscribe(deliver_subject(device), cb=on_delivery)
         self._devices[device] = (conn, subscription)
@@ -99,6 +98,9 @@ class SocketEndpoint:
         self._callbacks = callbacks
         self._social = social
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self._handlers = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.accepting = True
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -127,6 +129,8 @@ class SocketEndpoint:
                           callbacks=self._callbacks, social=self._social)
         writer = asyncio.create_task(conn.write_forever(), name="ws-writer")
         CONNECTIONS.inc()
+        self._handlers += 1
+        self._idle.clear()
         try:
             conn.send(Welcome(user=identity.user, device=identity.device, app=identity.app,
                               protocol=PROTOCOL_VERSION, heartbeat_s=self._config.heartbeat_s,
@@ -147,10 +151,13 @@ class SocketEndpoint:
                 writer.cancel()
             if not ws.closed:
                 await ws.close()
+            self._handlers -= 1
+            if not self._handlers:
+                self._idle.set()
 
-    def open_count(self) -> int:
-        """Sockets whose handler has not finished yet."""
-        return sum(1 for ws in self._sockets if not ws.closed)
+    async def wait_idle(self) -> None:
+        """Until every socket handler has finished."""
+        await self._idle.wait()
 
     async def close_all(self, code: CloseCode, reason: str) -> None:
         """Close every socket (shutdown): clients reconnect to another gateway."""

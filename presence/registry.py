@@ -144,7 +144,7 @@ async def _entries(kv: KeyValue) -> list[tuple[str, bytes]]:
             break
         if entry.value and entry.operation is None:
             entries.append((entry.key, entry.value))
-    await watcher.stop()
+    await watcher.stop()  # type: ignore[no-untyped-call]
     return entries
 
 

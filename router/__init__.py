@@ -16,8 +16,8 @@ get nothing.
 
 Order: one replica publishes a batch in stream order, so deliveries of one conversation leave
 a replica in seq order; with several replicas, frames of one conversation may interleave and
-clients order by ``seq``. Each frame carries its ``seq`` and ``message_id`` in the headers
-``Courier-Seq``/``Courier-Id`` for the gateway's sync de-duplication.
+clients order by ``seq``. A frame is published as the exact
+bytes the device receives (no headers), so gateways forward it without decoding.
 
 Groups: a group message goes to the members at its seq, from a membership cache that follows
 the group's writes in stream order (``router.membership``); a group write's system message goes

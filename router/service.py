@@ -31,7 +31,8 @@ class Router:
         self._nc = await connect(self._config.nats, "router")
         js = self._nc.jetstream()
         await ensure_stream(js, MSGS, self._config.nats)
-        await ensure_pull_consumer(js, MSGS_STREAM, ROUTER_CONSUMER, ack_wait_s=self._config.nats.ack_wait_s,
+        await ensure_pull_consumer(js, MSGS_STREAM, ROUTER_CONSUMER,
+                                   ack_wait_s=self._config.nats.ack_wait_s,
                                    max_ack_pending=20_000)
         directory = DeviceDirectory(self._nc, RpcClient(self._nc))
         await directory.start()

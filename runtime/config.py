@@ -35,7 +35,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     pass
 
 
-class NatsConfig(_Section):
+class NatsConfig(_Section, frozen=True):
     """NATS connection and the ``MSGS`` stream."""
 
     #: NATS server URL(s), comma-separated for a cluster.
@@ -53,7 +53,7 @@ class NatsConfig(_Section):
     max_bytes: Annotated[int, msgspec.Meta(ge=-1)] = -1
 
 
-class AuthConfig(_Section):
+class AuthConfig(_Section, frozen=True):
     """Tokens: HS256 with ``secret``, or RS256/ES256/EdDSA with ``public_key_file``."""
 
     #: HS256 signing secret of device tokens (32+ bytes).
@@ -77,7 +77,7 @@ class AuthConfig(_Section):
     admin_secret: str = ""
 
 
-class GatewayConfig(_Section):
+class GatewayConfig(_Section, frozen=True):
     """WebSocket and REST front door."""
 
     #: Address the HTTP/WebSocket server binds.
@@ -109,7 +109,7 @@ class GatewayConfig(_Section):
     sync_page: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
 
 
-class StoreConfig(_Section):
+class StoreConfig(_Section, frozen=True):
     """The message store owned by the storage worker."""
 
     #: Store implementation.
@@ -158,7 +158,7 @@ class StoreConfig(_Section):
     cassandra_request_timeout_s: PositiveFloat = 10.0
 
 
-class RetentionConfig(_Section):
+class RetentionConfig(_Section, frozen=True):
     """What is kept, per app. Apps not named use ``default_days``."""
 
     #: Days messages are kept, for apps without their own entry in ``days``.
@@ -171,7 +171,7 @@ class RetentionConfig(_Section):
     purge_interval_s: PositiveFloat = 60.0
 
 
-class LogConfig(_Section):
+class LogConfig(_Section, frozen=True):
     """Structured logs on stderr."""
 
     #: Lowest level logged.
@@ -180,7 +180,7 @@ class LogConfig(_Section):
     format: Literal["json", "console"] = "json"
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(_Section, frozen=True):
     """Prometheus exposition for services without an HTTP server of their own."""
 
     #: Address the workers' metrics servers bind.
@@ -193,7 +193,7 @@ class MetricsConfig(_Section):
     push_port: Port = 9103
 
 
-class PushConfig(_Section):
+class PushConfig(_Section, frozen=True):
     """Push delivery to offline devices (the push worker)."""
 
     #: ``platform=provider`` pairs; platforms: apns, apns_sandbox, fcm, webpush, webhook;
@@ -241,7 +241,7 @@ class PushConfig(_Section):
     webhook_timeout_s: PositiveFloat = 5.0
 
 
-class NotifyConfig(_Section):
+class NotifyConfig(_Section, frozen=True):
     """Business notifications sent by internal services."""
 
     #: Notifications in one ``notify.send`` request or ``POST /v1/notifications`` call.
@@ -254,7 +254,7 @@ class NotifyConfig(_Section):
     broadcast_page: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
 
 
-class CallbacksConfig(_Section):
+class CallbacksConfig(_Section, frozen=True):
     """System handlers clients may call with a ``callback`` frame."""
 
     #: Handler names (published on ``callback.<handler>``); other names get unknown_recipient.
@@ -265,14 +265,14 @@ class CallbacksConfig(_Section):
     max_age_s: Positive = 7 * 24 * 3600
 
 
-class ControlConfig(_Section):
+class ControlConfig(_Section, frozen=True):
     """Disabling devices, users and modules; the audit trail."""
 
     #: How long the AUDIT stream keeps control actions.
     audit_max_age_days: Positive = 365
 
 
-class GroupsConfig(_Section):
+class GroupsConfig(_Section, frozen=True):
     """Groups (enforced by the storage worker)."""
 
     #: Most members a group may have, its owner included.
@@ -282,7 +282,7 @@ class GroupsConfig(_Section):
 StrangerPolicy = Literal["allow", "contacts_only"]
 
 
-class ContactsConfig(_Section):
+class ContactsConfig(_Section, frozen=True):
     """Who may open a 1:1 conversation (enforced by the gateway)."""
 
     #: ``allow``: anyone may message anyone who has not blocked them; ``contacts_only``: direct
@@ -295,7 +295,7 @@ class ContactsConfig(_Section):
         return self.strangers_by_app.get(app, self.strangers)
 
 
-class PresenceConfig(_Section):
+class PresenceConfig(_Section, frozen=True):
     """Presence subscriptions and typing indicators (the gateway)."""
 
     #: Users one connection may watch at once.
@@ -520,5 +520,5 @@ def load_config_or_exit() -> Config:
     try:
         return load_config()
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -5,12 +5,14 @@ from typing import Any, Final
 import msgspec
 
 from schemas.errors import ErrorCode, ProtocolError
-from schemas.frames import CLIENT_FRAME_TYPES, ClientFrame, ServerFrame
+from schemas.frames import CLIENT_FRAME_TYPES, FRAME_TYPES, ClientFrame, ServerFrame
 
-_client_decoder: Final = msgspec.json.Decoder(ClientFrame)
-_server_decoder: Final = msgspec.json.Decoder(ServerFrame)
+_client_decoder: Final[msgspec.json.Decoder[ClientFrame]] = msgspec.json.Decoder(ClientFrame)
+_server_decoder: Final[msgspec.json.Decoder[ServerFrame]] = msgspec.json.Decoder(
+    ServerFrame)
 _json_encoder: Final = msgspec.json.Encoder()
 _any_decoder: Final = msgspec.json.Decoder(dict[str, Any])
+SERVER_FRAME_TYPES: Final = frozenset(FRAME_TYPES) - CLIENT_FRAME_TYPES
 
 
 def encode_frame(frame: msgspec.Struct) -> bytes:
@@ -28,9 +30,22 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"not a JSON frame: {exc}") from None
 
 
-def decode_server_frame(data: bytes | str) -> ServerFrame:
-    """Decode a frame sent by a gateway (used by the client library)."""
-    return _server_decoder.decode(data)
+class _Tagged(msgspec.Struct):
+    type: str = ""
+
+
+_tag_decoder: Final = msgspec.json.Decoder(_Tagged)
+
+
+def decode_server_frame(data: bytes | str) -> ServerFrame | None:
+    """Decode a frame sent by a gateway (used by the client library); None for a frame type
+    this version does not know (a newer server), so clients can skip it."""
+    try:
+        return _server_decoder.decode(data)
+    except msgspec.ValidationError:
+        if _tag_decoder.decode(data).type not in SERVER_FRAME_TYPES:
+            return None
+        raise
 
 
 def _classify(data: bytes | str, exc: msgspec.ValidationError) -> ProtocolError:

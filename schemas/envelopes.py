@@ -63,7 +63,7 @@ class ReceiptEnvelope(msgspec.Struct, tag="rcpt", tag_field="t", omit_defaults=T
 Envelope = MessageEnvelope | ReceiptEnvelope | GroupEnvelope
 
 _encoder: Final = msgspec.msgpack.Encoder()
-_decoder: Final = msgspec.msgpack.Decoder(Envelope)
+_decoder: Final[msgspec.msgpack.Decoder[Envelope]] = msgspec.msgpack.Decoder(Envelope)
 
 
 def encode_envelope(envelope: Envelope) -> bytes:

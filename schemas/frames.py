@@ -10,7 +10,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from schemas.ids import ClientId, ConversationId, DeviceId, GroupId, ModuleId, UserId
+from schemas.ids import ClientId, ConversationId, DeviceId, ModuleId, UserId
 
 RequestId = Annotated[
     str, msgspec.Meta(max_length=64, description="Echoed in the reply and in any error.")
@@ -30,6 +30,11 @@ ContactState = Literal["none", "outgoing", "incoming", "contact"]
 
 class _Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, omit_defaults=True):
     """Base of every frame: tagged by ``type``, strict about fields."""
+
+
+class _ServerFrame(_Frame, forbid_unknown_fields=False):
+    """Base of gateway -> client frames: clients ignore fields they do not know, so the
+    server can add fields without breaking deployed apps."""
 
 
 class Destination(msgspec.Struct, forbid_unknown_fields=True):
@@ -149,7 +154,7 @@ ClientFrame = (Send | Ack | Read | Sync | Ping | Callback | PresenceSubscribe
 # ---------------------------------------------------------------- gateway -> client
 
 
-class Welcome(_Frame, tag="welcome"):
+class Welcome(_ServerFrame, tag="welcome"):
     """First frame of every connection: who the token says you are, and the limits."""
 
     user: UserId
@@ -161,7 +166,7 @@ class Welcome(_Frame, tag="welcome"):
     gateway: str
 
 
-class Accepted(_Frame, tag="accepted"):
+class Accepted(_ServerFrame, tag="accepted"):
     """The message is stored durably (status ``sent``): it will not be lost."""
 
     client_id: ClientId
@@ -172,7 +177,7 @@ class Accepted(_Frame, tag="accepted"):
     id: RequestId | None = None
 
 
-class Message(_Frame, tag="message"):
+class Message(_ServerFrame, tag="message"):
     """A message for this device: chat, notification or system. ``body`` is the ciphertext
     for this device (the shared body or this device's own payload)."""
 
@@ -191,7 +196,7 @@ class Message(_Frame, tag="message"):
     expires_at: int | None = None
 
 
-class Receipt(_Frame, tag="receipt"):
+class Receipt(_ServerFrame, tag="receipt"):
     """Delivery or read state moved. ``delivered``: ``message_ids`` reached a device of
     ``by``; ``read``: ``by`` has read the conversation up to ``seq``."""
 
@@ -202,7 +207,7 @@ class Receipt(_Frame, tag="receipt"):
     seq: Seq | None = None
 
 
-class Synced(_Frame, tag="synced"):
+class Synced(_ServerFrame, tag="synced"):
     """The backlog has been sent. Hold ``cursor`` and pass it as ``after`` next time."""
 
     cursor: Seq
@@ -210,13 +215,13 @@ class Synced(_Frame, tag="synced"):
     id: RequestId | None = None
 
 
-class Pong(_Frame, tag="pong"):
+class Pong(_ServerFrame, tag="pong"):
     """Reply to ``ping``."""
 
     id: RequestId | None = None
 
 
-class Error(_Frame, tag="error"):
+class Error(_ServerFrame, tag="error"):
     """A request failed; the connection stays open unless a close follows."""
 
     code: str
@@ -225,7 +230,7 @@ class Error(_Frame, tag="error"):
     id: RequestId | None = None
 
 
-class CallbackAccepted(_Frame, tag="callback_accepted"):
+class CallbackAccepted(_ServerFrame, tag="callback_accepted"):
     """The callback is stored on its handler's subject; ``callback_id`` names it there."""
 
     handler: str
@@ -242,7 +247,7 @@ class PresenceState(msgspec.Struct, omit_defaults=True):
     last_active: int | None = None
 
 
-class PresenceSubscribed(_Frame, tag="presence_subscribed"):
+class PresenceSubscribed(_ServerFrame, tag="presence_subscribed"):
     """Reply to ``presence_subscribe``: the watched users' current state, and the users not
     watched (not a contact, or they blocked you)."""
 
@@ -251,7 +256,7 @@ class PresenceSubscribed(_Frame, tag="presence_subscribed"):
     id: RequestId | None = None
 
 
-class Presence(_Frame, tag="presence"):
+class Presence(_ServerFrame, tag="presence"):
     """A watched user came online or went offline (``last_active`` set when offline)."""
 
     user: UserId
@@ -259,7 +264,7 @@ class Presence(_Frame, tag="presence"):
     last_active: int | None = None
 
 
-class UserTyping(_Frame, tag="user_typing"):
+class UserTyping(_ServerFrame, tag="user_typing"):
     """``user`` is typing (``active``) or stopped in ``conversation``. Ephemeral: shown for a
     few seconds unless repeated."""
 
@@ -268,7 +273,7 @@ class UserTyping(_Frame, tag="user_typing"):
     active: bool
 
 
-class Contact(_Frame, tag="contact"):
+class Contact(_ServerFrame, tag="contact"):
     """Your relation with ``user`` changed (a request arrived, was accepted, ...), on every
     connected device of both users. ``blocked``: you block ``user``."""
 

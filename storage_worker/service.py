@@ -12,8 +12,8 @@ from runtime.consumer import PullLoop
 from runtime.natsconn import close, connect, ensure_pull_consumer, ensure_stream
 from runtime.rpc import RpcServer
 from schemas import rpc
-from schemas.errors import ErrorCode, ProtocolError
 from schemas.envelopes import message_frame
+from schemas.errors import ErrorCode, ProtocolError
 from schemas.ids import direct_members, group_of, notification_members
 from schemas.streams import MSGS
 from schemas.subjects import DIRECTORY_CHANGED, MSGS_STREAM, STORAGE_CONSUMER, STORE_QUEUE
@@ -76,7 +76,8 @@ class StorageWorker:
         self._nc = await connect(self._config.nats, "storage_worker")
         self._js = self._nc.jetstream()
         await ensure_stream(self._js, MSGS, self._config.nats)
-        await ensure_pull_consumer(self._js, MSGS_STREAM, STORAGE_CONSUMER, ack_wait_s=self._config.nats.ack_wait_s,
+        await ensure_pull_consumer(self._js, MSGS_STREAM, STORAGE_CONSUMER,
+                                   ack_wait_s=self._config.nats.ack_wait_s,
                                    max_ack_pending=20_000)
         self._loop = PullLoop(self._js, MSGS_STREAM, STORAGE_CONSUMER,
                               EnvelopeApplier(self._store, self._nc, GroupApplier(

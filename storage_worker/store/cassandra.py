@@ -179,6 +179,8 @@ _QUERIES: Final[dict[str, str]] = {
     "purge_all": "SELECT ts, seq, conversation, id, recipients, sender_device, shared, "
                  "payload_devices FROM {ks}.purge_index WHERE app = ? AND bucket = ?",
     "purge_older_drop": "DELETE FROM {ks}.purge_index WHERE app = ? AND bucket = ? AND ts < ?",
+    "purge_prefix_drop": "DELETE FROM {ks}.purge_index WHERE app = ? AND bucket = ? "
+                         "AND (ts, seq) <= (?, ?)",
     "purge_row_drop": "DELETE FROM {ks}.purge_index WHERE app = ? AND bucket = ? AND ts = ? "
                       "AND seq = ?",
     "message_drop": "DELETE FROM {ks}.messages WHERE conversation = ? AND bucket = ? AND seq = ?",
@@ -1028,27 +1030,40 @@ class CassandraStore:
 
     async def _purge_delivered(self, app: str, buckets: list[int]) -> int:
         """Remove the app's messages that every device of every recipient has (acknowledged,
-        or its cursor is past them, or it does not get them)."""
+        or its cursor is past them, or it does not get them). Acknowledgements mostly come
+        in order, so the removed rows of a bucket mostly form a prefix: one range tombstone
+        for it, row tombstones only for rows removed after a message still pending."""
         states: dict[str, list[tuple[str, int, set[int]]]] = {}
         removed = 0
-        for bucket in buckets:
-            doomed = []
-            for ts, seq, conversation, key, recipients, sender_device, shared, devices in (
-                    await self._run("purge_all", app, bucket)):
+        for position, bucket in enumerate(buckets):
+            doomed: list[tuple[int, int, str, str, Any]] = []
+            prefix: tuple[int, int] | None = None  # the last removed row before any kept one
+            kept = False
+            rows = await self._run("purge_all", app, bucket)  # in (ts, seq) order
+            for ts, seq, conversation, key, recipients, sender_device, shared, devices in rows:
                 for user in recipients or ():
                     if user not in states:
                         states[user] = await self._user_device_states(user)
-                pending = any(
-                    floor < seq and seq not in acked and name != sender_device
-                    and (shared or name in (devices or ()))
-                    for user in recipients or () for name, floor, acked in states[user])
-                if not pending:
-                    doomed.append((ts, seq, conversation, key, recipients))
+                if any(floor < seq and seq not in acked and name != sender_device
+                       and (shared or name in (devices or ()))
+                       for user in recipients or () for name, floor, acked in states[user]):
+                    kept = True
+                    continue
+                doomed.append((ts, seq, conversation, key, recipients))
+                if not kept:
+                    prefix = (ts, seq)
             await self._delete_messages([row[1:] for row in doomed])
             writes = _Writes()
-            for ts, seq, *_ in doomed:
+            if prefix is not None:
                 writes.add(("purge_index", app, bucket),
-                           self._later("purge_row_drop", app, bucket, ts, seq))
+                           self._later("purge_prefix_drop", app, bucket, *prefix))
+            for ts, seq, *_ in doomed:
+                if prefix is None or (ts, seq) > prefix:
+                    writes.add(("purge_index", app, bucket),
+                               self._later("purge_row_drop", app, bucket, ts, seq))
+            if len(doomed) == len(rows) and position < len(buckets) - 1:
+                writes.add(("purge_buckets", app, bucket),
+                           self._later("purge_bucket_drop", app, bucket))
             await self._write(writes)
             removed += len(doomed)
         return removed

@@ -7,12 +7,11 @@ from typing import Any, Final
 
 import aiosqlite
 
-from schemas.envelopes import MessageEnvelope
+from schemas.envelopes import MessageEnvelope, message_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
 from schemas.ids import direct_members
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
-from schemas.envelopes import message_frame
 from storage_worker.store.base import DeliverableMessage, RetentionPolicy, StoredMessage
 
 DAY_MS: Final = 86_400_000
@@ -168,7 +167,8 @@ class SqliteStore:
                 "INSERT INTO devices (device, user, app, created_at, floor) VALUES (?,?,?,?,?)",
                 (device, user, app, now, floor),
             )
-            row = (user, app, now, 0)
+            await db.commit()
+            return DeviceInfo(user=user, device=device, app=app, created_at=now)
         await db.commit()
         return DeviceInfo(user=row[0], device=device, app=row[1], created_at=row[2],
                           disabled=bool(row[3]))

@@ -4,6 +4,7 @@ and several router/gateway replicas."""
 import asyncio
 
 import aiohttp
+
 from schemas.errors import ErrorCode
 from schemas.frames import Receipt
 from tests.harness import System

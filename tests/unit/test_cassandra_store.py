@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from cassandra.cluster import NoHostAvailable
@@ -39,8 +40,8 @@ async def store(cassandra_node: CassandraNode) -> AsyncIterator[CassandraStore]:
         await backend.close()
 
 
-async def cql(store: CassandraStore, query: str, params: tuple[object, ...] = ()) -> list[
-        tuple[object, ...]]:
+async def cql(store: CassandraStore, query: str, params: tuple[Any, ...] = ()) -> list[
+        tuple[Any, ...]]:
     """Run a statement on the store's session, ``{ks}`` standing for its keyspace."""
     result = await asyncio.to_thread(store.session.execute, query.format(ks=store.keyspace),
                                      params)
@@ -175,3 +176,23 @@ async def test_an_unreachable_cluster_fails_fast() -> None:
     with pytest.raises(NoHostAvailable):
         await store.open()
     assert time.monotonic() - started < 10
+
+
+async def test_ephemeral_purge_removes_acknowledged_rows_in_any_order(
+        store: CassandraStore) -> None:
+    await setup_users(store)
+    await store.append([envelope(seq, app="eph") for seq in range(1, 6)])
+    policy = RetentionPolicy(default_days=30, days={}, ephemeral_apps=frozenset({"eph"}))
+    devices = (("bob", "b1"), ("bob", "b2"), ("alice", "a2"))
+    for user, device in devices:
+        await store.record_acks(user, device, [ack(1), ack(2), ack(4)], NOW)
+    assert await store.purge(policy, NOW) == 3  # 1-2 as a range, 4 on its own
+    history = await store.history("alice", "a1", AB, None, None, 10, NOW)
+    assert [i.message.seq for i in history] == [3, 5]
+    for user, device in devices:
+        await store.record_acks(user, device, [ack(3), ack(5)], NOW)
+    assert await store.purge(policy, NOW) == 2
+    assert await store.history("alice", "a1", AB, None, None, 10, NOW) == []
+    assert await cql(store, "SELECT seq FROM {ks}.purge_index WHERE app = 'eph'"
+                            " AND bucket = 0") == []
+    assert await store.purge(policy, NOW) == 0

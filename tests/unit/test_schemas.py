@@ -74,3 +74,10 @@ def test_ids() -> None:
     assert direct_members("g:team") is None
     assert message_id("app", "alice", "c1") == message_id("app", "alice", "c1")
     assert message_id("app", "alice", "c1") != message_id("app", "bob", "c1")
+
+
+def test_clients_tolerate_newer_servers() -> None:
+    assert decode_server_frame(b'{"type": "pong", "id": "1", "added_later": 5}') is not None
+    assert decode_server_frame(b'{"type": "frame_from_the_future"}') is None
+    with pytest.raises(msgspec.ValidationError):
+        decode_server_frame(b'{"type": "pong", "id": 5}')
