@@ -255,8 +255,9 @@ class CourierClient:
         return self._inbox.qsize()
 
     async def flush_acks(self) -> None:
-        if self._acks and self._ws is not None and not self._ws.closed:
-            batch, self._acks = self._acks, []
+        """Send the pending acknowledgements, ``ACK_BATCH`` per frame."""
+        while self._acks and self._ws is not None and not self._ws.closed:
+            batch, self._acks = self._acks[:ACK_BATCH], self._acks[ACK_BATCH:]
             await self.send_raw(encode_frame(Ack(messages=batch)))
 
     # ------------------------------------------------------------------ internals

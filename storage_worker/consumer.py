@@ -1,6 +1,7 @@
 """Applies batches of ``MSGS`` envelopes to the store."""
 
 import time
+from collections import defaultdict
 
 import msgspec
 import structlog
@@ -9,7 +10,7 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
 from schemas.envelopes import Envelope, MessageEnvelope, ReceiptEnvelope, decode_envelope
-from schemas.groups import GroupEnvelope
+from schemas.frames import AckItem
 from schemas.ids import group_of
 from schemas.subjects import dead_letter
 from storage_worker.group_apply import GroupApplier
@@ -35,6 +36,7 @@ class EnvelopeApplier:
     async def __call__(self, msgs: list[Msg]) -> None:
         with BATCH_SECONDS.time():
             pending: list[StoredMessage] = []
+            receipts: list[ReceiptEnvelope] = []
             for msg in msgs:
                 envelope = await self._decode_or_term(msg)
                 if envelope is None:
@@ -44,13 +46,12 @@ class EnvelopeApplier:
                     recipients = await self._recipients(envelope)
                     if recipients is not None:
                         pending.append(StoredMessage(seq, envelope, recipients))
-                    continue
-                await self._flush(pending)
-                if isinstance(envelope, GroupEnvelope):
+                elif isinstance(envelope, ReceiptEnvelope):
+                    receipts.append(envelope)  # refers to earlier messages only: may wait
+                else:  # a group write is ordered with the messages around it
+                    await self._flush(pending, receipts)
                     await self._groups.apply(envelope, seq)
-                else:
-                    await self._apply_receipt(envelope)
-            await self._flush(pending)
+            await self._flush(pending, receipts)
         for msg in msgs:
             if not msg.is_acked:
                 await msg.ack()
@@ -61,21 +62,29 @@ class EnvelopeApplier:
             return inbox_users(envelope)
         return await self._groups.recipients(envelope)
 
-    async def _flush(self, pending: list[StoredMessage]) -> None:
+    async def _flush(self, pending: list[StoredMessage],
+                     receipts: list[ReceiptEnvelope]) -> None:
+        """Store the pending messages, then apply the receipts held since the last flush:
+        the acks of one device in one call."""
         if pending:
             await self._store.append(pending)
             await self._groups.record_messages(pending)
             STORED.inc(len(pending))
             pending.clear()
-
-    async def _apply_receipt(self, receipt: ReceiptEnvelope) -> None:
+        if not receipts:
+            return
         now = int(time.time() * 1000)
-        if receipt.status == "delivered":
-            await self._store.record_acks(receipt.by_user, receipt.by_device, receipt.items, now)
-        elif receipt.conversation is not None and receipt.seq is not None:
-            await self._store.mark_read(receipt.by_user, receipt.conversation, receipt.seq)
-        await self._groups.on_receipt(receipt)
-        RECEIPTS.labels(receipt.status).inc()
+        acks: dict[tuple[str, str], list[AckItem]] = defaultdict(list)
+        for receipt in receipts:
+            if receipt.status == "delivered":
+                acks[(receipt.by_user, receipt.by_device)].extend(receipt.items)
+            elif receipt.conversation is not None and receipt.seq is not None:
+                await self._store.mark_read(receipt.by_user, receipt.conversation, receipt.seq)
+            await self._groups.on_receipt(receipt)
+            RECEIPTS.labels(receipt.status).inc()
+        for (user, device), items in acks.items():
+            await self._store.record_acks(user, device, items, now)
+        receipts.clear()
 
     async def _decode_or_term(self, msg: Msg) -> Envelope | None:
         """Decode, or dead-letter and term an envelope that can never be processed."""

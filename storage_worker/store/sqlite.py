@@ -260,12 +260,14 @@ class SqliteStore:
             "AND EXISTS (SELECT 1 FROM inbox WHERE user = ? AND seq = ?)",
             [(now, seq, conversation, user, user, seq) for seq, conversation in acked],
         )
-        await self._advance_floor(user, device, now)
         await db.commit()
 
     async def _advance_floor(self, user: str, device: str, now: int) -> None:
         """Move the device's cursor over every acknowledged (or not-for-it) inbox entry at its
-        start, then forget the acknowledgements the cursor now covers."""
+        start, then forget the acknowledgements the cursor now covers.
+
+        Run when the device syncs, not per ack: acks arrive with every message, syncs once
+        per connection, and the backlog query excludes acknowledged entries either way."""
         params = {"user": user, "device": device, "now": now}
         async with self.db.execute(
             f"""SELECT MIN(i.seq) FROM inbox i JOIN messages m ON m.seq = i.seq
@@ -305,6 +307,8 @@ class SqliteStore:
     async def backlog(
         self, user: str, device: str, after: int, limit: int, now: int
     ) -> tuple[list[DeliverableMessage], int]:
+        await self._advance_floor(user, device, now)
+        await self.db.commit()
         params = {"user": user, "device": device, "now": now, "after": after, "limit": limit}
         async with self.db.execute(
             f"""SELECT {_MESSAGE_COLUMNS}, COALESCE(m.body, p.body)
