@@ -134,9 +134,15 @@ class Messaging:
         return await self._permissions.group_sender(identity.user, to.id), frame.payloads
 
     async def _require_user(self, user: str) -> None:
-        if self._known_users.get(user, 0.0) > time.monotonic():
+        known_until = self._known_users.get(user)
+        if known_until is not None and known_until > time.monotonic():
             return
-        reply = await self._rpc.call("get_user", rpc.GetUser(user=user), rpc.UserDevices)
+        try:
+            reply = await self._rpc.call("get_user", rpc.GetUser(user=user), rpc.UserDevices)
+        except ProtocolError as exc:
+            if exc.code == ErrorCode.UNAVAILABLE and known_until is not None:
+                return  # users are never deleted: a stale "exists" keeps sends flowing
+            raise
         if not reply.exists:
             raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no user {user!r}")
         self._known_users[user] = time.monotonic() + self._cache_ttl_s

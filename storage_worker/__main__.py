@@ -5,6 +5,7 @@ from runtime.logging import configure_logging
 from runtime.metrics import serve_metrics
 from runtime.service import run
 from storage_worker.service import StorageWorker
+from storage_worker.store.base import retention_policy
 from storage_worker.store.factory import create_store
 
 
@@ -12,7 +13,8 @@ def main() -> None:
     config = load_config_or_exit()
     configure_logging(config.log, "storage_worker")
     serve_metrics(config.metrics.host, config.metrics.storage_port)
-    run(StorageWorker(config, create_store(config.store)))
+    store = create_store(config.store, retention_policy(config.retention))
+    run(StorageWorker(config, store))
 
 
 if __name__ == "__main__":

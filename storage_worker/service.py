@@ -22,7 +22,7 @@ from storage_worker.contacts import ContactService
 from storage_worker.group_apply import GroupApplier
 from storage_worker.group_service import GroupService
 from storage_worker.listing import app_users_handler
-from storage_worker.store.base import MessageStore, RetentionPolicy
+from storage_worker.store.base import MessageStore, retention_policy
 from storage_worker.store.social_factory import create_social_store
 
 log = structlog.get_logger(__name__)
@@ -63,12 +63,7 @@ class StorageWorker:
         self._rpc: RpcServer | None = None
         self._purger: asyncio.Task[None] | None = None
         self._ack_floor = 0
-        retention = config.retention
-        self._policy = RetentionPolicy(
-            default_days=retention.default_days,
-            days=dict(retention.days),
-            ephemeral_apps=frozenset(retention.ephemeral_apps),
-        )
+        self._policy = retention_policy(config.retention)
 
     async def start(self) -> None:
         await self._store.open()

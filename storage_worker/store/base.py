@@ -13,6 +13,7 @@ from typing import Protocol
 
 import msgspec
 
+from runtime.config import RetentionConfig
 from schemas.envelopes import MessageEnvelope
 from schemas.frames import AckItem
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
@@ -43,6 +44,12 @@ class RetentionPolicy(msgspec.Struct, frozen=True):
 
     def days_for(self, app: str) -> int:
         return self.days.get(app, self.default_days)
+
+
+def retention_policy(config: RetentionConfig) -> RetentionPolicy:
+    """The policy the configuration describes."""
+    return RetentionPolicy(default_days=config.default_days, days=dict(config.days),
+                           ephemeral_apps=frozenset(config.ephemeral_apps))
 
 
 class MessageStore(Protocol):
