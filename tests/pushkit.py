@@ -249,3 +249,15 @@ async def push_settled(nats_url: str) -> bool:
         return bool(info.num_pending == 0 and info.num_ack_pending == 0)
     finally:
         await nc.close()
+
+
+async def nats_request(nats_url: str, subject: str, body: Any) -> dict[str, Any]:
+    """What an internal service does: a JSON request/reply on ``subject``."""
+    nc = await nats.connect(nats_url)
+    try:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        reply = await nc.request(subject, data, timeout=15)
+        decoded: dict[str, Any] = json.loads(reply.data)
+        return decoded
+    finally:
+        await nc.close()

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 
 from client.sdk import ClientError, CourierClient, Credentials
@@ -22,6 +21,7 @@ from tests.pushkit import (  # noqa: F401  (fixtures)
     MotoServer,
     WebhookReceiver,
     moto,
+    nats_request,
     push_env,
     push_settled,
     register_push,
@@ -61,14 +61,7 @@ async def admin(system: System, body: Any, secret: str | None = ADMIN_SECRET,
 
 
 async def nats_control(system: System, body: Any) -> dict[str, Any]:
-    nc = await nats.connect(system.nats.url)
-    try:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        reply = await nc.request("control.apply", data, timeout=15)
-        decoded: dict[str, Any] = json.loads(reply.data)
-        return decoded
-    finally:
-        await nc.close()
+    return await nats_request(system.nats.url, "control.apply", body)
 
 
 async def upgrade_refused(url: str, creds: Credentials) -> tuple[int, str]:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 
 from client.sdk import CourierClient, Credentials
@@ -20,6 +19,7 @@ from tests.pushkit import (  # noqa: F401  (fixtures)
     MotoServer,
     WebhookReceiver,
     moto,
+    nats_request,
     push_env,
     register_push,
     wait_until,
@@ -49,14 +49,7 @@ def item(item_id: str, to: dict[str, Any], body: bytes = b"payload",
 
 async def nats_send(system: System, request: Any) -> dict[str, Any]:
     """What a business service does: request/reply on ``notify.send``."""
-    nc = await nats.connect(system.nats.url)
-    try:
-        data = request if isinstance(request, bytes) else json.dumps(request).encode()
-        reply = await nc.request("notify.send", data, timeout=15)
-        decoded: dict[str, Any] = json.loads(reply.data)
-        return decoded
-    finally:
-        await nc.close()
+    return await nats_request(system.nats.url, "notify.send", request)
 
 
 async def rest_send(system: System, body: Any, secret: str | None = SERVICE_SECRET,
