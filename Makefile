@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 RUN_ARGS ?=
 SCENARIOS ?=
 
-.PHONY: run test lint typecheck schemas bench clean cassandra-fetch
+.PHONY: run test test-cassandra lint schemas bench clean cassandra-fetch
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(STAMP)
 
 test: $(STAMP) cassandra-fetch
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The end-to-end suite again with the Cassandra store behind every system (about 4 minutes).
+test-cassandra: $(STAMP) cassandra-fetch
+	STORE=cassandra $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -212,10 +212,12 @@ class Connection:
             self.send(Synced(cursor=cursor, count=count, id=frame.id))
         finally:
             self._sync_running = False
-            buffered, self._sync_buffer = self._sync_buffer or [], None
-            for message_id, data in buffered:
-                if message_id not in sent:
-                    self.send_raw(data)
+        # Only a complete sync releases the held frames: after a failed one (an error frame
+        # with retry=true) they stay held, so the retried backlog still comes first.
+        buffered, self._sync_buffer = self._sync_buffer or [], None
+        for message_id, data in buffered:
+            if message_id not in sent:
+                self.send_raw(data)
 
     async def _put_waiting(self, data: bytes) -> None:
         """Queue a backlog frame, waiting for room: the backlog is paced by the socket."""
