@@ -176,3 +176,35 @@ async def test_same_device_connecting_again_replaces_the_old_socket(system: Syst
     await second.ping()
     await first.close()
     await second.close()
+
+
+async def test_a_device_id_cannot_be_taken_over(shared_system: System) -> None:
+    system = shared_system
+    await system.device("owner", "owned-phone")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{system.url}/v1/dev/devices",
+                                json={"user": "mallory", "device": "owned-phone"}) as response:
+            assert response.status == 409
+            assert (await response.json(content_type=None))["code"] == ErrorCode.CONFLICT
+        token = forged(system, sub="mallory", dev="owned-phone")
+        async with session.get(f"{system.url}/v1/ws",
+                               headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 409
+
+
+async def test_a_send_to_a_device_reaches_only_that_device(shared_system: System) -> None:
+    import asyncio
+
+    system = shared_system
+    sender = await system.connect(await system.device("dsender", "dsender-1"))
+    sender_other = await system.connect(await system.device("dsender", "dsender-2"))
+    target = await system.connect(await system.device("dtarget", "dtarget-1"))
+    other = await system.connect(await system.device("dtarget", "dtarget-2"))
+    try:
+        await sender.send("dtarget-1", b"just for you", kind="device")
+        assert (await target.next_message()).body == b"just for you"
+        await asyncio.sleep(0.3)
+        assert other.pending_messages() == 0 and sender_other.pending_messages() == 0
+    finally:
+        for client in (sender, sender_other, target, other):
+            await client.close()
