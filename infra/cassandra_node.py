@@ -40,6 +40,8 @@ from cassandra import ProtocolVersion
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import WhiteListRoundRobinPolicy
 
+from infra.processes import terminate
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -451,15 +453,9 @@ class CassandraNode:
         """SIGTERM the JVM this object started (it drains, flushes), SIGKILL after ``grace`` s."""
         process = self._process
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                logger.warning(
-                    "Cassandra pid %d ignored SIGTERM for %.0f s, killing it", process.pid, grace
-                )
-                process.kill()
-                process.wait()
+            if terminate(process, grace):
+                logger.warning("Cassandra pid %d ignored SIGTERM for %.0f s, killed it",
+                               process.pid, grace)
             logger.info("stopped Cassandra pid %d (exit %s)", process.pid, process.returncode)
         _live_nodes.discard(self)
         self._close_stdout()

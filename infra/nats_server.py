@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from infra.processes import terminate
+
 #: JetStream limits: unlimited would reserve 75% of the machine's memory.
 DEFAULT_MAX_MEMORY = "256M"
 DEFAULT_MAX_FILE = "4G"
@@ -84,15 +86,8 @@ class NatsServer:
 
     def stop(self) -> None:
         """Terminate the process this object started (and only it)."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            terminate(self._process, grace=10)
         self._process = None
 
     def __enter__(self) -> "NatsServer":

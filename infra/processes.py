@@ -14,6 +14,21 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
+def terminate(process: "subprocess.Popen[bytes]", grace: float) -> bool:
+    """SIGTERM a child we started, SIGKILL it if it is still running after ``grace`` seconds;
+    True when it had to be killed."""
+    if process.poll() is not None:
+        return False
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+        return False
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
+
+
 class ServiceProcess:
     """One service child process with its own environment and log file."""
 
@@ -55,15 +70,8 @@ class ServiceProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the service drains), then SIGKILL after ``timeout``."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            terminate(self._process, timeout)
 
     def restart(self) -> None:
         self.stop()

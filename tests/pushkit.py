@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 
 from infra.nats_server import free_port
+from infra.processes import terminate
 from schemas.push import PUSH_CONSUMER, PUSH_STREAM
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -62,13 +63,8 @@ class MotoServer:
         raise TimeoutError(f"moto_server not ready after {timeout}s")
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            terminate(self._process, grace=10)
 
     def client(self) -> Any:
         return boto3.session.Session().client(

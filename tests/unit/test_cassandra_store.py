@@ -1,7 +1,7 @@
 """What the Cassandra store does beyond the shared contract: partitions walked across seq
 buckets, replays that complete a partial write, TTLs from retention, app user listing over
 shards, conversation order after a purge, ephemeral purges, migrations, and no server
-warnings on the write path. Real Cassandra (the session's node), no mocks."""
+warnings on the write path, against the session's real Cassandra node."""
 
 import asyncio
 import logging
