@@ -5,6 +5,7 @@ import time
 
 import structlog
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from runtime.config import Config
@@ -115,9 +116,15 @@ class StorageWorker:
     # ------------------------------------------------------------------ RPC handlers
 
     async def _register_device(self, request: rpc.RegisterDevice) -> rpc.DeviceInfo:
+        # Messages accepted before this call but not stored yet have stream sequences up to
+        # the stream's last one: a new device starts after it, so it never gets them.
+        assert self._js is not None and self._nc is not None
+        try:
+            position = (await self._js.stream_info(MSGS_STREAM)).state.last_seq
+        except NatsError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "stream unavailable") from exc
         info = await self._store.register_device(request.user, request.device, request.app,
-                                                 now_ms())
-        assert self._nc is not None
+                                                 now_ms(), start_after=int(position))
         await self._nc.publish(DIRECTORY_CHANGED, request.user.encode())
         return info
 

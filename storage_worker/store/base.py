@@ -65,9 +65,12 @@ class MessageStore(Protocol):
     async def close(self) -> None:
         """Release connections. The store is unusable afterwards."""
 
-    async def register_device(self, user: str, device: str, app: str, now: int) -> DeviceInfo:
+    async def register_device(self, user: str, device: str, app: str, now: int,
+                              start_after: int = 0) -> DeviceInfo:
         """Create the user if absent and the device if absent; return the device. A new
-        device starts after its user's newest inbox entry: it gets no older backlog. A device
+        device starts after ``start_after`` (the last sequence accepted before it registered,
+        whether stored yet or not) and after its user's newest inbox entry: it gets no older
+        backlog. A device
         id belongs to one user for good: registering it for another raises
         ``ProtocolError(CONFLICT)``."""
 

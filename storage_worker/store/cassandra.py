@@ -583,7 +583,8 @@ class CassandraStore:
 
     # ------------------------------------------------------------------ registry
 
-    async def register_device(self, user: str, device: str, app: str, now: int) -> DeviceInfo:
+    async def register_device(self, user: str, device: str, app: str, now: int,
+                              start_after: int = 0) -> DeviceInfo:
         known_user, rows = await asyncio.gather(self._run("user_get", user),
                                                 self._run("device_get", device))
         if rows and rows[0][0] != user:
@@ -591,7 +592,7 @@ class CassandraStore:
         if not known_user:
             await self._run("user_insert", user, app, now)
         if not rows:
-            start = await self._newest_inbox_seq(user)
+            start = max(await self._newest_inbox_seq(user), start_after)
             applied = (await self._run("device_insert", device, user, app, now, start))[0][0]
             # Lost a race with another registration of the device: read the winner.
             rows = ([(user, app, now, False, start)] if applied

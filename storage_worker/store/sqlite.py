@@ -147,7 +147,8 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ registry
 
-    async def register_device(self, user: str, device: str, app: str, now: int) -> DeviceInfo:
+    async def register_device(self, user: str, device: str, app: str, now: int,
+                              start_after: int = 0) -> DeviceInfo:
         db = self.db
         await db.execute(
             "INSERT OR IGNORE INTO users (user, app, created_at) VALUES (?, ?, ?)",
@@ -162,7 +163,7 @@ class SqliteStore:
         if row is None:
             async with db.execute("SELECT MAX(seq) FROM inbox WHERE user = ?", (user,)) as cur:
                 newest = await cur.fetchone()
-            floor = (newest[0] if newest else None) or 0
+            floor = max((newest[0] if newest else None) or 0, start_after)
             await db.execute(
                 "INSERT INTO devices (device, user, app, created_at, floor) VALUES (?,?,?,?,?)",
                 (device, user, app, now, floor),

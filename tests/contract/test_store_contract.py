@@ -122,6 +122,17 @@ async def test_new_device_starts_after_existing_backlog(store: MessageStore) -> 
     assert [m.seq for m in messages] == [3]
 
 
+async def test_new_device_starts_after_messages_accepted_before_it(store: MessageStore) -> None:
+    """Messages accepted (sequences up to ``start_after``) but stored after the registration
+    never reach the new device's backlog; later ones do."""
+    await setup_users(store)
+    await store.append([envelope(1)])
+    await store.register_device("bob", "b3", "app", NOW, start_after=4)
+    await store.append([envelope(3), envelope(4), envelope(5)])
+    messages, _ = await store.backlog("bob", "b3", 0, 10, NOW)
+    assert [m.seq for m in messages] == [5]
+
+
 async def test_statuses_and_read_markers(store: MessageStore) -> None:
     await setup_users(store)
     await store.append([envelope(s) for s in (1, 2, 3)])

@@ -1,6 +1,8 @@
 """Offline delivery: the backlog arrives complete, in order, once, whatever happens meanwhile."""
 
 import asyncio
+import os
+import signal
 
 from client.sdk import ClientError, CourierClient
 from schemas.frames import Message
@@ -123,3 +125,29 @@ async def test_router_and_storage_killed_mid_stream(system: System) -> None:
     assert_complete(backlog, N)
     for client in (alice, bob, offline):
         await client.close()
+
+
+async def test_new_device_starts_after_messages_accepted_before_it(system: System) -> None:
+    """protocol.md §2.6: a device registered after a message was accepted never gets it in its
+    backlog, even when storage had not stored that message yet. The storage worker is stopped
+    while the messages are accepted and while the new device registers, so the registration is
+    answered before those messages are stored."""
+    assert system.storage is not None and system.storage.pid is not None
+    await system.device("bob", "bob-phone")
+    alice = await system.connect(await system.device("alice"))
+    await send_all(alice, "bob", 1, prefix="warm")  # the gateway caches what a send checks
+    os.kill(system.storage.pid, signal.SIGSTOP)
+    try:
+        await send_all(alice, "bob", 3, prefix="before")
+        registering = asyncio.create_task(system.device("bob", "bob-new-tablet"))
+        await asyncio.sleep(0.3)  # let the registration reach the stopped worker's socket
+    finally:
+        os.kill(system.storage.pid, signal.SIGCONT)
+    tablet = await system.connect(await registering, sync=False)
+    try:
+        assert (await tablet.sync()).count == 0
+        await send_all(alice, "bob", 1, prefix="after")
+        assert (await tablet.next_message()).body == b"after0"
+    finally:
+        await tablet.close()
+        await alice.close()
