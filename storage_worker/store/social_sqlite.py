@@ -1,6 +1,7 @@
 """``SocialStore`` on SQLite: the tables of migration 3 in ``sqlite.py``, used through the
 connection of a ``SqliteStore`` (one file, one writer: the storage worker process)."""
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -8,6 +9,7 @@ from schemas.contacts import ContactEntry, Relation
 from schemas.frames import ContactState
 from schemas.groups import GroupReceipts, GroupSummary
 from schemas.ids import group_conversation
+from storage_worker.store.base import unavailable_on
 from storage_worker.store.social import (
     GroupChange,
     GroupEventRecord,
@@ -21,6 +23,7 @@ from storage_worker.store.sqlite import SqliteStore
 _MEMBER_AT = "m.joined_seq <= :seq AND (m.left_seq IS NULL OR m.left_seq > :seq)"
 
 
+@unavailable_on(sqlite3.OperationalError)
 class SqliteSocialStore:
     """Groups and contacts in the database of ``sqlite``. With ``owned`` the store opens and
     closes that database itself (a side file when messages live in another backend)."""

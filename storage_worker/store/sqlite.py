@@ -1,6 +1,7 @@
 """Embedded ``MessageStore`` on SQLite (WAL), through aiosqlite so queries run off the event
 loop. One connection, one writer: the storage worker process."""
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -12,7 +13,12 @@ from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
 from schemas.ids import direct_members
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
-from storage_worker.store.base import DeliverableMessage, RetentionPolicy, StoredMessage
+from storage_worker.store.base import (
+    DeliverableMessage,
+    RetentionPolicy,
+    StoredMessage,
+    unavailable_on,
+)
 
 DAY_MS: Final = 86_400_000
 
@@ -108,8 +114,10 @@ _FOR_DEVICE: Final = """
 """
 
 
+@unavailable_on(sqlite3.OperationalError)
 class SqliteStore:
-    """``MessageStore`` on one SQLite file."""
+    """``MessageStore`` on one SQLite file. ``sqlite3.OperationalError`` (locked, full or
+    unreadable file) is raised as ``StoreUnavailable``."""
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
