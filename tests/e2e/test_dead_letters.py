@@ -335,6 +335,10 @@ async def test_dead_letter_routes_refuse_bad_input(admin_system: System) -> None
     assert status == 204
     status, _ = await call(system, "GET", f"{DEAD_LETTERS}/{junk.seq}")
     assert status == 404
+    status, document = await call(system, "GET", "/openapi.json", token=None)
+    seq = document["paths"][f"{DEAD_LETTERS}/{{seq}}"]["get"]["parameters"][0]
+    assert seq["schema"] == {"type": "integer", "minimum": 1, "maximum": MAX_INT}
+    assert f"{DEAD_LETTERS}/{{seq}}/replay" in document["paths"]
 
 
 def cli(system: System, *args: str, secret: str | None = ADMIN_SECRET,
