@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import nats
 import pytest
+from nats.js.api import PubAck
 
 from client.sdk import ClientError, CourierClient
 from schemas.bounds import MAX_INT
@@ -57,6 +58,15 @@ async def call(system: System, method: str, path: str, *, token: str | None = AD
 
 async def next_error(client: CourierClient) -> Error:
     return await asyncio.wait_for(client.errors.get(), 10)
+
+
+async def publish(system: System, subject: str, data: bytes, stream: str) -> PubAck:
+    """Publish straight to a stream, as a buggy internal service could."""
+    nc = await nats.connect(system.nats.url)
+    try:
+        return await nc.jetstream().publish(subject, data, stream=stream)
+    finally:
+        await nc.close()
 
 
 def gateway_log(system: System) -> str:
@@ -272,11 +282,7 @@ async def test_undecodable_envelopes_are_dead_lettered_by_both_workers(
         admin_system: System) -> None:
     """Before, they went to core NATS subjects nobody listened to."""
     system = admin_system
-    nc = await nats.connect(system.nats.url)
-    try:
-        ack = await nc.jetstream().publish("msgs.chat", b"\xc1 not msgpack", stream="MSGS")
-    finally:
-        await nc.close()
+    ack = await publish(system, "msgs.chat", b"\xc1 not msgpack", stream="MSGS")
     for worker in ("storage", "router"):
         letter = await dead_letter_of(system, ack.seq, worker)
         assert letter["attempts"] == 0 and letter["subject"] == "msgs.chat"
@@ -293,11 +299,7 @@ async def test_undecodable_envelopes_are_dead_lettered_by_both_workers(
 
 async def test_dead_letter_routes_refuse_bad_input(admin_system: System) -> None:
     system = admin_system
-    nc = await nats.connect(system.nats.url)
-    try:  # by hand, without the Courier-* headers
-        junk = await nc.jetstream().publish("dlq.junk", b"junk", stream="DLQ")
-    finally:
-        await nc.close()
+    junk = await publish(system, "dlq.junk", b"junk", stream="DLQ")  # no Courier-* headers
     status, body = await call(system, "GET", f"{DEAD_LETTERS}/{junk.seq}")
     assert status == 200 and body["worker"] == "" and body["dlq_subject"] == "dlq.junk"
     status, body = await call(system, "POST", f"{DEAD_LETTERS}/{junk.seq}/replay")
@@ -353,11 +355,7 @@ def cli(system: System, *args: str, secret: str | None = ADMIN_SECRET,
 
 async def test_the_operator_cli_lists_shows_replays_and_deletes(admin_system: System) -> None:
     system = admin_system
-    nc = await nats.connect(system.nats.url)
-    try:
-        junk = await nc.jetstream().publish("dlq.cli", b"by hand", stream="DLQ")
-    finally:
-        await nc.close()
+    junk = await publish(system, "dlq.cli", b"by hand", stream="DLQ")
     listed = cli(system, "dead-letters", "list", "--after", str(junk.seq - 1), "--limit", "1")
     assert listed.returncode == 0, listed.stderr
     page = json.loads(listed.stdout)
