@@ -28,9 +28,9 @@ DEAD_LETTERED = Counter("courier_dead_letters_total", "Envelopes dead-lettered a
 
 
 def describe(exc: BaseException) -> str:
-    """``<type>: <message>``, cut to fit the ``Courier-Error`` header on one line."""
+    """``<type>: <message>``, cut to fit the ``Courier-Error`` header: one line of ASCII."""
     text = f"{type(exc).__name__}: {exc}".replace("\r", " ").replace("\n", " ")
-    return text[:dl.MAX_ERROR]
+    return text.encode("ascii", "backslashreplace").decode()[:dl.MAX_ERROR]
 
 
 DAY_S = 86_400

@@ -234,6 +234,7 @@ def test_faults_of_the_envelope_are_not_transient(exc: BaseException) -> None:
 def test_error_descriptions_fit_one_header_line() -> None:
     text = describe(ValueError("a\r\nb" + "x" * 1000))
     assert text.startswith("ValueError: a  b") and len(text) == 500 and "\n" not in text
+    assert describe(ValueError("café")) == "ValueError: caf\\xe9"
 
 
 # ---------------------------------------------------------------- bounds at the edge
