@@ -9,9 +9,9 @@ gateway's frame limit) and decoded strictly into typed structs.
 import hmac
 from typing import TypeVar
 
-import msgspec
 from aiohttp import web
 
+from schemas.codec import decode_document
 from schemas.errors import ErrorCode, ProtocolError
 
 T = TypeVar("T")
@@ -44,14 +44,4 @@ async def read_json(request: web.Request, kind: type[T], limit: int) -> T:
         body.extend(chunk)
         if len(body) > limit:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"request body over {limit} bytes")
-    return decode_json(bytes(body), kind)
-
-
-def decode_json(data: bytes, kind: type[T]) -> T:
-    """Strict JSON decoding with the protocol's error codes."""
-    try:
-        return msgspec.json.decode(data, type=kind)
-    except msgspec.ValidationError as exc:
-        raise ProtocolError(ErrorCode.INVALID, str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"body is not JSON: {exc}") from None
+    return decode_document(bytes(body), kind)

@@ -9,6 +9,7 @@ from aiohttp import web
 from nats.aio.client import Client
 
 from control.admin import ControlAdmin
+from control.dead_letters import DeadLetterAdmin
 from control.view import ControlView
 from gateway.admin_rest import AdminApi
 from gateway.auth import TokenVerifier
@@ -19,6 +20,7 @@ from gateway.notify_rest import NotifyApi
 from gateway.push_rest import PushRegistrationApi
 from gateway.service_subjects import ServiceSubjects
 from runtime.config import Config
+from runtime.deadletter import ensure_dlq
 from runtime.kv import ensure_bucket
 from runtime.natsconn import ensure_stream
 from runtime.rpc import RpcClient
@@ -50,6 +52,7 @@ class GatewayFeatures:
             AUDIT, max_age_s=config.control.audit_max_age_days * DAY_S), config.nats)
         await ensure_stream(js, msgspec.structs.replace(
             CALLBACKS, max_age_s=config.callbacks.max_age_s), config.nats)
+        await ensure_dlq(js, config)
         view = ControlView(js, replicas=replicas)
         await view.start()
         guard = ControlGuard(view, sockets)
@@ -62,7 +65,7 @@ class GatewayFeatures:
         tokens = await ensure_bucket(js, PUSH_TOKENS, replicas)
         routes = [*PushRegistrationApi(verifier, tokens, guard).routes(),
                   *NotifyApi(notifier, config.auth, config.notify).routes(),
-                  *AdminApi(admin, config.auth).routes()]
+                  *AdminApi(admin, DeadLetterAdmin(js), config.auth).routes()]
         return cls(view, guard, CallbackRelay(js, config.callbacks, gateway_id), subjects,
                    routes)
 

@@ -6,7 +6,12 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway.openapi_features import FEATURE_SECURITY, FEATURE_TYPES, feature_paths
+from gateway.openapi_features import (
+    FEATURE_SECURITY,
+    FEATURE_TYPES,
+    feature_paths,
+    integer_param,
+)
 from gateway.openapi_social import SOCIAL_TYPES, social_paths
 from schemas import rpc
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health, Problem
@@ -29,11 +34,6 @@ def _problems(*statuses: int) -> dict[str, Any]:
             "application/problem+json": {"schema": _ref("Problem")}}}
         for s in statuses
     }
-
-
-def _query(name: str, description: str, minimum: int = 0) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": "integer", "minimum": minimum}}
 
 
 @cache
@@ -80,7 +80,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/conversations": {"get": {
                 "summary": "My conversations, most recent first, with unread counts",
                 "security": _BEARER,
-                "parameters": [_query("limit", "At most this many (1-200)", 1)],
+                "parameters": [integer_param("limit", "At most this many (1-200)", 1, 200)],
                 "responses": {"200": {"description": "Conversations",
                                       "content": _json("Conversations")},
                               **_problems(401, 422, 503)}}},
@@ -93,9 +93,9 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [
                     {"name": "conversation", "in": "path", "required": True,
                      "schema": {"type": "string"}},
-                    _query("before", "Page backwards from this seq (exclusive)"),
-                    _query("after", "Page forwards from this seq (exclusive)"),
-                    _query("limit", "Page size (1-200)", 1),
+                    integer_param("before", "Page backwards from this seq (exclusive)", 0),
+                    integer_param("after", "Page forwards from this seq (exclusive)", 0),
+                    integer_param("limit", "Page size (1-200)", 1, 200),
                 ],
                 "responses": {"200": {"description": "A page", "content": _json("HistoryPage")},
                               **_problems(401, 403, 422, 503)}}},

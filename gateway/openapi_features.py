@@ -3,14 +3,16 @@
 
 from typing import Any, Final
 
+from schemas.bounds import MAX_INT
 from schemas.control import AuditPage, ControlList, ControlRequest, ControlResult
+from schemas.dead_letters import MAX_PAGE, DeadLetterDetail, DeadLetterPage, ReplayResult
 from schemas.notifications import NotifyRequest, NotifyResult
 from schemas.push import PushRegistration, PushRegistrationRequest
 
 #: Body types whose JSON Schema goes into ``components``.
 FEATURE_TYPES: Final[list[Any]] = [PushRegistrationRequest, PushRegistration, NotifyRequest,
                                    NotifyResult, ControlRequest, ControlResult, ControlList,
-                                   AuditPage]
+                                   AuditPage, DeadLetterPage, DeadLetterDetail, ReplayResult]
 
 FEATURE_SECURITY: Final[dict[str, Any]] = {
     "service": {"type": "http", "scheme": "bearer",
@@ -28,9 +30,11 @@ def _problems(*statuses: int) -> dict[str, Any]:
         "schema": {"$ref": "#/components/schemas/Problem"}}}} for s in statuses}
 
 
-def _query(name: str, description: str, minimum: int) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": "integer", "minimum": minimum}}
+def integer_param(name: str, description: str, minimum: int, maximum: int = MAX_INT,
+                  where: str = "query") -> dict[str, Any]:
+    """An integer query (optional) or path (required) parameter and its bounds."""
+    return {"name": name, "in": where, "required": where == "path", "description": description,
+            "schema": {"type": "integer", "minimum": minimum, "maximum": maximum}}
 
 
 def feature_paths() -> dict[str, Any]:
@@ -85,8 +89,47 @@ def feature_paths() -> dict[str, Any]:
         "/v1/admin/audit": {"get": {
             "summary": "Page the audit trail of control actions, oldest first",
             "security": admin,
-            "parameters": [_query("after", "Records after this position", 0),
-                           _query("limit", "Page size (1-500)", 1)],
+            "parameters": [integer_param("after", "Records after this position", 0),
+                           integer_param("limit", "Page size (1-500)", 1, 500)],
             "responses": {"200": {"description": "A page", "content": _json("AuditPage")},
                           **_problems(401, 422, 503)}}},
+        **_dead_letter_paths(admin),
+    }
+
+
+def _dead_letter_paths(admin: list[dict[str, list[str]]]) -> dict[str, Any]:
+    seq = integer_param("seq", "The dead letter's position in the DLQ stream", 1,
+                        where="path")
+    return {
+        "/v1/admin/dead-letters": {"get": {
+            "summary": "Page the dead letters (envelopes the router or the storage worker "
+                       "gave up on), oldest first",
+            "security": admin,
+            "parameters": [integer_param("after", "Dead letters after this position", 0),
+                           integer_param("limit", f"Page size (1-{MAX_PAGE})", 1, MAX_PAGE)],
+            "responses": {"200": {"description": "A page", "content": _json("DeadLetterPage")},
+                          **_problems(401, 422, 503)}}},
+        "/v1/admin/dead-letters/{seq}": {
+            "get": {
+                "summary": "One dead letter: its headers and the envelope's bytes",
+                "security": admin,
+                "parameters": [seq],
+                "responses": {"200": {"description": "The dead letter",
+                                      "content": _json("DeadLetterDetail")},
+                              **_problems(401, 404, 422, 503)}},
+            "delete": {
+                "summary": "Drop a dead letter",
+                "security": admin,
+                "parameters": [seq],
+                "responses": {"204": {"description": "Deleted"},
+                              **_problems(401, 404, 422, 503)}},
+        },
+        "/v1/admin/dead-letters/{seq}/replay": {"post": {
+            "summary": "Republish the envelope to its original subject (a new stream "
+                       "sequence), then delete the dead letter",
+            "description": "409 when the dead letter names no original subject and stream.",
+            "security": admin,
+            "parameters": [seq],
+            "responses": {"200": {"description": "Replayed", "content": _json("ReplayResult")},
+                          **_problems(401, 404, 409, 422, 503)}}},
     }

@@ -9,12 +9,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Identity, TokenIssuer, TokenVerifier
-from gateway.credentials import bearer, decode_json
+from gateway.credentials import bearer
 from gateway.messaging import Messaging
 from gateway.params import int_query, optional_int_query
 from gateway.sockets import DeviceHub
 from runtime.rpc import RpcClient
 from schemas import rpc
+from schemas.codec import decode_document
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health
 
@@ -65,7 +66,7 @@ class RestApi:
 
     async def dev_register(self, request: web.Request) -> web.Response:
         assert self._issuer is not None
-        body = decode_json(await request.read(), DevDeviceRequest)
+        body = decode_document(await request.read(), DevDeviceRequest)
         device = body.device or f"dev-{secrets.token_hex(6)}"
         token, expires_at = self._issuer.issue(body.user, device, self._app_id)
         identity = self._verifier.verify(token)

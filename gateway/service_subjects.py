@@ -19,9 +19,9 @@ from nats.aio.subscription import Subscription
 from prometheus_client import Counter
 
 from control.admin import ControlAdmin
-from gateway.credentials import decode_json
 from gateway.notifications import Notifier
 from runtime.config import NotifyConfig
+from schemas.codec import decode_document
 from schemas.control import CONTROL_APPLY, CONTROL_QUEUE, ControlRequest
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.notifications import NOTIFY_QUEUE, NOTIFY_SEND, NotifyRequest
@@ -66,12 +66,12 @@ class ServiceSubjects:
     async def _notify(self, data: bytes) -> msgspec.Struct:
         if len(data) > self._max_request:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"request over {self._max_request} bytes")
-        return await self._notifier.send(decode_json(data, NotifyRequest))
+        return await self._notifier.send(decode_document(data, NotifyRequest))
 
     async def _control(self, data: bytes) -> msgspec.Struct:
         if len(data) > CONTROL_MAX_BYTES:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"request over {CONTROL_MAX_BYTES} bytes")
-        return await self._admin.apply(decode_json(data, ControlRequest), via="nats")
+        return await self._admin.apply(decode_document(data, ControlRequest), via="nats")
 
     def _handler(self, subject: str, serve: Serve) -> Callable[[Msg], Awaitable[None]]:
         async def on_request(msg: Msg) -> None:

@@ -9,6 +9,7 @@ from push_worker.providers.routing import ProviderRouter, build_providers
 from push_worker.tokens import TokenRegistry
 from runtime.config import Config, PushConfig
 from runtime.consumer import PullLoop
+from runtime.deadletter import DeadLetters
 from runtime.kv import ensure_bucket
 from runtime.natsconn import close, connect, ensure_stream
 from schemas.push import PUSH_CONSUMER, PUSH_JOBS, PUSH_STREAM, PUSH_TOKENS, push_stream
@@ -36,7 +37,8 @@ class PushWorker:
         self._providers = build_providers(config.push)
         self._pipeline = PushPipeline(js, tokens, self._providers, config.push)
         self._pipeline.start()
-        self._loop = PullLoop(js, PUSH_STREAM, PUSH_CONSUMER, self._pipeline, batch=FETCH_BATCH)
+        self._loop = PullLoop(js, PUSH_STREAM, PUSH_CONSUMER, self._pipeline, batch=FETCH_BATCH,
+                              dead_letters=await DeadLetters.open(js, config, "push"))
         await self._loop.start()
 
     async def drain(self) -> None:

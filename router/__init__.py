@@ -2,8 +2,9 @@
 
 Consumes: every envelope on the ``MSGS`` stream through the durable pull consumer ``router``,
 shared by all router replicas (each envelope is handled by one replica). Explicit ack after
-the deliveries of a batch were published; undecodable envelopes are termed and published to
-``dlq.router``.
+the deliveries of a batch were published; undecodable envelopes, and envelopes whose delivery
+keeps failing on their own, are dead-lettered in the ``DLQ`` stream (``dlq.router``) and
+termed; RPC and NATS outages are retried in place (``runtime.consumer``).
 
 Produces: for each message, the ready-to-send ``message`` frame on ``dlv.<device>`` (core NATS)
 for every device of every recipient user and the sender's other devices; for each receipt, a

@@ -4,7 +4,6 @@ import time
 from collections import defaultdict
 
 import msgspec
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import Counter
@@ -13,14 +12,19 @@ from control.view import ControlView
 from router.directory import DeviceDirectory
 from router.membership import GroupMembership
 from router.push_jobs import PushJobs
+from runtime.deadletter import DeadLetters
 from schemas.codec import encode_frame
-from schemas.envelopes import MessageEnvelope, ReceiptEnvelope, decode_envelope, message_frame
+from schemas.envelopes import (
+    Envelope,
+    MessageEnvelope,
+    ReceiptEnvelope,
+    decode_envelope,
+    message_frame,
+)
 from schemas.frames import Receipt
 from schemas.groups import GroupEnvelope
 from schemas.ids import direct_members, group_of, notification_members
-from schemas.subjects import dead_letter, deliver_subject
-
-log = structlog.get_logger(__name__)
+from schemas.subjects import deliver_subject
 
 DELIVERIES = Counter("courier_router_deliveries_total", "Frames published to devices", ["type"])
 DROPPED = Counter("courier_router_dropped_total", "Envelopes not delivered", ["reason"])
@@ -32,49 +36,54 @@ class Dispatcher:
     """The batch handler of the router's pull loop."""
 
     def __init__(self, nc: Client, directory: DeviceDirectory, push: PushJobs,
-                 control: ControlView, groups: GroupMembership) -> None:
+                 control: ControlView, groups: GroupMembership,
+                 dead_letters: DeadLetters) -> None:
         self._nc = nc
         self._directory = directory
         self._push = push
         self._control = control
         self._groups = groups
+        self._dead_letters = dead_letters
 
     async def __call__(self, msgs: list[Msg]) -> None:
+        """Deliver a batch in order. Raises what delivery raised (RPC, NATS, ...): the pull
+        loop retries or isolates it; only an envelope that cannot be decoded is buried here."""
         handled: list[Msg] = []
         for msg in msgs:
-            try:
-                envelope = decode_envelope(msg.data)
-                if isinstance(envelope, MessageEnvelope):
-                    await self._deliver_message(envelope, msg.metadata.sequence.stream)
-                elif isinstance(envelope, GroupEnvelope):
-                    await self._deliver_group_write(envelope, msg.metadata.sequence.stream)
-                else:
-                    await self._deliver_receipt(envelope)
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-                DROPPED.labels("poison").inc()
-                log.error("poison_envelope", subject=msg.subject,
-                          seq=msg.metadata.sequence.stream, error=str(exc))
-                await self._nc.publish(dead_letter("router"), msg.data,
-                                       headers={"Courier-Error": str(exc)[:200]})
-                await msg.term()
+            envelope = await self._decode_or_bury(msg)
+            if envelope is None:
                 continue
+            seq = msg.metadata.sequence.stream
+            if isinstance(envelope, MessageEnvelope):
+                await self._deliver_message(envelope, seq)
+            elif isinstance(envelope, GroupEnvelope):
+                await self._deliver_group_write(envelope, seq)
+            else:
+                await self._deliver_receipt(envelope)
             handled.append(msg)
         await self._push.flush()  # the batch's push jobs are stored before its acks
         for msg in handled:
             await msg.ack()
 
-    async def _members(self, conversation: str) -> tuple[str, ...]:
-        members = direct_members(conversation) or notification_members(conversation)
-        if members is None:
-            raise ValueError(f"no members known for conversation {conversation!r}")
-        return tuple(sorted(set(members)))
+    async def _decode_or_bury(self, msg: Msg) -> Envelope | None:
+        """Decode, or dead-letter and term an envelope that can never be delivered (not an
+        envelope, or a message to a conversation nobody can be placed in)."""
+        try:
+            envelope = decode_envelope(msg.data)
+            if isinstance(envelope, MessageEnvelope) and group_of(envelope.conversation) is None:
+                _members(envelope.conversation)
+            return envelope
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            DROPPED.labels("poison").inc()
+            await self._dead_letters.bury(msg, exc, attempts=0)
+            return None
 
     async def _recipients(self, envelope: MessageEnvelope, seq: int) -> tuple[str, ...]:
         """The conversation's members; for a group, its members at ``seq`` (nobody when the
         sender was no longer one: it was removed after the gateway let the send through)."""
         group = group_of(envelope.conversation)
         if group is None:
-            return await self._members(envelope.conversation)
+            return _members(envelope.conversation)
         members = await self._groups.members_at(group, seq)
         if envelope.sender.user is not None and envelope.sender.user not in members:
             DROPPED.labels("not_member").inc()
@@ -129,7 +138,7 @@ class Dispatcher:
             # Group read markers are counted (GET .../receipts), not broadcast to every member:
             # only the reader's other devices hear of them.
             members = ((receipt.by_user,) if group_of(receipt.conversation) is not None
-                       else await self._members(receipt.conversation))
+                       else _members(receipt.conversation))
             if receipt.by_user not in members:
                 DROPPED.labels("not_member").inc()
                 return
@@ -146,7 +155,7 @@ class Dispatcher:
                 continue
             if group_of(item.conversation) is not None:
                 continue  # group deliveries are counted (GET .../receipts), not forwarded
-            members = await self._members(item.conversation)
+            members = _members(item.conversation)
             if receipt.by_user not in members or item.sender not in members:
                 DROPPED.labels("not_member").inc()
                 continue
@@ -161,3 +170,11 @@ class Dispatcher:
             if device.device != skip_device and not self._control.blocks(user, device.device):
                 await self._nc.publish(deliver_subject(device.device), frame)
                 RECEIPTS_OUT.inc()
+
+
+def _members(conversation: str) -> tuple[str, ...]:
+    """The users of a direct or notification conversation; ValueError for any other id."""
+    members = direct_members(conversation) or notification_members(conversation)
+    if members is None:
+        raise ValueError(f"no members known for conversation {conversation!r}")
+    return tuple(sorted(set(members)))

@@ -10,6 +10,7 @@ from router.membership import GroupMembership
 from router.push_jobs import PushJobs
 from runtime.config import Config
 from runtime.consumer import PullLoop
+from runtime.deadletter import DeadLetters
 from runtime.natsconn import close, connect, ensure_pull_consumer, ensure_stream
 from runtime.rpc import RpcClient
 from schemas.push import push_stream
@@ -44,9 +45,11 @@ class Router:
         await self._presence.start()
         self._control = ControlView(js, replicas=self._config.nats.replicas)
         await self._control.start()
+        dead_letters = await DeadLetters.open(js, self._config, ROUTER_CONSUMER)
         dispatcher = Dispatcher(self._nc, directory, PushJobs(js, self._presence), self._control,
-                                groups)
-        self._loop = PullLoop(js, MSGS_STREAM, ROUTER_CONSUMER, dispatcher, batch=256)
+                                groups, dead_letters)
+        self._loop = PullLoop(js, MSGS_STREAM, ROUTER_CONSUMER, dispatcher, batch=256,
+                              dead_letters=dead_letters)
         await self._loop.start()
 
     async def drain(self) -> None:

@@ -272,6 +272,18 @@ class ControlConfig(_Section, frozen=True):
     audit_max_age_days: Positive = 365
 
 
+class DlqConfig(_Section, frozen=True):
+    """Dead letters of the router and the storage worker (stream ``DLQ``)."""
+
+    #: Times an envelope whose handler fails on it alone (not an outage) is tried before it
+    #: is dead-lettered and the stream moves on.
+    attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    #: Delay before the second of those tries; doubles per try (capped at 5 s).
+    retry_s: Annotated[float, msgspec.Meta(ge=0.01, le=5.0)] = 0.2
+    #: How long the DLQ stream keeps dead letters.
+    max_age_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
+
+
 class GroupsConfig(_Section, frozen=True):
     """Groups (enforced by the storage worker)."""
 
@@ -321,6 +333,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     notify: NotifyConfig = NotifyConfig()
     callbacks: CallbacksConfig = CallbacksConfig()
     control: ControlConfig = ControlConfig()
+    dlq: DlqConfig = DlqConfig()
     groups: GroupsConfig = GroupsConfig()
     contacts: ContactsConfig = ContactsConfig()
     presence: PresenceConfig = PresenceConfig()

@@ -42,7 +42,11 @@ class RpcClient:
 
     async def call(self, op: str, request: msgspec.Struct, result: type[T]) -> T:
         reply = await self._request(store_rpc(op), _encoder.encode(request))
-        decoded = self._decoders[op].decode(reply.data)
+        try:
+            decoded = self._decoders[op].decode(reply.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # a worker of another version mid-upgrade: retryable, never the request's fault
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"unreadable {op} reply: {exc}") from None
         if isinstance(decoded, Failed):
             raise ProtocolError(ErrorCode(decoded.code), decoded.message)
         value: T = decoded.value

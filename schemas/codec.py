@@ -1,9 +1,10 @@
 """Pure encode/decode of frames and envelopes (no I/O). Encoders and decoders are built once."""
 
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
+from schemas.bounds import MAX_JSON_DEPTH, too_deep
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import CLIENT_FRAME_TYPES, FRAME_TYPES, ClientFrame, ServerFrame
 
@@ -13,6 +14,7 @@ _server_decoder: Final[msgspec.json.Decoder[ServerFrame]] = msgspec.json.Decoder
 _json_encoder: Final = msgspec.json.Encoder()
 _any_decoder: Final = msgspec.json.Decoder(dict[str, Any])
 SERVER_FRAME_TYPES: Final = frozenset(FRAME_TYPES) - CLIENT_FRAME_TYPES
+T = TypeVar("T")
 
 
 def encode_frame(frame: msgspec.Struct) -> bytes:
@@ -24,10 +26,26 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
     """Decode a client frame strictly, mapping every failure to one typed ``ProtocolError``."""
     try:
         return _client_decoder.decode(data)
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         raise _classify(data, exc) from None
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"not a JSON frame: {exc}") from None
+
+
+def decode_document(data: bytes, kind: type[T]) -> T:
+    """Decode a JSON body strictly as ``kind``: ``bad_frame`` for text that is not JSON or
+    nests deeper than ``MAX_JSON_DEPTH``, ``invalid`` for a document of the wrong shape."""
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+        if isinstance(exc, RecursionError) or too_deep(data):
+            raise _too_deep("a body") from None
+        if isinstance(exc, msgspec.ValidationError):  # a subclass of DecodeError
+            raise ProtocolError(ErrorCode.INVALID, str(exc)) from None
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"body is not JSON: {exc}") from None
+
+
+def _too_deep(what: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_FRAME,
+                         f"{what} may nest arrays and objects {MAX_JSON_DEPTH} levels deep")
 
 
 class _Tagged(msgspec.Struct):
@@ -48,8 +66,14 @@ def decode_server_frame(data: bytes | str) -> ServerFrame | None:
         raise
 
 
-def _classify(data: bytes | str, exc: msgspec.ValidationError) -> ProtocolError:
-    """Tell an unknown ``type`` from a malformed frame of a known type."""
+def _classify(data: bytes | str, exc: Exception) -> ProtocolError:
+    """Tell a frame too deep to decode, text that is not JSON, an unknown ``type`` and a
+    malformed frame of a known type apart (the depth is checked first: the untyped decoding
+    below would recurse into any nesting)."""
+    if isinstance(exc, RecursionError) or too_deep(data):
+        return _too_deep("a frame")
+    if not isinstance(exc, msgspec.ValidationError):  # DecodeError, its base class
+        return ProtocolError(ErrorCode.BAD_FRAME, f"not a JSON frame: {exc}")
     try:
         raw = _any_decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError):

@@ -9,6 +9,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from schemas.bounds import Count
 from schemas.frames import AckItem, Destination, Message, Sender
 from schemas.groups import GroupEnvelope
 from schemas.version import PROTOCOL_VERSION
@@ -26,14 +27,14 @@ class MessageEnvelope(msgspec.Struct, tag="msg", tag_field="t", omit_defaults=Tr
     sender: Sender
     to: Destination
     conversation: str
-    ts: int
+    ts: Count
     receipt: bool
     body: bytes | None = None
     payloads: dict[str, bytes] | None = None
     client_id: str | None = None
-    expires_at: int | None = None
+    expires_at: Count | None = None
     gateway: str | None = None
-    v: int = PROTOCOL_VERSION
+    v: Count = PROTOCOL_VERSION
 
     def body_for(self, device: str) -> bytes | None:
         """The ciphertext meant for ``device``: the shared body or its own payload."""
@@ -52,11 +53,11 @@ class ReceiptEnvelope(msgspec.Struct, tag="rcpt", tag_field="t", omit_defaults=T
     app: str
     by_user: str
     by_device: str
-    ts: int
+    ts: Count
     items: list[AckItem] = []
     conversation: str | None = None
-    seq: int | None = None
-    v: int = PROTOCOL_VERSION
+    seq: Count | None = None
+    v: Count = PROTOCOL_VERSION
 
 
 #: ``GroupEnvelope`` (group writes, ``msgs.group``) is defined in ``schemas.groups``.

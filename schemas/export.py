@@ -10,7 +10,18 @@ from typing import Any
 
 import msgspec
 
-from schemas import callbacks, contacts, control, frames, groups, notifications, push, rest, rpc
+from schemas import (
+    callbacks,
+    contacts,
+    control,
+    dead_letters,
+    frames,
+    groups,
+    notifications,
+    push,
+    rest,
+    rpc,
+)
 from schemas.envelopes import Envelope
 
 GROUPS: dict[str, list[Any]] = {
@@ -28,6 +39,8 @@ GROUPS: dict[str, list[Any]] = {
     "control": [control.ControlRequest, control.ControlResult, control.ControlState,
                 control.ControlList, control.AuditRecord, control.AuditPage],
     "callbacks": [callbacks.CallbackEnvelope],
+    "dead-letters": [dead_letters.DeadLetterPage, dead_letters.DeadLetterDetail,
+                     dead_letters.ReplayResult],
     "groups": [groups.GroupEvent, groups.CreateGroupRequest, groups.RenameGroupRequest,
                groups.AddMembersRequest, groups.SetRoleRequest, groups.GroupInfo,
                groups.GroupList, groups.GroupReceipts, groups.GroupWrite, groups.GroupGet,

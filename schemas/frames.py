@@ -10,12 +10,14 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from schemas.bounds import MAX_INT
 from schemas.ids import ClientId, ConversationId, DeviceId, ModuleId, UserId
 
 RequestId = Annotated[
     str, msgspec.Meta(max_length=64, description="Echoed in the reply and in any error.")
 ]
-Seq = Annotated[int, msgspec.Meta(ge=0, description="Position in the conversation's order.")]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT,
+                                   description="Position in the conversation's order.")]
 
 #: Upper bound of recipient devices in one per-device send (pairwise-encrypted payloads).
 MAX_PAYLOADS: Final = 256

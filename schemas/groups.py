@@ -11,6 +11,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from schemas.bounds import Count
 from schemas.frames import Message
 from schemas.ids import GroupId, UserId
 from schemas.version import PROTOCOL_VERSION
@@ -82,8 +83,8 @@ class GroupEnvelope(msgspec.Struct, tag="grp", tag_field="t", omit_defaults=True
     group: str
     actor: str
     op: GroupOp
-    ts: int
-    v: int = PROTOCOL_VERSION
+    ts: Count
+    v: Count = PROTOCOL_VERSION
 
 
 class GroupEvent(msgspec.Struct, omit_defaults=True):

@@ -19,7 +19,8 @@ STORE_QUEUE: Final = "storage"
 #: Published by the storage worker when a user's devices change; routers drop their cache.
 DIRECTORY_CHANGED: Final = "dir.changed"
 
-#: Dead letters: envelopes a worker could not process after its retries.
+#: Dead letters: envelopes a worker gave up on, kept in the ``DLQ`` stream
+#: (``schemas.dead_letters``).
 DEAD_LETTER_PREFIX: Final = "dlq"
 
 

@@ -4,7 +4,10 @@ Consumes: every envelope on the ``MSGS`` stream through the durable pull consume
 (explicit ack). Messages are stored with their inbox entries, receipts update delivery state
 and read markers; a batch is acked only after the store committed it, so a crash means
 redelivery, and every write is idempotent (keyed by server id / seq). Envelopes that cannot be
-decoded are termed and published to ``dlq.storage``.
+decoded, and envelopes the store keeps refusing on their own (after the batch was split to
+isolate them), are dead-lettered in the ``DLQ`` stream (``dlq.storage``) and termed; a store
+outage (``StoreUnavailable``) is retried in place and dead-letters nothing
+(``runtime.consumer``).
 
 Serves: ``store.rpc.<op>`` request/reply in queue group ``storage`` (device registry, backlog
 sync, history, conversation lists); a sync waits until everything the stream accepted before

@@ -4,33 +4,29 @@ import time
 from collections import defaultdict
 
 import msgspec
-import structlog
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
+from runtime.deadletter import DeadLetters
 from schemas.envelopes import Envelope, MessageEnvelope, ReceiptEnvelope, decode_envelope
 from schemas.frames import AckItem
 from schemas.ids import group_of
-from schemas.subjects import dead_letter
 from storage_worker.group_apply import GroupApplier
 from storage_worker.recipients import inbox_users
 from storage_worker.store.base import MessageStore, StoredMessage
 
-log = structlog.get_logger(__name__)
-
 STORED = Counter("courier_storage_messages_total", "Messages stored (including duplicates)")
 RECEIPTS = Counter("courier_storage_receipts_total", "Receipts applied", ["status"])
-POISON = Counter("courier_storage_poison_total", "Envelopes termed and dead-lettered")
 BATCH_SECONDS = Histogram("courier_storage_batch_seconds", "Time to apply one batch")
 
 
 class EnvelopeApplier:
     """The batch handler of the storage worker's pull loop."""
 
-    def __init__(self, store: MessageStore, nc: Client, groups: GroupApplier) -> None:
+    def __init__(self, store: MessageStore, dead_letters: DeadLetters,
+                 groups: GroupApplier) -> None:
         self._store = store
-        self._nc = nc
+        self._dead_letters = dead_letters
         self._groups = groups
 
     async def __call__(self, msgs: list[Msg]) -> None:
@@ -94,10 +90,5 @@ class EnvelopeApplier:
                 inbox_users(envelope)  # raises for conversations the store cannot place
             return envelope
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            POISON.inc()
-            log.error("poison_envelope", subject=msg.subject,
-                      seq=msg.metadata.sequence.stream, error=str(exc))
-            await self._nc.publish(dead_letter("storage"), msg.data, headers={
-                "Courier-Error": str(exc)[:200], "Courier-Subject": msg.subject})
-            await msg.term()
+            await self._dead_letters.bury(msg, exc, attempts=0)
             return None

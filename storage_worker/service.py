@@ -10,6 +10,7 @@ from nats.js import JetStreamContext
 
 from runtime.config import Config
 from runtime.consumer import PullLoop
+from runtime.deadletter import DeadLetters
 from runtime.natsconn import close, connect, ensure_pull_consumer, ensure_stream
 from runtime.rpc import RpcServer
 from schemas import rpc
@@ -75,11 +76,12 @@ class StorageWorker:
         await ensure_pull_consumer(self._js, MSGS_STREAM, STORAGE_CONSUMER,
                                    ack_wait_s=self._config.nats.ack_wait_s,
                                    max_ack_pending=20_000)
+        dead_letters = await DeadLetters.open(self._js, self._config, STORAGE_CONSUMER)
         self._loop = PullLoop(self._js, MSGS_STREAM, STORAGE_CONSUMER,
-                              EnvelopeApplier(self._store, self._nc, GroupApplier(
+                              EnvelopeApplier(self._store, dead_letters, GroupApplier(
                                   self._social, self._store, self._nc,
                                   self._config.groups.max_members)),
-                              batch=self._config.store.batch)
+                              batch=self._config.store.batch, dead_letters=dead_letters)
         await self._loop.start()
         self._groups = GroupService(self._social, self._store, self._js, self._wait_stored,
                                     self._config.groups.max_members)

@@ -8,15 +8,50 @@ acknowledged, minus what is not for it (its own sends, expired messages, per-dev
 addressed to other devices). Nothing is deleted per delivery; the cursor moves instead.
 """
 
-from collections.abc import Sequence
-from typing import Protocol
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from runtime.config import RetentionConfig
+from runtime.transient import Transient
 from schemas.envelopes import MessageEnvelope
 from schemas.frames import AckItem
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
+
+S = TypeVar("S")
+
+
+class StoreUnavailable(Transient):
+    """The store could not be reached or did not answer in time (connection errors, timeouts,
+    too few replicas, a locked or full SQLite file): the same call may succeed later. The
+    worker retries in place and dead-letters nothing because of it; any other exception of a
+    store counts against the envelope being applied."""
+
+
+def unavailable_on(*errors: type[BaseException]) -> Callable[[type[S]], type[S]]:
+    """Class decorator of a store: its public coroutine methods raise ``StoreUnavailable``
+    (chained to the original) instead of ``errors``, the backend's outage errors."""
+
+    def translating(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            except errors as exc:
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+        return call
+
+    def decorate(cls: type[S]) -> type[S]:
+        for name, member in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.iscoroutinefunction(member):
+                setattr(cls, name, translating(member))
+        return cls
+
+    return decorate
 
 
 class StoredMessage(msgspec.Struct):

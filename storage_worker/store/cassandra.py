@@ -23,15 +23,30 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, I
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final, NamedTuple, TypeVar
 
-from cassandra import ConsistencyLevel, ProtocolVersion
+from cassandra import (
+    ConsistencyLevel,
+    CoordinationFailure,
+    OperationTimedOut,
+    ProtocolVersion,
+    Timeout,
+    Unavailable,
+)
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    Session,
+)
 from cassandra.concurrent import execute_concurrent
+from cassandra.connection import ConnectionBusy, ConnectionException
 from cassandra.policies import (
     ConstantReconnectionPolicy,
     DCAwareRoundRobinPolicy,
     TokenAwarePolicy,
 )
+from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from cassandra.query import (
     UNSET_VALUE,
     BatchStatement,
@@ -47,7 +62,12 @@ from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
 from schemas.ids import direct_members
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
-from storage_worker.store.base import DeliverableMessage, RetentionPolicy, StoredMessage
+from storage_worker.store.base import (
+    DeliverableMessage,
+    RetentionPolicy,
+    StoredMessage,
+    unavailable_on,
+)
 from storage_worker.store.cassandra_schema import (
     APP_USER_SHARDS,
     BOOTSTRAP,
@@ -383,8 +403,16 @@ def _batch(statements: list[Any]) -> Any:
     return batch
 
 
+#: Driver errors of an unreachable, overloaded or slow cluster: ``StoreUnavailable``.
+_OUTAGE: Final = (NoHostAvailable, OperationTimedOut, Unavailable, Timeout, CoordinationFailure,
+                  ConnectionException, ConnectionBusy, OverloadedErrorMessage,
+                  IsBootstrappingErrorMessage)
+
+
+@unavailable_on(*_OUTAGE)
 class CassandraStore:
-    """``MessageStore`` on a Cassandra cluster.
+    """``MessageStore`` on a Cassandra cluster. Driver errors of an outage (no host, timeouts,
+    too few replicas, lost connections, overload) are raised as ``StoreUnavailable``.
 
     ``retention`` sets the TTL of new rows (keep N days per app). The worker's ``purge``
     passes its policy too, and the store adopts it, so rows get TTLs even when the store was

@@ -1,6 +1,7 @@
 """``SocialStore`` on SQLite: the tables of migration 3 in ``sqlite.py``, used through the
 connection of a ``SqliteStore`` (one file, one writer: the storage worker process)."""
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -8,6 +9,7 @@ from schemas.contacts import ContactEntry, Relation
 from schemas.frames import ContactState
 from schemas.groups import GroupReceipts, GroupSummary
 from schemas.ids import group_conversation
+from storage_worker.store.base import unavailable_on
 from storage_worker.store.social import (
     GroupChange,
     GroupEventRecord,
@@ -21,6 +23,7 @@ from storage_worker.store.sqlite import SqliteStore
 _MEMBER_AT = "m.joined_seq <= :seq AND (m.left_seq IS NULL OR m.left_seq > :seq)"
 
 
+@unavailable_on(sqlite3.OperationalError)
 class SqliteSocialStore:
     """Groups and contacts in the database of ``sqlite``. With ``owned`` the store opens and
     closes that database itself (a side file when messages live in another backend)."""
@@ -96,19 +99,18 @@ class SqliteSocialStore:
 
     async def apply_group_event(self, record: GroupEventRecord,
                                 change: GroupChange | None) -> None:
-        db = self._sqlite.db
         if await self.group_event(record.seq) is not None:
             return
-        if change is not None:
-            await self._apply(change)
-        # The record goes last: a redelivery finds no record and completes the change (every
-        # statement of ``_apply`` is idempotent).
-        await db.execute(
-            "INSERT OR IGNORE INTO group_events (seq, id, group_id, app, actor, ts, code, detail, "
-            "body) VALUES (?,?,?,?,?,?,?,?,?)",
-            (record.seq, record.id, record.group, record.app, record.actor, record.ts,
-             record.code, record.detail, record.body))
-        await db.commit()
+        async with self._sqlite.atomic() as db:
+            if change is not None:
+                await self._apply(change)
+            # The record goes last: a redelivery finds no record and completes the change
+            # (every statement of ``_apply`` is idempotent).
+            await db.execute(
+                "INSERT OR IGNORE INTO group_events (seq, id, group_id, app, actor, ts, code, "
+                "detail, body) VALUES (?,?,?,?,?,?,?,?,?)",
+                (record.seq, record.id, record.group, record.app, record.actor, record.ts,
+                 record.code, record.detail, record.body))
 
     async def _apply(self, change: GroupChange) -> None:
         db = self._sqlite.db
@@ -139,20 +141,20 @@ class SqliteSocialStore:
     async def record_group_messages(self, messages: Sequence[GroupMessageMeta]) -> None:
         if not messages:
             return
-        await self._sqlite.db.executemany(
-            "INSERT OR IGNORE INTO group_messages (group_id, id, seq, sender, recipients) "
-            "VALUES (?,?,?,?,?)",
-            [(m.group, m.id, m.seq, m.sender, m.recipients) for m in messages])
-        await self._sqlite.db.commit()
+        async with self._sqlite.atomic() as db:
+            await db.executemany(
+                "INSERT OR IGNORE INTO group_messages (group_id, id, seq, sender, recipients) "
+                "VALUES (?,?,?,?,?)",
+                [(m.group, m.id, m.seq, m.sender, m.recipients) for m in messages])
 
     async def advance_markers(self, group: str, user: str, delivered: int, read: int) -> None:
-        await self._sqlite.db.execute(
-            "INSERT INTO group_markers (group_id, user, delivered_seq, read_seq) "
-            "VALUES (?,?,?,?) ON CONFLICT (group_id, user) DO UPDATE SET "
-            "delivered_seq = MAX(delivered_seq, excluded.delivered_seq), "
-            "read_seq = MAX(read_seq, excluded.read_seq)",
-            (group, user, delivered, read))
-        await self._sqlite.db.commit()
+        async with self._sqlite.atomic() as db:
+            await db.execute(
+                "INSERT INTO group_markers (group_id, user, delivered_seq, read_seq) "
+                "VALUES (?,?,?,?) ON CONFLICT (group_id, user) DO UPDATE SET "
+                "delivered_seq = MAX(delivered_seq, excluded.delivered_seq), "
+                "read_seq = MAX(read_seq, excluded.read_seq)",
+                (group, user, delivered, read))
 
     async def receipts(self, group: str, message_id: str) -> GroupReceipts | None:
         meta = await self._one(
@@ -198,25 +200,25 @@ class SqliteSocialStore:
 
     async def set_contact(self, a: str, b: str, a_state: ContactState,
                           b_state: ContactState, now: int) -> None:
-        db = self._sqlite.db
-        for user, other, state in ((a, b, a_state), (b, a, b_state)):
-            if state == "none":
-                await db.execute("DELETE FROM contacts WHERE user = ? AND other = ?",
-                                 (user, other))
-                continue
-            await db.execute(
-                "INSERT INTO contacts (user, other, state, since) VALUES (?,?,?,?) "
-                "ON CONFLICT (user, other) DO UPDATE SET since = CASE WHEN state = "
-                "excluded.state THEN since ELSE excluded.since END, state = excluded.state",
-                (user, other, state, now))
-        await db.commit()
+        async with self._sqlite.atomic() as db:
+            for user, other, state in ((a, b, a_state), (b, a, b_state)):
+                if state == "none":
+                    await db.execute("DELETE FROM contacts WHERE user = ? AND other = ?",
+                                     (user, other))
+                    continue
+                await db.execute(
+                    "INSERT INTO contacts (user, other, state, since) VALUES (?,?,?,?) "
+                    "ON CONFLICT (user, other) DO UPDATE SET since = CASE WHEN state = "
+                    "excluded.state THEN since ELSE excluded.since END, state = excluded.state",
+                    (user, other, state, now))
 
     async def set_block(self, user: str, other: str, blocked: bool, now: int) -> None:
-        db = self._sqlite.db
-        if blocked:
-            await db.execute("INSERT OR IGNORE INTO blocks (user, blocked, since) VALUES (?,?,?)",
-                             (user, other, now))
-        else:
-            await db.execute("DELETE FROM blocks WHERE user = ? AND blocked = ?", (user, other))
-        await db.commit()
+        async with self._sqlite.atomic() as db:
+            if blocked:
+                await db.execute(
+                    "INSERT OR IGNORE INTO blocks (user, blocked, since) VALUES (?,?,?)",
+                    (user, other, now))
+            else:
+                await db.execute("DELETE FROM blocks WHERE user = ? AND blocked = ?",
+                                 (user, other))
 

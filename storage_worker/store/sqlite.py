@@ -1,7 +1,10 @@
 """Embedded ``MessageStore`` on SQLite (WAL), through aiosqlite so queries run off the event
 loop. One connection, one writer: the storage worker process."""
 
-from collections.abc import Sequence
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -12,7 +15,12 @@ from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
 from schemas.ids import direct_members
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
-from storage_worker.store.base import DeliverableMessage, RetentionPolicy, StoredMessage
+from storage_worker.store.base import (
+    DeliverableMessage,
+    RetentionPolicy,
+    StoredMessage,
+    unavailable_on,
+)
 
 DAY_MS: Final = 86_400_000
 
@@ -108,18 +116,37 @@ _FOR_DEVICE: Final = """
 """
 
 
+@unavailable_on(sqlite3.OperationalError)
 class SqliteStore:
-    """``MessageStore`` on one SQLite file."""
+    """``MessageStore`` on one SQLite file. ``sqlite3.OperationalError`` (locked, full or
+    unreadable file) is raised as ``StoreUnavailable``."""
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        self._writing = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
         if self._db is None:
             raise RuntimeError("store is not open")
         return self._db
+
+    @asynccontextmanager
+    async def atomic(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection for one write transaction, one at a time (the consumer, the RPC
+        handlers and the social store share the connection): committed when the block ends,
+        rolled back when it raises. A failed statement leaves the statements before it in
+        the open transaction, and without the rollback the next commit would keep them (a
+        message row without its inbox rows, skipped as stored when the batch is retried)."""
+        async with self._writing:
+            db = self.db
+            try:
+                yield db
+            except BaseException:
+                await db.rollback()
+                raise
+            await db.commit()
 
     async def open(self) -> None:
         if str(self._path) != ":memory:":
@@ -149,30 +176,31 @@ class SqliteStore:
 
     async def register_device(self, user: str, device: str, app: str, now: int,
                               start_after: int = 0) -> DeviceInfo:
-        db = self.db
-        await db.execute(
-            "INSERT OR IGNORE INTO users (user, app, created_at) VALUES (?, ?, ?)",
-            (user, app, now),
-        )
-        async with db.execute(
-            "SELECT user, app, created_at, disabled FROM devices WHERE device = ?", (device,)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is not None and row[0] != user:
-            raise ProtocolError(ErrorCode.CONFLICT, f"device {device!r} belongs to another user")
-        if row is None:
-            async with db.execute("SELECT MAX(seq) FROM inbox WHERE user = ?", (user,)) as cur:
-                newest = await cur.fetchone()
-            floor = max((newest[0] if newest else None) or 0, start_after)
+        async with self.atomic() as db:
             await db.execute(
-                "INSERT INTO devices (device, user, app, created_at, floor) VALUES (?,?,?,?,?)",
-                (device, user, app, now, floor),
+                "INSERT OR IGNORE INTO users (user, app, created_at) VALUES (?, ?, ?)",
+                (user, app, now),
             )
-            await db.commit()
-            return DeviceInfo(user=user, device=device, app=app, created_at=now)
-        await db.commit()
-        return DeviceInfo(user=row[0], device=device, app=row[1], created_at=row[2],
-                          disabled=bool(row[3]))
+            async with db.execute(
+                "SELECT user, app, created_at, disabled FROM devices WHERE device = ?", (device,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None and row[0] != user:
+                raise ProtocolError(ErrorCode.CONFLICT,
+                                    f"device {device!r} belongs to another user")
+            if row is None:
+                async with db.execute("SELECT MAX(seq) FROM inbox WHERE user = ?",
+                                      (user,)) as cur:
+                    newest = await cur.fetchone()
+                floor = max((newest[0] if newest else None) or 0, start_after)
+                await db.execute(
+                    "INSERT INTO devices (device, user, app, created_at, floor) "
+                    "VALUES (?,?,?,?,?)",
+                    (device, user, app, now, floor),
+                )
+                return DeviceInfo(user=user, device=device, app=app, created_at=now)
+            return DeviceInfo(user=row[0], device=device, app=row[1], created_at=row[2],
+                              disabled=bool(row[3]))
 
     async def user_devices(self, user: str) -> tuple[bool, list[DeviceInfo]]:
         async with self.db.execute("SELECT 1 FROM users WHERE user = ?", (user,)) as cur:
@@ -203,7 +231,6 @@ class SqliteStore:
     # ------------------------------------------------------------------ writes
 
     async def append(self, messages: Sequence[StoredMessage]) -> None:
-        db = self.db
         message_rows: list[tuple[Any, ...]] = []
         payload_rows: list[tuple[int, str, bytes]] = []
         inbox_rows: list[tuple[str, int, str, str | None]] = []
@@ -222,15 +249,15 @@ class SqliteStore:
                 payload_rows.append((stored.seq, device, body))
             for user in stored.recipients:
                 inbox_rows.append((user, stored.seq, env.conversation, env.sender.user))
-        await db.executemany(
-            "INSERT OR IGNORE INTO messages (seq, id, conversation, app, module, kind, "
-            "sender_user, sender_device, sender_service, to_kind, to_id, body, client_id, ts, "
-            "expires_at, receipt) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            message_rows,
-        )
-        await db.executemany("INSERT OR IGNORE INTO payloads VALUES (?,?,?)", payload_rows)
-        await db.executemany("INSERT OR IGNORE INTO inbox VALUES (?,?,?,?)", inbox_rows)
-        await db.commit()
+        async with self.atomic() as db:
+            await db.executemany(
+                "INSERT OR IGNORE INTO messages (seq, id, conversation, app, module, kind, "
+                "sender_user, sender_device, sender_service, to_kind, to_id, body, client_id, "
+                "ts, expires_at, receipt) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                message_rows,
+            )
+            await db.executemany("INSERT OR IGNORE INTO payloads VALUES (?,?,?)", payload_rows)
+            await db.executemany("INSERT OR IGNORE INTO inbox VALUES (?,?,?,?)", inbox_rows)
 
     async def _stored_ids(self, ids: list[str]) -> set[str]:
         """Which of these message ids are already stored (one query per chunk)."""
@@ -245,23 +272,22 @@ class SqliteStore:
         return found
 
     async def record_acks(self, user: str, device: str, items: Sequence[AckItem], now: int) -> None:
-        db = self.db
-        # Only entries of this user's inbox in the named conversation count: an ack cannot
-        # touch another conversation's message or move the cursor past what exists.
-        acked = sorted({(item.seq, item.conversation) for item in items})
-        await db.executemany(
-            "INSERT OR IGNORE INTO device_acks (device, seq) "
-            "SELECT ?, seq FROM inbox WHERE user = ? AND seq = ? AND conversation = ? "
-            "AND seq > (SELECT floor FROM devices WHERE device = ?)",
-            [(device, user, seq, conversation, device) for seq, conversation in acked],
-        )
-        await db.executemany(
-            "UPDATE messages SET delivered_at = ? WHERE seq = ? AND conversation = ? "
-            "AND delivered_at IS NULL AND (sender_user IS NULL OR sender_user != ?) "
-            "AND EXISTS (SELECT 1 FROM inbox WHERE user = ? AND seq = ?)",
-            [(now, seq, conversation, user, user, seq) for seq, conversation in acked],
-        )
-        await db.commit()
+        async with self.atomic() as db:
+            # Only entries of this user's inbox in the named conversation count: an ack cannot
+            # touch another conversation's message or move the cursor past what exists.
+            acked = sorted({(item.seq, item.conversation) for item in items})
+            await db.executemany(
+                "INSERT OR IGNORE INTO device_acks (device, seq) "
+                "SELECT ?, seq FROM inbox WHERE user = ? AND seq = ? AND conversation = ? "
+                "AND seq > (SELECT floor FROM devices WHERE device = ?)",
+                [(device, user, seq, conversation, device) for seq, conversation in acked],
+            )
+            await db.executemany(
+                "UPDATE messages SET delivered_at = ? WHERE seq = ? AND conversation = ? "
+                "AND delivered_at IS NULL AND (sender_user IS NULL OR sender_user != ?) "
+                "AND EXISTS (SELECT 1 FROM inbox WHERE user = ? AND seq = ?)",
+                [(now, seq, conversation, user, user, seq) for seq, conversation in acked],
+            )
 
     async def _advance_floor(self, user: str, device: str, now: int) -> None:
         """Move the device's cursor over every acknowledged (or not-for-it) inbox entry at its
@@ -296,20 +322,20 @@ class SqliteStore:
         )
 
     async def mark_read(self, user: str, conversation: str, seq: int) -> None:
-        await self.db.execute(
-            "INSERT INTO read_markers (user, conversation, seq) VALUES (?, ?, ?) "
-            "ON CONFLICT (user, conversation) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-            (user, conversation, seq),
-        )
-        await self.db.commit()
+        async with self.atomic() as db:
+            await db.execute(
+                "INSERT INTO read_markers (user, conversation, seq) VALUES (?, ?, ?) "
+                "ON CONFLICT (user, conversation) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                (user, conversation, seq),
+            )
 
     # ------------------------------------------------------------------ reads
 
     async def backlog(
         self, user: str, device: str, after: int, limit: int, now: int
     ) -> tuple[list[DeliverableMessage], int]:
-        await self._advance_floor(user, device, now)
-        await self.db.commit()
+        async with self.atomic():
+            await self._advance_floor(user, device, now)
         params = {"user": user, "device": device, "now": now, "after": after, "limit": limit}
         async with self.db.execute(
             f"""SELECT {_MESSAGE_COLUMNS}, COALESCE(m.body, p.body)
@@ -413,28 +439,27 @@ class SqliteStore:
     # ------------------------------------------------------------------ retention
 
     async def purge(self, policy: RetentionPolicy, now: int) -> int:
-        db = self.db
         removed = 0
-        async with db.execute("SELECT DISTINCT app FROM messages") as cur:
-            apps = [str(r[0]) for r in await cur.fetchall()]
-        for app in apps:
-            cutoff = now - policy.days_for(app) * DAY_MS
-            removed += await self._delete_where("m.app = :app AND m.ts < :cutoff",
-                                                {"app": app, "cutoff": cutoff, "now": now})
-            if app in policy.ephemeral_apps:
-                removed += await self._delete_where(
-                    """m.app = :app AND NOT EXISTS (
-                         SELECT 1 FROM inbox i JOIN devices d ON d.user = i.user
-                         WHERE i.seq = m.seq AND d.floor < m.seq
-                           AND (m.sender_device IS NULL OR m.sender_device != d.device)
-                           AND (m.body IS NOT NULL OR EXISTS (
-                                SELECT 1 FROM payloads p WHERE p.seq = m.seq
-                                AND p.device = d.device))
-                           AND NOT EXISTS (SELECT 1 FROM device_acks a
-                                           WHERE a.device = d.device AND a.seq = m.seq))""",
-                    {"app": app, "cutoff": cutoff, "now": now},
-                )
-        await db.commit()
+        async with self.atomic() as db:
+            async with db.execute("SELECT DISTINCT app FROM messages") as cur:
+                apps = [str(r[0]) for r in await cur.fetchall()]
+            for app in apps:
+                cutoff = now - policy.days_for(app) * DAY_MS
+                removed += await self._delete_where("m.app = :app AND m.ts < :cutoff",
+                                                    {"app": app, "cutoff": cutoff, "now": now})
+                if app in policy.ephemeral_apps:
+                    removed += await self._delete_where(
+                        """m.app = :app AND NOT EXISTS (
+                             SELECT 1 FROM inbox i JOIN devices d ON d.user = i.user
+                             WHERE i.seq = m.seq AND d.floor < m.seq
+                               AND (m.sender_device IS NULL OR m.sender_device != d.device)
+                               AND (m.body IS NOT NULL OR EXISTS (
+                                    SELECT 1 FROM payloads p WHERE p.seq = m.seq
+                                    AND p.device = d.device))
+                               AND NOT EXISTS (SELECT 1 FROM device_acks a
+                                               WHERE a.device = d.device AND a.seq = m.seq))""",
+                        {"app": app, "cutoff": cutoff, "now": now},
+                    )
         return removed
 
     async def _delete_where(self, condition: str, params: dict[str, Any]) -> int:

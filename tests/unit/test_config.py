@@ -86,3 +86,24 @@ def test_stranger_policy_per_app() -> None:
                           "COURIER_CONTACTS_STRANGERS_BY_APP": "open=allow"})
     assert config.contacts.strangers_for("open") == "allow"
     assert config.contacts.strangers_for("other") == "contacts_only"
+
+
+def test_dead_letter_settings_at_their_bounds() -> None:
+    low = load_config({"COURIER_DLQ_ATTEMPTS": "1", "COURIER_DLQ_RETRY_S": "0.01",
+                       "COURIER_DLQ_MAX_AGE_DAYS": "1"}).dlq
+    high = load_config({"COURIER_DLQ_ATTEMPTS": "20", "COURIER_DLQ_RETRY_S": "5",
+                        "COURIER_DLQ_MAX_AGE_DAYS": "3650"}).dlq
+    assert (low.attempts, low.retry_s, low.max_age_days) == (1, 0.01, 1)
+    assert (high.attempts, high.retry_s, high.max_age_days) == (20, 5.0, 3650)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("COURIER_DLQ_ATTEMPTS", "0"), ("COURIER_DLQ_ATTEMPTS", "21"),
+    ("COURIER_DLQ_ATTEMPTS", "three"), ("COURIER_DLQ_RETRY_S", "0.001"),
+    ("COURIER_DLQ_RETRY_S", "5.5"), ("COURIER_DLQ_MAX_AGE_DAYS", "0"),
+    ("COURIER_DLQ_MAX_AGE_DAYS", "3651"), ("COURIER_DLQ_SIZE", "1"),
+])
+def test_bad_dead_letter_settings_name_the_key(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({key: value})
+    assert key in str(info.value)

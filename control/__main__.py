@@ -1,0 +1,7 @@
+"""``python -m control``: see ``control.cli``."""
+
+import sys
+
+from control.cli import main
+
+sys.exit(main())
