@@ -6,7 +6,12 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway.openapi_features import FEATURE_SECURITY, FEATURE_TYPES, feature_paths
+from gateway.openapi_features import (
+    FEATURE_SECURITY,
+    FEATURE_TYPES,
+    RATE_LIMITED,
+    feature_paths,
+)
 from gateway.openapi_social import SOCIAL_TYPES, social_paths
 from schemas import rpc
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health, Problem
@@ -70,13 +75,13 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [{"name": "token", "in": "query", "required": False,
                                 "schema": {"type": "string"}}],
                 "responses": {"101": {"description": "Switching protocols"},
-                              **_problems(401, 503)}}},
+                              **_problems(401, 403, 503), **RATE_LIMITED}}},
             "/v1/dev/devices": {"post": {
                 "summary": "Register a device and get its token (embedded mode only)",
                 "requestBody": {"required": True, "content": _json("DevDeviceRequest")},
                 "responses": {"201": {"description": "Registered",
                                       "content": _json("DevDeviceResponse")},
-                              **_problems(400, 404, 422, 503)}}},
+                              **_problems(400, 404, 409, 422, 503), **RATE_LIMITED}}},
             "/v1/conversations": {"get": {
                 "summary": "My conversations, most recent first, with unread counts",
                 "security": _BEARER,

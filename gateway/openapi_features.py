@@ -19,6 +19,25 @@ FEATURE_SECURITY: Final[dict[str, Any]] = {
 }
 
 
+#: The 429 of a rate-limited route (docs/protocol.md, "Rate limiting").
+RATE_LIMITED: Final[dict[str, Any]] = {"429": {
+    "description": "Rate limited: retry after `Retry-After` seconds (also `retry_after_s`)",
+    "headers": {"Retry-After": {"description": "Seconds to wait, rounded up",
+                                "schema": {"type": "integer", "minimum": 1}}},
+    "content": {"application/problem+json": {
+        "schema": {"$ref": "#/components/schemas/Problem"}}}}}
+WRITES: Final = frozenset({"post", "put", "patch", "delete"})
+
+
+def rate_limited_writes(paths: dict[str, Any]) -> dict[str, Any]:
+    """``paths`` with the 429 response on every write operation (device routes)."""
+    for operations in paths.values():
+        for method, operation in operations.items():
+            if method in WRITES:
+                operation["responses"].update(RATE_LIMITED)
+    return paths
+
+
 def _json(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
@@ -38,7 +57,7 @@ def feature_paths() -> dict[str, Any]:
     service: list[dict[str, list[str]]] = [{"service": []}]
     admin: list[dict[str, list[str]]] = [{"admin": []}]
     return {
-        "/v1/devices/me/push": {
+        **rate_limited_writes({"/v1/devices/me/push": {
             "put": {
                 "summary": "Register (or rotate) this device's push token",
                 "security": device,
@@ -57,7 +76,7 @@ def feature_paths() -> dict[str, Any]:
                 "summary": "Remove this device's push registration",
                 "security": device,
                 "responses": {"204": {"description": "Removed"}, **_problems(401, 503)}},
-        },
+        }}),
         "/v1/notifications": {"post": {
             "summary": "Send a batch of business notifications (one result per item)",
             "description": "The same body as the NATS subject notify.send. Items fail one by "

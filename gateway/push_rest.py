@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from gateway.auth import Identity, TokenVerifier
 from gateway.control import ControlGuard
 from gateway.credentials import bearer, read_json
+from gateway.limits import Limits
 from gateway.rest import json_response
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.push import PushRegistration, PushRegistrationRequest, registration_key
@@ -29,10 +30,12 @@ _decoder = msgspec.json.Decoder(PushRegistration)
 class PushRegistrationApi:
     """The three routes of a device's push registration."""
 
-    def __init__(self, verifier: TokenVerifier, tokens: KeyValue, guard: ControlGuard) -> None:
+    def __init__(self, verifier: TokenVerifier, tokens: KeyValue, guard: ControlGuard,
+                 limits: Limits) -> None:
         self._verifier = verifier
         self._tokens = tokens
         self._guard = guard
+        self._limits = limits
 
     def routes(self) -> list[web.RouteDef]:
         return [web.put("/v1/devices/me/push", self.put),
@@ -42,6 +45,7 @@ class PushRegistrationApi:
     async def put(self, request: web.Request) -> web.Response:
         identity = self._identity(request)
         self._guard.check_connect(identity)
+        self._limits.check_write(identity)
         body = await read_json(request, PushRegistrationRequest, MAX_BODY)
         registration = PushRegistration(user=identity.user, device=identity.device,
                                         app=identity.app, platform=body.platform,
@@ -68,6 +72,7 @@ class PushRegistrationApi:
 
     async def delete(self, request: web.Request) -> web.Response:
         identity = self._identity(request)
+        self._limits.check_write(identity)
         try:
             await self._tokens.delete(registration_key(identity.device))
         except NatsError as exc:

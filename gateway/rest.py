@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Identity, TokenIssuer, TokenVerifier
 from gateway.credentials import bearer, decode_json
+from gateway.limits import Limits
 from gateway.messaging import Messaging
 from gateway.params import int_query, optional_int_query
 from gateway.sockets import DeviceHub
@@ -33,7 +34,7 @@ class RestApi:
 
     def __init__(self, gateway_id: str, verifier: TokenVerifier, issuer: TokenIssuer | None,
                  messaging: Messaging, rpc_client: RpcClient, hub: DeviceHub,
-                 app_id: str, nats_connected: Callable[[], bool]) -> None:
+                 app_id: str, nats_connected: Callable[[], bool], limits: Limits) -> None:
         self._gateway_id = gateway_id
         self._verifier = verifier
         self._issuer = issuer
@@ -42,6 +43,7 @@ class RestApi:
         self._hub = hub
         self._app_id = app_id
         self._nats_connected = nats_connected
+        self._limits = limits
 
     def routes(self) -> list[web.RouteDef]:
         routes = [
@@ -65,6 +67,7 @@ class RestApi:
 
     async def dev_register(self, request: web.Request) -> web.Response:
         assert self._issuer is not None
+        self._limits.check_registration(request)
         body = decode_json(await request.read(), DevDeviceRequest)
         device = body.device or f"dev-{secrets.token_hex(6)}"
         token, expires_at = self._issuer.issue(body.user, device, self._app_id)
