@@ -25,7 +25,7 @@ from runtime.natsconn import ensure_stream
 from runtime.rpc import RpcClient
 from schemas.callbacks import CALLBACKS
 from schemas.control import AUDIT, CONTROL
-from schemas.push import PUSH_TOKENS
+from schemas.push import PUSH_TOKENS, PUSH_WAKEUPS
 
 DAY_S = 86_400
 
@@ -61,7 +61,8 @@ class GatewayFeatures:
         subjects = ServiceSubjects(nc, notifier, admin, config.notify)
         await subjects.start()
         tokens = await ensure_bucket(js, PUSH_TOKENS, replicas)
-        routes = [*PushRegistrationApi(verifier, tokens, guard, limits).routes(),
+        wakeups = await ensure_bucket(js, PUSH_WAKEUPS, replicas)
+        routes = [*PushRegistrationApi(verifier, tokens, wakeups, guard, limits).routes(),
                   *NotifyApi(notifier, config.auth, config.notify).routes(),
                   *AdminApi(admin, config.auth).routes()]
         return cls(view, guard, CallbackRelay(js, config.callbacks, gateway_id), subjects,

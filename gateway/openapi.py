@@ -14,6 +14,7 @@ from gateway.openapi_features import (
 )
 from gateway.openapi_social import SOCIAL_TYPES, social_paths
 from schemas import rpc
+from schemas.ids import ID_PATTERN
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health, Problem
 from schemas.version import PROTOCOL_VERSION
 
@@ -45,7 +46,7 @@ def _query(name: str, description: str, minimum: int = 0) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [Problem, Health, DevDeviceRequest, DevDeviceResponse, rpc.Conversations,
-         rpc.HistoryPage, *FEATURE_TYPES, *SOCIAL_TYPES],
+         rpc.HistoryPage, rpc.HistoryItem, *FEATURE_TYPES, *SOCIAL_TYPES],
         ref_template="#/components/schemas/{name}",
     )
     return {
@@ -104,6 +105,18 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "responses": {"200": {"description": "A page", "content": _json("HistoryPage")},
                               **_problems(401, 403, 422, 503)}}},
+            "/v1/messages/{message_id}": {"get": {
+                "summary": "One message by its server id (its recipients only)",
+                "description": "The message as this device sees it in history, with its "
+                               "status. 404 when it does not exist and when the caller's user "
+                               "was not a recipient (a member of its conversation at its "
+                               "seq), so its existence does not leak.",
+                "security": _BEARER,
+                "parameters": [{"name": "message_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": ID_PATTERN}}],
+                "responses": {"200": {"description": "The message",
+                                      "content": _json("HistoryItem")},
+                              **_problems(401, 404, 422, 503)}}},
             **feature_paths(),
             **social_paths(),
         },

@@ -5,10 +5,16 @@ from typing import Any, Final
 
 from schemas.control import AuditPage, ControlList, ControlRequest, ControlResult
 from schemas.notifications import NotifyRequest, NotifyResult
-from schemas.push import PushRegistration, PushRegistrationRequest
+from schemas.push import (
+    WAKEUP_ID_PATTERN,
+    PushRegistration,
+    PushRegistrationRequest,
+    WakeUpDetails,
+)
 
 #: Body types whose JSON Schema goes into ``components``.
-FEATURE_TYPES: Final[list[Any]] = [PushRegistrationRequest, PushRegistration, NotifyRequest,
+FEATURE_TYPES: Final[list[Any]] = [PushRegistrationRequest, PushRegistration, WakeUpDetails,
+                                   NotifyRequest,
                                    NotifyResult, ControlRequest, ControlResult, ControlList,
                                    AuditPage]
 
@@ -77,6 +83,18 @@ def feature_paths() -> dict[str, Any]:
                 "security": device,
                 "responses": {"204": {"description": "Removed"}, **_problems(401, 503)}},
         }}),
+        "/v1/devices/me/push/wakeups/{wakeup}": {"get": {
+            "summary": "What a wake-up this device received stands for",
+            "description": "A wake-up carries only an opaque `id` and a `count`; this trades "
+                           "the id for the conversations and message ids it concerns. Only "
+                           "the device it woke may read it, for a day; anyone else, an "
+                           "unknown or an expired id get the same 404.",
+            "security": device,
+            "parameters": [{"name": "wakeup", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": WAKEUP_ID_PATTERN}}],
+            "responses": {"200": {"description": "The wake-up's details",
+                                  "content": _json("WakeUpDetails")},
+                          **_problems(401, 403, 404, 422, 503)}}},
         "/v1/notifications": {"post": {
             "summary": "Send a batch of business notifications (one result per item)",
             "description": "The same body as the NATS subject notify.send. Items fail one by "

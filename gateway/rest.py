@@ -1,5 +1,6 @@
 """REST API handlers: parse, authenticate, call one function, encode. Errors are problems."""
 
+import re
 import secrets
 from collections.abc import Callable
 from typing import TypeVar
@@ -17,9 +18,11 @@ from gateway.sockets import DeviceHub
 from runtime.rpc import RpcClient
 from schemas import rpc
 from schemas.errors import ErrorCode, ProtocolError
+from schemas.ids import ID_PATTERN
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health
 
 _encoder = msgspec.json.Encoder()
+_ID = re.compile(ID_PATTERN)
 MAX_PAGE = 200
 T = TypeVar("T")
 
@@ -51,6 +54,7 @@ class RestApi:
             web.get("/metrics", self.metrics),
             web.get("/v1/conversations", self.conversations),
             web.get("/v1/conversations/{conversation}/messages", self.history),
+            web.get("/v1/messages/{message_id}", self.message),
         ]
         if self._issuer is not None:
             routes.append(web.post("/v1/dev/devices", self.dev_register))
@@ -98,6 +102,16 @@ class RestApi:
             user=identity.user, device=identity.device, conversation=conversation,
             direction=direction, seq=cursor, limit=limit,
             barrier=await self._messaging.stream_position()), rpc.HistoryPage)
+        return json_response(reply)
+
+    async def message(self, request: web.Request) -> web.Response:
+        identity = self._identity(request)
+        message_id = request.match_info["message_id"]
+        if not _ID.fullmatch(message_id):
+            raise ProtocolError(ErrorCode.INVALID, f"message id {message_id!r} is not valid")
+        reply = await self._rpc.call("message", rpc.MessageRequest(
+            user=identity.user, device=identity.device, message_id=message_id,
+            barrier=await self._messaging.stream_position()), rpc.HistoryItem)
         return json_response(reply)
 
     def _identity(self, request: web.Request) -> Identity:

@@ -214,7 +214,7 @@ class PushConfig(_Section, frozen=True):
     user_per_minute: PositiveFloat = 30.0
     #: Pushes a user may get at once before ``user_per_minute`` applies.
     user_burst: Positive = 10
-    #: Newest message ids carried in one wake-up.
+    #: Newest message ids kept in one wake-up's details (never sent to the push service).
     max_ids: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
     #: Pushes one worker sends concurrently.
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 32
