@@ -48,30 +48,25 @@ class Limits:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._address_header = config.client_address_header
 
-        def family(name: str, rate: float, burst: int) -> KeyedBuckets[_Key]:
-            buckets: KeyedBuckets[_Key] = KeyedBuckets(rate, burst, config.max_keys, clock)
+        def family(name: str, rate: float | None = None,
+                   burst: int | None = None) -> KeyedBuckets[_Key]:
+            """The buckets of ``limits.<name>_per_s`` and ``limits.<name>_burst``."""
+            buckets: KeyedBuckets[_Key] = KeyedBuckets(
+                getattr(config, f"{name}_per_s") if rate is None else rate,
+                getattr(config, f"{name}_burst") if burst is None else burst,
+                config.max_keys, clock)
             KEYS.labels(name).set_function(buckets.__len__)
             return buckets
 
         self._device_frames = family("device_frames", gateway.rate_per_s, gateway.rate_burst)
-        self._user_sends = family("user_sends", config.user_sends_per_s,
-                                  config.user_sends_burst)
-        self._device_connects = family("device_connects", config.device_connects_per_s,
-                                       config.device_connects_burst)
-        self._user_connects = family("user_connects", config.user_connects_per_s,
-                                     config.user_connects_burst)
-        self._address_upgrades = family("address_upgrades", config.address_upgrades_per_s,
-                                        config.address_upgrades_burst)
-        self._address_registrations = family("address_registrations",
-                                             config.address_registrations_per_s,
-                                             config.address_registrations_burst)
-        self._user_writes = family("user_writes", config.user_writes_per_s,
-                                   config.user_writes_burst)
-        self._user_groups = family("user_groups", config.user_groups_per_s,
-                                   config.user_groups_burst)
-        self._user_contact_requests = family("user_contact_requests",
-                                             config.user_contact_requests_per_s,
-                                             config.user_contact_requests_burst)
+        self._user_sends = family("user_sends")
+        self._device_connects = family("device_connects")
+        self._user_connects = family("user_connects")
+        self._address_upgrades = family("address_upgrades")
+        self._address_registrations = family("address_registrations")
+        self._user_writes = family("user_writes")
+        self._user_groups = family("user_groups")
+        self._user_contact_requests = family("user_contact_requests")
 
     def check_frame(self, identity: Identity, frame: ClientFrame) -> None:
         """Every frame spends from its device's bucket; sends and callbacks also from the

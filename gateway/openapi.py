@@ -10,6 +10,7 @@ from gateway.openapi_features import (
     FEATURE_SECURITY,
     FEATURE_TYPES,
     RATE_LIMITED,
+    device_get,
     feature_paths,
 )
 from gateway.openapi_social import SOCIAL_TYPES, social_paths
@@ -105,18 +106,12 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "responses": {"200": {"description": "A page", "content": _json("HistoryPage")},
                               **_problems(401, 403, 422, 503)}}},
-            "/v1/messages/{message_id}": {"get": {
-                "summary": "One message by its server id (its recipients only)",
-                "description": "The message as this device sees it in history, with its "
-                               "status. 404 when it does not exist and when the caller's user "
-                               "was not a recipient (a member of its conversation at its "
-                               "seq), so its existence does not leak.",
-                "security": _BEARER,
-                "parameters": [{"name": "message_id", "in": "path", "required": True,
-                                "schema": {"type": "string", "pattern": ID_PATTERN}}],
-                "responses": {"200": {"description": "The message",
-                                      "content": _json("HistoryItem")},
-                              **_problems(401, 404, 422, 503)}}},
+            "/v1/messages/{message_id}": device_get(
+                "One message by its server id (its recipients only)",
+                "The message as this device sees it in history, with its status. 404 when it "
+                "does not exist and when the caller's user was not a recipient (a member of "
+                "its conversation at its seq), so its existence does not leak.",
+                "message_id", ID_PATTERN, "HistoryItem", (401, 404, 422, 503)),
             **feature_paths(),
             **social_paths(),
         },

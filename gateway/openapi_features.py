@@ -44,6 +44,17 @@ def rate_limited_writes(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
+def device_get(summary: str, description: str, param: str, pattern: str, reply: str,
+               problems: tuple[int, ...]) -> dict[str, Any]:
+    """A ``GET`` with the device's token and one path parameter matching ``pattern``."""
+    return {"get": {
+        "summary": summary, "description": description, "security": [{"bearer": []}],
+        "parameters": [{"name": param, "in": "path", "required": True,
+                        "schema": {"type": "string", "pattern": pattern}}],
+        "responses": {"200": {"description": summary, "content": _json(reply)},
+                      **_problems(*problems)}}}
+
+
 def _json(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
@@ -83,18 +94,12 @@ def feature_paths() -> dict[str, Any]:
                 "security": device,
                 "responses": {"204": {"description": "Removed"}, **_problems(401, 503)}},
         }}),
-        "/v1/devices/me/push/wakeups/{wakeup}": {"get": {
-            "summary": "What a wake-up this device received stands for",
-            "description": "A wake-up carries only an opaque `id` and a `count`; this trades "
-                           "the id for the conversations and message ids it concerns. Only "
-                           "the device it woke may read it, for a day; anyone else, an "
-                           "unknown or an expired id get the same 404.",
-            "security": device,
-            "parameters": [{"name": "wakeup", "in": "path", "required": True,
-                            "schema": {"type": "string", "pattern": WAKEUP_ID_PATTERN}}],
-            "responses": {"200": {"description": "The wake-up's details",
-                                  "content": _json("WakeUpDetails")},
-                          **_problems(401, 403, 404, 422, 503)}}},
+        "/v1/devices/me/push/wakeups/{wakeup}": device_get(
+            "What a wake-up this device received stands for",
+            "A wake-up carries only an opaque `id` and a `count`; this trades the id for the "
+            "conversations and message ids it concerns. Only the device it woke may read it, "
+            "for a day; anyone else, an unknown or an expired id get the same 404.",
+            "wakeup", WAKEUP_ID_PATTERN, "WakeUpDetails", (401, 403, 404, 422, 503)),
         "/v1/notifications": {"post": {
             "summary": "Send a batch of business notifications (one result per item)",
             "description": "The same body as the NATS subject notify.send. Items fail one by "

@@ -77,7 +77,7 @@ def assert_429(status: int, headers: dict[str, str], problem: Any) -> None:
 
 def assert_rate_limited(exc: ClientError) -> None:
     assert exc.code == ErrorCode.RATE_LIMITED and exc.retry is True
-    assert exc.error.retry_after_s is not None and exc.error.retry_after_s > 0
+    assert exc.retry_after_s is not None and exc.retry_after_s > 0
 
 
 async def test_reconnecting_does_not_reset_a_devices_frame_budget(limited: System) -> None:

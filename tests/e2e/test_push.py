@@ -355,6 +355,7 @@ async def test_the_push_payload_names_nobody_and_the_device_trades_its_id(
                 ("/v1/devices/me/push/wakeups/w" + "0" * 32, 404, "not_found"),
                 ("/v1/devices/me/push/wakeups/nope", 422, "invalid"),
                 ("/v1/devices/me/push/wakeups/w" + "0" * 33, 422, "invalid"),
+                ("/v1/messages/" + "m" * 64, 404, "not_found"),  # at the bound
                 ("/v1/messages/" + "m" * 65, 422, "invalid"),
                 ("/v1/messages/m.1", 422, "invalid")):
             got, problem = await get(path, phone.token)
