@@ -23,6 +23,7 @@ from pathlib import Path
 import jwt
 import msgspec
 
+from infra.loadenv import lifted_limits
 from infra.nats_server import free_port
 
 START_TIMEOUT_S = 60.0
@@ -98,10 +99,7 @@ class SystemUnderTest:
             "COURIER_METRICS_STORAGE_PORT": "0",
             "COURIER_METRICS_PUSH_PORT": "0",
             "COURIER_STORE_BACKEND": self.store,
-            # Load generators send far faster than any app's device; the per-connection rate
-            # limit (200 frames/s by default) would otherwise shape the load it measures.
-            "COURIER_GATEWAY_RATE_PER_S": "100000",
-            "COURIER_GATEWAY_RATE_BURST": "100000",
+            **lifted_limits(),
             **self._extra_env,
         }
         with (self.data_dir / "embedded.log").open("wb") as out:

@@ -56,6 +56,8 @@ class ClientError(Exception):
         super().__init__(f"{error.code}: {error.message}")
         self.code = error.code
         self.retry = error.retry
+        #: ``rate_limited``: seconds to wait before resending the request.
+        self.retry_after_s = error.retry_after_s
         self.error = error
 
 

@@ -18,9 +18,9 @@ from prometheus_client import Counter
 from gateway.auth import Identity
 from gateway.callbacks import CallbackRelay
 from gateway.control import ControlGuard
+from gateway.limits import Limits
 from gateway.messaging import Messaging
 from gateway.peer import SocialFrames
-from gateway.ratelimit import TokenBucket
 from runtime.config import GatewayConfig
 from schemas.codec import decode_client_frame, encode_frame
 from schemas.errors import RETRYABLE, CloseCode, ErrorCode, ProtocolError
@@ -54,7 +54,7 @@ class Connection:
 
     def __init__(self, ws: web.WebSocketResponse, identity: Identity, messaging: Messaging,
                  config: GatewayConfig, *, guard: ControlGuard,
-                 callbacks: CallbackRelay, social: SocialFrames) -> None:
+                 callbacks: CallbackRelay, social: SocialFrames, limits: Limits) -> None:
         self.ws = ws
         self.identity = identity
         self._messaging = messaging
@@ -63,7 +63,7 @@ class Connection:
         self._callbacks = callbacks
         self._social = social
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=config.send_queue)
-        self._bucket = TokenBucket(config.rate_per_s, config.rate_burst)
+        self._limits = limits
         self._strikes = 0
         #: Live deliveries held back while a sync runs, and from the socket's opening until
         #: its first sync, so the backlog always comes before what arrived after it.
@@ -147,8 +147,7 @@ class Connection:
         try:
             frame = decode_client_frame(data)
             request_id = frame.id
-            if not self._bucket.take():
-                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down")
+            self._limits.check_frame(self.identity, frame)
             FRAMES_IN.labels(type(frame).__name__.lower()).inc()
             await self._dispatch(frame)
             self._strikes = 0
@@ -179,7 +178,7 @@ class Connection:
     def _reject(self, exc: ProtocolError, request_id: str | None) -> None:
         ERRORS_OUT.labels(exc.code).inc()
         self.send(Error(code=exc.code, message=exc.message, retry=exc.code in RETRYABLE,
-                        id=request_id))
+                        id=request_id, retry_after_s=exc.retry_after_s))
         self._strikes += 1
         if self._strikes >= self._config.max_strikes:
             self.close_soon(CloseCode.TOO_MANY_ERRORS, "too many rejected frames")

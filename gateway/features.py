@@ -15,6 +15,7 @@ from gateway.admin_rest import AdminApi
 from gateway.auth import TokenVerifier
 from gateway.callbacks import CallbackRelay
 from gateway.control import ControlGuard, Socket
+from gateway.limits import Limits
 from gateway.notifications import Notifier
 from gateway.notify_rest import NotifyApi
 from gateway.push_rest import PushRegistrationApi
@@ -26,7 +27,7 @@ from runtime.natsconn import ensure_stream
 from runtime.rpc import RpcClient
 from schemas.callbacks import CALLBACKS
 from schemas.control import AUDIT, CONTROL
-from schemas.push import PUSH_TOKENS
+from schemas.push import PUSH_TOKENS, PUSH_WAKEUPS
 
 DAY_S = 86_400
 
@@ -44,8 +45,8 @@ class GatewayFeatures:
 
     @classmethod
     async def start(cls, config: Config, gateway_id: str, nc: Client, rpc_client: RpcClient,
-                    verifier: TokenVerifier,
-                    sockets: Callable[[], Iterable[Socket]]) -> "GatewayFeatures":
+                    verifier: TokenVerifier, sockets: Callable[[], Iterable[Socket]],
+                    limits: Limits) -> "GatewayFeatures":
         js = nc.jetstream()
         replicas = config.nats.replicas
         await ensure_stream(js, msgspec.structs.replace(
@@ -63,7 +64,8 @@ class GatewayFeatures:
         subjects = ServiceSubjects(nc, notifier, admin, config.notify)
         await subjects.start()
         tokens = await ensure_bucket(js, PUSH_TOKENS, replicas)
-        routes = [*PushRegistrationApi(verifier, tokens, guard).routes(),
+        wakeups = await ensure_bucket(js, PUSH_WAKEUPS, replicas)
+        routes = [*PushRegistrationApi(verifier, tokens, wakeups, guard, limits).routes(),
                   *NotifyApi(notifier, config.auth, config.notify).routes(),
                   *AdminApi(admin, DeadLetterAdmin(js), config.auth).routes()]
         return cls(view, guard, CallbackRelay(js, config.callbacks, gateway_id), subjects,

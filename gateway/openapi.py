@@ -9,11 +9,14 @@ from aiohttp import web
 from gateway.openapi_features import (
     FEATURE_SECURITY,
     FEATURE_TYPES,
+    RATE_LIMITED,
+    device_get,
     feature_paths,
     integer_param,
 )
 from gateway.openapi_social import SOCIAL_TYPES, social_paths
 from schemas import rpc
+from schemas.ids import ID_PATTERN
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health, Problem
 from schemas.version import PROTOCOL_VERSION
 
@@ -40,7 +43,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [Problem, Health, DevDeviceRequest, DevDeviceResponse, rpc.Conversations,
-         rpc.HistoryPage, *FEATURE_TYPES, *SOCIAL_TYPES],
+         rpc.HistoryPage, rpc.HistoryItem, *FEATURE_TYPES, *SOCIAL_TYPES],
         ref_template="#/components/schemas/{name}",
     )
     return {
@@ -70,13 +73,13 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [{"name": "token", "in": "query", "required": False,
                                 "schema": {"type": "string"}}],
                 "responses": {"101": {"description": "Switching protocols"},
-                              **_problems(401, 503)}}},
+                              **_problems(401, 403, 503), **RATE_LIMITED}}},
             "/v1/dev/devices": {"post": {
                 "summary": "Register a device and get its token (embedded mode only)",
                 "requestBody": {"required": True, "content": _json("DevDeviceRequest")},
                 "responses": {"201": {"description": "Registered",
                                       "content": _json("DevDeviceResponse")},
-                              **_problems(400, 404, 422, 503)}}},
+                              **_problems(400, 404, 409, 422, 503), **RATE_LIMITED}}},
             "/v1/conversations": {"get": {
                 "summary": "My conversations, most recent first, with unread counts",
                 "security": _BEARER,
@@ -99,6 +102,12 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "responses": {"200": {"description": "A page", "content": _json("HistoryPage")},
                               **_problems(401, 403, 422, 503)}}},
+            "/v1/messages/{message_id}": device_get(
+                "One message by its server id (its recipients only)",
+                "The message as this device sees it in history, with its status. 404 when it "
+                "does not exist and when the caller's user was not a recipient (a member of "
+                "its conversation at its seq), so its existence does not leak.",
+                "message_id", ID_PATTERN, "HistoryItem", (401, 404, 422, 503)),
             **feature_paths(),
             **social_paths(),
         },

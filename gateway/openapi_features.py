@@ -7,10 +7,16 @@ from schemas.bounds import MAX_INT
 from schemas.control import AuditPage, ControlList, ControlRequest, ControlResult
 from schemas.dead_letters import MAX_PAGE, DeadLetterDetail, DeadLetterPage, ReplayResult
 from schemas.notifications import NotifyRequest, NotifyResult
-from schemas.push import PushRegistration, PushRegistrationRequest
+from schemas.push import (
+    WAKEUP_ID_PATTERN,
+    PushRegistration,
+    PushRegistrationRequest,
+    WakeUpDetails,
+)
 
 #: Body types whose JSON Schema goes into ``components``.
-FEATURE_TYPES: Final[list[Any]] = [PushRegistrationRequest, PushRegistration, NotifyRequest,
+FEATURE_TYPES: Final[list[Any]] = [PushRegistrationRequest, PushRegistration, WakeUpDetails,
+                                   NotifyRequest,
                                    NotifyResult, ControlRequest, ControlResult, ControlList,
                                    AuditPage, DeadLetterPage, DeadLetterDetail, ReplayResult]
 
@@ -19,6 +25,36 @@ FEATURE_SECURITY: Final[dict[str, Any]] = {
                 "description": "COURIER_AUTH_SERVICE_SECRET"},
     "admin": {"type": "http", "scheme": "bearer", "description": "COURIER_AUTH_ADMIN_SECRET"},
 }
+
+
+#: The 429 of a rate-limited route (docs/protocol.md, "Rate limiting").
+RATE_LIMITED: Final[dict[str, Any]] = {"429": {
+    "description": "Rate limited: retry after `Retry-After` seconds (also `retry_after_s`)",
+    "headers": {"Retry-After": {"description": "Seconds to wait, rounded up",
+                                "schema": {"type": "integer", "minimum": 1}}},
+    "content": {"application/problem+json": {
+        "schema": {"$ref": "#/components/schemas/Problem"}}}}}
+WRITES: Final = frozenset({"post", "put", "patch", "delete"})
+
+
+def rate_limited_writes(paths: dict[str, Any]) -> dict[str, Any]:
+    """``paths`` with the 429 response on every write operation (device routes)."""
+    for operations in paths.values():
+        for method, operation in operations.items():
+            if method in WRITES:
+                operation["responses"].update(RATE_LIMITED)
+    return paths
+
+
+def device_get(summary: str, description: str, param: str, pattern: str, reply: str,
+               problems: tuple[int, ...]) -> dict[str, Any]:
+    """A ``GET`` with the device's token and one path parameter matching ``pattern``."""
+    return {"get": {
+        "summary": summary, "description": description, "security": [{"bearer": []}],
+        "parameters": [{"name": param, "in": "path", "required": True,
+                        "schema": {"type": "string", "pattern": pattern}}],
+        "responses": {"200": {"description": summary, "content": _json(reply)},
+                      **_problems(*problems)}}}
 
 
 def _json(name: str) -> dict[str, Any]:
@@ -42,7 +78,7 @@ def feature_paths() -> dict[str, Any]:
     service: list[dict[str, list[str]]] = [{"service": []}]
     admin: list[dict[str, list[str]]] = [{"admin": []}]
     return {
-        "/v1/devices/me/push": {
+        **rate_limited_writes({"/v1/devices/me/push": {
             "put": {
                 "summary": "Register (or rotate) this device's push token",
                 "security": device,
@@ -61,7 +97,13 @@ def feature_paths() -> dict[str, Any]:
                 "summary": "Remove this device's push registration",
                 "security": device,
                 "responses": {"204": {"description": "Removed"}, **_problems(401, 503)}},
-        },
+        }}),
+        "/v1/devices/me/push/wakeups/{wakeup}": device_get(
+            "What a wake-up this device received stands for",
+            "A wake-up carries only an opaque `id` and a `count`; this trades the id for the "
+            "conversations and message ids it concerns. Only the device it woke may read it, "
+            "for a day; anyone else, an unknown or an expired id get the same 404.",
+            "wakeup", WAKEUP_ID_PATTERN, "WakeUpDetails", (401, 403, 404, 422, 503)),
         "/v1/notifications": {"post": {
             "summary": "Send a batch of business notifications (one result per item)",
             "description": "The same body as the NATS subject notify.send. Items fail one by "

@@ -3,6 +3,7 @@
 
 from typing import Any, Final
 
+from gateway.openapi_features import rate_limited_writes
 from schemas.contacts import ContactEntry, ContactList, ContactRequestBody, PresenceList
 from schemas.groups import (
     AddMembersRequest,
@@ -52,7 +53,7 @@ def _op(summary: str, ok: str, reply: str | None, problems: tuple[int, ...], *,
 
 def social_paths() -> dict[str, Any]:
     write = (403, 404, 409, 422)
-    return {
+    return rate_limited_writes({
         "/v1/groups": {
             "post": _op("Create a group; the caller becomes its owner", "Created", "GroupInfo",
                         (400, 403, 404, 409, 413, 422), body="CreateGroupRequest", status="201",
@@ -127,4 +128,4 @@ def social_paths() -> dict[str, Any]:
             "parameters": [{"name": "users", "in": "query", "required": True,
                             "description": "Comma-separated user ids (at most 500)",
                             "schema": {"type": "string"}}]}},
-    }
+    })

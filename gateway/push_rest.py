@@ -1,11 +1,15 @@
-"""``/v1/devices/me/push``: a device registers, reads and removes its push token.
+"""``/v1/devices/me/push``: a device registers, reads and removes its push token, and trades
+the id of a wake-up it received for what the wake-up stands for.
 
 Authenticated with the device's own token; the registration is keyed by the device id from
 the token. ``PUT`` again to rotate the token (or to re-enable one a provider rejected).
 Registrations live in the KV bucket ``courier_push_tokens`` (see ``push_worker.tokens`` for
-why there).
+why there), wake-ups in ``courier_push_wakeups`` (``push_worker.wakeups``). A wake-up is read
+only by the device it woke; for any other caller, and once it expired, it does not exist (404,
+the same answer as for an unknown id).
 """
 
+import re
 import time
 
 import msgspec
@@ -13,35 +17,52 @@ from aiohttp import web
 from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from prometheus_client import Counter
 
 from gateway.auth import Identity, TokenVerifier
 from gateway.control import ControlGuard
 from gateway.credentials import bearer, read_json
+from gateway.limits import Limits
 from gateway.rest import json_response
 from schemas.errors import ErrorCode, ProtocolError
-from schemas.push import PushRegistration, PushRegistrationRequest, registration_key
+from schemas.push import (
+    WAKEUP_ID_PATTERN,
+    PushRegistration,
+    PushRegistrationRequest,
+    WakeUpRecord,
+    registration_key,
+)
 
 MAX_BODY = 16 * 1024
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(PushRegistration)
+_record_decoder = msgspec.json.Decoder(WakeUpRecord)
+_WAKEUP_ID = re.compile(WAKEUP_ID_PATTERN)
+WAKEUP_READS = Counter("courier_gateway_wakeup_reads_total",
+                       "Wake-ups traded for their details", ["result"])
 
 
 class PushRegistrationApi:
-    """The three routes of a device's push registration."""
+    """The routes of a device's push registration and wake-ups."""
 
-    def __init__(self, verifier: TokenVerifier, tokens: KeyValue, guard: ControlGuard) -> None:
+    def __init__(self, verifier: TokenVerifier, tokens: KeyValue, wakeups: KeyValue,
+                 guard: ControlGuard, limits: Limits) -> None:
         self._verifier = verifier
         self._tokens = tokens
+        self._wakeups = wakeups
         self._guard = guard
+        self._limits = limits
 
     def routes(self) -> list[web.RouteDef]:
         return [web.put("/v1/devices/me/push", self.put),
                 web.get("/v1/devices/me/push", self.get),
-                web.delete("/v1/devices/me/push", self.delete)]
+                web.delete("/v1/devices/me/push", self.delete),
+                web.get("/v1/devices/me/push/wakeups/{wakeup}", self.wakeup)]
 
     async def put(self, request: web.Request) -> web.Response:
         identity = self._identity(request)
         self._guard.check_connect(identity)
+        self._limits.check_write(identity)
         body = await read_json(request, PushRegistrationRequest, MAX_BODY)
         registration = PushRegistration(user=identity.user, device=identity.device,
                                         app=identity.app, platform=body.platform,
@@ -68,11 +89,33 @@ class PushRegistrationApi:
 
     async def delete(self, request: web.Request) -> web.Response:
         identity = self._identity(request)
+        self._limits.check_write(identity)
         try:
             await self._tokens.delete(registration_key(identity.device))
         except NatsError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"not removed: {exc!r}") from None
         return web.Response(status=204)
+
+    async def wakeup(self, request: web.Request) -> web.Response:
+        identity = self._identity(request)
+        self._guard.check_connect(identity)
+        wakeup = request.match_info["wakeup"]
+        if not _WAKEUP_ID.fullmatch(wakeup):
+            raise ProtocolError(ErrorCode.INVALID, f"wake-up id {wakeup!r} is not valid")
+        try:
+            entry = await self._wakeups.get(wakeup)
+        except KeyNotFoundError:
+            entry = None
+        except NatsError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"wake-ups unavailable: {exc!r}") from None
+        record = _record_decoder.decode(entry.value) if entry and entry.value else None
+        if (record is None or (record.app, record.user, record.device)
+                != (identity.app, identity.user, identity.device)
+                or record.details.expires_at <= int(time.time() * 1000)):
+            WAKEUP_READS.labels("not_found").inc()
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no wake-up {wakeup!r} for this device")
+        WAKEUP_READS.labels("found").inc()
+        return json_response(record.details)
 
     def _identity(self, request: web.Request) -> Identity:
         return self._verifier.verify(bearer(request))

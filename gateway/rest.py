@@ -1,5 +1,6 @@
 """REST API handlers: parse, authenticate, call one function, encode. Errors are problems."""
 
+import re
 import secrets
 from collections.abc import Callable
 from typing import TypeVar
@@ -10,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Identity, TokenIssuer, TokenVerifier
 from gateway.credentials import bearer
+from gateway.limits import Limits
 from gateway.messaging import Messaging
 from gateway.params import int_query, optional_int_query
 from gateway.sockets import DeviceHub
@@ -17,9 +19,11 @@ from runtime.rpc import RpcClient
 from schemas import rpc
 from schemas.codec import decode_document
 from schemas.errors import ErrorCode, ProtocolError
+from schemas.ids import ID_PATTERN
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health
 
 _encoder = msgspec.json.Encoder()
+_ID = re.compile(ID_PATTERN)
 MAX_PAGE = 200
 T = TypeVar("T")
 
@@ -34,7 +38,7 @@ class RestApi:
 
     def __init__(self, gateway_id: str, verifier: TokenVerifier, issuer: TokenIssuer | None,
                  messaging: Messaging, rpc_client: RpcClient, hub: DeviceHub,
-                 app_id: str, nats_connected: Callable[[], bool]) -> None:
+                 app_id: str, nats_connected: Callable[[], bool], limits: Limits) -> None:
         self._gateway_id = gateway_id
         self._verifier = verifier
         self._issuer = issuer
@@ -43,6 +47,7 @@ class RestApi:
         self._hub = hub
         self._app_id = app_id
         self._nats_connected = nats_connected
+        self._limits = limits
 
     def routes(self) -> list[web.RouteDef]:
         routes = [
@@ -50,6 +55,7 @@ class RestApi:
             web.get("/metrics", self.metrics),
             web.get("/v1/conversations", self.conversations),
             web.get("/v1/conversations/{conversation}/messages", self.history),
+            web.get("/v1/messages/{message_id}", self.message),
         ]
         if self._issuer is not None:
             routes.append(web.post("/v1/dev/devices", self.dev_register))
@@ -66,6 +72,7 @@ class RestApi:
 
     async def dev_register(self, request: web.Request) -> web.Response:
         assert self._issuer is not None
+        self._limits.check_registration(request)
         body = decode_document(await request.read(), DevDeviceRequest)
         device = body.device or f"dev-{secrets.token_hex(6)}"
         token, expires_at = self._issuer.issue(body.user, device, self._app_id)
@@ -96,6 +103,16 @@ class RestApi:
             user=identity.user, device=identity.device, conversation=conversation,
             direction=direction, seq=cursor, limit=limit,
             barrier=await self._messaging.stream_position()), rpc.HistoryPage)
+        return json_response(reply)
+
+    async def message(self, request: web.Request) -> web.Response:
+        identity = self._identity(request)
+        message_id = request.match_info["message_id"]
+        if not _ID.fullmatch(message_id):
+            raise ProtocolError(ErrorCode.INVALID, f"message id {message_id!r} is not valid")
+        reply = await self._rpc.call("message", rpc.MessageRequest(
+            user=identity.user, device=identity.device, message_id=message_id,
+            barrier=await self._messaging.stream_position()), rpc.HistoryItem)
         return json_response(reply)
 
     def _identity(self, request: web.Request) -> Identity:

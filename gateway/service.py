@@ -9,6 +9,7 @@ from nats.aio.client import Client
 
 from gateway.auth import TokenIssuer, TokenVerifier
 from gateway.features import GatewayFeatures
+from gateway.limits import Limits
 from gateway.messaging import Messaging
 from gateway.openapi import openapi_handler
 from gateway.permissions import Permissions
@@ -59,15 +60,16 @@ class Gateway:
         await self._presence.start()
         hub = DeviceHub(nc, self._presence)
         await hub.start()
+        limits = Limits(config.gateway, config.limits)
         self._features = features = await GatewayFeatures.start(
-            config, self.gateway_id, nc, rpc_client, verifier, hub.connections)
+            config, self.gateway_id, nc, rpc_client, verifier, hub.connections, limits)
         self._social = social = await GatewaySocial.start(config, nc, rpc_client, verifier,
-                                                          messaging, permissions)
+                                                          messaging, permissions, limits)
         self._sockets = SocketEndpoint(config.gateway, self.gateway_id, verifier, messaging, hub,
                                        guard=features.guard, callbacks=features.callbacks,
-                                       social=social)
+                                       social=social, limits=limits)
         rest = RestApi(self.gateway_id, verifier, issuer, messaging, rpc_client, hub,
-                       config.app, lambda: nc.is_connected)
+                       config.app, lambda: nc.is_connected, limits)
         app = web.Application(middlewares=[problem_middleware],
                               client_max_size=config.gateway.max_frame_bytes)
         app.add_routes([web.get("/v1/ws", self._sockets.handle),

@@ -6,6 +6,7 @@ from aiohttp import web
 from nats.aio.client import Client
 
 from gateway.auth import TokenVerifier
+from gateway.limits import Limits
 from gateway.messaging import Messaging
 from gateway.peer import Peer, SocialFrame
 from gateway.permissions import Permissions
@@ -33,14 +34,15 @@ class GatewaySocial:
     @classmethod
     async def start(cls, config: Config, nc: Client, rpc_client: RpcClient,
                     verifier: TokenVerifier, messaging: Messaging,
-                    permissions: Permissions) -> "GatewaySocial":
+                    permissions: Permissions, limits: Limits) -> "GatewaySocial":
         view = PresenceView(nc.jetstream(), gateway_ttl_s=config.gateway.presence_ttl_s,
                             replicas=config.nats.replicas)
         hub = PresenceHub(view, permissions, config.presence.max_watched)  # listens first
         await view.start()
         hub.start()
         channel = UserChannel(nc)
-        routes = SocialRest(verifier, rpc_client, messaging, permissions, channel, hub).routes()
+        routes = SocialRest(verifier, rpc_client, messaging, permissions, channel, hub,
+                            limits).routes()
         return cls(view, hub, channel, TypingRelay(permissions, channel, config.presence), routes)
 
     async def attach(self, peer: Peer) -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.auth import Identity, TokenVerifier
 from gateway.credentials import bearer, read_json
+from gateway.limits import Limits, WriteKind
 from gateway.messaging import Messaging
 from gateway.permissions import Permissions
 from gateway.presence_hub import PresenceHub
@@ -63,8 +64,10 @@ class SocialRest:
     """``/v1/groups``, ``/v1/contacts``, ``/v1/blocks``, ``/v1/presence`` and group receipts."""
 
     def __init__(self, verifier: TokenVerifier, rpc: RpcClient, messaging: Messaging,
-                 permissions: Permissions, channel: UserChannel, presence: PresenceHub) -> None:
+                 permissions: Permissions, channel: UserChannel, presence: PresenceHub,
+                 limits: Limits) -> None:
         self._verifier = verifier
+        self._limits = limits
         self._rpc = rpc
         self._messaging = messaging
         self._permissions = permissions
@@ -97,7 +100,7 @@ class SocialRest:
     # ------------------------------------------------------------------ groups
 
     async def create_group(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+        identity = self._writer(request, "group_create")
         body = await read_json(request, CreateGroupRequest, MAX_BODY)
         group = body.id or f"g{secrets.token_hex(8)}"
         info = await self._group_write(identity, group,
@@ -116,31 +119,31 @@ class SocialRest:
             GroupInfo))
 
     async def rename_group(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+        identity = self._writer(request)
         body = await read_json(request, RenameGroupRequest, MAX_BODY)
         return json_response(await self._group_write(identity, _path_id(request, "group"),
                                                      RenameGroup(name=body.name)))
 
     async def add_members(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+        identity = self._writer(request)
         body = await read_json(request, AddMembersRequest, MAX_BODY)
         return json_response(await self._group_write(identity, _path_id(request, "group"),
                                                      AddMembers(users=body.users)))
 
     async def remove_member(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+        identity = self._writer(request)
         return json_response(await self._group_write(
             identity, _path_id(request, "group"), RemoveMember(user=_path_id(request, "user"))))
 
     async def set_role(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+        identity = self._writer(request)
         body = await read_json(request, SetRoleRequest, MAX_BODY)
         return json_response(await self._group_write(
             identity, _path_id(request, "group"),
             SetRole(user=_path_id(request, "user"), role=body.role)))
 
     async def leave_group(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+        identity = self._writer(request)
         return json_response(await self._group_write(identity, _path_id(request, "group"),
                                                      LeaveGroup()))
 
@@ -169,32 +172,32 @@ class SocialRest:
                                                   ContactList))
 
     async def request_contact(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+        identity = self._writer(request, "contact_request")
         body = await read_json(request, ContactRequestBody, MAX_BODY)
         return await self._contact_write(identity, body.user, "request")
 
     async def accept(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._identity(request), _path_id(request, "user"),
+        return await self._contact_write(self._writer(request), _path_id(request, "user"),
                                          "accept")
 
     async def decline(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._identity(request), _path_id(request, "user"),
+        return await self._contact_write(self._writer(request), _path_id(request, "user"),
                                          "decline")
 
     async def cancel(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._identity(request), _path_id(request, "user"),
+        return await self._contact_write(self._writer(request), _path_id(request, "user"),
                                          "cancel")
 
     async def remove_contact(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._identity(request), _path_id(request, "user"),
+        return await self._contact_write(self._writer(request), _path_id(request, "user"),
                                          "remove")
 
     async def block(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._identity(request), _path_id(request, "user"),
+        return await self._contact_write(self._writer(request), _path_id(request, "user"),
                                          "block")
 
     async def unblock(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._identity(request), _path_id(request, "user"),
+        return await self._contact_write(self._writer(request), _path_id(request, "user"),
                                          "unblock")
 
     async def _contact_write(self, identity: Identity, other: str,
@@ -227,6 +230,12 @@ class SocialRest:
 
     def _identity(self, request: web.Request) -> Identity:
         return self._verifier.verify(bearer(request))
+
+    def _writer(self, request: web.Request, kind: WriteKind = "write") -> Identity:
+        """The identity of a write, once the user's write budget allowed it."""
+        identity = self._identity(request)
+        self._limits.check_write(identity, kind)
+        return identity
 
 
 def _contact_frame(entry: ContactEntry) -> Contact:

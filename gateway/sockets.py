@@ -18,9 +18,10 @@ from gateway.auth import Identity, TokenVerifier
 from gateway.callbacks import CallbackRelay
 from gateway.connection import Connection
 from gateway.control import ControlGuard
+from gateway.limits import Limits
 from gateway.messaging import Messaging
 from gateway.peer import SocialFrames
-from gateway.problems import problem
+from gateway.problems import problem, problem_of
 from presence.registry import PresenceWriter
 from runtime.config import GatewayConfig
 from schemas.errors import CloseCode, ErrorCode, ProtocolError
@@ -88,7 +89,7 @@ class SocketEndpoint:
 
     def __init__(self, config: GatewayConfig, gateway_id: str, verifier: TokenVerifier,
                  messaging: Messaging, hub: DeviceHub, *, guard: ControlGuard,
-                 callbacks: CallbackRelay, social: SocialFrames) -> None:
+                 callbacks: CallbackRelay, social: SocialFrames, limits: Limits) -> None:
         self._config = config
         self._gateway_id = gateway_id
         self._verifier = verifier
@@ -97,6 +98,7 @@ class SocketEndpoint:
         self._guard = guard
         self._callbacks = callbacks
         self._social = social
+        self._limits = limits
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._handlers = 0
         self._idle = asyncio.Event()
@@ -112,11 +114,13 @@ class SocketEndpoint:
                            f"protocol {asked!r} not spoken here; this gateway speaks "
                            f"{PROTOCOL_VERSION}")
         try:
+            self._limits.check_upgrade(request)
             identity = self._verifier.verify(_token(request))
             self._guard.check_connect(identity)
+            self._limits.check_connect(identity)
             await self._messaging.register(identity)
         except ProtocolError as exc:
-            return problem(exc.code, exc.message)
+            return problem_of(exc)
         ws = web.WebSocketResponse(heartbeat=self._config.heartbeat_s,
                                    max_msg_size=self._config.max_frame_bytes)
         await ws.prepare(request)
@@ -126,7 +130,7 @@ class SocketEndpoint:
 
     async def _serve(self, ws: web.WebSocketResponse, identity: Identity) -> None:
         conn = Connection(ws, identity, self._messaging, self._config, guard=self._guard,
-                          callbacks=self._callbacks, social=self._social)
+                          callbacks=self._callbacks, social=self._social, limits=self._limits)
         writer = asyncio.create_task(conn.write_forever(), name="ws-writer")
         CONNECTIONS.inc()
         self._handlers += 1

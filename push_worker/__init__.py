@@ -5,9 +5,12 @@ consumer ``push``, shared by every replica. The router publishes one ``PushJob``
 and offline recipient device (messages, business notifications, system messages alike).
 
 Coalesces: jobs of one (device, conversation) arriving within ``collapse_window_s`` of the first
-become one ``WakeUp`` (ids and counts, never bodies) with a per-conversation collapse key, so a
-burst is one push and, on the device, one visible notification. Per user, pushes are limited
-(``user_per_minute``/``user_burst``); a burst over the limit waits and keeps coalescing.
+become one ``WakeUp`` with a per-device-and-conversation collapse key, so a burst is one push
+and, on the device, one visible notification. The wake-up carries a random id and a count,
+nothing that names the conversation, its members or its messages: what it stands for is
+recorded in ``courier_push_wakeups`` (KV, ``push_worker.wakeups``) for the device to fetch.
+Per user, pushes are limited (``user_per_minute``/``user_burst``); a burst over the limit
+waits and keeps coalescing.
 
 Produces: one provider call per burst; the provider is chosen by the device's registered
 platform (``courier_push_tokens`` KV): AWS SNS platform endpoints (apns, apns_sandbox, fcm), a

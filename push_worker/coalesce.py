@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from schemas.push import PushJob, WakeUp, collapse_key
+from schemas.push import PushJob, WakeUpConversation
 
 H = TypeVar("H")
 BurstKey = tuple[str, str]  # (device, conversation)
@@ -106,16 +106,15 @@ class Coalescer(Generic[H]):
         heapq.heappush(self._heap, (burst.due, next(self._order), burst.key))
 
 
-def wake_up(jobs: list[PushJob], max_ids: int) -> WakeUp:
-    """The wake-up of a burst: how many distinct messages, the newest ids, the last seq.
-    Carries no body, sender or module: only what the app needs to fetch."""
+def summarize(jobs: list[PushJob], max_ids: int) -> WakeUpConversation:
+    """What the wake-up of a burst stands for: its conversation, how many distinct messages,
+    the newest ids, the last seq (kept for the device, never sent to the push service)."""
     newest: dict[str, PushJob] = {}
     for job in sorted(jobs, key=lambda j: j.seq):
         newest.pop(job.message_id, None)
         newest[job.message_id] = job
     ordered = list(newest.values())
     last = ordered[-1]
-    return WakeUp(app=last.app, conversation=last.conversation, kind=last.kind,
-                  count=len(ordered), seq=last.seq,
-                  message_ids=[j.message_id for j in ordered[-max_ids:]],
-                  collapse_key=collapse_key(last.conversation))
+    return WakeUpConversation(conversation=last.conversation, kind=last.kind,
+                              count=len(ordered), seq=last.seq,
+                              message_ids=[j.message_id for j in ordered[-max_ids:]])

@@ -16,11 +16,12 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
-from push_worker.coalesce import Burst, Coalescer, wake_up
+from push_worker.coalesce import Burst, Coalescer, summarize
 from push_worker.limiter import UserLimiter
 from push_worker.providers.base import Outcome, PushTarget, SendResult
 from push_worker.providers.routing import ProviderRouter
 from push_worker.tokens import Registration, TokenRegistry
+from push_worker.wakeups import WakeUps
 from runtime.config import PushConfig
 from schemas.push import PUSH_DEAD, PUSH_STREAM, DeadPush, decode_job
 
@@ -46,10 +47,12 @@ def wall_ms() -> int:
 class PushPipeline:
     """Batch handler plus flusher."""
 
-    def __init__(self, js: JetStreamContext, tokens: TokenRegistry, providers: ProviderRouter,
-                 config: PushConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, js: JetStreamContext, tokens: TokenRegistry, wakeups: WakeUps,
+                 providers: ProviderRouter, config: PushConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._js = js
         self._tokens = tokens
+        self._wakeups = wakeups
         self._providers = providers
         self._config = config
         self._clock = clock
@@ -179,9 +182,10 @@ class PushPipeline:
         target = PushTarget(device=value.device, user=value.user, app=value.app,
                             platform=value.platform, token=value.token,
                             registered_at=value.updated_at)
+        wake = await self._wakeups.record(value, summarize(burst.jobs, self._config.max_ids))
         started = time.perf_counter()
         try:
-            result = await provider.send(target, wake_up(burst.jobs, self._config.max_ids))
+            result = await provider.send(target, wake)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -215,9 +219,9 @@ class PushPipeline:
 
     async def _dead_letter(self, burst: Burst[Msg], provider: str, attempts: int,
                            error: str) -> None:
-        wake = wake_up(burst.jobs, self._config.max_ids)
-        dead = DeadPush(device=burst.device, user=burst.user, conversation=wake.conversation,
-                        message_ids=wake.message_ids, provider=provider, attempts=attempts,
+        summary = summarize(burst.jobs, self._config.max_ids)
+        dead = DeadPush(device=burst.device, user=burst.user, conversation=summary.conversation,
+                        message_ids=summary.message_ids, provider=provider, attempts=attempts,
                         error=error[:500], ts=wall_ms())
         await self._js.publish(PUSH_DEAD, _dead_encoder.encode(dead), stream=PUSH_STREAM,
                                timeout=5.0)

@@ -7,12 +7,20 @@ from nats.js import api as js_api
 from push_worker.pipeline import PushPipeline
 from push_worker.providers.routing import ProviderRouter, build_providers
 from push_worker.tokens import TokenRegistry
+from push_worker.wakeups import WakeUps
 from runtime.config import Config, PushConfig
 from runtime.consumer import PullLoop
 from runtime.deadletter import DeadLetters
 from runtime.kv import ensure_bucket
 from runtime.natsconn import close, connect, ensure_stream
-from schemas.push import PUSH_CONSUMER, PUSH_JOBS, PUSH_STREAM, PUSH_TOKENS, push_stream
+from schemas.push import (
+    PUSH_CONSUMER,
+    PUSH_JOBS,
+    PUSH_STREAM,
+    PUSH_TOKENS,
+    PUSH_WAKEUPS,
+    push_stream,
+)
 
 FETCH_BATCH = 256
 
@@ -34,8 +42,9 @@ class PushWorker:
         await ensure_stream(js, push_stream(config.push.job_max_age_s), config.nats)
         await _ensure_consumer(js, config.push)
         tokens = TokenRegistry(await ensure_bucket(js, PUSH_TOKENS, config.nats.replicas))
+        wakeups = WakeUps(await ensure_bucket(js, PUSH_WAKEUPS, config.nats.replicas))
         self._providers = build_providers(config.push)
-        self._pipeline = PushPipeline(js, tokens, self._providers, config.push)
+        self._pipeline = PushPipeline(js, tokens, wakeups, self._providers, config.push)
         self._pipeline.start()
         self._loop = PullLoop(js, PUSH_STREAM, PUSH_CONSUMER, self._pipeline, batch=FETCH_BATCH,
                               dead_letters=await DeadLetters.open(js, config, "push"))

@@ -94,9 +94,10 @@ class GatewayConfig(_Section, frozen=True):
     send_queue: Annotated[int, msgspec.Meta(ge=8, le=100_000)] = 1024
     #: WebSocket ping interval; a socket that does not answer is closed.
     heartbeat_s: PositiveFloat = 20.0
-    #: Per-connection token bucket: sustained frames per second and burst.
+    #: Frames per second one device may send, sustained, on all its sockets together (the
+    #: bucket is the device's, so reconnecting does not refill it).
     rate_per_s: PositiveFloat = 200.0
-    #: Burst of the per-connection token bucket.
+    #: Burst of the per-device frame bucket.
     rate_burst: Positive = 400
     #: Rate-limited or invalid frames in a row before the socket is closed (4009).
     max_strikes: Positive = 50
@@ -213,7 +214,7 @@ class PushConfig(_Section, frozen=True):
     user_per_minute: PositiveFloat = 30.0
     #: Pushes a user may get at once before ``user_per_minute`` applies.
     user_burst: Positive = 10
-    #: Newest message ids carried in one wake-up.
+    #: Newest message ids kept in one wake-up's details (never sent to the push service).
     max_ids: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
     #: Pushes one worker sends concurrently.
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 32
@@ -318,6 +319,53 @@ class PresenceConfig(_Section, frozen=True):
     typing_burst: Positive = 5
 
 
+class LimitsConfig(_Section, frozen=True):
+    """Rate limits per identity (user, device) and per source address, kept by each gateway
+    process (see docs/protocol.md, "Rate limiting"). Each is a token bucket: ``*_per_s``
+    sustained, ``*_burst`` at once. The per-device frame bucket is ``gateway.rate_per_s``."""
+
+    #: ``send`` and ``callback`` frames per second of one user, all its devices together.
+    user_sends_per_s: PositiveFloat = 400.0
+    #: Burst of the per-user send bucket.
+    user_sends_burst: Positive = 800
+    #: New WebSocket connections per second of one device.
+    device_connects_per_s: PositiveFloat = 0.5
+    #: Burst of the per-device connection bucket.
+    device_connects_burst: Positive = 10
+    #: New WebSocket connections per second of one user, all its devices together.
+    user_connects_per_s: PositiveFloat = 2.0
+    #: Burst of the per-user connection bucket.
+    user_connects_burst: Positive = 30
+    #: WebSocket upgrade attempts per second from one source address (IPv6: per /64),
+    #: counted before the token is checked. Generous: many users can share one NAT address.
+    address_upgrades_per_s: PositiveFloat = 20.0
+    #: Burst of the per-address upgrade bucket.
+    address_upgrades_burst: Positive = 200
+    #: ``POST /v1/dev/devices`` registrations per second from one source address.
+    address_registrations_per_s: PositiveFloat = 1.0
+    #: Burst of the per-address registration bucket.
+    address_registrations_burst: Positive = 20
+    #: REST writes (POST, PUT, PATCH, DELETE with a device token) per second of one user.
+    user_writes_per_s: PositiveFloat = 10.0
+    #: Burst of the per-user REST write bucket.
+    user_writes_burst: Positive = 50
+    #: Groups one user may create per second, sustained (0.2: 12 a minute).
+    user_groups_per_s: PositiveFloat = 0.2
+    #: Burst of the per-user group creation bucket.
+    user_groups_burst: Positive = 20
+    #: Contact requests one user may send per second, sustained (0.1: 6 a minute).
+    user_contact_requests_per_s: PositiveFloat = 0.1
+    #: Burst of the per-user contact request bucket.
+    user_contact_requests_burst: Positive = 20
+    #: Keys (users, devices or addresses) each bucket family keeps at most; idle buckets are
+    #: dropped first, then the least recently used.
+    max_keys: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 100_000
+    #: Header the load balancer sets to the client's address (for example ``X-Forwarded-For``:
+    #: its last entry counts). Empty: the TCP peer address. Set it only when every request
+    #: comes through that proxy, or clients choose their own address.
+    client_address_header: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9\-]{0,64}$")] = ""
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The whole configuration tree."""
 
@@ -337,6 +385,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     groups: GroupsConfig = GroupsConfig()
     contacts: ContactsConfig = ContactsConfig()
     presence: PresenceConfig = PresenceConfig()
+    limits: LimitsConfig = LimitsConfig()
 
 
 _SECTIONS: dict[str, type[_Section]] = {

@@ -11,4 +11,5 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int) -
     """Create the bucket if it does not exist (file storage, ``replicas`` copies) and open it."""
     return await js.create_key_value(KeyValueConfig(
         bucket=spec.name, description=spec.description, history=spec.history,
-        storage=StorageType.FILE, replicas=replicas))
+        ttl=float(spec.ttl_s) if spec.ttl_s else None, storage=StorageType.FILE,
+        replicas=replicas))

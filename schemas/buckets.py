@@ -10,3 +10,5 @@ class BucketSpec(msgspec.Struct, frozen=True):
     description: str
     #: Revisions kept per key (1: only the current value).
     history: int = 1
+    #: Seconds a key lives after its last write (0: for ever).
+    ttl_s: int = 0

@@ -69,7 +69,10 @@ class CloseCode(enum.IntEnum):
 class ProtocolError(Exception):
     """An error to report to the client as a typed ``error`` frame or problem response."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, *,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        #: ``rate_limited``: seconds until the same request can succeed.
+        self.retry_after_s = retry_after_s

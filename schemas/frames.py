@@ -230,6 +230,8 @@ class Error(_ServerFrame, tag="error"):
     message: str
     retry: bool
     id: RequestId | None = None
+    #: ``rate_limited`` only: seconds until the refused frame can succeed.
+    retry_after_s: float | None = None
 
 
 class CallbackAccepted(_ServerFrame, tag="callback_accepted"):

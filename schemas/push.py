@@ -4,13 +4,17 @@ A device registers its push token with ``PUT /v1/devices/me/push``; the registra
 the KV bucket ``courier_push_tokens`` (key: device id). For every recipient device that is
 offline when a message arrives, the router publishes a ``PushJob`` on ``push.jobs`` (stream
 ``PUSH``, work-queue retention, de-duplicated by ``<message id>.<device>``); the push worker
-coalesces the jobs of one device and conversation into one ``WakeUp`` and hands it to the
-provider of the device's platform. What keeps failing is published as a ``DeadPush`` on
-``push.dead`` (kept in the same stream for inspection). Nothing here carries message bodies:
-a wake-up names ids and counts; the app fetches and decrypts.
+coalesces the jobs of one device and conversation into one burst, records what the burst
+concerns as a ``WakeUpRecord`` in the KV bucket ``courier_push_wakeups`` under a random
+wake-up id, and hands the provider of the device's platform a ``WakeUp``: that id and a count,
+nothing else. The push service (FCM/APNs behind SNS, a webhook) so learns neither bodies nor
+who talks to whom; the app trades the id for the details (``WakeUpDetails``, the conversations
+and message ids) over the authenticated API, then fetches and decrypts. What keeps failing is
+published as a ``DeadPush`` on ``push.dead`` (kept in the same stream for inspection).
 """
 
 import hashlib
+import secrets
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -52,6 +56,20 @@ PUSH_TOKENS: Final = BucketSpec(
     name="courier_push_tokens",
     description="Push registrations: device id -> PushRegistration (JSON).",
 )
+
+#: How long a device can trade a wake-up id for its details (the bucket's TTL).
+WAKEUP_TTL_S: Final = 86_400
+
+PUSH_WAKEUPS: Final = BucketSpec(
+    name="courier_push_wakeups",
+    description="Wake-ups sent: wake-up id -> WakeUpRecord (JSON), read by the device it woke.",
+    ttl_s=WAKEUP_TTL_S,
+)
+
+#: A wake-up id: ``w`` and 32 hex digits, random (it derives from nothing it names).
+WAKEUP_ID_PATTERN: Final = r"^w[0-9a-f]{32}$"
+WakeUpId = Annotated[str, msgspec.Meta(pattern=WAKEUP_ID_PATTERN,
+                                       description="Opaque id of one wake-up.")]
 
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=4096,
                                     description="The provider's device token (opaque).")]
@@ -96,18 +114,49 @@ class PushJob(msgspec.Struct, tag="job", tag_field="t", omit_defaults=True):
 
 
 class WakeUp(msgspec.Struct):
-    """What a device receives through a push service: which conversation has how many new
-    messages (the newest ``message_ids``), never what they say."""
+    """What a device receives through a push service: an opaque id and how many new messages
+    it stands for. No conversation, sender, message id or body: the app trades ``id`` for
+    the details (``GET /v1/devices/me/push/wakeups/{id}``) once it is awake."""
 
-    app: str
+    id: WakeUpId
+    count: int
+    collapse_key: str
+    type: Literal["wake"] = "wake"
+    v: int = PROTOCOL_VERSION
+
+
+class WakeUpConversation(msgspec.Struct):
+    """One conversation a wake-up concerns: how many new messages, the newest ids and seq."""
+
     conversation: str
     kind: str
     count: int
     seq: int
     message_ids: list[str]
-    collapse_key: str
-    type: Literal["wake"] = "wake"
-    v: int = PROTOCOL_VERSION
+
+
+class WakeUpDetails(msgspec.Struct):
+    """``GET /v1/devices/me/push/wakeups/{id}``: what a wake-up stands for (times in ms)."""
+
+    id: WakeUpId
+    count: int
+    conversations: list[WakeUpConversation]
+    created_at: int
+    expires_at: int
+
+
+class WakeUpRecord(msgspec.Struct):
+    """A wake-up as kept in ``courier_push_wakeups``: the device it woke (only that device
+    may read it) and its details."""
+
+    app: str
+    user: str
+    device: str
+    details: WakeUpDetails
+
+
+def new_wakeup_id() -> str:
+    return "w" + secrets.token_hex(16)
 
 
 class DeadPush(msgspec.Struct, omit_defaults=True):
@@ -128,10 +177,12 @@ def job_dedup_id(message_id: str, device: str) -> str:
     return f"{message_id}.{device}"
 
 
-def collapse_key(conversation: str) -> str:
-    """The provider collapse key of a conversation: short (APNs allows 64 bytes) and not the
-    conversation id itself (push services need not learn who talks to whom)."""
-    return "c" + hashlib.blake2b(conversation.encode(), digest_size=16).hexdigest()
+def collapse_key(device: str, conversation: str) -> str:
+    """The provider collapse key of a conversation on one device: short (APNs allows 64
+    bytes), stable so successive wake-ups replace each other, and different for every device,
+    so the push service cannot match the wake-ups of two people in one conversation."""
+    digest = hashlib.blake2b(f"{device}\x00{conversation}".encode(), digest_size=16)
+    return "c" + digest.hexdigest()
 
 
 _job_encoder: Final = msgspec.msgpack.Encoder()

@@ -16,6 +16,8 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     retry: bool = False
     type: str = "about:blank"
+    #: ``rate_limited`` only: seconds until the request can succeed (also ``Retry-After``).
+    retry_after_s: float | None = None
 
 
 class Health(msgspec.Struct):

@@ -100,6 +100,17 @@ class HistoryRequest(msgspec.Struct):
     barrier: int = 0
 
 
+class MessageRequest(msgspec.Struct):
+    """One message by its server id, as ``user``'s device ``device`` sees it in history
+    (``not_found`` unless it is in the user's inbox with a body for the device)."""
+
+    user: str
+    device: str
+    message_id: str
+    #: Read-your-writes: answer once everything up to this stream sequence is stored.
+    barrier: int = 0
+
+
 class HistoryItem(msgspec.Struct, omit_defaults=True):
     """A message in history, with its status as the sender sees it."""
 
@@ -153,6 +164,7 @@ OPERATIONS: Final[dict[str, tuple[type[msgspec.Struct], type]]] = {
     "device_owner": (DeviceOwner, Owner),
     "sync": (SyncRequest, SyncPage),
     "history": (HistoryRequest, HistoryPage),
+    "message": (MessageRequest, HistoryItem),
     "conversations": (ConversationsRequest, Conversations),
     "app_users": (AppUsersRequest, AppUsers),
     # groups (schemas.groups)

@@ -33,7 +33,7 @@ from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import ContactState
 from schemas.subjects import CONTACTS_CHANGED
 from storage_worker.store.base import MessageStore
-from storage_worker.store.social import SocialStore
+from storage_worker.store.social import ContactStore, SocialStore
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +81,14 @@ def decide_contact(relation: Relation, action: ContactAction) -> ContactDecision
         raise ProtocolError(ErrorCode.NOT_FOUND, missing)
     return ContactDecision("contact", "contact") if action == "accept" else \
         ContactDecision("none", "none")
+
+
+async def group_blockers(contacts: ContactStore, actor: str, users: list[str]) -> frozenset[str]:
+    """Which of ``users`` block ``actor``: a group create or add by ``actor`` may not name
+    them (``group_rules.decide``)."""
+    relations = await asyncio.gather(*(contacts.relation(actor, user)
+                                       for user in dict.fromkeys(users) if user != actor))
+    return frozenset(relation.b for relation in relations if relation.b_blocks_a)
 
 
 def _entry(relation: Relation) -> ContactEntry:

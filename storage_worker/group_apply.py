@@ -28,7 +28,8 @@ from schemas.frames import Destination, Sender
 from schemas.groups import GROUP_EVENT_MODULE, GroupEnvelope
 from schemas.ids import group_conversation, group_of
 from schemas.subjects import GROUPS_CHANGED
-from storage_worker.group_rules import decide
+from storage_worker.contacts import group_blockers
+from storage_worker.group_rules import decide, named_users
 from storage_worker.store.base import MessageStore, StoredMessage
 from storage_worker.store.social import (
     GroupEventRecord,
@@ -112,7 +113,8 @@ class GroupApplier:
         record = GroupEventRecord(seq=seq, id=envelope.id, group=envelope.group,
                                   app=envelope.app, actor=envelope.actor, ts=envelope.ts)
         try:
-            change, event = decide(state, envelope, seq, self._max_members)
+            change, event = decide(state, envelope, seq, self._max_members, await group_blockers(
+                self._social, envelope.actor, named_users(envelope.op)))
         except ProtocolError as exc:
             record.code, record.detail = exc.code, exc.message
             await self._social.apply_group_event(record, None)

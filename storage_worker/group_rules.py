@@ -8,7 +8,14 @@ changed in between.
 Rights: the owner may do everything; admins may rename, add members and remove plain members;
 every member may leave. Ownership moves by ``set_role`` to ``owner`` (the previous owner
 becomes an admin) or, when the owner leaves, to the longest-standing admin, else member.
+
+Blocks: nobody may put a user who blocks them into a group, by creating it or by adding them
+(``forbidden``). Groups already shared are not affected by a block: the group is everyone's,
+so messages in it still flow both ways, and the blocker may leave (see
+docs/groups-contacts-presence.md).
 """
+
+from collections.abc import Collection
 
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.groups import (
@@ -16,6 +23,7 @@ from schemas.groups import (
     CreateGroup,
     GroupEnvelope,
     GroupEvent,
+    GroupOp,
     LeaveGroup,
     RemoveMember,
     RenameGroup,
@@ -27,10 +35,11 @@ from storage_worker.store.social import GroupChange, GroupState
 MANAGERS: frozenset[Role] = frozenset({"owner", "admin"})
 
 
-def decide(state: GroupState | None, envelope: GroupEnvelope, seq: int,
-           max_members: int) -> tuple[GroupChange, GroupEvent]:
+def decide(state: GroupState | None, envelope: GroupEnvelope, seq: int, max_members: int,
+           blockers: Collection[str] = ()) -> tuple[GroupChange, GroupEvent]:
     """The change ``envelope`` makes to ``state`` at ``seq`` and the system event members
-    see; raises ``ProtocolError`` when the actor may not do it."""
+    see; raises ``ProtocolError`` when the actor may not do it. ``blockers``: the users the
+    operation names who block the actor (``group_blockers``)."""
     op, actor, group = envelope.op, envelope.actor, envelope.group
     change = GroupChange(seq=seq, group=group, app=envelope.app, ts=envelope.ts)
     if isinstance(op, CreateGroup):
@@ -39,6 +48,7 @@ def decide(state: GroupState | None, envelope: GroupEnvelope, seq: int,
         others = [user for user in dict.fromkeys(op.members) if user != actor]
         if len(others) + 1 > max_members:
             raise ProtocolError(ErrorCode.INVALID, f"a group has at most {max_members} members")
+        _refuse_blockers(others, blockers)
         change.created, change.name, change.owner = True, op.name, actor
         change.added = {actor: "owner", **dict.fromkeys(others, "member")}
         return change, GroupEvent(event="create", group=group, actor=actor, name=op.name,
@@ -60,6 +70,7 @@ def decide(state: GroupState | None, envelope: GroupEnvelope, seq: int,
         if len(state.members) + len(new) > max_members:
             raise ProtocolError(ErrorCode.CONFLICT,
                                 f"the group is full (at most {max_members} members)")
+        _refuse_blockers(new, blockers)
         change.added = dict.fromkeys(new, "member")
         return change, GroupEvent(event="add", group=group, actor=actor, users=new)
     if isinstance(op, RemoveMember):
@@ -92,6 +103,22 @@ def decide(state: GroupState | None, envelope: GroupEnvelope, seq: int,
         change.roles[actor] = "admin"
     return change, GroupEvent(event="set_role", group=group, actor=actor, users=[op.user],
                               role=op.role, owner=change.owner)
+
+
+def named_users(op: GroupOp) -> list[str]:
+    """The users a create or an add would put into the group (none for other operations)."""
+    if isinstance(op, CreateGroup):
+        return op.members
+    if isinstance(op, AddMembers):
+        return op.users
+    return []
+
+
+def _refuse_blockers(users: list[str], blockers: Collection[str]) -> None:
+    barred = [user for user in users if user in blockers]
+    if barred:
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"{', '.join(barred[:10])} cannot be put in a "
+                            "group by you (blocked)")
 
 
 def _require(allowed: bool, message: str) -> None:

@@ -20,8 +20,6 @@ from runtime.rpc import Handler
 from schemas.envelopes import encode_envelope, message_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.groups import (
-    AddMembers,
-    CreateGroup,
     GroupEnvelope,
     GroupEventOutcome,
     GroupEventRequest,
@@ -40,8 +38,9 @@ from schemas.groups import (
 )
 from schemas.ids import group_conversation, group_of
 from schemas.subjects import MSG_GROUP, MSGS_STREAM
+from storage_worker.contacts import group_blockers
 from storage_worker.group_apply import system_envelope
-from storage_worker.group_rules import decide
+from storage_worker.group_rules import decide, named_users
 from storage_worker.store.base import MessageStore
 from storage_worker.store.social import GroupState, SocialStore
 
@@ -86,10 +85,10 @@ class GroupService:
         envelope = GroupEnvelope(id=f"e{uuid.uuid4().hex}", app=request.app,
                                  group=request.group, actor=request.actor, op=request.op,
                                  ts=now_ms())
-        decide(await self._social.group(request.group), envelope, 0, self._max_members)
-        if isinstance(request.op, CreateGroup | AddMembers):
-            users = request.op.members if isinstance(request.op, CreateGroup) else request.op.users
-            await self._require_users(users)
+        users = named_users(request.op)
+        decide(await self._social.group(request.group), envelope, 0, self._max_members,
+               await group_blockers(self._social, request.actor, users))
+        await self._require_users(users)
         seq = await self._publish(envelope)
         await self._wait_stored(seq)
         record = await self._social.group_event(seq)

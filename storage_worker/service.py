@@ -91,6 +91,7 @@ class StorageWorker:
             "device_owner": self._device_owner,
             "sync": self._sync,
             "history": self._history,
+            "message": self._message,
             "conversations": self._conversations,
             "app_users": app_users_handler(self._store),
             **self._groups.handlers(),
@@ -178,6 +179,14 @@ class StorageWorker:
                                    next_after=last)
         return rpc.HistoryPage(items=items, next_before=first,
                                next_after=last if full else None)
+
+    async def _message(self, request: rpc.MessageRequest) -> rpc.HistoryItem:
+        await self._wait_stored(request.barrier)
+        item = await self._store.message(request.user, request.device, request.message_id,
+                                         now_ms())
+        if item is None:  # unknown, or not for this user: the same answer
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {request.message_id!r}")
+        return item
 
     async def _conversations(self, request: rpc.ConversationsRequest) -> rpc.Conversations:
         await self._wait_stored(request.barrier)

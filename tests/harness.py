@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 from client.sdk import CourierClient, Credentials, register_device
+from infra.loadenv import lifted_limits
 from infra.nats_server import NatsServer, free_port
 from infra.processes import ServiceProcess, wait_http_ok
 
@@ -50,8 +51,7 @@ class System:
             "COURIER_METRICS_PUSH_PORT": "0",
             "COURIER_RETENTION_PURGE_INTERVAL_S": "3600",
             "COURIER_LOG_LEVEL": "info",
-            "COURIER_GATEWAY_RATE_PER_S": "5000",
-            "COURIER_GATEWAY_RATE_BURST": "5000",
+            **lifted_limits(),
             "COURIER_GATEWAY_PRESENCE_TTL_S": "3",
             **self.extra_env,
             **overrides,

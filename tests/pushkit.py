@@ -225,6 +225,16 @@ async def register_push(base_url: str, token: str, platform: str,
             return body
 
 
+async def wakeup_details(base_url: str, token: str, wakeup: str) -> tuple[int, dict[str, Any]]:
+    """What the app does when a wake-up arrives: trade its id for the details, with the
+    device's token. (status, decoded body)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base_url}/v1/devices/me/push/wakeups/{wakeup}",
+                               headers={"Authorization": f"Bearer {token}"}) as response:
+            body: dict[str, Any] = await response.json(content_type=None)
+            return response.status, body
+
+
 async def wait_until(condition: Any, within_s: float = 15.0, interval: float = 0.05) -> None:
     """Poll ``condition`` (sync or async) until it is truthy."""
     async with asyncio.timeout(within_s):

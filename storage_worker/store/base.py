@@ -145,6 +145,13 @@ class MessageStore(Protocol):
         """A page of the user's view of a conversation in ascending seq order: the newest
         ``limit`` below ``before``, or the oldest ``limit`` above ``after``."""
 
+    async def message(self, user: str, device: str, message_id: str,
+                      now: int) -> HistoryItem | None:
+        """One message of the user's view, by its server id, as ``history`` shows it (the
+        body for ``device``, the status), or None when it is not in the user's inbox or
+        carries no body for the device: a user who never received a message cannot tell it
+        from one that does not exist."""
+
     async def conversations(
         self, user: str, device: str, limit: int
     ) -> list[ConversationSummary]:

@@ -943,6 +943,26 @@ class CassandraStore:
             for row, body in zip(rows, bodies, strict=True) if body is not None
         ]
 
+    async def message(self, user: str, device: str, message_id: str,
+                      now: int) -> HistoryItem | None:
+        ids = await self._run("ids_get", [message_id])
+        if not ids:
+            return None
+        seq = int(ids[0][1])
+        entries = await self._inbox_entries(user, [seq])  # the user's inbox: membership
+        if not entries:
+            return None
+        conversation = str(entries[0][1])
+        row = (await self._messages([(conversation, seq)])).get(seq)
+        if row is None or row.id != message_id or not _visible(row, user):
+            return None
+        [body], others_read = await asyncio.gather(self._bodies([row], device),
+                                                   self._others_read(user, conversation))
+        if body is None:
+            return None
+        return HistoryItem(message=message_frame(_envelope(row), row.seq, body),
+                           status=_status(row, user, others_read, now))
+
     async def _view(self, user: str, device: str | None, conversation: str, before: int | None,
                     after: int | None, limit: int) -> list[_Message]:
         """Up to ``limit`` messages of the user's view of a conversation, in walk order; with

@@ -396,6 +396,22 @@ class SqliteStore:
             for row in rows
         ]
 
+    async def message(self, user: str, device: str, message_id: str,
+                      now: int) -> HistoryItem | None:
+        async with self.db.execute(
+            f"""SELECT {_MESSAGE_COLUMNS}, COALESCE(m.body, p.body)
+                FROM messages m JOIN inbox i ON i.seq = m.seq AND i.user = :user
+                LEFT JOIN payloads p ON m.body IS NULL AND p.seq = m.seq AND p.device = :device
+                WHERE m.id = :id AND (m.body IS NOT NULL OR p.body IS NOT NULL)""",
+            {"user": user, "device": device, "id": message_id},
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        others_read = await self._others_read(user, row[2])
+        return HistoryItem(message=message_frame(_envelope(row), row[0], row[-1]),
+                           status=_status(row, user, others_read, now))
+
     async def _others_read(self, user: str, conversation: str) -> int:
         """The highest read marker of the conversation's other members."""
         async with self.db.execute(

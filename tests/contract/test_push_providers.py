@@ -19,7 +19,7 @@ from push_worker.providers.log import LogProvider
 from push_worker.providers.sns import SnsProvider
 from push_worker.providers.webhook import SIGNATURE_HEADER, WebhookProvider, verify_signature
 from runtime.config import PushConfig
-from schemas.push import WakeUp, collapse_key
+from schemas.push import WakeUp, collapse_key, new_wakeup_id
 from tests.pushkit import (  # noqa: F401  (fixtures)
     AWS_ENV,
     WEBHOOK_SECRET,
@@ -46,10 +46,9 @@ class Backend:
     transient: Callable[[], PushProvider] | None  # a provider whose service is failing
 
 
-def wake(conversation: str = "d:alice:bob", count: int = 3) -> WakeUp:
-    return WakeUp(app="app", conversation=conversation, kind="chat", count=count, seq=42,
-                  message_ids=[f"m{i}" for i in range(count)],
-                  collapse_key=collapse_key(conversation))
+def wake(count: int = 3) -> WakeUp:
+    return WakeUp(id=new_wakeup_id(), count=count,
+                  collapse_key=collapse_key("dev", "d:alice:bob"))
 
 
 def target(backend: Backend, token: str, registered_at: int = 1) -> PushTarget:
@@ -119,14 +118,14 @@ async def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     await provider.close()
 
 
-async def test_a_wake_up_arrives_once_with_ids_and_counts_only(backend: Backend) -> None:
+async def test_a_wake_up_arrives_once_with_its_id_and_count_only(backend: Backend) -> None:
     token = unique("tok")
-    result = await backend.provider.send(target(backend, token), wake())
+    sent = wake()
+    result = await backend.provider.send(target(backend, token), sent)
     assert result.outcome is Outcome.SENT, result.detail
     [received] = backend.sent(token)
-    assert received["count"] == 3 and received["message_ids"] == ["m0", "m1", "m2"]
-    assert received["conversation"] == "d:alice:bob"
-    assert received["collapse_key"] == collapse_key("d:alice:bob")
+    assert received == {"id": sent.id, "count": 3, "collapse_key": sent.collapse_key,
+                        "type": "wake", "v": 1}
     assert SECRET_BODY not in json.dumps(received)
 
 

@@ -219,3 +219,27 @@ async def test_acks_cannot_reach_outside_the_inbox(store: MessageStore) -> None:
     assert [i.status for i in history] == ["sent"]
     await store.append([envelope(4)])
     assert [m.seq for m in (await store.backlog("bob", "b1", 0, 10, NOW))[0]] == [1, 2, 3, 4]
+
+
+async def test_one_message_by_id_for_its_recipients_only(store: MessageStore) -> None:
+    await setup_users(store)
+    await store.register_device("carol", "c1", "app", NOW)
+    await store.append([envelope(1), envelope(2, payloads={"b1": b"for-b1"}),
+                        envelope(3, sender="carol", device="c1", to="bob")])
+    await store.record_acks("bob", "b1", [ack(1)], NOW)
+    item = await store.message("bob", "b2", "m1", NOW)
+    assert item is not None
+    assert (item.message.message_id, item.message.seq, item.message.body, item.status) == (
+        "m1", 1, b"body1", "delivered")
+    assert item.message.conversation == AB and item.message.sender.user == "alice"
+    own = await store.message("alice", "a1", "m1", NOW)  # the sender's view has it too
+    assert own is not None and own.message.body == b"body1"
+    payload = await store.message("bob", "b1", "m2", NOW)  # the body for this device
+    assert payload is not None and payload.message.body == b"for-b1"
+    assert await store.message("bob", "b2", "m2", NOW) is None  # no body for b2
+    assert await store.message("carol", "c1", "m1", NOW) is None  # not a recipient
+    assert await store.message("alice", "a1", "m3", NOW) is None  # carol -> bob
+    assert await store.message("bob", "b1", "m99", NOW) is None  # no such message
+    third = await store.message("bob", "b1", "m3", NOW)
+    assert third is not None and third.message.conversation == direct_conversation("bob",
+                                                                                   "carol")

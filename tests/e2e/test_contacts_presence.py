@@ -147,3 +147,38 @@ async def test_presence_follows_relation_changes(system: System) -> None:
         assert (after.user, after.online) == ("carol", False)
     finally:
         await alice.close()
+
+
+async def test_a_block_holds_for_new_groups_while_shared_ones_go_on(system: System) -> None:
+    """Issue 10, finding 5: the blocked user created a group with the blocker in it and
+    messaged it. Now that is refused; a group they already shared still flows both ways."""
+    alice = await system.connect(await system.device("nb-alice"))  # blocked by bob
+    bob = await system.connect(await system.device("nb-bob"))
+    carol = await system.connect(await system.device("nb-carol"))
+    await call(carol, "POST", "/v1/groups",
+               {"id": "nb-shared", "members": ["nb-alice", "nb-bob"]}, 201)
+    assert (await bob.next_message()).kind == "system"  # the shared group's creation
+    await call(bob, "PUT", "/v1/blocks/nb-alice")
+
+    await refused(alice, "POST", "/v1/groups", {"id": "nb-bypass", "members": ["nb-bob"]},
+                  403, "forbidden")
+    await refused(alice, "POST", "/v1/groups",
+                  {"id": "nb-bypass", "members": ["nb-carol", "nb-bob"]}, 403, "forbidden")
+    await call(alice, "POST", "/v1/groups", {"id": "nb-mine", "members": ["nb-carol"]}, 201)
+    await refused(alice, "POST", "/v1/groups/nb-mine/members", {"users": ["nb-bob"]}, 403,
+                  "forbidden")
+    assert await send_error(alice, "nb-bypass", kind="group") == ErrorCode.UNKNOWN_RECIPIENT
+
+    sent = await alice.send("nb-shared", b"to the shared group", kind="group")
+    got = await bob.next_message()  # the barrier: nothing from a bypass group came first
+    assert (got.message_id, got.body, got.sender.user) == (
+        sent.message_id, b"to the shared group", "nb-alice")
+    await bob.send("nb-shared", b"and back", kind="group")
+    replies = [await alice.next_message() for _ in range(3)]  # shared create, mine, bob's
+    assert replies[-1].body == b"and back"
+    groups = await call(bob, "GET", "/v1/groups")
+    assert [g["id"] for g in groups["groups"]] == ["nb-shared"]
+    mine = await call(alice, "GET", "/v1/groups/nb-mine")
+    assert [m["user"] for m in mine["members"]] == ["nb-alice", "nb-carol"]
+    for client in (alice, bob, carol):
+        await client.close()

@@ -23,6 +23,7 @@ from tests.pushkit import (  # noqa: F401  (fixtures)
     push_env,
     register_push,
     wait_until,
+    wakeup_details,
     webhook,
 )
 
@@ -104,7 +105,10 @@ async def test_a_notification_on_nats_reaches_online_devices_live_and_offline_on
 
     await wait_until(lambda: wakes(webhook, "hook-carol-tablet"))
     [wake] = wakes(webhook, "hook-carol-tablet")
-    assert (wake["kind"], wake["conversation"], wake["message_ids"]) == (
+    status, details = await wakeup_details(system.url, tablet.token, wake["id"])
+    assert status == 200, details
+    [about] = details["conversations"]
+    assert (about["kind"], about["conversation"], about["message_ids"]) == (
         "notification", "n:carol", [message_id])
     assert "invoice" not in json.dumps(webhook.for_token("hook-carol-tablet")[0].json)
 

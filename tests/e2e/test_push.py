@@ -20,6 +20,7 @@ from presence.registry import PresenceView
 from push_worker.providers.webhook import SIGNATURE_HEADER, verify_signature
 from schemas.push import PUSH_DEAD, PUSH_STREAM, DeadPush
 from tests.conftest import store_env
+from tests.e2e.social_helpers import call
 from tests.harness import System
 from tests.pushkit import (  # noqa: F401  (fixtures)
     WEBHOOK_SECRET,
@@ -30,6 +31,7 @@ from tests.pushkit import (  # noqa: F401  (fixtures)
     push_settled,
     register_push,
     wait_until,
+    wakeup_details,
     webhook,
 )
 
@@ -103,10 +105,15 @@ async def test_an_offline_device_gets_one_push_per_burst_then_the_messages(
     await settle(system)
     [sns_wake] = fcm_wakes(moto, "fcm-bob1")
     [hook_wake] = webhook_wakes(webhook, "hook-bob1")
-    for wake in (sns_wake, hook_wake):
-        assert wake["count"] == 5 and wake["conversation"] == "d:alice1:bob1"
-        assert wake["message_ids"] == [a.message_id for a in accepted]
-        assert wake["seq"] == accepted[-1].seq and wake["type"] == "wake"
+    for wake, creds in ((sns_wake, phone), (hook_wake, browser)):
+        assert set(wake) == {"id", "count", "collapse_key", "type", "v"}
+        assert wake["count"] == 5 and wake["type"] == "wake"
+        status, details = await wakeup_details(system.url, creds.token, wake["id"])
+        assert status == 200, details
+        [about] = details["conversations"]
+        assert about["conversation"] == "d:alice1:bob1" and about["count"] == 5
+        assert about["message_ids"] == [a.message_id for a in accepted]
+        assert about["seq"] == accepted[-1].seq
     assert_no_content(json.dumps(moto.messages("fcm-bob1")), bodies)
     assert_no_content(b"".join(d.body for d in webhook.for_token("hook-bob1")).decode(), bodies)
 
@@ -276,8 +283,99 @@ async def test_the_per_user_limit_defers_and_coalesces_instead_of_dropping(
     await settle(system)
     deliveries = webhook.for_token("hook-bob6")
     assert len(deliveries) == 3  # nothing dropped
-    assert sorted(d.json["wake"]["conversation"] for d in deliveries) == [
-        "d:alice6a:bob6", "d:alice6b:bob6", "d:alice6c:bob6"]
+    conversations = []
+    for delivery in deliveries:
+        status, details = await wakeup_details(system.url, device.token,
+                                               delivery.json["wake"]["id"])
+        assert status == 200, details
+        conversations += [c["conversation"] for c in details["conversations"]]
+    assert sorted(conversations) == ["d:alice6a:bob6", "d:alice6b:bob6", "d:alice6c:bob6"]
     assert deliveries[2].received_at - deliveries[0].received_at >= 0.4  # held back
     for sender in senders:
         await sender.close()
+
+
+async def test_the_push_payload_names_nobody_and_the_device_trades_its_id(
+        push_system: System, moto: MotoServer, webhook: WebhookReceiver) -> None:  # noqa: F811
+    """Issue 10, finding 6: wake-ups named the conversation (``d:<a>:<b>``), so the push
+    provider learned who talks to whom. As SNS and the webhook receive them now, they carry
+    no conversation, user, device or message id of anyone but the target; the target device
+    trades the opaque id for the details and fetches each message by id."""
+    system = push_system
+    phone = await system.device("yan7", "yan7-phone")
+    browser = await system.device("yan7", "yan7-web")
+    await register_push(system.url, phone.token, "fcm", "fcm-yan7")
+    await register_push(system.url, browser.token, "webhook", "hook-yan7")
+    sender = await system.connect(await system.device("zed7", "zed7-laptop"))
+    member = await system.connect(await system.device("xo7", "xo7-tablet"))
+    await call(sender, "POST", "/v1/groups", {"id": "qq7", "members": ["yan7", "xo7"]}, 201)
+    direct = await sender.send("yan7", b"direct secret")
+    grouped = await sender.send("qq7", b"group secret", kind="group")
+    await wait_until(lambda: len(fcm_wakes(moto, "fcm-yan7")) >= 2
+                     and len(webhook_wakes(webhook, "hook-yan7")) >= 2)
+    await settle(system)
+
+    named = ["zed7", "zed7-laptop", "xo7", "xo7-tablet", "qq7", direct.conversation,
+             grouped.conversation, direct.message_id, grouped.message_id, "secret",
+             "yan7-web"]  # the browser is not the phone's business either
+    raw_sns = json.dumps(moto.messages("fcm-yan7"))
+    for name in [*named, "yan7"]:  # SNS gets no user or device id at all
+        assert name not in raw_sns, name
+    hook_bodies = [d.json for d in webhook.for_token("hook-yan7")]
+    for body in hook_bodies:  # the webhook is told its target, and only its target
+        assert (body["user"], body["device"], body["token"]) == ("yan7", "yan7-web", "hook-yan7")
+        raw_wake = json.dumps(body["wake"])
+        for name in [*named[:-1], "yan7", "yan7-phone"]:
+            assert name not in raw_wake, name
+        raw_rest = json.dumps({k: v for k, v in body.items() if k != "wake"})
+        for name in [*named[:-1], "yan7-phone"]:
+            assert name not in raw_rest, name
+
+    found: dict[str, list[str]] = {}
+    for wake in fcm_wakes(moto, "fcm-yan7"):
+        status, details = await wakeup_details(system.url, phone.token, wake["id"])
+        assert status == 200, details
+        assert details["id"] == wake["id"] and details["expires_at"] > details["created_at"]
+        for about in details["conversations"]:
+            found.setdefault(about["conversation"], []).extend(about["message_ids"])
+        # the same user's other device, another user, and nobody get the same 404
+        for token in (browser.token, sender.credentials.token):
+            status, problem = await wakeup_details(system.url, token, wake["id"])
+            assert (status, problem["code"]) == (404, "not_found")
+    assert found[direct.conversation] == [direct.message_id]
+    assert found[grouped.conversation][-1] == grouped.message_id  # after the group's creation
+
+    async with aiohttp.ClientSession() as session:
+        async def get(path: str, token: str | None) -> tuple[int, Any]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with session.get(f"{system.url}{path}", headers=headers) as response:
+                return response.status, await response.json(content_type=None)
+
+        for path, status, code in (
+                ("/v1/devices/me/push/wakeups/w" + "0" * 32, 404, "not_found"),
+                ("/v1/devices/me/push/wakeups/nope", 422, "invalid"),
+                ("/v1/devices/me/push/wakeups/w" + "0" * 33, 422, "invalid"),
+                ("/v1/messages/" + "m" * 64, 404, "not_found"),  # at the bound
+                ("/v1/messages/" + "m" * 65, 422, "invalid"),
+                ("/v1/messages/m.1", 422, "invalid")):
+            got, problem = await get(path, phone.token)
+            assert (got, problem["code"]) == (status, code), path
+        assert (await get("/v1/devices/me/push/wakeups/w" + "0" * 32, None))[0] == 401
+        assert (await get(f"/v1/messages/{direct.message_id}", None))[0] == 401
+        for message_id, body in ((direct.message_id, b"direct secret"),
+                                 (grouped.message_id, b"group secret")):
+            status, item = await get(f"/v1/messages/{message_id}", phone.token)
+            assert status == 200, item
+            assert item["message"]["message_id"] == message_id
+            assert base64.b64decode(item["message"]["body"]) == body
+            assert item["message"]["sender"]["user"] == "zed7"
+        status, item = await get(f"/v1/messages/{grouped.message_id}", member.credentials.token)
+        assert status == 200 and item["message"]["conversation"] == "g:qq7"  # a member
+        status, item = await get(f"/v1/messages/{direct.message_id}", sender.credentials.token)
+        assert status == 200 and item["status"] in ("sent", "delivered")  # its sender
+        for token, message_id in ((member.credentials.token, direct.message_id),
+                                  (phone.token, "m" + "0" * 32)):  # not a member; unknown
+            status, problem = await get(f"/v1/messages/{message_id}", token)
+            assert (status, problem["code"]) == (404, "not_found")
+    for client in (sender, member):
+        await client.close()

@@ -2,11 +2,12 @@
 signatures, and the new schema pieces (notification conversations, callback frames)."""
 
 import json
+import re
 
 import msgspec
 import pytest
 
-from push_worker.coalesce import Coalescer, wake_up
+from push_worker.coalesce import Coalescer, summarize
 from push_worker.limiter import UserLimiter
 from push_worker.providers.base import Outcome
 from push_worker.providers.sns import APNS_ALERT_KEY, sns_message
@@ -17,7 +18,15 @@ from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Callback, CallbackAccepted
 from schemas.ids import notification_conversation, notification_members
 from schemas.notifications import NotifyRequest, notification_message_id
-from schemas.push import PushJob, WakeUp, collapse_key, decode_job, encode_job
+from schemas.push import (
+    WAKEUP_ID_PATTERN,
+    PushJob,
+    WakeUp,
+    collapse_key,
+    decode_job,
+    encode_job,
+    new_wakeup_id,
+)
 
 SECRET_BODY = b"attack at dawn"
 
@@ -61,22 +70,32 @@ def test_requeue_merges_with_the_newer_burst_and_stale_touches() -> None:
     assert [b.handles for b in coalescer.pop_all()] == [[3]]
 
 
-def test_wake_up_carries_ids_and_counts_only() -> None:
+def test_a_burst_is_summarized_for_the_device_not_for_the_push_service() -> None:
     jobs = [job(s) for s in (3, 1, 2, 5, 4, 6, 6)]  # out of order, one redelivered twice
-    wake = wake_up(jobs, max_ids=3)
-    assert (wake.count, wake.seq, wake.message_ids) == (6, 6, ["m4", "m5", "m6"])
-    assert wake.collapse_key == collapse_key("d:alice:bob")
+    summary = summarize(jobs, max_ids=3)
+    assert (summary.conversation, summary.kind) == ("d:alice:bob", "chat")
+    assert (summary.count, summary.seq, summary.message_ids) == (6, 6, ["m4", "m5", "m6"])
+    assert SECRET_BODY not in msgspec.json.encode(summary)
+
+
+def test_the_wake_up_names_nobody() -> None:
+    """Issue 10, finding 6: wake-ups carried ``conversation: d:<a>:<b>``."""
+    wake = WakeUp(id=new_wakeup_id(), count=6, collapse_key=collapse_key("d1", "d:alice:bob"))
+    assert set(msgspec.to_builtins(wake)) == {"id", "count", "collapse_key", "type", "v"}
     encoded = msgspec.json.encode(wake)
-    assert b"alice:bob" in encoded and SECRET_BODY not in encoded
-    assert set(msgspec.to_builtins(wake)) == {"app", "conversation", "kind", "count", "seq",
-                                             "message_ids", "collapse_key", "type", "v"}
+    assert b"alice" not in encoded and b"bob" not in encoded and b"d1" not in encoded
+    assert re.fullmatch(WAKEUP_ID_PATTERN, wake.id) and new_wakeup_id() != wake.id
 
 
-def test_collapse_key_fits_apns_and_hides_the_conversation() -> None:
+def test_collapse_keys_fit_apns_and_differ_per_device() -> None:
     conversation = "d:" + "a" * 64 + ":" + "b" * 64
-    key = collapse_key(conversation)
+    key = collapse_key("phone", conversation)
     assert len(key.encode()) <= 64 and "aaaa" not in key and conversation not in key
-    assert collapse_key("g:team") == collapse_key("g:team") != collapse_key("g:other")
+    assert collapse_key("phone", "g:team") == collapse_key("phone", "g:team")  # replaces
+    assert collapse_key("phone", "g:team") != collapse_key("phone", "g:other")
+    # the two ends of one conversation get unrelated keys: the service cannot pair them
+    assert collapse_key("alice-phone", "d:alice:bob") != collapse_key("bob-phone",
+                                                                      "d:alice:bob")
 
 
 def test_per_user_limit_defers_then_allows() -> None:
@@ -91,8 +110,7 @@ def test_per_user_limit_defers_then_allows() -> None:
     assert limiter.wait_s("bob", 100.0) == 0.0 and limiter.wait_s("bob", 100.0) == 0.0
 
 
-WAKE = WakeUp(app="app", conversation="d:alice:bob", kind="chat", count=2, seq=9,
-              message_ids=["m8", "m9"], collapse_key=collapse_key("d:alice:bob"))
+WAKE = WakeUp(id=new_wakeup_id(), count=2, collapse_key=collapse_key("d1", "d:alice:bob"))
 
 
 @pytest.mark.parametrize("platform", ["apns", "apns_sandbox", "fcm"])
@@ -105,14 +123,14 @@ def test_sns_message_has_the_default_key_real_sns_requires(platform: str) -> Non
     if platform == "fcm":
         fcm = json.loads(structure["GCM"])["fcmV1Message"]["message"]
         assert fcm["android"]["collapse_key"] == WAKE.collapse_key
-        assert json.loads(fcm["data"]["courier"])["message_ids"] == ["m8", "m9"]
+        assert json.loads(fcm["data"]["courier"])["id"] == WAKE.id
         assert attributes == {}
     else:
         key = "APNS" if platform == "apns" else "APNS_SANDBOX"
         apns = json.loads(structure[key])
         assert apns["aps"]["alert"] == {"loc-key": APNS_ALERT_KEY}
         assert apns["aps"]["mutable-content"] == 1
-        assert apns["courier"]["seq"] == 9
+        assert apns["courier"]["id"] == WAKE.id
         collapse = attributes["AWS.SNS.MOBILE.APNS.COLLAPSE_ID"]
         assert collapse == {"DataType": "String", "StringValue": WAKE.collapse_key}
     with pytest.raises(ValueError):

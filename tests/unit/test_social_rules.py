@@ -140,3 +140,21 @@ def test_relation_seen_from_the_other_side() -> None:
     seen = Relation(a="me", b="you", state="outgoing", a_blocks_b=True).seen_by("you")
     assert (seen.a, seen.b, seen.state, seen.a_blocks_b, seen.b_blocks_a) == (
         "you", "me", "incoming", False, True)
+
+
+def test_nobody_puts_a_user_who_blocks_them_into_a_group() -> None:
+    """Issue 10, finding 5: a block was bypassed by creating a group with the blocker."""
+    with pytest.raises(ProtocolError) as info:
+        decide(None, envelope("mallory", CreateGroup(members=["mia", "olga"])), 7, 10,
+               blockers={"olga"})
+    assert info.value.code == ErrorCode.FORBIDDEN and "olga" in info.value.message
+    with pytest.raises(ProtocolError) as info:
+        decide(TEAM, envelope("adam", AddMembers(users=["new", "blocker"])), 20, 10,
+               blockers={"blocker"})
+    assert info.value.code == ErrorCode.FORBIDDEN
+    change, _ = decide(None, envelope("mallory", CreateGroup(members=["mia"])), 7, 10,
+                       blockers={"olga"})  # those who block the actor but are not named
+    assert change.added == {"mallory": "owner", "mia": "member"}
+    change, _ = decide(TEAM, envelope("olga", RenameGroup(name="x")), 20, 10,
+                       blockers={"mia"})  # only creates and adds name new members
+    assert change.name == "x"
