@@ -50,7 +50,7 @@ class GatewayFeatures:
             AUDIT, max_age_s=config.control.audit_max_age_days * DAY_S), config.nats)
         await ensure_stream(js, msgspec.structs.replace(
             CALLBACKS, max_age_s=config.callbacks.max_age_s), config.nats)
-        view = ControlView(js, replicas=replicas)
+        view = ControlView(nc, replicas=replicas)
         await view.start()
         guard = ControlGuard(view, sockets)
         notifier = Notifier(js, rpc_client, view, config.notify, default_app=config.app,
@@ -71,4 +71,5 @@ class GatewayFeatures:
         await self._subjects.drain()
 
     async def stop(self) -> None:
+        await self._subjects.stop()
         await self._view.stop()

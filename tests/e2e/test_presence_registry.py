@@ -18,7 +18,7 @@ async def wait_for(condition: Callable[[], bool], timeout: float) -> None:
 
 async def test_devices_online_offline_and_gateway_death(system: System) -> None:
     nc = await nats.connect(system.nats.url)
-    view = PresenceView(nc.jetstream(), gateway_ttl_s=3.0, replicas=1)
+    view = PresenceView(nc, gateway_ttl_s=3.0, replicas=1)
     changes: list[tuple[str, str, bool]] = []
     view.add_listener(lambda user, device, online: changes.append((user, device, online)))
     second_url = system.add_gateway()

@@ -75,7 +75,7 @@ def assert_no_content(raw: str, bodies: list[bytes]) -> None:
 async def wait_online(system: System, device: str) -> None:
     """Wait until the presence registry (which routers watch) has the device online."""
     nc = await nats.connect(system.nats.url)
-    view = PresenceView(nc.jetstream(), gateway_ttl_s=3.0, replicas=1)
+    view = PresenceView(nc, gateway_ttl_s=3.0, replicas=1)
     try:
         await view.start()
         await wait_until(lambda: view.is_online(device))
