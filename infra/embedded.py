@@ -20,12 +20,11 @@ import signal
 import socket
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import IO, NoReturn
 
 from infra.nats_server import NatsServer, free_port
-from infra.processes import ServiceProcess
+from infra.processes import ServiceProcess, http_ok
 from infra.supervisor import Child, Supervisor
 
 PROG = "python -m infra.embedded"
@@ -131,14 +130,6 @@ def _dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data_dir: Path = args.data_dir.resolve()
@@ -179,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             if status is not None:
                 code = status
                 break
-            if not announced and _healthy(health):
+            if not announced and http_ok(health):
                 announced = True
                 print(_banner(port, nats.url, metrics, logs), flush=True)
             time.sleep(TICK_S)

@@ -114,18 +114,22 @@ class ServiceProcess:
         self.start()
 
 
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """Whether ``url`` answers 200 within ``timeout``."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def wait_http_ok(url: str, timeout: float, process: ServiceProcess | None = None) -> None:
     """Poll ``url`` until it answers 200; fail early if ``process`` died."""
     deadline = time.monotonic() + timeout
-    last_error = ""
     while time.monotonic() < deadline:
         if process is not None and not process.running():
             raise RuntimeError(f"{process.name} exited with {process.returncode()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError as exc:
-            last_error = str(exc)
+        if http_ok(url):
+            return
         time.sleep(0.1)
-    raise TimeoutError(f"{url} not healthy after {timeout}s: {last_error}")
+    raise TimeoutError(f"{url} not healthy after {timeout}s")

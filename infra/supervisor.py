@@ -29,6 +29,8 @@ from runtime.service import EXIT_CONFIG
 
 #: A running child that has not answered its health probe for this long is killed.
 HUNG_AFTER_S: Final = 10.0
+#: Health probes of one child are at least this far apart.
+PROBE_EVERY_S: Final = 1.0
 #: Log lines shown with each crash report.
 TAIL_LINES: Final = 5
 CONFIG_ERROR_MARK: Final = "configuration error:"
@@ -71,6 +73,7 @@ class _Unit:
         self.started_at = 0.0
         self.restart_at: float | None = None
         self.silent_since: float | None = None
+        self.probed_at = 0.0
         self.loop_reported = False
         self.restarts = 0
 
@@ -128,6 +131,9 @@ class Supervisor:
         return None
 
     def _probe(self, unit: _Unit, now: float) -> None:
+        if now - unit.probed_at < PROBE_EVERY_S:
+            return
+        unit.probed_at = now
         if unit.child.answering():
             unit.silent_since = None
             return

@@ -229,28 +229,38 @@ class PresenceView:
         return _last_seen_decoder.decode(entry.value).ts if entry.value else None
 
     def _on_gateway(self, gateway: str, value: bytes | None) -> None:
-        if value is not None:
-            self._gateways.add(gateway)
+        """A gateway's beat appeared or expired: its devices go online or offline with it.
+        Device entries are kept either way (a restarted nats-server forgets the gateways
+        bucket until the next beat; the gateways' sweep deletes devices of dead gateways)."""
+        alive = value is not None
+        if alive == (gateway in self._gateways):
             return
-        self._gateways.discard(gateway)
-        for device in self._by_gateway.pop(gateway, set()):
-            state = self._devices.pop(device, None)
+        if alive:
+            self._gateways.add(gateway)
+        else:
+            self._gateways.discard(gateway)
+        for device in list(self._by_gateway.get(gateway, ())):
+            state = self._devices.get(device)
             if state is not None:
-                self._notify(state.user, device, False)
+                self._notify(state.user, device, alive)
 
     def _on_device(self, device: str, value: bytes | None) -> None:
+        """A device key was written or deleted; listeners hear of online transitions."""
+        was_online = self.is_online(device)
         previous = self._devices.pop(device, None)
         if previous is not None:
-            self._by_gateway[previous.gateway].discard(device)
-        if value is None:
-            if previous is not None:
-                self._notify(previous.user, device, False)
-            return
-        state = _device_decoder.decode(value)
-        self._devices[device] = state
-        self._by_gateway[state.gateway].add(device)
-        if previous is None:
-            self._notify(state.user, device, True)
+            held = self._by_gateway[previous.gateway]
+            held.discard(device)
+            if not held:
+                del self._by_gateway[previous.gateway]
+        state = None if value is None else _device_decoder.decode(value)
+        if state is not None:
+            self._devices[device] = state
+            self._by_gateway[state.gateway].add(device)
+        online = self.is_online(device)
+        user = state.user if state is not None else previous.user if previous else None
+        if online != was_online and user is not None:
+            self._notify(user, device, online)
 
     def _notify(self, user: str, device: str, online: bool) -> None:
         for listener in self._listeners:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from client.sdk import ClientError, CourierClient, Credentials, register_device
 from infra.nats_server import free_port
+from infra.processes import http_ok
 
 T = TypeVar("T")
 START_TIMEOUT_S = 90.0
@@ -165,17 +165,9 @@ def metrics_ports(console: str) -> dict[str, int]:
                                  console)}
 
 
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 async def answers_within(url: str, timeout: float = RECOVERY_TIMEOUT_S) -> bool:
     deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(answers, url):
+    while not await asyncio.to_thread(http_ok, url):
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.2)
@@ -250,7 +242,7 @@ async def test_a_second_system_runs_beside_the_first(embedded: tuple[Embedded, s
             await receiver.sync()
             accepted = await sender.send("bob", b"next door")
             assert (await receiver.next_message()).message_id == accepted.message_id
-        assert await asyncio.to_thread(answers, f"{first_url}/healthz")
+        assert await asyncio.to_thread(http_ok, f"{first_url}/healthz")
     finally:
         assert second.stop() == 0, second.output
 
