@@ -16,6 +16,7 @@ from infra.nats_server import NatsServer
 from runtime.config import NatsConfig
 from runtime.natsconn import close, connect
 from schemas.presence import GATEWAYS_BUCKET
+from tests.harness import System
 
 SECRET = "s" * 32
 SERVICES = ("gateway", "router", "storage_worker", "push_worker")
@@ -85,3 +86,11 @@ async def test_a_start_that_fails_half_way_stops_what_started_and_exits_1(
         finally:
             await close(nc)
 
+
+
+def test_a_test_system_that_fails_to_start_stops_what_it_started(tmp_path: Path) -> None:
+    system = System(tmp_path, {"COURIER_GATEWAY_PROT": "1"})  # every service refuses it
+    with pytest.raises(RuntimeError, match="gateway exited with 2"), system:
+        raise AssertionError("the body must not run")
+    assert not system.nats.running()  # nats-server started first, and was stopped
+    assert system.storage is not None and not system.storage.running()
