@@ -5,17 +5,18 @@ from collections.abc import Callable
 
 import msgspec
 import structlog
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from runtime.kv import ensure_bucket
+from runtime.backoff import Backoff
+from runtime.kv import BucketFollower, ensure_bucket
+from runtime.tasks import TaskGroup
 from schemas.control import CONTROL, ControlState, control_key
 
 log = structlog.get_logger(__name__)
 
 _decoder = msgspec.json.Decoder(ControlState)
 READY_TIMEOUT_S = 10.0
-RETRY_S = 0.5
 
 
 class ControlChange(msgspec.Struct, frozen=True):
@@ -33,12 +34,13 @@ ChangeListener = Callable[[ControlChange], None]
 class ControlView:
     """Answers "is this disabled?" from memory; listeners hear of every change."""
 
-    def __init__(self, js: JetStreamContext, *, replicas: int) -> None:
-        self._js = js
+    def __init__(self, nc: Client, *, replicas: int) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
         self._replicas = replicas
         self._states: dict[str, ControlState] = {}
         self._listeners: list[ChangeListener] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskGroup("control-view")
         self._ready = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Event]] = {}
 
@@ -46,16 +48,24 @@ class ControlView:
         self._listeners.append(listener)
 
     async def start(self) -> None:
-        """Open the bucket and return once the current state is loaded."""
-        kv = await ensure_bucket(self._js, CONTROL, self._replicas)
-        self._task = asyncio.create_task(self._watch_forever(kv), name="control-watch")
-        async with asyncio.timeout(READY_TIMEOUT_S):
-            await self._ready.wait()
+        """Follow the bucket (a watcher restarted when it fails or NATS reconnects, which
+        replays the current values and drops keys that vanished meanwhile); return once the
+        current state is loaded."""
+        follower = BucketFollower(self._nc, self._open_bucket, self._apply,
+                                  lambda: list(self._states), self._ready.set)
+        self._tasks.watch(follower.follow, name="watch", backoff=Backoff(0.5, 5.0))
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await self._ready.wait()
+        except BaseException:
+            await self._tasks.stop()
+            raise
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._tasks.stop()
+
+    async def _open_bucket(self) -> KeyValue:
+        return await ensure_bucket(self._js, CONTROL, self._replicas)
 
     def device_disabled(self, device: str) -> bool:
         return control_key("device", device, None) in self._states
@@ -115,30 +125,3 @@ class ControlView:
     def _notify(self, change: ControlChange) -> None:
         for listener in self._listeners:
             listener(change)
-
-    async def _watch_forever(self, kv: KeyValue) -> None:
-        """Follow the bucket; when the watcher fails (NATS trouble), start a new one, which
-        replays the current values, and drop keys that vanished meanwhile."""
-        while True:
-            try:
-                await self._watch(kv)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("control_watch_failed", error=repr(exc))
-                await asyncio.sleep(RETRY_S)
-
-    async def _watch(self, kv: KeyValue) -> None:
-        watcher = await kv.watchall()
-        seen: set[str] | None = set()
-        async for entry in watcher:
-            if entry is None:  # initial values delivered
-                for key in set(self._states) - (seen or set()):
-                    self._apply(key, None)
-                seen = None
-                self._ready.set()
-                continue
-            deleted = entry.operation is not None or not entry.value
-            if seen is not None and not deleted:
-                seen.add(entry.key)
-            self._apply(entry.key, None if deleted else entry.value)

@@ -9,7 +9,7 @@ from pathlib import Path
 import jwt
 import msgspec
 
-from runtime.config import AuthConfig
+from runtime.config import AuthConfig, ConfigError
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.ids import ID_PATTERN
 
@@ -42,7 +42,8 @@ class TokenVerifier:
             Path(config.public_key_file).read_text() if config.public_key_file else config.secret
         )
         if not self._key:
-            raise ValueError("COURIER_AUTH_SECRET or COURIER_AUTH_PUBLIC_KEY_FILE must be set")
+            raise ConfigError("COURIER_AUTH_SECRET: a gateway needs it (or "
+                              "COURIER_AUTH_PUBLIC_KEY_FILE) to verify device tokens")
 
     def verify(self, token: str) -> Identity:
         try:
@@ -71,7 +72,8 @@ class TokenIssuer:
 
     def __init__(self, config: AuthConfig) -> None:
         if config.algorithm != "HS256" or not config.secret:
-            raise ValueError("minting tokens needs COURIER_AUTH_ALGORITHM=HS256 and a secret")
+            raise ConfigError("COURIER_AUTH_DEV_REGISTRATION: minting tokens needs "
+                              "COURIER_AUTH_ALGORITHM=HS256 and COURIER_AUTH_SECRET")
         self._config = config
 
     def issue(self, user: str, device: str, app: str, ttl_s: int | None = None) -> tuple[str, int]:

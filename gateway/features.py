@@ -54,7 +54,7 @@ class GatewayFeatures:
         await ensure_stream(js, msgspec.structs.replace(
             CALLBACKS, max_age_s=config.callbacks.max_age_s), config.nats)
         await ensure_dlq(js, config)
-        view = ControlView(js, replicas=replicas)
+        view = ControlView(nc, replicas=replicas)
         await view.start()
         guard = ControlGuard(view, sockets)
         notifier = Notifier(js, rpc_client, view, config.notify, default_app=config.app,
@@ -76,4 +76,5 @@ class GatewayFeatures:
         await self._subjects.drain()
 
     async def stop(self) -> None:
+        await self._subjects.stop()
         await self._view.stop()

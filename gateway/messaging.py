@@ -6,6 +6,7 @@ sync pages come from the storage worker behind a barrier.
 """
 
 import time
+from typing import Final
 
 import structlog
 from nats.errors import Error as NatsError
@@ -14,6 +15,7 @@ from prometheus_client import Counter, Histogram
 
 from gateway.auth import Identity
 from gateway.permissions import Permissions
+from runtime.cache import LruCache
 from runtime.rpc import RpcClient
 from schemas import rpc
 from schemas.envelopes import MessageEnvelope, ReceiptEnvelope, encode_envelope
@@ -37,6 +39,11 @@ PUBLISH_SECONDS = Histogram(
 )
 
 
+#: Users known to exist and device owners, each cached per gateway (least recently used go
+#: first); users are re-checked after ``cache_ttl_s``, a device never changes owner.
+MAX_CACHED: Final = 100_000
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -45,14 +52,17 @@ class Messaging:
     """Accepts sends, receipts and read markers; reads backlogs."""
 
     def __init__(self, js: JetStreamContext, rpc_client: RpcClient, gateway_id: str,
-                 permissions: Permissions, cache_ttl_s: float = 30.0) -> None:
+                 permissions: Permissions, cache_ttl_s: float = 30.0,
+                 max_cached: int = MAX_CACHED) -> None:
         self._js = js
         self._rpc = rpc_client
         self._gateway_id = gateway_id
         self._permissions = permissions
         self._cache_ttl_s = cache_ttl_s
-        self._known_users: dict[str, float] = {}
-        self._device_owners: dict[str, str] = {}
+        #: user -> until when it counts as known (kept past that: a stale "exists" serves
+        #: while the storage worker is unavailable).
+        self._known_users: LruCache[str, float] = LruCache(max_cached)
+        self._device_owners: LruCache[str, str] = LruCache(max_cached)
 
     async def register(self, identity: Identity) -> None:
         """Make sure the token's user and device exist in the registry."""
@@ -61,7 +71,7 @@ class Messaging:
             rpc.RegisterDevice(user=identity.user, device=identity.device, app=identity.app),
             rpc.DeviceInfo,
         )
-        self._known_users[identity.user] = time.monotonic() + self._cache_ttl_s
+        self._known_users.put(identity.user, time.monotonic() + self._cache_ttl_s)
 
     async def send(self, identity: Identity, frame: Send) -> Accepted:
         if (frame.body is None) == (frame.payloads is None):
@@ -145,7 +155,7 @@ class Messaging:
             raise
         if not reply.exists:
             raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no user {user!r}")
-        self._known_users[user] = time.monotonic() + self._cache_ttl_s
+        self._known_users.put(user, time.monotonic() + self._cache_ttl_s)
 
     async def _device_owner(self, device: str) -> str:
         owner = self._device_owners.get(device)
@@ -154,7 +164,8 @@ class Messaging:
                                          rpc.Owner)
             if reply.user is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no device {device!r}")
-            owner = self._device_owners[device] = reply.user
+            owner = reply.user
+            self._device_owners.put(device, owner)
         return owner
 
     async def _check_member(self, identity: Identity, conversation: str) -> None:

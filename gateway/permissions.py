@@ -9,9 +9,8 @@ check group membership again at the message's place in the stream, so a send rac
 is never fanned out to the group.
 """
 
-import time
 from collections.abc import Callable
-from typing import Final, Generic, TypeVar
+from typing import Final
 
 import msgspec
 from nats.aio.client import Client
@@ -19,6 +18,7 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter
 
 from gateway.auth import Identity
+from runtime.cache import LruCache
 from runtime.config import ContactsConfig
 from runtime.rpc import RpcClient
 from schemas.contacts import Relation, RelationChanged, Relations, RelationsRequest
@@ -31,37 +31,12 @@ LOOKUPS = Counter("courier_gateway_permission_lookups_total", "Permission look-u
                   ["kind", "result"])
 REFUSED = Counter("courier_gateway_permission_refusals_total", "Requests refused",
                   ["reason"])
+#: Group rosters and user relations each cached per gateway (least recently used go first).
 MAX_ENTRIES: Final = 100_000
 
-K = TypeVar("K")
-V = TypeVar("V")
 RelationListener = Callable[[str, str], None]
 
 _relation_changed = msgspec.msgpack.Decoder(RelationChanged)
-
-
-class _Cache(Generic[K, V]):
-    """A bounded TTL map; the oldest entries go first when it is full."""
-
-    def __init__(self, ttl_s: float, max_entries: int = MAX_ENTRIES) -> None:
-        self._ttl_s = ttl_s
-        self._max_entries = max_entries
-        self._entries: dict[K, tuple[float, V]] = {}
-
-    def get(self, key: K) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def put(self, key: K, value: V) -> None:
-        self._entries.pop(key, None)
-        self._entries[key] = (time.monotonic() + self._ttl_s, value)
-        if len(self._entries) > self._max_entries:
-            del self._entries[next(iter(self._entries))]
-
-    def drop(self, key: K) -> None:
-        self._entries.pop(key, None)
 
 
 class Permissions:
@@ -72,8 +47,8 @@ class Permissions:
         self._nc = nc
         self._rpc = rpc
         self._contacts = contacts
-        self._rosters: _Cache[str, GroupRoster] = _Cache(ttl_s)
-        self._relations: _Cache[tuple[str, str], Relation] = _Cache(ttl_s)
+        self._rosters: LruCache[str, GroupRoster] = LruCache(MAX_ENTRIES, ttl_s)
+        self._relations: LruCache[tuple[str, str], Relation] = LruCache(MAX_ENTRIES, ttl_s)
         self._listeners: list[RelationListener] = []
         #: Bumped on every invalidation: look-ups that overlapped one are not cached.
         self._epoch = 0

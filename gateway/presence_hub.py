@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge
 from gateway.peer import Peer
 from gateway.permissions import Permissions
 from presence.registry import PresenceView
+from runtime.tasks import TaskGroup
 from schemas.codec import encode_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import Presence, PresenceState, PresenceSubscribed
@@ -47,17 +48,15 @@ class PresenceHub:
         #: (user, viewer): announce ``user`` to its watchers (all of them if viewer is None).
         self._queue: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
         self._queued: set[tuple[str, str | None]] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskGroup("presence-hub")
         view.add_listener(self._on_device)
         permissions.add_relation_listener(self._on_relation)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._announce_forever(), name="presence-hub")
+        self._tasks.watch(self._announce_forever, name="announce")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._tasks.stop()
 
     # ------------------------------------------------------------------ sockets
 

@@ -5,11 +5,13 @@ request. Requests are the JSON bodies of ``POST /v1/notifications`` and
 ``POST /v1/admin/control``; replies are JSON ``{"r": "ok", "value": ...}`` or
 ``{"r": "failed", "code": ..., "message": ...}``. Who may publish on these subjects is a
 matter of NATS permissions (accounts or users per service); the gateway trusts what arrives.
+At most ``CONCURRENCY`` requests are served at once; the next waits for a free slot (see
+``runtime.rpc``), and an unexpected failure answers ``internal`` with an error id only.
 """
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 import structlog
@@ -21,6 +23,8 @@ from prometheus_client import Counter
 from control.admin import ControlAdmin
 from gateway.notifications import Notifier
 from runtime.config import NotifyConfig
+from runtime.rpc import internal_failure
+from runtime.tasks import TaskGroup
 from schemas.codec import decode_document
 from schemas.control import CONTROL_APPLY, CONTROL_QUEUE, ControlRequest
 from schemas.errors import ErrorCode, ProtocolError
@@ -32,13 +36,16 @@ log = structlog.get_logger(__name__)
 SERVED = Counter("courier_gateway_service_requests_total", "notify.send / control.apply served",
                  ["subject", "result"])
 CONTROL_MAX_BYTES = 16 * 1024
+#: Service requests one gateway serves at once (a broadcast holds its slot while it walks
+#: the registry); more wait in the subscription's buffer.
+CONCURRENCY: Final = 64
 _encoder = msgspec.json.Encoder()
 R = TypeVar("R", bound=msgspec.Struct)
 Serve = Callable[[bytes], Awaitable[msgspec.Struct]]
 
 
 class ServiceSubjects:
-    """Serves the service subjects; one task per request, awaited on drain."""
+    """Serves the service subjects; one owned task per request, awaited on drain."""
 
     def __init__(self, nc: Client, notifier: Notifier, admin: ControlAdmin,
                  config: NotifyConfig) -> None:
@@ -47,7 +54,8 @@ class ServiceSubjects:
         self._admin = admin
         self._max_request = config.max_request_bytes
         self._subscriptions: list[Subscription] = []
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._tasks = TaskGroup("service-subjects")
+        self._slots = asyncio.Semaphore(CONCURRENCY)
 
     async def start(self) -> None:
         for subject, queue, serve in ((NOTIFY_SEND, NOTIFY_QUEUE, self._notify),
@@ -60,8 +68,10 @@ class ServiceSubjects:
         for subscription in self._subscriptions:
             await subscription.unsubscribe()
         self._subscriptions.clear()
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._tasks.drain()
+
+    async def stop(self) -> None:
+        await self._tasks.stop()
 
     async def _notify(self, data: bytes) -> msgspec.Struct:
         if len(data) > self._max_request:
@@ -75,9 +85,8 @@ class ServiceSubjects:
 
     def _handler(self, subject: str, serve: Serve) -> Callable[[Msg], Awaitable[None]]:
         async def on_request(msg: Msg) -> None:
-            task = asyncio.create_task(self._reply(subject, serve, msg))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            await self._tasks.spawn_bounded(lambda: self._reply(subject, serve, msg),
+                                            name=subject, slots=self._slots)
 
         return on_request
 
@@ -91,7 +100,6 @@ class ServiceSubjects:
             reply = Failed(code=exc.code, message=exc.message)
         except Exception:
             SERVED.labels(subject, "internal").inc()
-            log.exception("service_request_failed", subject=subject)
-            reply = Failed(code=ErrorCode.INTERNAL, message="internal error")
+            reply = internal_failure("service_request_failed", subject=subject)
         if msg.reply:
             await self._nc.publish(msg.reply, _encoder.encode(reply))

@@ -35,7 +35,7 @@ class GatewaySocial:
     async def start(cls, config: Config, nc: Client, rpc_client: RpcClient,
                     verifier: TokenVerifier, messaging: Messaging,
                     permissions: Permissions, limits: Limits) -> "GatewaySocial":
-        view = PresenceView(nc.jetstream(), gateway_ttl_s=config.gateway.presence_ttl_s,
+        view = PresenceView(nc, gateway_ttl_s=config.gateway.presence_ttl_s,
                             replicas=config.nats.replicas)
         hub = PresenceHub(view, permissions, config.presence.max_watched)  # listens first
         await view.start()

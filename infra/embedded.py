@@ -1,31 +1,125 @@
 """``python -m infra.embedded`` (``make run``): the whole system on its embedded defaults.
 
 Starts nats-server with JetStream, the storage worker (SQLite), a router, the push worker
-(log provider) and a gateway as child processes on loopback, prints where to connect, and
-stops them all on Ctrl-C. A dev signing key is generated once into the data directory so
-tokens survive restarts.
+(log provider) and a gateway as child processes on loopback, prints where to connect, keeps
+them running (``infra.supervisor``: a crashed child is restarted with back-off and reported
+here) and stops them all on Ctrl-C. A dev signing key is generated once into the data
+directory so tokens survive restarts.
+
+Ports: the gateway listens on ``--port`` (8080); nats-server on ``--nats-port`` (4222 when
+free, else any free port); the workers' metrics on ``--metrics-port-base`` and the two ports
+after it (default: free ones). A port given by flag that is taken stops here with exit 2 and
+the flag's name; every port is printed at start and stays the same across restarts.
 """
 
 import argparse
+import fcntl
+import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
+from typing import IO, NoReturn
 
 from infra.nats_server import NatsServer, free_port
-from infra.processes import ServiceProcess, wait_http_ok
+from infra.processes import ServiceProcess, http_ok
+from infra.supervisor import Child, Supervisor
+
+PROG = "python -m infra.embedded"
+DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_NATS_PORT = 4222
+#: Workers with a metrics port, in the order of ``--metrics-port-base`` + 0, 1, 2.
+METRICS_KEYS = (("router", "COURIER_METRICS_ROUTER_PORT"),
+                ("storage_worker", "COURIER_METRICS_STORAGE_PORT"),
+                ("push_worker", "COURIER_METRICS_PUSH_PORT"))
+TICK_S = 0.25
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on ``port`` (a socket in TIME_WAIT does not count)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be within 1-65535")
+    return port
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path(".data"),
+                        help="where NATS, SQLite and logs live (default: .data); one running "
+                        "system per data directory")
+    parser.add_argument("--port", type=_port, default=None,
+                        help=f"gateway HTTP/WebSocket port (default {DEFAULT_GATEWAY_PORT})")
+    parser.add_argument("--nats-port", type=_port, default=None,
+                        help=f"nats-server port (default {DEFAULT_NATS_PORT}, or a free one "
+                        "if that is taken)")
+    parser.add_argument("--metrics-port-base", type=_port, default=None,
+                        help="metrics ports of router, storage worker, push worker: this one "
+                        "and the next two (default: free ones)")
+    parser.add_argument("--sync-always", action="store_true",
+                        help="fsync every JetStream write (survives power loss, ~8x slower)")
+    args = parser.parse_args(argv)
+    if args.metrics_port_base is not None and args.metrics_port_base > 65535 - 2:
+        parser.error("--metrics-port-base: must leave room for two more ports (<= 65533)")
+    return args
+
+
+def usage_error(message: str) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _given_port(flag: str, port: int) -> int:
+    if not port_free(port):
+        usage_error(f"{flag} {port}: the port is taken (by another make run?); choose another")
+    return port
+
+
+def choose_ports(args: argparse.Namespace) -> tuple[int, int, dict[str, int]]:
+    """Gateway, NATS and metrics ports; a port given by flag must be free (else exit 2)."""
+    gateway = _given_port("--port", args.port or DEFAULT_GATEWAY_PORT)
+    if args.nats_port is not None:
+        nats = _given_port("--nats-port", args.nats_port)
+    else:
+        nats = DEFAULT_NATS_PORT if port_free(DEFAULT_NATS_PORT) else free_port()
+    metrics: dict[str, int] = {}
+    for offset, (service, _) in enumerate(METRICS_KEYS):
+        if args.metrics_port_base is None:
+            metrics[service] = free_port()
+        else:
+            metrics[service] = _given_port("--metrics-port-base",
+                                           args.metrics_port_base + offset)
+    return gateway, nats, metrics
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold ``data_dir/run.lock`` for as long as this process runs (exit 2 if another
+    ``make run`` holds it: two systems must not share one store)."""
+    lock = (data_dir / "run.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        usage_error(f"--data-dir {data_dir}: in use by another make run (pid "
+                    f"{lock.read().strip() or '?'}); give this one its own --data-dir")
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
 
 def _dev_secret(data_dir: Path) -> str:
@@ -36,87 +130,74 @@ def _dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m infra.embedded", description=__doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path(".data"),
-                        help="where NATS, SQLite and logs live (default: .data)")
-    parser.add_argument("--port", type=int, default=8080, help="gateway HTTP port (8080)")
-    parser.add_argument("--nats-port", type=int, default=4222,
-                        help="nats-server port (4222; a free one if taken)")
-    parser.add_argument("--sync-always", action="store_true",
-                        help="fsync every JetStream write (survives power loss, ~8x slower)")
-    args = parser.parse_args(argv)
-    for name in ("port", "nats_port"):
-        if not 1 <= getattr(args, name) <= 65535:
-            parser.error(f"--{name.replace('_', '-')} must be within 1-65535")
-    return args
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_data_dir(data_dir)
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
-    nats_port = args.nats_port if _port_free(args.nats_port) else free_port()
+    port, nats_port, metrics = choose_ports(args)
     nats = NatsServer(data_dir / "nats", port=nats_port, sync_always=args.sync_always,
-                      log_file=logs / "nats-server.log")
-    nats.start()
+                      log_file=logs / "nats-server.log", supervised=True)
     env = {
         "COURIER_NATS_URL": nats.url,
         "COURIER_AUTH_SECRET": _dev_secret(data_dir),
         "COURIER_AUTH_DEV_REGISTRATION": "true",
         "COURIER_STORE_SQLITE_PATH": str(data_dir / "courier.db"),
-        "COURIER_GATEWAY_PORT": str(args.port),
+        "COURIER_GATEWAY_PORT": str(port),
+        **{key: str(metrics[service]) for service, key in METRICS_KEYS},
     }
-    services = [
-        ServiceProcess("storage_worker", env, logs / "storage_worker.log"),
-        ServiceProcess("router", env, logs / "router.log"),
-        ServiceProcess("push_worker", env, logs / "push_worker.log"),
-        ServiceProcess("gateway", env, logs / "gateway.log"),
-    ]
+    services = [ServiceProcess(name, env, logs / f"{name}.log", supervised=True)
+                for name in ("storage_worker", "router", "push_worker", "gateway")]
+    children: list[Child] = [nats, *services]
+    supervisor = Supervisor(children, sys.stdout)
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     code = 0
+    health = f"http://127.0.0.1:{port}/healthz"
+    announced = False
     try:
-        for service in services:
-            service.start()
-        wait_http_ok(f"http://127.0.0.1:{args.port}/healthz", 60, services[-1])
-        print(_banner(args.port, nats.url, logs), flush=True)
+        supervisor.start_all()
         while not stopping:
-            dead = [s for s in services if not s.running()]
-            if dead:
-                print(f"{dead[0].name} exited ({dead[0].returncode()}); see {logs}",
-                      file=sys.stderr)
-                code = 1
+            status = supervisor.tick()
+            if status is not None:
+                code = status
                 break
-            time.sleep(0.5)
+            if not announced and http_ok(health):
+                announced = True
+                print(_banner(port, nats.url, metrics, logs), flush=True)
+            time.sleep(TICK_S)
     finally:
         print("stopping...", flush=True)
-        for service in reversed(services):
-            service.stop()
-        nats.stop()
+        supervisor.stop_all()
+        lock.close()
     return code
 
 
-def _banner(port: int, nats_url: str, logs: Path) -> str:
+def _banner(port: int, nats_url: str, metrics: dict[str, int], logs: Path) -> str:
+    metrics_lines = "\n".join(f"  metrics    http://127.0.0.1:{p}/metrics ({name})"
+                              for name, p in metrics.items())
+    url = "" if port == DEFAULT_GATEWAY_PORT else f" --url http://127.0.0.1:{port}"
     return f"""
 Courier is running (embedded mode).
   health     http://127.0.0.1:{port}/healthz
   websocket  ws://127.0.0.1:{port}/v1/ws
   REST API   http://127.0.0.1:{port}/openapi.json
+  metrics    http://127.0.0.1:{port}/metrics (gateway)
+{metrics_lines}
   NATS       {nats_url}
   logs       {logs}
 Try it from two terminals:
-  .venv/bin/python -m client chat --user alice --to bob
-  .venv/bin/python -m client chat --user bob --to alice
-Ctrl-C stops everything.
+  .venv/bin/python -m client{url} chat --user alice --to bob
+  .venv/bin/python -m client{url} chat --user bob --to alice
+A service that crashes is restarted and reported here. Ctrl-C stops everything.
 """
 
 

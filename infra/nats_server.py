@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from infra.processes import terminate
+from infra.processes import supervised_popen_options, terminate
 
 #: JetStream limits: unlimited would reserve 75% of the machine's memory.
 DEFAULT_MAX_MEMORY = "256M"
@@ -35,15 +35,21 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    """One nats-server child process; ``sync_always`` fsyncs every JetStream write."""
+    """One nats-server child process; ``sync_always`` fsyncs every JetStream write.
+
+    The port is chosen once: ``start`` after a stop or crash listens on the same one."""
+
+    name = "nats-server"
 
     def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int | None = None,
-                 sync_always: bool = False, log_file: Path | None = None) -> None:
+                 sync_always: bool = False, log_file: Path | None = None,
+                 supervised: bool = False) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.store_dir = store_dir
         self.sync_always = sync_always
         self.log_file = log_file or store_dir / "nats-server.log"
+        self.supervised = supervised
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,22 +73,45 @@ class NatsServer:
             self._process = subprocess.Popen(
                 [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-c", str(config)],
                 stdout=log, stderr=subprocess.STDOUT,
+                **(supervised_popen_options() if self.supervised else {}),
             )
-        self._wait_ready(timeout)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise RuntimeError(f"nats-server exited: see {self.log_file}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
-                    if sock.recv(4096).startswith(b"INFO"):
-                        return
-            except OSError:
-                time.sleep(0.05)
+            if not self.running():
+                raise RuntimeError(f"nats-server exited ({self.returncode()}): see "
+                                   f"{self.log_file}")
+            if self.answering(0.2):
+                return
+            time.sleep(0.05)
         raise TimeoutError(f"nats-server not ready on {self.url} after {timeout}s")
+
+    def answering(self, timeout: float = 1.0) -> bool:
+        """Whether the server accepts a connection and greets it with ``INFO`` in time."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                return sock.recv(4096).startswith(b"INFO")
+        except OSError:
+            return False
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def kill(self) -> None:
+        """SIGKILL (a crash, or a server that stopped answering)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
     def stop(self) -> None:
         """Terminate the process this object started (and only it)."""

@@ -4,14 +4,43 @@ Used by the embedded runner (``make run``) and by the end-to-end test fixtures, 
 the system the same way.
 """
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Linux: SIGTERM this child when the process that started it dies (even by SIGKILL)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def supervised_popen_options() -> dict[str, Any]:
+    """``Popen`` options for a child of the ``make run`` supervisor: its own process group, so
+    Ctrl-C reaches only the supervisor (which stops the children in order), and on Linux a
+    SIGTERM when the supervisor dies, so no child outlives it."""
+    preexec: Callable[[], None] | None = _die_with_parent if sys.platform == "linux" else None
+    return {"process_group": 0, "preexec_fn": preexec}
+
+
+def log_tail(path: Path, lines: int = 5, max_bytes: int = 16 * 1024) -> list[str]:
+    """The last ``lines`` non-empty lines of a log file (empty if it does not exist)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(path.stat().st_size - max_bytes, 0))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
 def terminate(process: "subprocess.Popen[bytes]", grace: float) -> bool:
@@ -33,11 +62,12 @@ class ServiceProcess:
     """One service child process with its own environment and log file."""
 
     def __init__(self, module: str, env: Mapping[str, str], log_file: Path | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, *, supervised: bool = False) -> None:
         self.module = module
         self.name = name or module
         self.env = dict(env)
         self.log_file = log_file
+        self.supervised = supervised
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,6 +81,7 @@ class ServiceProcess:
                 [sys.executable, "-m", self.module],
                 env={**os.environ, **self.env},
                 stdout=out, stderr=subprocess.STDOUT if out else None,
+                **(supervised_popen_options() if self.supervised else {}),
             )
         finally:
             if out is not None:
@@ -61,6 +92,11 @@ class ServiceProcess:
 
     def returncode(self) -> int | None:
         return None if self._process is None else self._process.poll()
+
+    def answering(self) -> bool:
+        """Health probe for a supervisor: a service process is healthy while it runs (it
+        reconnects to NATS by itself)."""
+        return self.running()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -78,18 +114,22 @@ class ServiceProcess:
         self.start()
 
 
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """Whether ``url`` answers 200 within ``timeout``."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def wait_http_ok(url: str, timeout: float, process: ServiceProcess | None = None) -> None:
     """Poll ``url`` until it answers 200; fail early if ``process`` died."""
     deadline = time.monotonic() + timeout
-    last_error = ""
     while time.monotonic() < deadline:
         if process is not None and not process.running():
             raise RuntimeError(f"{process.name} exited with {process.returncode()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError as exc:
-            last_error = str(exc)
+        if http_ok(url):
+            return
         time.sleep(0.1)
-    raise TimeoutError(f"{url} not healthy after {timeout}s: {last_error}")
+    raise TimeoutError(f"{url} not healthy after {timeout}s")

@@ -3,15 +3,20 @@
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 import msgspec
 import structlog
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from runtime.backoff import Backoff
+from runtime.kv import BucketFollower
+from runtime.tasks import TaskGroup
 from schemas.presence import (
     DEVICES_BUCKET,
     GATEWAYS_BUCKET,
@@ -30,6 +35,10 @@ _last_seen_decoder = msgspec.msgpack.Decoder(LastSeen)
 
 #: Called with (user, device, online) whenever the view sees a device change state.
 ChangeListener = Callable[[str, str, bool], None]
+#: How long ``PresenceView.start`` waits for the current state of both buckets.
+READY_TIMEOUT_S: Final = 10.0
+#: Watchers of the presence buckets are started again this fast at first, then slower.
+WATCH_BACKOFF = (0.2, 5.0)
 
 
 def now_ms() -> int:
@@ -50,7 +59,11 @@ async def open_buckets(js: JetStreamContext, gateway_ttl_s: float,
 
 
 class PresenceWriter:
-    """Records the sockets of one gateway and keeps its beat alive."""
+    """Records the sockets of one gateway and keeps its beat alive.
+
+    The beat runs as a watcher of the writer's task group: when a beat fails (NATS down, or
+    a restarted nats-server that forgot the in-memory gateways bucket) the loop ends, and its
+    next run opens (re-creates) the buckets and beats at once."""
 
     def __init__(self, js: JetStreamContext, gateway_id: str, *, gateway_ttl_s: float,
                  replicas: int) -> None:
@@ -59,19 +72,19 @@ class PresenceWriter:
         self._ttl_s = gateway_ttl_s
         self._replicas = replicas
         self._buckets: tuple[KeyValue, KeyValue, KeyValue] | None = None
-        self._beat_task: asyncio.Task[None] | None = None
+        self._tasks = TaskGroup("presence-writer")
         self._devices: dict[str, str] = {}
 
     async def start(self) -> None:
         self._buckets = await open_buckets(self._js, self._ttl_s, self._replicas)
         await self._beat()
         await self._sweep()
-        self._beat_task = asyncio.create_task(self._beat_forever(), name="presence-beat")
+        self._tasks.watch(self._beat_forever, name="beat", backoff=Backoff(*WATCH_BACKOFF))
 
     async def stop(self) -> None:
-        """Mark every device of this gateway offline and stop beating."""
-        if self._beat_task is not None:
-            self._beat_task.cancel()
+        """Stop beating (and wait for the beat to end), then mark every device of this
+        gateway offline."""
+        await self._tasks.stop()
         if self._buckets is None:
             return
         for device, user in list(self._devices.items()):
@@ -107,16 +120,16 @@ class PresenceWriter:
             GatewayBeat(gateway=self._gateway_id, ts=now_ms())))
 
     async def _beat_forever(self) -> None:
+        """(Re-)open the buckets, then beat every third of the TTL and sweep every tenth
+        beat; raises when a beat fails, and the task group runs it again."""
+        self._buckets = await open_buckets(self._js, self._ttl_s, self._replicas)
         beats = 0
         while True:
+            await self._beat()
+            beats += 1
+            if beats % 10 == 0:
+                await self._sweep()
             await asyncio.sleep(self._ttl_s / 3)
-            try:
-                await self._beat()
-                beats += 1
-                if beats % 10 == 0:
-                    await self._sweep()
-            except Exception as exc:  # NATS reconnecting: the next beat retries
-                log.warning("presence_beat_failed", error=repr(exc))
 
     async def _sweep(self) -> None:
         """Delete device keys held by gateways that no longer beat (or by a previous run of
@@ -149,17 +162,19 @@ async def _entries(kv: KeyValue) -> list[tuple[str, bytes]]:
 
 
 class PresenceView:
-    """A local, watcher-fed copy of the presence buckets."""
+    """A local, watcher-fed copy of the presence buckets; each watcher is restarted by the
+    view's task group when it fails or NATS reconnects (``runtime.kv.BucketFollower``)."""
 
-    def __init__(self, js: JetStreamContext, *, gateway_ttl_s: float, replicas: int) -> None:
-        self._js = js
+    def __init__(self, nc: Client, *, gateway_ttl_s: float, replicas: int) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
         self._ttl_s = gateway_ttl_s
         self._replicas = replicas
         self._devices: dict[str, DeviceOnline] = {}
         self._by_gateway: dict[str, set[str]] = defaultdict(set)
         self._gateways: set[str] = set()
         self._listeners: list[ChangeListener] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskGroup("presence-view")
         self._last_seen: KeyValue | None = None
         self._ready = asyncio.Event()
 
@@ -167,19 +182,35 @@ class PresenceView:
         self._listeners.append(listener)
 
     async def start(self) -> None:
-        devices, gateways, self._last_seen = await open_buckets(self._js, self._ttl_s,
-                                                                self._replicas)
+        """Follow the devices and gateways buckets; return once both are loaded."""
+        self._last_seen = (await self._open())[2]
         gateways_ready = asyncio.Event()
-        self._tasks = [
-            asyncio.create_task(self._watch(gateways, self._on_gateway, gateways_ready)),
-            asyncio.create_task(self._watch(devices, self._on_device, self._ready)),
-        ]
-        await asyncio.wait_for(asyncio.gather(gateways_ready.wait(), self._ready.wait()), 10)
+        followers = {
+            "gateways": BucketFollower(self._nc, self._bucket(1), self._on_gateway,
+                                       lambda: list(self._gateways), gateways_ready.set),
+            "devices": BucketFollower(self._nc, self._bucket(0), self._on_device,
+                                      lambda: list(self._devices), self._ready.set),
+        }
+        for name, follower in followers.items():
+            self._tasks.watch(follower.follow, name=name, backoff=Backoff(*WATCH_BACKOFF))
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await asyncio.gather(gateways_ready.wait(), self._ready.wait())
+        except BaseException:
+            await self._tasks.stop()
+            raise
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.stop()
+
+    async def _open(self) -> tuple[KeyValue, KeyValue, KeyValue]:
+        return await open_buckets(self._js, self._ttl_s, self._replicas)
+
+    def _bucket(self, index: int) -> Callable[[], Awaitable[KeyValue]]:
+        async def open_one() -> KeyValue:
+            return (await self._open())[index]
+
+        return open_one
 
     def is_online(self, device: str) -> bool:
         state = self._devices.get(device)
@@ -197,39 +228,39 @@ class PresenceView:
             return None
         return _last_seen_decoder.decode(entry.value).ts if entry.value else None
 
-    async def _watch(self, kv: KeyValue, apply: Callable[[str, bytes | None], None],
-                     ready: asyncio.Event) -> None:
-        watcher = await kv.watchall()
-        async for entry in watcher:
-            if entry is None:
-                ready.set()
-                continue
-            deleted = entry.operation is not None or not entry.value
-            apply(entry.key, None if deleted else entry.value)
-
     def _on_gateway(self, gateway: str, value: bytes | None) -> None:
-        if value is not None:
-            self._gateways.add(gateway)
+        """A gateway's beat appeared or expired: its devices go online or offline with it.
+        Device entries are kept either way (a restarted nats-server forgets the gateways
+        bucket until the next beat; the gateways' sweep deletes devices of dead gateways)."""
+        alive = value is not None
+        if alive == (gateway in self._gateways):
             return
-        self._gateways.discard(gateway)
-        for device in self._by_gateway.pop(gateway, set()):
-            state = self._devices.pop(device, None)
+        if alive:
+            self._gateways.add(gateway)
+        else:
+            self._gateways.discard(gateway)
+        for device in list(self._by_gateway.get(gateway, ())):
+            state = self._devices.get(device)
             if state is not None:
-                self._notify(state.user, device, False)
+                self._notify(state.user, device, alive)
 
     def _on_device(self, device: str, value: bytes | None) -> None:
+        """A device key was written or deleted; listeners hear of online transitions."""
+        was_online = self.is_online(device)
         previous = self._devices.pop(device, None)
         if previous is not None:
-            self._by_gateway[previous.gateway].discard(device)
-        if value is None:
-            if previous is not None:
-                self._notify(previous.user, device, False)
-            return
-        state = _device_decoder.decode(value)
-        self._devices[device] = state
-        self._by_gateway[state.gateway].add(device)
-        if previous is None:
-            self._notify(state.user, device, True)
+            held = self._by_gateway[previous.gateway]
+            held.discard(device)
+            if not held:
+                del self._by_gateway[previous.gateway]
+        state = None if value is None else _device_decoder.decode(value)
+        if state is not None:
+            self._devices[device] = state
+            self._by_gateway[state.gateway].add(device)
+        online = self.is_online(device)
+        user = state.user if state is not None else previous.user if previous else None
+        if online != was_online and user is not None:
+            self._notify(user, device, online)
 
     def _notify(self, user: str, device: str, online: bool) -> None:
         for listener in self._listeners:

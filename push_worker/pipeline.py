@@ -23,6 +23,7 @@ from push_worker.providers.routing import ProviderRouter
 from push_worker.tokens import Registration, TokenRegistry
 from push_worker.wakeups import WakeUps
 from runtime.config import PushConfig
+from runtime.tasks import TaskGroup
 from schemas.push import PUSH_DEAD, PUSH_STREAM, DeadPush, decode_job
 
 log = structlog.get_logger(__name__)
@@ -59,7 +60,8 @@ class PushPipeline:
         self._coalescer: Coalescer[Msg] = Coalescer(config.collapse_window_s)
         self._limiter = UserLimiter(config.user_per_minute, config.user_burst)
         self._slots = asyncio.Semaphore(config.concurrency)
-        self._sending: set[asyncio.Task[None]] = set()
+        #: The flusher and one task per burst being sent.
+        self._tasks = TaskGroup("push")
         self._changed = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
@@ -67,22 +69,19 @@ class PushPipeline:
         self._progress_every_s = config.ack_wait_s / 3
 
     def start(self) -> None:
-        self._flusher = asyncio.create_task(self._flush_forever(), name="push-flusher")
+        self._flusher = self._tasks.spawn(self._flush_forever(), name="flusher")
 
     async def drain(self) -> None:
         """Send every pending burst now (the pull loop has stopped) and wait for the sends."""
         await self._stop_flusher()
         for burst in self._coalescer.pop_all():
             await self._launch(burst)
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        await self._tasks.drain()
 
     async def stop(self) -> None:
         """Abandon what is left (JetStream redelivers the unacknowledged jobs)."""
         await self._stop_flusher()
-        for task in list(self._sending):
-            task.cancel()
-        await asyncio.gather(*self._sending, return_exceptions=True)
+        await self._tasks.stop()
 
     # ------------------------------------------------------------------ intake
 
@@ -145,14 +144,8 @@ class PushPipeline:
             await self._launch(burst)
 
     async def _launch(self, burst: Burst[Msg]) -> None:
-        await self._slots.acquire()
-        task = asyncio.create_task(self._send(burst), name=f"push-{burst.device}")
-        self._sending.add(task)
-        task.add_done_callback(self._sent)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        self._slots.release()
+        await self._tasks.spawn_bounded(lambda: self._send(burst), name="send",
+                                        slots=self._slots)
 
     async def _send(self, burst: Burst[Msg]) -> None:
         """Deliver one burst; an unexpected failure is logged and the jobs come back later."""

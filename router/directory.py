@@ -5,43 +5,45 @@ storage worker announces a change of that user's devices on ``dir.changed``, and
 as a safety net, so the router does not read the store per message.
 """
 
-import time
+from typing import Final
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import Counter
 
+from runtime.cache import LruCache
 from runtime.rpc import RpcClient
 from schemas.rpc import DeviceInfo, GetUser, UserDevices
 from schemas.subjects import DIRECTORY_CHANGED
 
 LOOKUPS = Counter("courier_directory_lookups_total", "Device lookups", ["result"])
+#: Users whose devices one router keeps (least recently used go first).
+MAX_USERS: Final = 100_000
 
 
 class DeviceDirectory:
     """user -> devices, cached with invalidation."""
 
-    def __init__(self, nc: Client, rpc: RpcClient, ttl_s: float = 60.0) -> None:
+    def __init__(self, nc: Client, rpc: RpcClient, ttl_s: float = 60.0,
+                 max_users: int = MAX_USERS) -> None:
         self._nc = nc
         self._rpc = rpc
-        self._ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, list[DeviceInfo]]] = {}
+        self._cache: LruCache[str, list[DeviceInfo]] = LruCache(max_users, ttl_s)
 
     async def start(self) -> None:
         await self._nc.subscribe(DIRECTORY_CHANGED, cb=self._on_change)
 
     async def _on_change(self, msg: Msg) -> None:
-        self._cache.pop(msg.data.decode(), None)
+        self._cache.drop(msg.data.decode())
 
     async def devices(self, user: str) -> list[DeviceInfo]:
         """The user's enabled devices (empty for an unknown user)."""
-        entry = self._cache.get(user)
-        now = time.monotonic()
-        if entry is not None and entry[0] > now:
+        devices = self._cache.get(user)
+        if devices is not None:
             LOOKUPS.labels("hit").inc()
-            return entry[1]
+            return devices
         LOOKUPS.labels("miss").inc()
         reply = await self._rpc.call("get_user", GetUser(user=user), UserDevices)
         devices = [d for d in reply.devices if not d.disabled]
-        self._cache[user] = (now + self._ttl_s, devices)
+        self._cache.put(user, devices)
         return devices

@@ -14,13 +14,13 @@ replica may fan out a message of that group with the previous membership. The in
 sync) are always exact: the storage worker places them itself.
 """
 
-from collections import OrderedDict
 from typing import Final
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import Counter
 
+from runtime.cache import LruCache
 from runtime.rpc import RpcClient
 from schemas.groups import (
     GroupEnvelope,
@@ -32,6 +32,7 @@ from schemas.groups import (
 from schemas.subjects import GROUPS_CHANGED
 
 LOOKUPS = Counter("courier_router_group_lookups_total", "Group membership lookups", ["result"])
+#: Groups whose members one router keeps (least recently used go first).
 CACHE_SIZE: Final = 10_000
 
 
@@ -41,21 +42,19 @@ class GroupMembership:
     def __init__(self, nc: Client, rpc: RpcClient, max_entries: int = CACHE_SIZE) -> None:
         self._nc = nc
         self._rpc = rpc
-        self._max_entries = max_entries
-        self._cache: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._cache: LruCache[str, tuple[str, ...]] = LruCache(max_entries)
 
     async def start(self) -> None:
         await self._nc.subscribe(GROUPS_CHANGED, cb=self._on_change)
 
     async def _on_change(self, msg: Msg) -> None:
-        self._cache.pop(msg.data.decode(), None)
+        self._cache.drop(msg.data.decode())
 
     async def members_at(self, group: str, seq: int) -> tuple[str, ...]:
         """The members of ``group`` when the message at ``seq`` was accepted."""
         members = self._cache.get(group)
         if members is not None:
             LOOKUPS.labels("hit").inc()
-            self._cache.move_to_end(group)
             return members
         LOOKUPS.labels("miss").inc()
         reply = await self._rpc.call("group_members", GroupMembersAt(group=group, seq=seq),
@@ -71,8 +70,5 @@ class GroupMembership:
         return outcome
 
     def _put(self, group: str, members: tuple[str, ...]) -> tuple[str, ...]:
-        self._cache[group] = members
-        self._cache.move_to_end(group)
-        if len(self._cache) > self._max_entries:
-            self._cache.popitem(last=False)
+        self._cache.put(group, members)
         return members

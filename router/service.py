@@ -40,10 +40,10 @@ class Router:
         groups = GroupMembership(self._nc, RpcClient(self._nc))
         await groups.start()
         await ensure_stream(js, push_stream(self._config.push.job_max_age_s), self._config.nats)
-        self._presence = PresenceView(js, gateway_ttl_s=self._config.gateway.presence_ttl_s,
+        self._presence = PresenceView(self._nc, gateway_ttl_s=self._config.gateway.presence_ttl_s,
                                       replicas=self._config.nats.replicas)
         await self._presence.start()
-        self._control = ControlView(js, replicas=self._config.nats.replicas)
+        self._control = ControlView(self._nc, replicas=self._config.nats.replicas)
         await self._control.start()
         dead_letters = await DeadLetters.open(js, self._config, ROUTER_CONSUMER)
         dispatcher = Dispatcher(self._nc, directory, PushJobs(js, self._presence), self._control,

@@ -9,7 +9,6 @@ silently.
 
 import os
 import re
-import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -121,6 +120,10 @@ class StoreConfig(_Section, frozen=True):
     batch: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
     #: How long a sync waits for the worker to store what was accepted before it.
     barrier_timeout_s: PositiveFloat = 10.0
+    #: Storage RPC requests (sync, history, registry...) one worker serves at once; when all
+    #: are busy the next request waits for a slot, and a requester that waits past its
+    #: deadline gets ``unavailable``.
+    rpc_concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
     #: Cassandra nodes the driver contacts first, as ``host:port`` (port 9042 if omitted);
     #: it discovers the rest of the cluster from them.
     cassandra_contact_points: list[str] = msgspec.field(
@@ -575,12 +578,3 @@ def _check_notifications(config: Config) -> None:
         if not _SUBJECT_TOKEN.match(handler):
             raise ConfigError(f"COURIER_CALLBACKS_HANDLERS: {handler!r} is not a handler name "
                               "(1-64 of A-Z a-z 0-9 _ -)")
-
-
-def load_config_or_exit() -> Config:
-    """``load_config`` for a process ``main``: a bad value prints its key and exits with 2."""
-    try:
-        return load_config()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None

@@ -1,10 +1,16 @@
 """Typed request/reply over core NATS (MessagePack), used for the storage worker's RPC.
 
 The server side maps each ``ProtocolError`` to a ``Failed`` reply with its code; any other
-exception becomes ``internal`` and is logged, and the subscription keeps serving.
+exception becomes ``internal`` with a fixed message and an error id that is also logged (with
+the traceback), never the exception's text, and the subscription keeps serving.
+
+At most ``concurrency`` requests are served at once (``COURIER_STORE_RPC_CONCURRENCY``). When all
+slots are busy the next request waits for one; requests that arrive meanwhile wait in the NATS
+subscription's buffer, and a requester whose deadline passes gets ``unavailable``.
 """
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
@@ -14,8 +20,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
+from runtime.tasks import TaskGroup
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.rpc import OPERATIONS, Failed, Ok
 from schemas.subjects import store_rpc
@@ -23,6 +30,11 @@ from schemas.subjects import store_rpc
 log = structlog.get_logger(__name__)
 
 RPC_SERVED = Counter("courier_rpc_served_total", "RPC requests served", ["op", "result"])
+RPC_INFLIGHT = Gauge("courier_rpc_inflight", "RPC requests being served now")
+RPC_WAITED = Counter("courier_rpc_waited_total",
+                     "RPC requests that waited for a free slot (all were busy)")
+#: Requests served at once unless configured otherwise.
+DEFAULT_CONCURRENCY = 256
 
 _encoder: Final = msgspec.msgpack.Encoder()
 T = TypeVar("T")
@@ -71,16 +83,26 @@ class RpcClient:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "storage did not answer") from None
 
 
-class RpcServer:
-    """Serves ``store.rpc.*`` in a queue group, one task per request."""
+def internal_failure(event: str, **context: object) -> Failed:
+    """Log the exception being handled under a fresh error id and return the ``internal``
+    reply a caller gets: a fixed message naming that id, nothing of the exception."""
+    error_id = secrets.token_hex(6)
+    log.exception(event, error_id=error_id, **context)
+    return Failed(code=ErrorCode.INTERNAL, message=f"internal error (id {error_id})")
 
-    def __init__(self, nc: Client, queue: str, handlers: dict[str, Handler]) -> None:
+
+class RpcServer:
+    """Serves ``store.rpc.*`` in a queue group, at most ``concurrency`` requests at once."""
+
+    def __init__(self, nc: Client, queue: str, handlers: dict[str, Handler], *,
+                 concurrency: int = DEFAULT_CONCURRENCY) -> None:
         self._nc = nc
         self._queue = queue
         self._handlers = handlers
         self._decoders = {op: msgspec.msgpack.Decoder(OPERATIONS[op][0]) for op in handlers}
         self._subscription: Any = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._tasks = TaskGroup("rpc")
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def start(self) -> None:
         self._subscription = await self._nc.subscribe(
@@ -88,18 +110,44 @@ class RpcServer:
         )
 
     async def drain(self) -> None:
+        """Stop taking requests; finish those in flight."""
         if self._subscription is not None:
             await self._subscription.unsubscribe()
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+            self._subscription = None
+        await self._tasks.drain()
+
+    async def stop(self) -> None:
+        """Abandon requests still in flight (their requesters time out and retry)."""
+        await self._tasks.stop()
 
     async def _on_request(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._serve(msg))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        """Called by nats-py one message at a time: waiting here for a slot holds back the
+        requests behind this one in the subscription's buffer."""
+        if self._slots.locked():
+            RPC_WAITED.inc()
+        await self._tasks.spawn_bounded(lambda: self._serve(msg), name="request",
+                                        slots=self._slots)
 
     async def _serve(self, msg: Msg) -> None:
         op = msg.subject.rsplit(".", 1)[-1]
+        RPC_INFLIGHT.inc()
+        try:
+            reply = await self._answer(op, msg)
+        finally:
+            RPC_INFLIGHT.dec()
+        if not msg.reply:
+            return
+        data = _encoder.encode(reply)
+        if len(data) > self._nc.max_payload:
+            log.error("rpc_reply_too_large", op=op, size=len(data))
+            data = _encoder.encode(Failed(code=ErrorCode.TOO_LARGE,
+                                          message="reply too large; ask for a smaller page"))
+        try:
+            await self._nc.publish(msg.reply, data)
+        except Exception as exc:  # the requester times out and retries
+            log.warning("rpc_reply_failed", op=op, error=repr(exc))
+
+    async def _answer(self, op: str, msg: Msg) -> Ok[Any] | Failed:
         try:
             handler = self._handlers.get(op)
             if handler is None:
@@ -113,18 +161,7 @@ class RpcServer:
         except ProtocolError as exc:
             RPC_SERVED.labels(op, exc.code).inc()
             reply = Failed(code=exc.code, message=exc.message)
-        except Exception as exc:
+        except Exception:
             RPC_SERVED.labels(op, "internal").inc()
-            log.exception("rpc_failed", op=op)
-            reply = Failed(code=ErrorCode.INTERNAL, message=repr(exc))
-        if not msg.reply:
-            return
-        data = _encoder.encode(reply)
-        if len(data) > self._nc.max_payload:
-            log.error("rpc_reply_too_large", op=op, size=len(data))
-            data = _encoder.encode(Failed(code=ErrorCode.TOO_LARGE,
-                                          message="reply too large; ask for a smaller page"))
-        try:
-            await self._nc.publish(msg.reply, data)
-        except Exception as exc:  # the requester times out and retries
-            log.warning("rpc_reply_failed", op=op, error=repr(exc))
+            reply = internal_failure("rpc_failed", op=op)
+        return reply

@@ -8,11 +8,13 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from runtime.backoff import Backoff
 from runtime.config import Config
 from runtime.consumer import PullLoop
 from runtime.deadletter import DeadLetters
 from runtime.natsconn import close, connect, ensure_pull_consumer, ensure_stream
 from runtime.rpc import RpcServer
+from runtime.tasks import TaskGroup
 from schemas import rpc
 from schemas.envelopes import message_frame
 from schemas.errors import ErrorCode, ProtocolError
@@ -63,7 +65,7 @@ class StorageWorker:
         self._js: JetStreamContext | None = None
         self._loop: PullLoop | None = None
         self._rpc: RpcServer | None = None
-        self._purger: asyncio.Task[None] | None = None
+        self._tasks = TaskGroup("storage")
         self._ack_floor = 0
         self._policy = retention_policy(config.retention)
 
@@ -96,19 +98,22 @@ class StorageWorker:
             "app_users": app_users_handler(self._store),
             **self._groups.handlers(),
             **ContactService(self._social, self._store, self._nc).handlers(),
-        })
+        }, concurrency=self._config.store.rpc_concurrency)
         await self._rpc.start()
-        self._purger = asyncio.create_task(self._purge_forever(), name="purge")
+        self._tasks.watch(self._purge_forever, name="purge",
+                          backoff=Backoff(1.0, self._config.retention.purge_interval_s))
 
     async def drain(self) -> None:
+        await self._tasks.drain()  # the purge loop: cancelled and awaited
         if self._rpc is not None:
             await self._rpc.drain()
         if self._loop is not None:
             await self._loop.drain()
-        if self._purger is not None:
-            self._purger.cancel()
 
     async def stop(self) -> None:
+        await self._tasks.stop()
+        if self._rpc is not None:
+            await self._rpc.stop()
         if self._loop is not None:
             await self._loop.stop()
         if self._nc is not None:
@@ -223,11 +228,10 @@ class StorageWorker:
             delay = min(delay * 2, 0.05)
 
     async def _purge_forever(self) -> None:
+        """Apply retention every ``purge_interval_s``; a failed purge raises, and the task
+        group logs it and runs the loop again after a back-off."""
         while True:
             await asyncio.sleep(self._config.retention.purge_interval_s)
-            try:
-                removed = await self._store.purge(self._policy, now_ms())
-                if removed:
-                    log.info("purged", messages=removed)
-            except Exception:
-                log.exception("purge_failed")
+            removed = await self._store.purge(self._policy, now_ms())
+            if removed:
+                log.info("purged", messages=removed)

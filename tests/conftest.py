@@ -43,19 +43,13 @@ def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
 @pytest.fixture
 def system(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
     """nats-server + storage worker + one router + one gateway, stopped after the test."""
-    system = System(tmp_path, extra_env=store_env(request)).start()
-    try:
+    with System(tmp_path, extra_env=store_env(request)) as system:
         yield system
-    finally:
-        system.stop()
 
 
 @pytest.fixture(scope="module")
 def shared_system(tmp_path_factory: pytest.TempPathFactory,
                   request: pytest.FixtureRequest) -> Iterator[System]:
     """One system for a whole module of tests that do not disturb each other."""
-    system = System(tmp_path_factory.mktemp("system"), extra_env=store_env(request)).start()
-    try:
+    with System(tmp_path_factory.mktemp("system"), extra_env=store_env(request)) as system:
         yield system
-    finally:
-        system.stop()

@@ -4,6 +4,7 @@ real processes, the way ``make run`` starts them."""
 import secrets
 import uuid
 from pathlib import Path
+from types import TracebackType
 
 from client.sdk import CourierClient, Credentials, register_device
 from infra.loadenv import lifted_limits
@@ -26,7 +27,11 @@ def cassandra_env(contact_point: str) -> dict[str, str]:
 
 
 class System:
-    """Processes of one test system; every process is stopped by ``stop``."""
+    """Processes of one test system; every process is stopped by ``stop``.
+
+    Use it as a context manager, ``with System(root, env) as system:``: it is started inside
+    and always stopped, also when starting fails half-way (``start`` stops what it started
+    before it raises)."""
 
     def __init__(self, root: Path, extra_env: dict[str, str] | None = None) -> None:
         self.root = root
@@ -58,15 +63,26 @@ class System:
         }
 
     def start(self) -> "System":
-        self.nats.start()
-        self.storage = ServiceProcess("storage_worker", self.env(),
-                                      self.logs / "storage_worker.log")
-        self.storage.start()
-        self.push = ServiceProcess("push_worker", self.env(), self.logs / "push_worker.log")
-        self.push.start()
-        self.add_router()
-        self.add_gateway()
+        try:
+            self.nats.start()
+            self.storage = ServiceProcess("storage_worker", self.env(),
+                                          self.logs / "storage_worker.log")
+            self.storage.start()
+            self.push = ServiceProcess("push_worker", self.env(), self.logs / "push_worker.log")
+            self.push.start()
+            self.add_router()
+            self.add_gateway()
+        except BaseException:
+            self.stop()
+            raise
         return self
+
+    def __enter__(self) -> "System":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
     def add_router(self) -> ServiceProcess:
         router = ServiceProcess("router", self.env(),

@@ -2,6 +2,7 @@
 where the error is not fatal, and the service keep working."""
 
 import time
+from pathlib import Path
 
 import aiohttp
 import jwt
@@ -11,6 +12,7 @@ from client.sdk import ClientError, CourierClient, Credentials
 from schemas.codec import decode_server_frame
 from schemas.errors import CloseCode, ErrorCode
 from schemas.frames import Error
+from tests.conftest import store_env
 from tests.harness import System
 
 
@@ -107,20 +109,15 @@ async def test_oversized_frame_closes_with_1009(system: System) -> None:
     await again.close()
 
 
-async def test_rate_limit(tmp_path: object) -> None:
-    from pathlib import Path
-
-    system = System(Path(str(tmp_path)), {"COURIER_GATEWAY_RATE_PER_S": "1",
-                                          "COURIER_GATEWAY_RATE_BURST": "5"}).start()
-    try:
+async def test_rate_limit(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    with System(tmp_path, {**store_env(request), "COURIER_GATEWAY_RATE_PER_S": "1",
+                           "COURIER_GATEWAY_RATE_BURST": "5"}) as system:
         alice = await system.connect(await system.device("alice"), sync=False)
         for _ in range(10):
             await alice.send_raw('{"type": "ping"}')
         error = await next_error(alice)
         assert error.code == ErrorCode.RATE_LIMITED and error.retry is True
         await alice.close()
-    finally:
-        system.stop()
 
 
 def forged(system: System, **claims: object) -> str:

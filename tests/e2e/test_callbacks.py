@@ -19,13 +19,10 @@ from tests.harness import System
 @pytest.fixture(scope="module")
 def callback_system(tmp_path_factory: pytest.TempPathFactory,
                     request: pytest.FixtureRequest) -> Iterator[System]:
-    system = System(tmp_path_factory.mktemp("callbacks"), {
-        **store_env(request), "COURIER_CALLBACKS_HANDLERS": "upload_logs,report",
-        "COURIER_CALLBACKS_MAX_BODY_BYTES": "1024"}).start()
-    try:
+    with System(tmp_path_factory.mktemp("callbacks"), {
+            **store_env(request), "COURIER_CALLBACKS_HANDLERS": "upload_logs,report",
+            "COURIER_CALLBACKS_MAX_BODY_BYTES": "1024"}) as system:
         yield system
-    finally:
-        system.stop()
 
 
 async def test_a_callback_reaches_its_handler_with_the_sender_identity(

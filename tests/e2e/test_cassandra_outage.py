@@ -76,42 +76,40 @@ async def sync_when_caught_up(client: CourierClient, within_s: float) -> Synced:
 async def test_nothing_accepted_is_lost_while_cassandra_is_down(
     tmp_path: Path, cassandra_node: CassandraNode
 ) -> None:
-    system = System(tmp_path, extra_env=cassandra_env(cassandra_node.contact_point))
-    system.start()
     try:
-        offline = await system.device("bob", "bob-phone")
-        alice = await system.connect(await system.device("alice"))
-        sender = Sender(alice, "bob")
-        sending = asyncio.create_task(sender.run())
-        await asyncio.sleep(2.0)
+        with System(tmp_path, extra_env=cassandra_env(cassandra_node.contact_point)) as system:
+            offline = await system.device("bob", "bob-phone")
+            alice = await system.connect(await system.device("alice"))
+            sender = Sender(alice, "bob")
+            sending = asyncio.create_task(sender.run())
+            await asyncio.sleep(2.0)
 
-        await asyncio.to_thread(cassandra_node.pause)
-        down_at = time.monotonic()
-        await asyncio.sleep(OUTAGE_S)
-        await asyncio.to_thread(cassandra_node.resume)
-        up_at = time.monotonic()
-        await asyncio.sleep(2.0)
-        sender.stop.set()
-        await sending
-        await alice.close()
+            await asyncio.to_thread(cassandra_node.pause)
+            down_at = time.monotonic()
+            await asyncio.sleep(OUTAGE_S)
+            await asyncio.to_thread(cassandra_node.resume)
+            up_at = time.monotonic()
+            await asyncio.sleep(2.0)
+            sender.stop.set()
+            await sending
+            await alice.close()
 
-        during = sum(1 for at in sender.accepted_at if down_at <= at <= up_at)
-        assert during > 100, f"only {during} messages accepted while Cassandra was down"
+            during = sum(1 for at in sender.accepted_at if down_at <= at <= up_at)
+            assert during > 100, f"only {during} messages accepted while Cassandra was down"
 
-        bob = await system.connect(offline, sync=False)
-        synced = await sync_when_caught_up(bob, within_s=120)
-        print(f"accepted {len(sender.accepted)} messages, {during} of them during the "
-              f"{up_at - down_at:.0f} s outage; {sender.refused} sends refused and retried; "
-              f"backlog synced {time.monotonic() - up_at:.1f} s after Cassandra was back")
-        assert synced.count == len(sender.accepted)
-        got = [await bob.next_message(timeout=30) for _ in sender.accepted]
-        assert [m.body.decode() for m in got] == sender.accepted
-        seqs = [m.seq for m in got]
-        assert seqs == sorted(set(seqs))
-        await asyncio.sleep(0.5)
-        assert bob.pending_messages() == 0
-        await bob.close()
+            bob = await system.connect(offline, sync=False)
+            synced = await sync_when_caught_up(bob, within_s=120)
+            print(f"accepted {len(sender.accepted)} messages, {during} of them during the "
+                  f"{up_at - down_at:.0f} s outage; {sender.refused} sends refused and retried; "
+                  f"backlog synced {time.monotonic() - up_at:.1f} s after Cassandra was back")
+            assert synced.count == len(sender.accepted)
+            got = [await bob.next_message(timeout=30) for _ in sender.accepted]
+            assert [m.body.decode() for m in got] == sender.accepted
+            seqs = [m.seq for m in got]
+            assert seqs == sorted(set(seqs))
+            await asyncio.sleep(0.5)
+            assert bob.pending_messages() == 0
+            await bob.close()
     finally:
-        system.stop()
         if not cassandra_node.is_running:  # the session's other tests need it back
             cassandra_node.resume()

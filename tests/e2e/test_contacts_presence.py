@@ -11,6 +11,7 @@ import pytest
 from client.sdk import ClientError, CourierClient
 from schemas.errors import ErrorCode
 from schemas.frames import Contact, Presence, UserTyping
+from tests.conftest import store_env
 from tests.e2e.social_helpers import call, next_of, refused, wait_for
 from tests.harness import System
 
@@ -73,9 +74,10 @@ async def test_contacts_hear_presence_and_typing_across_gateways(system: System)
             await client.abort()
 
 
-async def test_blocks_and_the_stranger_policy(tmp_path: Path) -> None:
-    system = System(tmp_path, {"COURIER_CONTACTS_STRANGERS": "contacts_only"}).start()
-    try:
+async def test_blocks_and_the_stranger_policy(tmp_path: Path,
+                                              request: pytest.FixtureRequest) -> None:
+    with System(tmp_path, {**store_env(request),
+                           "COURIER_CONTACTS_STRANGERS": "contacts_only"}) as system:
         alice = await system.connect(await system.device("alice"))
         bob = await system.connect(await system.device("bob"))
         carol = await system.connect(await system.device("carol"))
@@ -117,8 +119,6 @@ async def test_blocks_and_the_stranger_policy(tmp_path: Path) -> None:
         await alice.ping()  # the connection kept working through every refusal
         for client in (alice, bob, carol):
             await client.close()
-    finally:
-        system.stop()
 
 
 async def test_presence_follows_relation_changes(system: System) -> None:

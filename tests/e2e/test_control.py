@@ -33,13 +33,10 @@ from tests.pushkit import (  # noqa: F401  (fixtures)
 @pytest.fixture(scope="module")
 def control_system(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
                    moto: MotoServer, webhook: WebhookReceiver) -> Iterator[System]:  # noqa: F811
-    system = System(tmp_path_factory.mktemp("control"),
-                    {**store_env(request), **push_env(moto, webhook)}).start()
-    system.add_gateway()
-    try:
+    with System(tmp_path_factory.mktemp("control"),
+                {**store_env(request), **push_env(moto, webhook)}) as system:
+        system.add_gateway()
         yield system
-    finally:
-        system.stop()
 
 
 def action(verb: str, kind: str, target_id: str, **extra: Any) -> dict[str, Any]:

@@ -4,9 +4,11 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from client.sdk import CourierClient
 from schemas.errors import CloseCode
+from tests.conftest import store_env
 from tests.harness import System
 
 
@@ -16,10 +18,10 @@ async def wait_closed(client: CourierClient, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_slow_reader_is_closed_and_its_messages_wait(tmp_path: Path) -> None:
-    system = System(tmp_path, {"COURIER_GATEWAY_SEND_QUEUE": "8",
-                               "COURIER_GATEWAY_MAX_FRAME_BYTES": "200000"}).start()
-    try:
+async def test_slow_reader_is_closed_and_its_messages_wait(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    with System(tmp_path, {**store_env(request), "COURIER_GATEWAY_SEND_QUEUE": "8",
+                           "COURIER_GATEWAY_MAX_FRAME_BYTES": "200000"}) as system:
         bob_creds = await system.device("bob", "bob-phone")
         alice = await system.connect(await system.device("alice"))
         async with aiohttp.ClientSession() as session:
@@ -47,8 +49,6 @@ async def test_slow_reader_is_closed_and_its_messages_wait(tmp_path: Path) -> No
         assert [m.body[60_000:].decode() for m in got] == [str(i) for i in range(150)]
         await bob.close()
         await alice.close()
-    finally:
-        system.stop()
 
 
 async def _metrics(session: aiohttp.ClientSession, url: str) -> str:
@@ -82,9 +82,9 @@ async def test_health_and_metrics(system: System) -> None:
     await alice.close()
 
 
-async def test_live_messages_wait_for_the_first_sync(tmp_path: Path) -> None:
-    system = System(tmp_path, {"COURIER_GATEWAY_SEND_QUEUE": "8"}).start()
-    try:
+async def test_live_messages_wait_for_the_first_sync(tmp_path: Path,
+                                                     request: pytest.FixtureRequest) -> None:
+    with System(tmp_path, {**store_env(request), "COURIER_GATEWAY_SEND_QUEUE": "8"}) as system:
         bob_creds = await system.device("bob", "bob-phone")
         alice = await system.connect(await system.device("alice"))
         bob = await system.connect(bob_creds, sync=False)
@@ -101,5 +101,3 @@ async def test_live_messages_wait_for_the_first_sync(tmp_path: Path) -> None:
         assert idle.close_code == CloseCode.SLOW_CONSUMER
         await idle.close()
         await alice.close()
-    finally:
-        system.stop()

@@ -36,11 +36,8 @@ def notify_system(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     env = push_env(moto, webhook, COURIER_NOTIFY_MAX_BATCH=str(MAX_BATCH),
                    COURIER_NOTIFY_MAX_BODY_BYTES="1024",
                    COURIER_NOTIFY_MAX_REQUEST_BYTES="200000")
-    system = System(tmp_path_factory.mktemp("notify"), {**store_env(request), **env}).start()
-    try:
+    with System(tmp_path_factory.mktemp("notify"), {**store_env(request), **env}) as system:
         yield system
-    finally:
-        system.stop()
 
 
 def item(item_id: str, to: dict[str, Any], body: bytes = b"payload",

@@ -2,10 +2,18 @@
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
+import msgspec
 import nats
 
-from presence.registry import PresenceView
+from control.view import ControlView
+from infra.nats_server import NatsServer
+from presence.registry import PresenceView, PresenceWriter
+from runtime.config import NatsConfig
+from runtime.kv import ensure_bucket
+from runtime.natsconn import close, connect
+from schemas.control import CONTROL, ControlState, control_key
 from tests.harness import System
 
 
@@ -18,7 +26,7 @@ async def wait_for(condition: Callable[[], bool], timeout: float) -> None:
 
 async def test_devices_online_offline_and_gateway_death(system: System) -> None:
     nc = await nats.connect(system.nats.url)
-    view = PresenceView(nc.jetstream(), gateway_ttl_s=3.0, replicas=1)
+    view = PresenceView(nc, gateway_ttl_s=3.0, replicas=1)
     changes: list[tuple[str, str, bool]] = []
     view.add_listener(lambda user, device, online: changes.append((user, device, online)))
     second_url = system.add_gateway()
@@ -38,3 +46,43 @@ async def test_devices_online_offline_and_gateway_death(system: System) -> None:
     finally:
         await view.stop()
         await nc.close()
+
+
+async def test_presence_and_control_views_follow_across_a_nats_server_restart(
+        tmp_path: Path) -> None:
+    """A restarted nats-server forgets KV watchers and the in-memory gateways bucket; the
+    views start new watchers, the writer re-creates the bucket, and presence works again."""
+    with NatsServer(tmp_path / "nats") as server:
+        viewer = await connect(NatsConfig(url=server.url), "viewer")
+        writer_nc = await connect(NatsConfig(url=server.url), "writer")
+        view = PresenceView(viewer, gateway_ttl_s=3.0, replicas=1)
+        control = ControlView(viewer, replicas=1)
+        writer = PresenceWriter(writer_nc.jetstream(), "gw-r", gateway_ttl_s=3.0, replicas=1)
+        try:
+            await view.start()
+            await control.start()
+            await writer.start()
+            await writer.device_online("alice", "a1")
+            await wait_for(lambda: view.is_online("a1"), 5)
+            server.kill()  # SIGKILL
+            server.start()  # same port, same store
+            async with asyncio.timeout(30):
+                while True:  # the writer's connection is coming back
+                    try:
+                        await writer.device_online("bob", "b1")
+                        break
+                    except nats.errors.Error:
+                        await asyncio.sleep(0.2)
+            await wait_for(lambda: view.is_online("b1"), 20)  # watched again, beat back
+            assert view.is_online("a1")  # still held by a gateway that beats
+            kv = await ensure_bucket(writer_nc.jetstream(), CONTROL, 1)
+            key = control_key("user", "mallory", None)
+            await kv.put(key, msgspec.json.encode(ControlState(
+                kind="user", id="mallory", app=None, disabled_at=1, by="test")))
+            assert await control.reflects(key, True, within_s=20)
+        finally:
+            await writer.stop()
+            await control.stop()
+            await view.stop()
+            await close(writer_nc)
+            await close(viewer)

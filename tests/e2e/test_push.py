@@ -40,12 +40,9 @@ from tests.pushkit import (  # noqa: F401  (fixtures)
 def push_system(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
                 moto: MotoServer, webhook: WebhookReceiver) -> Iterator[System]:  # noqa: F811
     limits = {"COURIER_PUSH_USER_PER_MINUTE": "120", "COURIER_PUSH_USER_BURST": "2"}
-    system = System(tmp_path_factory.mktemp("push"),
-                    {**store_env(request), **push_env(moto, webhook, **limits)}).start()
-    try:
+    with System(tmp_path_factory.mktemp("push"),
+                {**store_env(request), **push_env(moto, webhook, **limits)}) as system:
         yield system
-    finally:
-        system.stop()
 
 
 def fcm_wakes(moto: MotoServer, token: str) -> list[dict[str, Any]]:  # noqa: F811
@@ -77,7 +74,7 @@ def assert_no_content(raw: str, bodies: list[bytes]) -> None:
 async def wait_online(system: System, device: str) -> None:
     """Wait until the presence registry (which routers watch) has the device online."""
     nc = await nats.connect(system.nats.url)
-    view = PresenceView(nc.jetstream(), gateway_ttl_s=3.0, replicas=1)
+    view = PresenceView(nc, gateway_ttl_s=3.0, replicas=1)
     try:
         await view.start()
         await wait_until(lambda: view.is_online(device))

@@ -7,7 +7,9 @@ from infra.embedded import parse_args as embedded_args
 
 
 @pytest.mark.parametrize("argv", [
-    ["--port", "abc"], ["--port", "0"], ["--nats-port", "70000"], ["--unknown"],
+    ["--port", "abc"], ["--port", "0"], ["--port", "65536"], ["--nats-port", "70000"],
+    ["--nats-port", "0"], ["--metrics-port-base", "0"], ["--metrics-port-base", "65534"],
+    ["--metrics-port-base", "x"], ["--unknown"],
 ])
 def test_embedded_bad_flags(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -23,6 +25,12 @@ def test_client_bad_flags(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         client_args(argv)
     assert info.value.code == 2
+
+
+def test_embedded_flags_at_the_bounds() -> None:
+    args = embedded_args(["--port", "65535", "--nats-port", "1", "--metrics-port-base", "65533"])
+    assert (args.port, args.nats_port, args.metrics_port_base) == (65535, 1, 65533)
+    assert embedded_args([]).metrics_port_base is None
 
 
 def test_client_good_flags() -> None:

@@ -55,12 +55,21 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ({"COURIER_CONTACTS_STRANGERS_BY_APP": "shop=maybe"},
          "COURIER_CONTACTS_STRANGERS_BY_APP"),
         ({"COURIER_PRESENCE_TYPING_PER_S": "0"}, "COURIER_PRESENCE_TYPING_PER_S"),
+        ({"COURIER_STORE_RPC_CONCURRENCY": "0"}, "COURIER_STORE_RPC_CONCURRENCY"),
+        ({"COURIER_STORE_RPC_CONCURRENCY": "10001"}, "COURIER_STORE_RPC_CONCURRENCY"),
+        ({"COURIER_STORE_RPC_CONCURRENCY": "many"}, "COURIER_STORE_RPC_CONCURRENCY"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(env)
     assert str(info.value).startswith(key), str(info.value)
+
+
+@pytest.mark.parametrize("value", [1, 10_000])
+def test_rpc_concurrency_bounds_are_accepted(value: int) -> None:
+    config = load_config({"COURIER_STORE_RPC_CONCURRENCY": str(value)})
+    assert config.store.rpc_concurrency == value
 
 
 def test_bad_file(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.auth import TokenIssuer, TokenVerifier
 from gateway.ratelimit import TokenBucket
-from runtime.config import AuthConfig
+from runtime.config import AuthConfig, ConfigError
 from schemas.errors import ErrorCode, ProtocolError
 
 SECRET = "s" * 32
@@ -44,7 +44,7 @@ def test_issuer_and_audience_are_checked() -> None:
 
 
 def test_verifier_needs_a_key() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="COURIER_AUTH_SECRET"):
         TokenVerifier(AuthConfig(), "default")
 
 
