@@ -5,13 +5,16 @@
   send --user alice --to bob TEXT    send one message and print the server's acceptance
   listen --user bob                  print incoming messages until Ctrl-C
 
-Devices are registered through the embedded-mode endpoint; credentials are cached per user in
-``~/.cache/courier-client`` (``--fresh`` registers a new device). Bodies are sent as given:
-the CLI does not encrypt (end-to-end encryption lives in the app).
+Devices are registered through the embedded-mode endpoint; credentials are cached per server
+and user in ``~/.cache/courier-client`` (``--device LABEL`` keeps another cached device of the
+same user; ``--fresh`` registers a one-off device and leaves the cache alone, so a terminal
+already running as that user keeps its device). Bodies are sent as given: the CLI does not
+encrypt (end-to-end encryption lives in the app).
 """
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -29,14 +32,31 @@ def _print_message(message: Message) -> None:
     print(f"[{message.conversation} #{message.seq}] {sender}: {text}", flush=True)
 
 
-async def _credentials(url: str, user: str, fresh: bool) -> Credentials:
-    path = CACHE / f"{user}.json"
-    if path.exists() and not fresh:
+def cache_path(url: str, user: str, label: str | None) -> Path:
+    """Where the credentials of ``user``'s device ``label`` on the server at ``url`` live:
+    tokens of one server are useless on another, so each server has its own folder."""
+    server = re.sub(r"[^A-Za-z0-9]+", "_", url.split("://", 1)[-1]).strip("_")
+    return CACHE / server / (f"{user}.json" if label is None else f"{user}.{label}.json")
+
+
+async def credentials(url: str, user: str, *, fresh: bool = False,
+                      label: str | None = None) -> Credentials:
+    """The cached device of ``user`` (registered on first use), or with ``fresh`` a new
+    device that is not cached, so the cached one stays with whoever uses it."""
+    if fresh:
+        return await register_device(url, user)
+    path = cache_path(url, user, label)
+    if path.exists():
         return msgspec.json.decode(path.read_bytes(), type=Credentials)
     creds = await register_device(url, user)
-    CACHE.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
     path.write_bytes(msgspec.json.encode(creds))
     return creds
+
+
+async def _cli_credentials(args: argparse.Namespace) -> Credentials:
+    return await credentials(args.url, args.user, fresh=args.fresh, label=args.device)
 
 
 async def _receive(client: CourierClient) -> None:
@@ -45,7 +65,7 @@ async def _receive(client: CourierClient) -> None:
 
 
 async def _chat(args: argparse.Namespace) -> None:
-    creds = await _credentials(args.url, args.user, args.fresh)
+    creds = await _cli_credentials(args)
     async with CourierClient(args.url, creds) as client:
         synced = await client.sync()
         print(f"connected as {creds.user}/{creds.device}; {synced.count} waiting", flush=True)
@@ -61,14 +81,14 @@ async def _chat(args: argparse.Namespace) -> None:
 
 
 async def _send(args: argparse.Namespace) -> None:
-    creds = await _credentials(args.url, args.user, args.fresh)
+    creds = await _cli_credentials(args)
     async with CourierClient(args.url, creds) as client:
         accepted = await client.send(args.to, args.text.encode())
         print(msgspec.json.encode(accepted).decode())
 
 
 async def _listen(args: argparse.Namespace) -> None:
-    creds = await _credentials(args.url, args.user, args.fresh)
+    creds = await _cli_credentials(args)
     async with CourierClient(args.url, creds) as client:
         await client.sync()
         await _receive(client)
@@ -77,6 +97,12 @@ async def _listen(args: argparse.Namespace) -> None:
 async def _register(args: argparse.Namespace) -> None:
     creds = await register_device(args.url, args.user, args.device)
     print(msgspec.json.encode(creds).decode())
+
+
+def _label(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,32}", value):
+        raise argparse.ArgumentTypeError("1-32 of A-Z a-z 0-9 _ -")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,7 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("chat", "send", "listen"):
         command = commands.add_parser(name)
         command.add_argument("--user", required=True)
-        command.add_argument("--fresh", action="store_true", help="register a new device")
+        device = command.add_mutually_exclusive_group()
+        device.add_argument("--fresh", action="store_true",
+                            help="use a new, uncached device (the cached one is left as is)")
+        device.add_argument("--device", type=_label, metavar="LABEL",
+                            help="use the cached device LABEL of this user (registered on "
+                                 "first use), e.g. a second device")
         if name != "listen":
             command.add_argument("--to", required=True, help="recipient user id")
     commands.choices["send"].add_argument("text")

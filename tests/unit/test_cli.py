@@ -20,6 +20,10 @@ def test_embedded_bad_flags(argv: list[str]) -> None:
 @pytest.mark.parametrize("argv", [
     [], ["chat"], ["chat", "--user", "a"], ["send", "--user", "a", "--to", "b"],
     ["--url", "ftp://x", "listen", "--user", "a"], ["fly"],
+    ["chat", "--user", "a", "--to", "b", "--device", "two words"],
+    ["chat", "--user", "a", "--to", "b", "--device", "x" * 33],
+    ["chat", "--user", "a", "--to", "b", "--device", ""],
+    ["listen", "--user", "a", "--fresh", "--device", "tablet"],
 ])
 def test_client_bad_flags(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -36,3 +40,7 @@ def test_embedded_flags_at_the_bounds() -> None:
 def test_client_good_flags() -> None:
     args = client_args(["send", "--user", "a", "--to", "b", "hello"])
     assert (args.command, args.user, args.to, args.text) == ("send", "a", "b", "hello")
+
+
+def test_client_device_label_at_the_bound() -> None:
+    assert client_args(["listen", "--user", "a", "--device", "x" * 32]).device == "x" * 32
