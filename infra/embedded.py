@@ -2,8 +2,9 @@
 
 Starts nats-server with JetStream, the storage worker (SQLite), a router, the push worker
 (log provider) and a gateway as child processes on loopback, prints where to connect, and
-stops them all on Ctrl-C. A dev signing key is generated once into the data directory so
-tokens survive restarts.
+stops them all on Ctrl-C. A dev signing key and the NATS credentials (one nkey seed per
+service, ``infra.nats_auth``) are generated once into the data directory so tokens and
+credentials survive restarts; each service gets only its own credential.
 """
 
 import argparse
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from infra.nats_auth import NatsCredentials
 from infra.nats_server import NatsServer, free_port
 from infra.processes import ServiceProcess, wait_http_ok
 
@@ -59,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
     nats_port = args.nats_port if _port_free(args.nats_port) else free_port()
+    credentials = NatsCredentials.ensure(data_dir / "nats-auth")
     nats = NatsServer(data_dir / "nats", port=nats_port, sync_always=args.sync_always,
-                      log_file=logs / "nats-server.log")
+                      log_file=logs / "nats-server.log",
+                      authorization=credentials.authorization())
     nats.start()
     env = {
         "COURIER_NATS_URL": nats.url,
@@ -69,12 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         "COURIER_STORE_SQLITE_PATH": str(data_dir / "courier.db"),
         "COURIER_GATEWAY_PORT": str(args.port),
     }
-    services = [
-        ServiceProcess("storage_worker", env, logs / "storage_worker.log"),
-        ServiceProcess("router", env, logs / "router.log"),
-        ServiceProcess("push_worker", env, logs / "push_worker.log"),
-        ServiceProcess("gateway", env, logs / "gateway.log"),
-    ]
+    services = [ServiceProcess(name, {**env, **credentials.env(name)}, logs / f"{name}.log")
+                for name in ("storage_worker", "router", "push_worker", "gateway")]
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         for service in services:
             service.start()
         wait_http_ok(f"http://127.0.0.1:{args.port}/healthz", 60, services[-1])
-        print(_banner(args.port, nats.url, logs), flush=True)
+        print(_banner(args.port, nats.url, logs, credentials.directory), flush=True)
         while not stopping:
             dead = [s for s in services if not s.running()]
             if dead:
@@ -105,13 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _banner(port: int, nats_url: str, logs: Path) -> str:
+def _banner(port: int, nats_url: str, logs: Path, nats_keys: Path) -> str:
     return f"""
 Courier is running (embedded mode).
   health     http://127.0.0.1:{port}/healthz
   websocket  ws://127.0.0.1:{port}/v1/ws
   REST API   http://127.0.0.1:{port}/openapi.json
   NATS       {nats_url}
+  nats keys  {nats_keys} (admin.nk, service.nk for your tools and services)
   logs       {logs}
 Try it from two terminals:
   .venv/bin/python -m client chat --user alice --to bob

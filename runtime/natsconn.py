@@ -1,20 +1,27 @@
 """NATS connection and JetStream set-up shared by the services."""
 
+import ssl
+
 import nats
 import structlog
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError
 
-from runtime.config import NatsConfig
+from runtime.config import ConfigError, NatsConfig
+from runtime.tls import client_context
+from schemas import nats_permissions as permissions
 from schemas.streams import StreamSpec
 
 log = structlog.get_logger(__name__)
 
 
-async def connect(config: NatsConfig, name: str) -> Client:
-    """Connect with unlimited reconnects: a service outlives a nats-server restart."""
+async def connect(config: NatsConfig, name: str, credential: str) -> Client:
+    """Connect as ``credential`` (a name of ``schemas.nats_permissions``: its inbox prefix, and
+    the seed file configured for this process), with unlimited reconnects: a service outlives
+    a nats-server restart. A credential the server refuses raises ``ConfigError``."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc))
@@ -25,21 +32,46 @@ async def connect(config: NatsConfig, name: str) -> Client:
     async def on_reconnect() -> None:
         log.info("nats_reconnected")
 
-    return await nats.connect(
-        config.url,
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-        pending_size=64 * 1024 * 1024,
-    )
+    inbox_prefix = permissions.credential(credential).inbox_prefix
+    if not config.nkey_seed_file:
+        log.warning("nats_without_credential", credential=credential)
+    try:
+        return await nats.connect(
+            config.url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            pending_size=64 * 1024 * 1024,
+            nkeys_seed=config.nkey_seed_file or None,
+            inbox_prefix=inbox_prefix,
+            tls=tls_context(config),
+        )
+    except NatsError as exc:
+        if "authorization violation" not in str(exc).lower():
+            raise
+        raise ConfigError(f"COURIER_NATS_NKEY_SEED_FILE: nats-server refused the {credential} "
+                          f"credential ({config.nkey_seed_file or 'none configured'})") from None
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec, config: NatsConfig) -> None:
-    """Create the stream, or update its limits if it exists (idempotent, safe in every replica)."""
+def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
+    """The client TLS context of the configured ``COURIER_NATS_TLS_*`` keys (None: no TLS)."""
+    if not config.uses_tls:
+        return None
+    return client_context(config.tls_ca_file, config.tls_cert_file, config.tls_key_file,
+                          config.tls_verify)
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, config: NatsConfig, *,
+                        update: bool = True) -> None:
+    """Create the stream, or update its limits if it exists (idempotent, safe in every replica).
+
+    Only the stream's owner may change its configuration (``schemas.nats_permissions``);
+    the other services pass ``update=False``: they create the stream if it is missing and
+    otherwise leave the owner's configuration in place."""
     max_age_s = spec.max_age_s or config.max_age_s
     stream = js_api.StreamConfig(
         name=spec.name,
@@ -57,6 +89,9 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, config: NatsConf
     try:
         await js.add_stream(stream)
     except BadRequestError:
+        if not update:
+            log.info("stream_config_kept", stream=spec.name)
+            return
         await js.update_stream(stream)
 
 

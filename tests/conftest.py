@@ -48,6 +48,7 @@ def system(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
         yield system
     finally:
         system.stop()
+    assert not system.permission_violations(), "a service was refused by NATS permissions"
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +60,4 @@ def shared_system(tmp_path_factory: pytest.TempPathFactory,
         yield system
     finally:
         system.stop()
+    assert not system.permission_violations(), "a service was refused by NATS permissions"

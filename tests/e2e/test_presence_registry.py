@@ -3,8 +3,6 @@
 import asyncio
 from collections.abc import Callable
 
-import nats
-
 from presence.registry import PresenceView
 from tests.harness import System
 
@@ -17,7 +15,7 @@ async def wait_for(condition: Callable[[], bool], timeout: float) -> None:
 
 
 async def test_devices_online_offline_and_gateway_death(system: System) -> None:
-    nc = await nats.connect(system.nats.url)
+    nc = await system.nats_client("admin")  # an operator's read-only view
     view = PresenceView(nc.jetstream(), gateway_ttl_s=3.0, replicas=1)
     changes: list[tuple[str, str, bool]] = []
     view.add_listener(lambda user, device, online: changes.append((user, device, online)))
