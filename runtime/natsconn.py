@@ -5,7 +5,6 @@ import ssl
 import nats
 import structlog
 from nats.aio.client import Client
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError
@@ -22,9 +21,16 @@ async def connect(config: NatsConfig, name: str, credential: str) -> Client:
     """Connect as ``credential`` (a name of ``schemas.nats_permissions``: its inbox prefix, and
     the seed file configured for this process), with unlimited reconnects: a service outlives
     a nats-server restart. A credential the server refuses raises ``ConfigError``."""
+    connected = False
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc))
+        if not connected and "authorization violation" in str(exc).lower():
+            # Raised out of the first connect (which would otherwise retry forever): the
+            # server refuses this credential, no retry will change that.
+            raise ConfigError(f"COURIER_NATS_NKEY_SEED_FILE: nats-server refused the "
+                              f"{credential} credential "
+                              f"({config.nkey_seed_file or 'none configured'})")
 
     async def on_disconnect() -> None:
         log.warning("nats_disconnected")
@@ -35,26 +41,22 @@ async def connect(config: NatsConfig, name: str, credential: str) -> Client:
     inbox_prefix = permissions.credential(credential).inbox_prefix
     if not config.nkey_seed_file:
         log.warning("nats_without_credential", credential=credential)
-    try:
-        return await nats.connect(
-            config.url,
-            name=name,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            connect_timeout=5,
-            error_cb=on_error,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-            pending_size=64 * 1024 * 1024,
-            nkeys_seed=config.nkey_seed_file or None,
-            inbox_prefix=inbox_prefix,
-            tls=tls_context(config),
-        )
-    except NatsError as exc:
-        if "authorization violation" not in str(exc).lower():
-            raise
-        raise ConfigError(f"COURIER_NATS_NKEY_SEED_FILE: nats-server refused the {credential} "
-                          f"credential ({config.nkey_seed_file or 'none configured'})") from None
+    client = await nats.connect(
+        config.url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        pending_size=64 * 1024 * 1024,
+        nkeys_seed=config.nkey_seed_file or None,
+        inbox_prefix=inbox_prefix,
+        tls=tls_context(config),
+    )
+    connected = True
+    return client
 
 
 def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
