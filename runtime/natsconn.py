@@ -8,6 +8,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError
+from prometheus_client import Counter
 
 from runtime.config import ConfigError, NatsConfig
 from runtime.tls import client_context
@@ -15,6 +16,18 @@ from schemas import nats_permissions as permissions
 from schemas.streams import StreamSpec
 
 log = structlog.get_logger(__name__)
+
+NATS_ERRORS = Counter("courier_nats_errors_total",
+                      "Errors nats-server reported on this process's connection; 'permission': "
+                      "a publish or subscription its credential does not allow",
+                      ["kind"])
+
+
+def _error_kind(message: str) -> str:
+    lowered = message.lower()
+    if "permissions violation" in lowered:
+        return "permission"
+    return "authorization" if "authorization violation" in lowered else "other"
 
 
 async def connect(config: NatsConfig, name: str, credential: str) -> Client:
@@ -24,8 +37,10 @@ async def connect(config: NatsConfig, name: str, credential: str) -> Client:
     connected = False
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats_error", error=str(exc))
-        if not connected and "authorization violation" in str(exc).lower():
+        kind = _error_kind(str(exc))
+        NATS_ERRORS.labels(kind).inc()
+        log.warning("nats_error", error=str(exc), kind=kind, credential=credential)
+        if not connected and kind == "authorization":
             # Raised out of the first connect (which would otherwise retry forever): the
             # server refuses this credential, no retry will change that.
             raise ConfigError(f"COURIER_NATS_NKEY_SEED_FILE: nats-server refused the "

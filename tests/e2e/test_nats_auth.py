@@ -19,8 +19,11 @@ import nkeys
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
 
 from infra.nats_auth import SEED_ENV, new_seed
+from runtime.config import load_config
+from runtime.natsconn import close, connect
 from schemas.envelopes import MessageEnvelope, encode_envelope
 from schemas.frames import Destination, Sender
 from schemas.nats_permissions import CREDENTIALS, GATEWAY
@@ -226,3 +229,18 @@ def test_a_service_whose_seed_the_server_does_not_know_fails_naming_the_key(
     result = run_router(bus, str(seed))
     assert result.returncode != 0
     assert f"{SEED_ENV}: nats-server refused the router credential" in result.stderr
+
+
+def refusals_counted() -> float:
+    return REGISTRY.get_sample_value("courier_nats_errors_total", {"kind": "permission"}) or 0.0
+
+
+async def test_a_refused_publish_of_a_service_is_counted(bus: System) -> None:
+    nc = await connect(load_config(bus.env("router")).nats, "router-probe", "router")
+    try:
+        before = refusals_counted()
+        await nc.publish("msgs.chat", forged("alice", "bob", b"x"))
+        await nc.flush()
+        await wait_until(lambda: refusals_counted() == before + 1)
+    finally:
+        await close(nc)
