@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.nats_auth import TABLE_END, TABLE_START, NatsCredentials, permissions_table
+from infra.nats_auth import (
+    SERVER_CONFIG,
+    TABLE_END,
+    TABLE_START,
+    NatsCredentials,
+    main,
+    permissions_table,
+)
 from runtime.nkey import user_public_key
 from schemas import nats_permissions as perms
 from schemas.nats_permissions import (
@@ -108,3 +115,30 @@ def test_credentials_are_private_files_kept_across_starts(tmp_path: Path) -> Non
     assert again.env(GATEWAY) == {"COURIER_NATS_NKEY_SEED_FILE": str(directory / "gateway.nk")}
     with pytest.raises(KeyError):
         again.seed_file("root")
+
+
+def test_the_generate_command_writes_seeds_and_the_server_config(tmp_path: Path) -> None:
+    assert main(["generate", str(tmp_path / "nats")]) == 0
+    config = (tmp_path / "nats" / SERVER_CONFIG).read_text()
+    seeds = sorted(path.name for path in (tmp_path / "nats").glob("*.nk"))
+    assert seeds == sorted(f"{name}.nk" for name in NAMES)
+    assert config == NatsCredentials(tmp_path / "nats").authorization()
+    for seed in (tmp_path / "nats").glob("*.nk"):
+        assert seed.read_text().strip() not in config
+
+
+def test_the_doc_command_rewrites_only_between_its_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{TABLE_START}\nstale\n{TABLE_END}\nafter\n")
+    assert main(["doc", str(doc)]) == 0
+    assert doc.read_text() == f"before\n{TABLE_START}\n{permissions_table()}{TABLE_END}\nafter\n"
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        main(["doc", str(doc)])
+
+
+@pytest.mark.parametrize("argv", [[], ["generate"], ["destroy", "x"], ["doc"]])
+def test_the_command_refuses_bad_arguments(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
