@@ -6,8 +6,7 @@ import os
 import time
 from pathlib import Path
 
-import nats
-
+from bench.system import SystemUnderTest
 from schemas.subjects import MSGS_STREAM, STORAGE_CONSUMER
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -27,12 +26,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
-async def wait_consumed(nats_url: str, wait_s: float,
+async def wait_consumed(system: SystemUnderTest, wait_s: float,
                         consumers: tuple[str, ...] = (STORAGE_CONSUMER,)) -> float:
     """Wait until ``consumers`` (default: the storage worker's) have processed every envelope
     of the stream; returns the monotonic time (seconds) at which they had. Raises
     ``TimeoutError`` after ``wait_s``."""
-    nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=0)
+    nc = await system.nats_credentials.connect(system.nats_url, "admin", connect_timeout=5,
+                                               max_reconnect_attempts=0)
     try:
         js = nc.jetstream()
         async with asyncio.timeout(wait_s):

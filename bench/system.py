@@ -5,7 +5,8 @@ nats-server, the storage worker, a router and a gateway as its children; ``stop`
 if it does not exit in time, each of its children) by PID. The embedded runner writes its dev
 signing key into the data directory; the bench, having started the system, mints device tokens
 with it the way an app's backend does (HS256 with ``sub``/``dev``/``app``/``exp``), and the
-gateway registers each device when it connects.
+gateway registers each device when it connects. It reads NATS with the runner's credentials:
+``admin`` for consumer state, ``bench`` for the NATS floor.
 """
 
 import os
@@ -24,6 +25,7 @@ import jwt
 import msgspec
 
 from infra.loadenv import lifted_limits
+from infra.nats_auth import NatsCredentials
 from infra.nats_server import free_port
 
 START_TIMEOUT_S = 60.0
@@ -78,6 +80,11 @@ class SystemUnderTest:
     @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def nats_credentials(self) -> NatsCredentials:
+        """The NATS seeds the embedded runner generated (``admin``, ``bench``, ...)."""
+        return NatsCredentials(self.data_dir / "nats-auth")
 
     @property
     def log_dir(self) -> Path:

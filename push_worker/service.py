@@ -13,6 +13,7 @@ from runtime.consumer import PullLoop
 from runtime.deadletter import DeadLetters
 from runtime.kv import ensure_bucket
 from runtime.natsconn import close, connect, ensure_stream
+from schemas.nats_permissions import PUSH as PUSH_WORKER
 from schemas.push import (
     PUSH_CONSUMER,
     PUSH_JOBS,
@@ -37,7 +38,7 @@ class PushWorker:
 
     async def start(self) -> None:
         config = self._config
-        self._nc = await connect(config.nats, "push_worker")
+        self._nc = await connect(config.nats, "push_worker", PUSH_WORKER)
         js = self._nc.jetstream()
         await ensure_stream(js, push_stream(config.push.job_max_age_s), config.nats)
         await _ensure_consumer(js, config.push)

@@ -13,6 +13,7 @@ from runtime.consumer import PullLoop
 from runtime.deadletter import DeadLetters
 from runtime.natsconn import close, connect, ensure_pull_consumer, ensure_stream
 from runtime.rpc import RpcClient
+from schemas.nats_permissions import ROUTER
 from schemas.push import push_stream
 from schemas.streams import MSGS
 from schemas.subjects import MSGS_STREAM, ROUTER_CONSUMER
@@ -29,9 +30,9 @@ class Router:
         self._control: ControlView | None = None
 
     async def start(self) -> None:
-        self._nc = await connect(self._config.nats, "router")
+        self._nc = await connect(self._config.nats, "router", ROUTER)
         js = self._nc.jetstream()
-        await ensure_stream(js, MSGS, self._config.nats)
+        await ensure_stream(js, MSGS, self._config.nats, update=False)
         await ensure_pull_consumer(js, MSGS_STREAM, ROUTER_CONSUMER,
                                    ack_wait_s=self._config.nats.ack_wait_s,
                                    max_ack_pending=20_000)
@@ -39,7 +40,8 @@ class Router:
         await directory.start()
         groups = GroupMembership(self._nc, RpcClient(self._nc))
         await groups.start()
-        await ensure_stream(js, push_stream(self._config.push.job_max_age_s), self._config.nats)
+        await ensure_stream(js, push_stream(self._config.push.job_max_age_s), self._config.nats,
+                            update=False)
         self._presence = PresenceView(self._nc, gateway_ttl_s=self._config.gateway.presence_ttl_s,
                                       replicas=self._config.nats.replicas)
         await self._presence.start()

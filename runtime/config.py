@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from runtime.nkey import user_public_key
+
 ENV_PREFIX = "COURIER_"
 CONFIG_FILE_ENV = "COURIER_CONFIG"
 
@@ -50,6 +52,24 @@ class NatsConfig(_Section, frozen=True):
     ack_wait_s: PositiveFloat = 5.0
     #: Stream size cap in bytes (-1: no cap; the nats-server's own limits still apply).
     max_bytes: Annotated[int, msgspec.Meta(ge=-1)] = -1
+    #: File holding this process's nkey seed (``SU...``, made by ``python -m infra.nats_auth
+    #: generate``); each kind of service has its own. Empty: connect without a credential,
+    #: which only a nats-server without authorization accepts.
+    nkey_seed_file: str = ""
+    #: Connect to NATS over TLS (also implied by ``tls://`` URLs).
+    tls: bool = False
+    #: PEM file of the CAs that sign the NATS servers' certificates (empty: the system's CAs).
+    tls_ca_file: str = ""
+    #: PEM client certificate, for servers that require client certificates (``verify``).
+    tls_cert_file: str = ""
+    #: PEM private key of ``tls_cert_file``.
+    tls_key_file: str = ""
+    #: Verify the servers' certificates and host names (turn off only for testing).
+    tls_verify: bool = True
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or any(url.strip().startswith("tls://") for url in self.url.split(","))
 
 
 class AuthConfig(_Section, frozen=True):
@@ -475,8 +495,25 @@ def _check(config: Config) -> None:
     for app, days in config.retention.days.items():
         if days <= 0:
             raise ConfigError(f"COURIER_RETENTION_DAYS: days for {app!r} must be positive")
+    _check_nats(config.nats)
     _check_cassandra(config.store)
     _check_notifications(config)
+
+
+def _check_nats(nats: NatsConfig) -> None:
+    key = "COURIER_NATS_NKEY_SEED_FILE"
+    if nats.nkey_seed_file:
+        try:
+            seed = Path(nats.nkey_seed_file).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {nats.nkey_seed_file}: "
+                              f"{exc.strerror or exc}") from None
+        try:
+            user_public_key(seed)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {nats.nkey_seed_file}: {exc}") from None
+    _check_tls("COURIER_NATS_", nats.uses_tls, nats.tls_ca_file, nats.tls_cert_file,
+               nats.tls_key_file)
 
 
 def parse_contact_point(value: str) -> tuple[str, int]:
@@ -528,15 +565,19 @@ def _check_cassandra(store: StoreConfig) -> None:
     if bool(store.cassandra_username) != bool(store.cassandra_password):
         missing = "PASSWORD" if store.cassandra_username else "USERNAME"
         raise ConfigError(f"{prefix}{missing}: username and password go together")
-    tls_files = {"CA_FILE": store.cassandra_tls_ca_file, "CERT_FILE": store.cassandra_tls_cert_file,
-                 "KEY_FILE": store.cassandra_tls_key_file}
-    for name, path in tls_files.items():
-        if path and not store.cassandra_tls:
+    _check_tls(prefix, store.cassandra_tls, store.cassandra_tls_ca_file,
+               store.cassandra_tls_cert_file, store.cassandra_tls_key_file)
+
+
+def _check_tls(prefix: str, enabled: bool, ca_file: str, cert_file: str, key_file: str) -> None:
+    """The ``<prefix>TLS_*`` files exist, are set only with TLS on, cert and key together."""
+    for name, path in {"CA_FILE": ca_file, "CERT_FILE": cert_file, "KEY_FILE": key_file}.items():
+        if path and not enabled:
             raise ConfigError(f"{prefix}TLS: TLS_{name} is set but TLS is off")
         if path and not Path(path).is_file():
             raise ConfigError(f"{prefix}TLS_{name}: no such file")
-    if bool(store.cassandra_tls_cert_file) != bool(store.cassandra_tls_key_file):
-        missing = "KEY_FILE" if store.cassandra_tls_cert_file else "CERT_FILE"
+    if bool(cert_file) != bool(key_file):
+        missing = "KEY_FILE" if cert_file else "CERT_FILE"
         raise ConfigError(f"{prefix}TLS_{missing}: client certificate and key go together")
 
 

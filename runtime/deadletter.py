@@ -48,10 +48,11 @@ class RetryPolicy:
     max_backoff_s: float = 5.0
 
 
-async def ensure_dlq(js: JetStreamContext, config: Config) -> None:
-    """Create (or update) the ``DLQ`` stream with the configured retention."""
+async def ensure_dlq(js: JetStreamContext, config: Config, *, owner: bool) -> None:
+    """Create the ``DLQ`` stream with the configured retention if it is missing; its owner
+    (the storage worker, ``schemas.nats_permissions``) also applies configuration changes."""
     await ensure_stream(js, msgspec.structs.replace(
-        dl.DLQ, max_age_s=config.dlq.max_age_days * DAY_S), config.nats)
+        dl.DLQ, max_age_s=config.dlq.max_age_days * DAY_S), config.nats, update=owner)
 
 
 class DeadLetters:
@@ -64,9 +65,10 @@ class DeadLetters:
         self.policy = policy
 
     @classmethod
-    async def open(cls, js: JetStreamContext, config: Config, worker: str) -> "DeadLetters":
+    async def open(cls, js: JetStreamContext, config: Config, worker: str, *,
+                   owner: bool = False) -> "DeadLetters":
         """The dead letters of ``worker``, once the ``DLQ`` stream exists."""
-        await ensure_dlq(js, config)
+        await ensure_dlq(js, config, owner=owner)
         return cls(js, worker, RetryPolicy(attempts=config.dlq.attempts,
                                            retry_s=config.dlq.retry_s))
 

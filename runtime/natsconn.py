@@ -1,23 +1,51 @@
 """NATS connection and JetStream set-up shared by the services."""
 
+import ssl
+
 import nats
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError
+from prometheus_client import Counter
 
-from runtime.config import NatsConfig
+from runtime.config import ConfigError, NatsConfig
+from runtime.tls import client_context
+from schemas import nats_permissions as permissions
 from schemas.streams import StreamSpec
 
 log = structlog.get_logger(__name__)
 
+NATS_ERRORS = Counter("courier_nats_errors_total",
+                      "Errors nats-server reported on this process's connection; 'permission': "
+                      "a publish or subscription its credential does not allow",
+                      ["kind"])
 
-async def connect(config: NatsConfig, name: str) -> Client:
-    """Connect with unlimited reconnects: a service outlives a nats-server restart."""
+
+def _error_kind(message: str) -> str:
+    lowered = message.lower()
+    if "permissions violation" in lowered:
+        return "permission"
+    return "authorization" if "authorization violation" in lowered else "other"
+
+
+async def connect(config: NatsConfig, name: str, credential: str) -> Client:
+    """Connect as ``credential`` (a name of ``schemas.nats_permissions``: its inbox prefix, and
+    the seed file configured for this process), with unlimited reconnects: a service outlives
+    a nats-server restart. A credential the server refuses raises ``ConfigError``."""
+    connected = False
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats_error", error=str(exc))
+        kind = _error_kind(str(exc))
+        NATS_ERRORS.labels(kind).inc()
+        log.warning("nats_error", error=str(exc), kind=kind, credential=credential)
+        if not connected and kind == "authorization":
+            # Raised out of the first connect (which would otherwise retry forever): the
+            # server refuses this credential, no retry will change that.
+            raise ConfigError(f"COURIER_NATS_NKEY_SEED_FILE: nats-server refused the "
+                              f"{credential} credential "
+                              f"({config.nkey_seed_file or 'none configured'})")
 
     async def on_disconnect() -> None:
         log.warning("nats_disconnected")
@@ -25,7 +53,10 @@ async def connect(config: NatsConfig, name: str) -> Client:
     async def on_reconnect() -> None:
         log.info("nats_reconnected")
 
-    return await nats.connect(
+    inbox_prefix = permissions.credential(credential).inbox_prefix
+    if not config.nkey_seed_file:
+        log.warning("nats_without_credential", credential=credential)
+    client = await nats.connect(
         config.url,
         name=name,
         max_reconnect_attempts=-1,
@@ -35,11 +66,29 @@ async def connect(config: NatsConfig, name: str) -> Client:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
         pending_size=64 * 1024 * 1024,
+        nkeys_seed=config.nkey_seed_file or None,
+        inbox_prefix=inbox_prefix,
+        tls=tls_context(config),
     )
+    connected = True
+    return client
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec, config: NatsConfig) -> None:
-    """Create the stream, or update its limits if it exists (idempotent, safe in every replica)."""
+def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
+    """The client TLS context of the configured ``COURIER_NATS_TLS_*`` keys (None: no TLS)."""
+    if not config.uses_tls:
+        return None
+    return client_context(config.tls_ca_file, config.tls_cert_file, config.tls_key_file,
+                          config.tls_verify)
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, config: NatsConfig, *,
+                        update: bool = True) -> None:
+    """Create the stream, or update its limits if it exists (idempotent, safe in every replica).
+
+    Only the stream's owner may change its configuration (``schemas.nats_permissions``);
+    the other services pass ``update=False``: they create the stream if it is missing and
+    otherwise leave the owner's configuration in place."""
     max_age_s = spec.max_age_s or config.max_age_s
     stream = js_api.StreamConfig(
         name=spec.name,
@@ -57,6 +106,9 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, config: NatsConf
     try:
         await js.add_stream(stream)
     except BadRequestError:
+        if not update:
+            log.info("stream_config_kept", stream=spec.name)
+            return
         await js.update_stream(stream)
 
 

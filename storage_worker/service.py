@@ -19,6 +19,7 @@ from schemas import rpc
 from schemas.envelopes import message_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.ids import direct_members, group_of, notification_members
+from schemas.nats_permissions import STORAGE
 from schemas.streams import MSGS
 from schemas.subjects import DIRECTORY_CHANGED, MSGS_STREAM, STORAGE_CONSUMER, STORE_QUEUE
 from storage_worker.consumer import EnvelopeApplier
@@ -72,13 +73,14 @@ class StorageWorker:
     async def start(self) -> None:
         await self._store.open()
         await self._social.open()
-        self._nc = await connect(self._config.nats, "storage_worker")
+        self._nc = await connect(self._config.nats, "storage_worker", STORAGE)
         self._js = self._nc.jetstream()
         await ensure_stream(self._js, MSGS, self._config.nats)
         await ensure_pull_consumer(self._js, MSGS_STREAM, STORAGE_CONSUMER,
                                    ack_wait_s=self._config.nats.ack_wait_s,
                                    max_ack_pending=20_000)
-        dead_letters = await DeadLetters.open(self._js, self._config, STORAGE_CONSUMER)
+        dead_letters = await DeadLetters.open(self._js, self._config, STORAGE_CONSUMER,
+                                              owner=True)
         self._loop = PullLoop(self._js, MSGS_STREAM, STORAGE_CONSUMER,
                               EnvelopeApplier(self._store, dead_letters, GroupApplier(
                                   self._social, self._store, self._nc,

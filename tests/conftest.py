@@ -45,6 +45,7 @@ def system(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
     """nats-server + storage worker + one router + one gateway, stopped after the test."""
     with System(tmp_path, extra_env=store_env(request)) as system:
         yield system
+    assert not system.permission_violations(), "a service was refused by NATS permissions"
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +54,4 @@ def shared_system(tmp_path_factory: pytest.TempPathFactory,
     """One system for a whole module of tests that do not disturb each other."""
     with System(tmp_path_factory.mktemp("system"), extra_env=store_env(request)) as system:
         yield system
+    assert not system.permission_violations(), "a service was refused by NATS permissions"

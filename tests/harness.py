@@ -1,13 +1,17 @@
 """A whole system started for one test: nats-server, storage worker, routers and gateways as
-real processes, the way ``make run`` starts them."""
+real processes, the way ``make run`` starts them: NATS with a credential per service."""
 
 import secrets
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from nats.aio.client import Client
 
 from client.sdk import CourierClient, Credentials, register_device
 from infra.loadenv import lifted_limits
+from infra.nats_auth import NatsCredentials
 from infra.nats_server import NatsServer, free_port
 from infra.processes import ServiceProcess, wait_http_ok
 
@@ -37,7 +41,9 @@ class System:
         self.root = root
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.nats = NatsServer(root / "nats", log_file=self.logs / "nats.log")
+        self.nats_credentials = NatsCredentials.ensure(root / "nats-auth")
+        self.nats = NatsServer(root / "nats", log_file=self.logs / "nats.log",
+                               authorization=self.nats_credentials.authorization())
         self.secret = secrets.token_urlsafe(24)
         self.extra_env = extra_env or {}
         self.storage: ServiceProcess | None = None
@@ -45,9 +51,11 @@ class System:
         self.routers: list[ServiceProcess] = []
         self.gateways: list[tuple[ServiceProcess, int]] = []
 
-    def env(self, **overrides: str) -> dict[str, str]:
+    def env(self, credential: str, **overrides: str) -> dict[str, str]:
+        """The environment of one service process, with its own NATS credential only."""
         return {
             "COURIER_NATS_URL": self.nats.url,
+            **self.nats_credentials.env(credential),
             "COURIER_AUTH_SECRET": self.secret,
             "COURIER_AUTH_DEV_REGISTRATION": "true",
             "COURIER_STORE_SQLITE_PATH": str(self.root / "courier.db"),
@@ -65,10 +73,11 @@ class System:
     def start(self) -> "System":
         try:
             self.nats.start()
-            self.storage = ServiceProcess("storage_worker", self.env(),
+            self.storage = ServiceProcess("storage_worker", self.env("storage_worker"),
                                           self.logs / "storage_worker.log")
             self.storage.start()
-            self.push = ServiceProcess("push_worker", self.env(), self.logs / "push_worker.log")
+            self.push = ServiceProcess("push_worker", self.env("push_worker"),
+                                       self.logs / "push_worker.log")
             self.push.start()
             self.add_router()
             self.add_gateway()
@@ -85,7 +94,7 @@ class System:
         self.stop()
 
     def add_router(self) -> ServiceProcess:
-        router = ServiceProcess("router", self.env(),
+        router = ServiceProcess("router", self.env("router"),
                                 self.logs / f"router-{len(self.routers)}.log")
         router.start()
         self.routers.append(router)
@@ -93,7 +102,7 @@ class System:
 
     def add_gateway(self) -> str:
         port = free_port()
-        gateway = ServiceProcess("gateway", self.env(COURIER_GATEWAY_PORT=str(port)),
+        gateway = ServiceProcess("gateway", self.env("gateway", COURIER_GATEWAY_PORT=str(port)),
                                  self.logs / f"gateway-{len(self.gateways)}.log")
         gateway.start()
         self.gateways.append((gateway, port))
@@ -117,6 +126,17 @@ class System:
         if sync:
             await client.sync()
         return client
+
+    async def nats_client(self, credential: str, **options: Any) -> Client:
+        """A NATS connection as ``credential`` (``service`` for what an internal business
+        service does, ``admin`` for operators' tools); the caller closes it."""
+        return await self.nats_credentials.connect(self.nats.url, credential, **options)
+
+    def permission_violations(self) -> list[str]:
+        """nats-server's log lines of refused publishes and subscriptions."""
+        log = self.logs / "nats.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        return [line for line in lines if " Violation " in line]
 
     def stop(self) -> None:
         for gateway, _ in self.gateways:

@@ -20,13 +20,13 @@ from typing import Any
 
 import aiohttp
 import boto3
-import nats
 import pytest
 from aiohttp import web
 
 from infra.nats_server import free_port
 from infra.processes import terminate
 from schemas.push import PUSH_CONSUMER, PUSH_STREAM
+from tests.harness import System
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
@@ -247,9 +247,9 @@ async def wait_until(condition: Any, within_s: float = 15.0, interval: float = 0
             await asyncio.sleep(interval)
 
 
-async def push_settled(nats_url: str) -> bool:
+async def push_settled(system: System) -> bool:
     """Whether the push worker has no job left: none pending, none held unacknowledged."""
-    nc = await nats.connect(nats_url)
+    nc = await system.nats_client("admin")
     try:
         info = await nc.jetstream().consumer_info(PUSH_STREAM, PUSH_CONSUMER)
         return bool(info.num_pending == 0 and info.num_ack_pending == 0)
@@ -257,9 +257,11 @@ async def push_settled(nats_url: str) -> bool:
         await nc.close()
 
 
-async def nats_request(nats_url: str, subject: str, body: Any) -> dict[str, Any]:
-    """What an internal service does: a JSON request/reply on ``subject``."""
-    nc = await nats.connect(nats_url)
+async def nats_request(system: System, credential: str, subject: str,
+                       body: Any) -> dict[str, Any]:
+    """What an internal service (or an admin tool) does: a JSON request/reply on ``subject``
+    with its own credential."""
+    nc = await system.nats_client(credential)
     try:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         reply = await nc.request(subject, data, timeout=15)

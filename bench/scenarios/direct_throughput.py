@@ -27,7 +27,7 @@ async def run(ctx: Context) -> Outcome:
     stored_at: list[float] = []
 
     async def wait_for_store() -> None:
-        stored_at.append(await wait_consumed(ctx.system.nats_url, STORE_TIMEOUT_S))
+        stored_at.append(await wait_consumed(ctx.system, STORE_TIMEOUT_S))
 
     load = await drive_traffic(ctx, plans, recipients, after_load=wait_for_store)
     counts = tally(load.reports, recipients)

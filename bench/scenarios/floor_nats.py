@@ -19,9 +19,9 @@ import time
 from array import array
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Final
 
-import nats
 import numpy as np
 import numpy.typing as npt
 from nats.aio.client import Client
@@ -34,6 +34,7 @@ from bench.pacing import offer, sleep_until, wait_until
 from bench.scenario import START_DELAY_NS, Context, Outcome
 from bench.stats import percentiles, rate_between, timeline
 from bench.workers import Generators, Phases
+from infra.nats_auth import NatsCredentials
 
 NAME: Final = "floor-nats"
 STREAM: Final = "BENCH_FLOOR"
@@ -54,6 +55,7 @@ _PADDING: Final = b"\0" * (BODY_BYTES - _HEAD.size)
 class FloorPlan:
     role: str  # "forwarder", "publisher" or "subscriber"
     nats_url: str
+    nats_keys: Path  # the runner's credentials directory: the roles connect as ``bench``
     rate_per_s: float
     latency_s: float
     max_s: float
@@ -74,8 +76,9 @@ class FloorReport:
 
 async def run_floor(phases: Phases, plan: FloorPlan) -> FloorReport:
     """One role of the floor; every role steps through the same phases."""
-    nc = await nats.connect(plan.nats_url, connect_timeout=5, max_reconnect_attempts=0,
-                            pending_size=64 * 1024 * 1024)
+    nc = await NatsCredentials(plan.nats_keys).connect(
+        plan.nats_url, "bench", connect_timeout=5, max_reconnect_attempts=0,
+        pending_size=64 * 1024 * 1024)
     try:
         if plan.role == "forwarder":
             return await _forward(phases, nc)
@@ -202,8 +205,9 @@ def _report(published: dict[int, int] | None = None) -> FloorReport:
 
 async def run(ctx: Context) -> Outcome:
     sizes = ctx.sizes
-    plans = [FloorPlan(role, ctx.system.nats_url, sizes.rate_per_s, sizes.latency_s,
-                       sizes.floor_max_s, sizes.floor_max_window)
+    plans = [FloorPlan(role, ctx.system.nats_url, ctx.system.nats_credentials.directory,
+                       sizes.rate_per_s, sizes.latency_s, sizes.floor_max_s,
+                       sizes.floor_max_window)
              for role in ("forwarder", "publisher", "subscriber")]
     starts: dict[int, int] = {}
     with Generators(run_floor, plans) as generators:

@@ -53,7 +53,7 @@ async def run(ctx: Context) -> Outcome:
     load = await drive_traffic(ctx, plans, recipients, profile=False)
     ctx.measured["cpu_pct_sending"] = ctx.measured.pop("cpu_pct")
     sent_at = time.monotonic()
-    settled_at = await wait_consumed(ctx.system.nats_url, CATCHUP_TIMEOUT_S,
+    settled_at = await wait_consumed(ctx.system, CATCHUP_TIMEOUT_S,
                                     (STORAGE_CONSUMER, ROUTER_CONSUMER))
     expected = sum(len(r.accepted_sender) for r in load.reports)
     recorder = Recorder()

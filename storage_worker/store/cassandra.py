@@ -57,6 +57,7 @@ from cassandra.query import (
 )
 
 from runtime.config import StoreConfig, parse_contact_point, parse_replication
+from runtime.tls import client_context
 from schemas.envelopes import MessageEnvelope, message_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
@@ -1153,10 +1154,5 @@ def _chunks(items: Sequence[_T], size: int) -> list[list[_T]]:
 def _tls_context(config: StoreConfig) -> ssl.SSLContext | None:
     if not config.cassandra_tls:
         return None
-    context = ssl.create_default_context(cafile=config.cassandra_tls_ca_file or None)
-    if config.cassandra_tls_cert_file:
-        context.load_cert_chain(config.cassandra_tls_cert_file, config.cassandra_tls_key_file)
-    if not config.cassandra_tls_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return client_context(config.cassandra_tls_ca_file, config.cassandra_tls_cert_file,
+                          config.cassandra_tls_key_file, config.cassandra_tls_verify)

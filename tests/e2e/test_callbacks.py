@@ -6,7 +6,6 @@ import base64
 import json
 from collections.abc import Iterator
 
-import nats
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -31,7 +30,7 @@ async def test_a_callback_reaches_its_handler_with_the_sender_identity(
     client = await system.connect(await system.device("hal", "hal-phone"))
     accepted = await client.callback("upload_logs", b"2026-11-21 crash at launch")
     assert accepted.handler == "upload_logs" and accepted.callback_id.startswith("cb")
-    nc = await nats.connect(system.nats.url)  # the internal service, a durable consumer later
+    nc = await system.nats_client("service")  # the internal service's own durable consumer
     try:
         subscription = await nc.jetstream().pull_subscribe(
             "callback.upload_logs", durable="log-collector", stream=CALLBACKS_STREAM,

@@ -58,7 +58,7 @@ async def admin(system: System, body: Any, secret: str | None = ADMIN_SECRET,
 
 
 async def nats_control(system: System, body: Any) -> dict[str, Any]:
-    return await nats_request(system.nats.url, "control.apply", body)
+    return await nats_request(system, "admin", "control.apply", body)
 
 
 async def upgrade_refused(url: str, creds: Credentials) -> tuple[int, str]:
@@ -126,7 +126,7 @@ async def test_a_disabled_user_loses_every_device_and_gets_nothing_delivered(
     held = await alice.send("erin", b"for erin")
     await alice.send("frank", b"for frank")
     await wait_until(lambda: webhook.for_token("hook-frank-tablet"))
-    await wait_until(lambda: push_settled(system.nats.url))
+    await wait_until(lambda: push_settled(system))
     assert webhook.for_token("hook-erin-tablet") == []  # the router skipped erin's devices
 
     reply = await nats_control(system, action("enable", "user", "erin"))

@@ -47,7 +47,7 @@ def item(item_id: str, to: dict[str, Any], body: bytes = b"payload",
 
 async def nats_send(system: System, request: Any) -> dict[str, Any]:
     """What a business service does: request/reply on ``notify.send``."""
-    return await nats_request(system.nats.url, "notify.send", request)
+    return await nats_request(system, "service", "notify.send", request)
 
 
 async def rest_send(system: System, body: Any, secret: str | None = SERVICE_SECRET,

@@ -25,7 +25,7 @@ async def wait_for(condition: Callable[[], bool], timeout: float) -> None:
 
 
 async def test_devices_online_offline_and_gateway_death(system: System) -> None:
-    nc = await nats.connect(system.nats.url)
+    nc = await system.nats_client("admin")  # an operator's read-only view
     view = PresenceView(nc, gateway_ttl_s=3.0, replicas=1)
     changes: list[tuple[str, str, bool]] = []
     view.add_listener(lambda user, device, online: changes.append((user, device, online)))
@@ -53,8 +53,8 @@ async def test_presence_and_control_views_follow_across_a_nats_server_restart(
     """A restarted nats-server forgets KV watchers and the in-memory gateways bucket; the
     views start new watchers, the writer re-creates the bucket, and presence works again."""
     with NatsServer(tmp_path / "nats") as server:
-        viewer = await connect(NatsConfig(url=server.url), "viewer")
-        writer_nc = await connect(NatsConfig(url=server.url), "writer")
+        viewer = await connect(NatsConfig(url=server.url), "viewer", "admin")
+        writer_nc = await connect(NatsConfig(url=server.url), "writer", "gateway")
         view = PresenceView(viewer, gateway_ttl_s=3.0, replicas=1)
         control = ControlView(viewer, replicas=1)
         writer = PresenceWriter(writer_nc.jetstream(), "gw-r", gateway_ttl_s=3.0, replicas=1)

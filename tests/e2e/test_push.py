@@ -73,7 +73,7 @@ def assert_no_content(raw: str, bodies: list[bytes]) -> None:
 
 async def wait_online(system: System, device: str) -> None:
     """Wait until the presence registry (which routers watch) has the device online."""
-    nc = await nats.connect(system.nats.url)
+    nc = await system.nats_client("admin")
     view = PresenceView(nc, gateway_ttl_s=3.0, replicas=1)
     try:
         await view.start()
@@ -84,7 +84,7 @@ async def wait_online(system: System, device: str) -> None:
 
 
 async def settle(system: System) -> None:
-    await wait_until(lambda: push_settled(system.nats.url), within_s=20)
+    await wait_until(lambda: push_settled(system), within_s=20)
 
 
 async def test_an_offline_device_gets_one_push_per_burst_then_the_messages(
@@ -208,7 +208,7 @@ async def test_transient_failures_are_retried_then_dead_lettered(
     await alice.send("bob4", b"x")
     await alice.send("carol4", b"y")
     await wait_until(lambda: len(webhook.for_token("hook-bob4")) == 2)
-    nc = await nats.connect(system.nats.url)
+    nc = await system.nats_client("admin")
     try:
         async def dead_letter() -> DeadPush | None:
             try:

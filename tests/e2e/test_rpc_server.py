@@ -21,7 +21,7 @@ from schemas.rpc import DeviceOwner, Owner
 @pytest.fixture
 async def nc(tmp_path: Path) -> AsyncIterator[Client]:
     with NatsServer(tmp_path / "nats") as server:
-        client = await connect(NatsConfig(url=server.url), "test")
+        client = await connect(NatsConfig(url=server.url), "test", "storage_worker")
         try:
             yield client
         finally:

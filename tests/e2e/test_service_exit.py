@@ -78,7 +78,7 @@ async def test_a_start_that_fails_half_way_stops_what_started_and_exits_1(
         assert result.returncode == 1, result.stderr
         assert '"event": "service_start_failed"' in result.stderr
         assert "start failed:" in result.stderr.splitlines()[-1]
-        nc = await connect(NatsConfig(url=nats.url), "test")
+        nc = await connect(NatsConfig(url=nats.url), "test", "gateway")
         try:
             gateways = await nc.jetstream().key_value(GATEWAYS_BUCKET)
             with pytest.raises(KeyNotFoundError):  # the writer was stopped: beat deleted

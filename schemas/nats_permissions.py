@@ -1,0 +1,293 @@
+"""Who may publish and subscribe what on NATS: one credential per kind of process.
+
+This table is the single source of the bus's permissions. ``infra.nats_auth`` renders the
+nats-server ``authorization`` block from it (one nkey user per credential) and the permissions
+table of docs/nats-subjects.md (drift-tested); services connect with the inbox prefix of their
+credential (``runtime.natsconn.connect``). Everything not granted here is refused by the
+server: an anonymous connection, a subject nobody listed, a JetStream API call on another
+service's stream or consumer.
+
+Each credential gets replies only on its own inbox (``_INBOX.<credential>.>``): nobody may
+subscribe ``_INBOX.>``, so no credential reads the replies another one asked for. A responder
+may publish only into the inboxes of the credentials allowed to call it (``serve``).
+
+To add a subject, stream, consumer or bucket, add a ``Grant`` to the credentials that need it
+with the helpers below, then regenerate the docs table (``python -m infra.nats_auth doc
+docs/nats-subjects.md``).
+"""
+
+from collections.abc import Iterable
+from typing import Final
+
+import msgspec
+
+from schemas.callbacks import CALLBACK_PREFIX, CALLBACKS_STREAM
+from schemas.control import AUDIT_CONTROL, AUDIT_STREAM, CONTROL, CONTROL_APPLY
+from schemas.dead_letters import DLQ_STREAM
+from schemas.notifications import MSG_NOTIFY, NOTIFY_SEND
+from schemas.presence import DEVICES_BUCKET, GATEWAYS_BUCKET, LAST_SEEN_BUCKET
+from schemas.push import (
+    PUSH_CONSUMER,
+    PUSH_DEAD,
+    PUSH_JOBS,
+    PUSH_STREAM,
+    PUSH_TOKENS,
+    PUSH_WAKEUPS,
+)
+from schemas.subjects import (
+    CONTACTS_CHANGED,
+    DEAD_LETTER_PREFIX,
+    DEVICE_CONNECTED_PREFIX,
+    DIRECTORY_CHANGED,
+    GROUPS_CHANGED,
+    MSG_CHAT,
+    MSG_GROUP,
+    MSG_RECEIPT,
+    MSGS_STREAM,
+    ROUTER_CONSUMER,
+    STORAGE_CONSUMER,
+    STORE_RPC_PREFIX,
+    dead_letter,
+    deliver_subject,
+    store_rpc,
+    user_subject,
+)
+
+JS_API: Final = "$JS.API"
+INBOX_ROOT: Final = "_INBOX"
+
+GATEWAY: Final = "gateway"
+ROUTER: Final = "router"
+STORAGE: Final = "storage_worker"
+PUSH: Final = "push_worker"
+SERVICE: Final = "service"
+ADMIN: Final = "admin"
+BENCH: Final = "bench"
+
+
+class Grant(msgspec.Struct, frozen=True):
+    """One reason a credential needs the bus, and the subjects it takes."""
+
+    purpose: str
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+
+
+class Credential(msgspec.Struct, frozen=True):
+    """A NATS user: who holds it, and everything it may publish and subscribe."""
+
+    name: str
+    holder: str
+    grants: tuple[Grant, ...]
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Prefix of the inboxes this credential's connections create (replies, JetStream)."""
+        return inbox(self.name)
+
+    def publish(self) -> list[str]:
+        return _union(grant.publish for grant in self.all_grants())
+
+    def subscribe(self) -> list[str]:
+        return _union(grant.subscribe for grant in self.all_grants())
+
+    def all_grants(self) -> tuple[Grant, ...]:
+        """The grants plus what every credential has: its own inbox, JetStream account info."""
+        return (Grant("replies to its own requests, JetStream acks and deliveries",
+                      publish=(f"{JS_API}.INFO",), subscribe=(f"{self.inbox_prefix}.>",)),
+                *self.grants)
+
+
+def _union(groups: Iterable[tuple[str, ...]]) -> list[str]:
+    """The subjects of every group, each once, in order."""
+    seen: dict[str, None] = {}
+    for group in groups:
+        seen.update(dict.fromkeys(group))
+    return list(seen)
+
+
+def inbox(credential: str) -> str:
+    return f"{INBOX_ROOT}.{credential}"
+
+
+# ---------------------------------------------------------------------------- grant helpers
+
+
+def publish(purpose: str, *subjects: str) -> Grant:
+    """Core NATS or JetStream publishes (a JetStream ack arrives on the publisher's inbox)."""
+    return Grant(purpose, publish=subjects)
+
+
+def listen(purpose: str, *subjects: str) -> Grant:
+    return Grant(purpose, subscribe=subjects)
+
+
+def serve(purpose: str, subject: str, callers: tuple[str, ...]) -> Grant:
+    """Answer requests on ``subject``: replies may go only to the callers' inboxes."""
+    return Grant(purpose, subscribe=(subject,),
+                 publish=tuple(f"{inbox(caller)}.>" for caller in callers))
+
+
+def stream(name: str, *, owner: bool) -> Grant:
+    """Use a stream: read its info, create it if it is missing; its owner also applies
+    configuration changes (``runtime.natsconn.ensure_stream``)."""
+    verbs = ("INFO", "CREATE", "UPDATE") if owner else ("INFO", "CREATE")
+    return Grant(f"stream `{name}`: {'create, update' if owner else 'create if missing'}, info",
+                 publish=tuple(f"{JS_API}.STREAM.{verb}.{name}" for verb in verbs))
+
+
+def durable(stream_name: str, consumer: str) -> Grant:
+    """Create, read and pull from one durable consumer; ack, nak and term its messages."""
+    api = f"{JS_API}.CONSUMER"
+    return Grant(f"durable consumer `{consumer}` on `{stream_name}`", publish=(
+        f"{api}.CREATE.{stream_name}.{consumer}", f"{api}.CREATE.{stream_name}.{consumer}.>",
+        f"{api}.DURABLE.CREATE.{stream_name}.{consumer}",
+        f"{api}.INFO.{stream_name}.{consumer}", f"{api}.MSG.NEXT.{stream_name}.{consumer}",
+        f"$JS.ACK.{stream_name}.{consumer}.>"))
+
+
+def read_messages(stream_name: str) -> Grant:
+    """Get single messages of a stream by sequence or subject."""
+    return Grant(f"read messages of `{stream_name}`", publish=(
+        f"{JS_API}.STREAM.MSG.GET.{stream_name}", f"{JS_API}.DIRECT.GET.{stream_name}",
+        f"{JS_API}.DIRECT.GET.{stream_name}.>"))
+
+
+def bucket(name: str, *, write: bool) -> Grant:
+    """Open (creating it if missing), get and watch a KV bucket; ``write``: put and delete."""
+    kv = f"KV_{name}"
+    api = f"{JS_API}.CONSUMER"
+    reads = (f"{JS_API}.STREAM.INFO.{kv}", f"{JS_API}.STREAM.CREATE.{kv}",
+             f"{JS_API}.STREAM.MSG.GET.{kv}", f"{JS_API}.DIRECT.GET.{kv}",
+             f"{JS_API}.DIRECT.GET.{kv}.>", f"{api}.CREATE.{kv}", f"{api}.CREATE.{kv}.>",
+             f"{api}.INFO.{kv}.*", f"{api}.DELETE.{kv}.*", f"$JS.FC.{kv}.>")
+    return Grant(f"KV `{name}`: {'read, write' if write else 'read'}, watch",
+                 publish=(*reads, f"$KV.{name}.>") if write else reads)
+
+
+def any_durable(stream_name: str) -> Grant:
+    """Durable consumers of one's own naming on a stream (for services outside Courier)."""
+    api = f"{JS_API}.CONSUMER"
+    return Grant(f"own durable consumers on `{stream_name}`", publish=(
+        f"{JS_API}.STREAM.INFO.{stream_name}", f"{api}.CREATE.{stream_name}.>",
+        f"{api}.DURABLE.CREATE.{stream_name}.*", f"{api}.INFO.{stream_name}.*",
+        f"{api}.DELETE.{stream_name}.*", f"{api}.MSG.NEXT.{stream_name}.*",
+        f"$JS.ACK.{stream_name}.>"))
+
+
+PRESENCE_BUCKETS: Final = (DEVICES_BUCKET, GATEWAYS_BUCKET, LAST_SEEN_BUCKET)
+JS_READ_ONLY: Final = Grant("JetStream inspection: stream and consumer state, read-only", publish=(
+    f"{JS_API}.STREAM.NAMES", f"{JS_API}.STREAM.LIST", f"{JS_API}.STREAM.INFO.*",
+    f"{JS_API}.CONSUMER.NAMES.*", f"{JS_API}.CONSUMER.LIST.*", f"{JS_API}.CONSUMER.INFO.*.*"))
+
+CREDENTIALS: Final[tuple[Credential, ...]] = (
+    Credential(GATEWAY, "every gateway process", (
+        publish("accepted sends and receipts, service notifications (stream `MSGS`)",
+                MSG_CHAT, MSG_RECEIPT, MSG_NOTIFY),
+        stream(MSGS_STREAM, owner=False),
+        publish("storage RPC requests", store_rpc("*")),
+        listen("the last hop to the devices it holds", deliver_subject("*")),
+        Grant("a device connected elsewhere: close the older socket",
+              publish=(f"{DEVICE_CONNECTED_PREFIX}.*",),
+              subscribe=(f"{DEVICE_CONNECTED_PREFIX}.*",)),
+        Grant("ephemeral frames to a user's sockets (typing, contact updates)",
+              publish=(user_subject("*"),), subscribe=(user_subject("*"),)),
+        listen("cache invalidation of groups and contacts", GROUPS_CHANGED, CONTACTS_CHANGED),
+        serve("serve notification batches from business services", NOTIFY_SEND, (SERVICE,)),
+        serve("serve control actions from administrators", CONTROL_APPLY, (ADMIN,)),
+        stream(AUDIT_STREAM, owner=True),
+        publish("audit records of control actions", AUDIT_CONTROL),
+        read_messages(AUDIT_STREAM),
+        stream(CALLBACKS_STREAM, owner=True),
+        publish("client callbacks to system handlers", f"{CALLBACK_PREFIX}.*"),
+        *(bucket(name, write=True) for name in PRESENCE_BUCKETS),
+        bucket(CONTROL.name, write=True),
+        bucket(PUSH_TOKENS.name, write=True),
+        bucket(PUSH_WAKEUPS.name, write=False),
+        stream(DLQ_STREAM, owner=False),
+        read_messages(DLQ_STREAM),
+        Grant("operators' dead-letter API: delete a dead letter, replay it to its subject",
+              publish=(f"{JS_API}.STREAM.MSG.DELETE.{DLQ_STREAM}", MSG_GROUP)),
+    )),
+    Credential(ROUTER, "every router replica", (
+        stream(MSGS_STREAM, owner=False),
+        durable(MSGS_STREAM, ROUTER_CONSUMER),
+        publish("deliveries to devices", deliver_subject("*")),
+        stream(DLQ_STREAM, owner=False),
+        publish("dead letters", dead_letter("router")),
+        listen("device and group cache invalidation", DIRECTORY_CHANGED, GROUPS_CHANGED),
+        publish("storage RPC requests it makes", *(store_rpc(op) for op in
+                                                     ("get_user", "group_members",
+                                                      "group_event"))),
+        stream(PUSH_STREAM, owner=False),
+        publish("push jobs for offline devices", PUSH_JOBS),
+        *(bucket(name, write=False) for name in PRESENCE_BUCKETS),
+        bucket(CONTROL.name, write=False),
+    )),
+    Credential(STORAGE, "every storage worker", (
+        stream(MSGS_STREAM, owner=True),
+        durable(MSGS_STREAM, STORAGE_CONSUMER),
+        publish("group writes it decided (stream `MSGS`)", MSG_GROUP),
+        stream(DLQ_STREAM, owner=True),
+        publish("dead letters", dead_letter("storage")),
+        publish("cache invalidation", DIRECTORY_CHANGED, GROUPS_CHANGED, CONTACTS_CHANGED),
+        serve("serve the storage RPC", f"{STORE_RPC_PREFIX}.*", (GATEWAY, ROUTER)),
+    )),
+    Credential(PUSH, "every push worker", (
+        stream(PUSH_STREAM, owner=True),
+        durable(PUSH_STREAM, PUSH_CONSUMER),
+        publish("push dead letters (stream `PUSH`)", PUSH_DEAD),
+        stream(DLQ_STREAM, owner=False),
+        publish("dead letters", dead_letter("push")),
+        bucket(PUSH_TOKENS.name, write=True),
+        bucket(PUSH_WAKEUPS.name, write=True),
+    )),
+    Credential(SERVICE, "internal business services", (
+        publish("send notification batches (request/reply)", NOTIFY_SEND),
+        listen("callbacks of their handlers, as a plain subscription", f"{CALLBACK_PREFIX}.>"),
+        any_durable(CALLBACKS_STREAM),
+    )),
+    Credential(ADMIN, "administrators' and operators' tools", (
+        publish("control actions (request/reply)", CONTROL_APPLY),
+        JS_READ_ONLY,
+        read_messages(AUDIT_STREAM),
+        read_messages(PUSH_STREAM),
+        read_messages(DLQ_STREAM),
+        listen("dead letters of the workers", f"{DEAD_LETTER_PREFIX}.>"),
+        *(bucket(name, write=False) for name in (*PRESENCE_BUCKETS, CONTROL.name)),
+    )),
+    Credential(BENCH, "the benchmark's NATS floor (`bench/`, embedded mode only)", (
+        Grant("its own subjects", publish=("bench.>",), subscribe=("bench.>",)),
+        stream("BENCH_FLOOR", owner=True),
+        durable("BENCH_FLOOR", "forwarder"),
+    )),
+)
+
+BY_NAME: Final = {credential.name: credential for credential in CREDENTIALS}
+
+
+def credential(name: str) -> Credential:
+    return BY_NAME[name]
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether ``pattern`` covers every subject ``subject`` stands for (as nats-server checks a
+    permission): ``*`` is one token, a final ``>`` one or more; a wildcard in ``subject`` is
+    covered only by a wildcard at least as wide."""
+    want, have = pattern.split("."), subject.split(".")
+    for index, token in enumerate(want):
+        if token == ">":
+            return len(have) > index
+        if index >= len(have) or have[index] == ">":
+            return False
+        if token != "*" and token != have[index]:
+            return False
+    return len(want) == len(have)
+
+
+def may_publish(name: str, subject: str) -> bool:
+    return any(subject_matches(p, subject) for p in credential(name).publish())
+
+
+def may_subscribe(name: str, subject: str) -> bool:
+    return any(subject_matches(p, subject) for p in credential(name).subscribe())
