@@ -59,9 +59,10 @@ async def next_error(client: CourierClient) -> Error:
     return await asyncio.wait_for(client.errors.get(), 10)
 
 
-async def publish(system: System, subject: str, data: bytes, stream: str) -> PubAck:
-    """Publish straight to a stream, as a buggy internal service could."""
-    nc = await system.nats_client("gateway")  # the one credential that may publish there
+async def publish(system: System, subject: str, data: bytes, stream: str,
+                  credential: str = "gateway") -> PubAck:
+    """Publish straight to a stream, as a buggy process holding ``credential`` could."""
+    nc = await system.nats_client(credential)
     try:
         return await nc.jetstream().publish(subject, data, stream=stream)
     finally:
@@ -298,9 +299,10 @@ async def test_undecodable_envelopes_are_dead_lettered_by_both_workers(
 
 async def test_dead_letter_routes_refuse_bad_input(admin_system: System) -> None:
     system = admin_system
-    junk = await publish(system, "dlq.junk", b"junk", stream="DLQ")  # no Courier-* headers
+    junk = await publish(system, "dlq.router", b"junk", stream="DLQ",  # no Courier-* headers
+                         credential="router")
     status, body = await call(system, "GET", f"{DEAD_LETTERS}/{junk.seq}")
-    assert status == 200 and body["worker"] == "" and body["dlq_subject"] == "dlq.junk"
+    assert status == 200 and body["worker"] == "" and body["dlq_subject"] == "dlq.router"
     status, body = await call(system, "POST", f"{DEAD_LETTERS}/{junk.seq}/replay")
     assert (status, body["code"]) == (409, "conflict")
     missing = MAX_INT
@@ -354,7 +356,8 @@ def cli(system: System, *args: str, secret: str | None = ADMIN_SECRET,
 
 async def test_the_operator_cli_lists_shows_replays_and_deletes(admin_system: System) -> None:
     system = admin_system
-    junk = await publish(system, "dlq.cli", b"by hand", stream="DLQ")
+    junk = await publish(system, "dlq.storage", b"by hand", stream="DLQ",
+                         credential="storage_worker")
     listed = cli(system, "dead-letters", "list", "--after", str(junk.seq - 1), "--limit", "1")
     assert listed.returncode == 0, listed.stderr
     page = json.loads(listed.stdout)
