@@ -25,8 +25,9 @@ async def run_suite(options: Options, command: str) -> int:
                                  keep_logs=options.keep_logs)
         results.append(result)
         t = result.tally
-        _say(f"{name}: accepted {t.accepted}, delivered {t.delivered}/{t.expected}, "
-             f"lost {t.lost}, duplicates {t.duplicates}, out of order {t.out_of_order}, "
+        _say(f"{name}: accepted {t.accepted} (unanswered {t.unanswered}), "
+             f"delivered {t.delivered}/{t.expected}, lost {t.lost}, "
+             f"duplicates {t.duplicates}, out of order {t.out_of_order}, "
              f"recovery {t.recovery_s if t.recovery_s is None else round(t.recovery_s, 2)} s"
              + "".join(f"\n    {note}" for note in result.notes))
     report.write(options.out, report.block(results, options.settings, command))

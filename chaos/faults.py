@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from chaos.load import CONNECTION_ERRORS
 from infra.processes import ServiceProcess, wait_http_ok
 from runtime.config import NatsConfig
 from tests.harness import System
@@ -25,6 +26,10 @@ from tests.harness import System
 ACK_WAIT_S: Final = NatsConfig().ack_wait_s
 HEALTH_TIMEOUT_S: Final = 60.0
 SUPERVISE_POLL_S: Final = 0.2
+#: How long the store gets to answer again once its outage is over.
+STORE_PROBE_S: Final = 30.0
+#: How long taking the store's lock may wait for another connection to let go.
+LOCK_TIMEOUT_S: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,12 @@ def _pause(name: str) -> Inject:
     return inject
 
 
-def lock_database(path: Path) -> sqlite3.Connection:
+def lock_database(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> sqlite3.Connection:
     """Hold an exclusive lock on the SQLite database at ``path`` until the returned connection
     is closed: every other connection's reads and writes fail with "database is locked".
     Needs no other connection open (in WAL mode an exclusive locking mode takes over the
     shared-memory index only then)."""
-    holder = sqlite3.connect(path, timeout=5, isolation_level=None)
+    holder = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
     try:
         holder.execute("PRAGMA locking_mode=EXCLUSIVE")
         holder.execute("BEGIN EXCLUSIVE")
@@ -140,16 +145,38 @@ async def _store_outage(system: System, timing: Timing, injection: Injection) ->
             await asyncio.sleep(SUPERVISE_POLL_S)
     finally:
         holder.close()
+    released = time.monotonic()
     if not storage.running():
         exits.append(storage.returncode())
         storage.start()
+    if await _store_answers(system, released + STORE_PROBE_S):
+        injection.notes.append(f"the store answered again {time.monotonic() - released:.1f} s "
+                               "after the lock was released")
+    else:
+        injection.notes.append(
+            f"the store did not answer within {STORE_PROBE_S:g} s after the lock was released "
+            f"(storage worker process {'alive' if storage.running() else 'gone'})")
     if exits:
         injection.notes.append(
             f"the storage worker exited {len(exits)} time(s) while the store was locked "
             f"(exit codes {sorted(set(exits), key=str)}); the suite started it again after "
             f"{timing.supervisor_delay_s:g} s each time, as a supervisor would")
     else:
-        injection.notes.append("the storage worker stayed up while the store was locked")
+        injection.notes.append("the storage worker process did not exit while the store "
+                               "was locked")
+
+
+async def _store_answers(system: System, deadline: float) -> bool:
+    """Register a probe device (a round trip through the storage worker) until it works or
+    ``deadline``."""
+    while time.monotonic() < deadline:
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+                await system.device("chaos-probe", "chaos-probe")
+            return True
+        except (*CONNECTION_ERRORS, RuntimeError):  # RuntimeError: the store refused
+            await asyncio.sleep(SUPERVISE_POLL_S)
+    return False
 
 
 FAULTS: Final = {fault.name: fault for fault in (

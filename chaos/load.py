@@ -44,7 +44,7 @@ class EventLog:
     def __init__(self) -> None:
         self.sent: dict[Key, Sent] = {}
         self.shown: list[Shown] = []
-        #: Error codes the gateway answered sends with.
+        #: Error codes the gateway answered sends with, and exceptions of failed attempts.
         self.errors: Counter[str] = Counter()
 
     def tried(self, key: Key, recipients: tuple[str, ...]) -> None:
@@ -179,16 +179,17 @@ class Sender(Device):
     def user(self) -> str:
         return self.client.credentials.user
 
-    async def run(self, rate_per_s: float, stop: asyncio.Event, give_up_at: float) -> None:
+    async def run(self, rate_per_s: float, stop: asyncio.Event, give_up_s: float) -> None:
         """Send one message every ``1 / rate_per_s`` seconds (not catching up after a stall)
-        until ``stop``; every message is retried until accepted, refused or ``give_up_at``."""
+        until ``stop``; each message is retried until accepted, refused or ``give_up_s`` after
+        its first try."""
         interval = 1.0 / rate_per_s
         next_at = time.monotonic()
         counter = 0
         while not stop.is_set():
             await asyncio.sleep(max(next_at - time.monotonic(), 0.0))
             next_at = max(next_at + interval, time.monotonic())
-            await self._send_until_accepted((self.user, counter), give_up_at)
+            await self._send_until_accepted((self.user, counter), time.monotonic() + give_up_s)
             counter += 1
 
     async def _send_until_accepted(self, key: Key, give_up_at: float) -> None:
@@ -204,7 +205,8 @@ class Sender(Device):
                 if not exc.retry:
                     return
                 await asyncio.sleep(RETRY_BACKOFF_S)
-            except CONNECTION_ERRORS:
+            except CONNECTION_ERRORS as exc:
+                self._log.errors[type(exc).__name__] += 1
                 await asyncio.sleep(POLL_S)  # reconnect (or give up) on the next turn
             else:
                 self._log.accepted(key, reply.message_id, reply.seq)

@@ -29,6 +29,8 @@ from tests.harness import System
 READY_TIMEOUT_S: Final = 60.0
 SETTLE_POLL_S: Final = 1.0
 ERROR_LEVELS: Final = ("error", "critical")
+#: The event log of a fault whose logs are kept, beside them (``chaos.accounting`` types).
+EVENTS_FILE: Final = "events.json"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ async def run_fault(fault: Fault, settings: Settings, root: Path,
                          notes)
     if keep_logs or not result.clean:
         result.logs = system.logs
+        (system.logs / EVENTS_FILE).write_bytes(msgspec.json.encode(
+            {"fault_at": injection.began, "sent": list(log.sent.values()),
+             "shown": log.shown}))
     else:
         shutil.rmtree(root, ignore_errors=True)
     return result
@@ -107,8 +112,7 @@ async def _traffic(system: System, fault: Fault, settings: Settings, log: EventL
             if not all(await asyncio.gather(*(device.synced_after(0.0, ready + READY_TIMEOUT_S)
                                               for device in online))):
                 raise RuntimeError("the online recipients did not sync in time")
-            give_up = time.monotonic() + settings.duration_s * 3 + settings.settle_s
-            sending = [group.create_task(sender.run(per_sender, stop, give_up))
+            sending = [group.create_task(sender.run(per_sender, stop, settings.settle_s))
                        for sender in senders]
             await asyncio.sleep(settings.duration_s / 3)
             await fault.inject(system, settings.timing, injection)
@@ -154,7 +158,7 @@ def _client_notes(receivers: list[Receiver], log: EventLog, settled: bool) -> li
     if reconnects:
         notes.append(f"recipient devices reconnected {reconnects} time(s)")
     if log.errors:
-        notes.append("sends answered with errors (then retried): " + ", ".join(
+        notes.append("failed send attempts (then retried): " + ", ".join(
             f"{code} x{count}" for code, count in sorted(log.errors.items())))
     return notes
 
