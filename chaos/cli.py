@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from bench.cli import choose_names
 from chaos.faults import FAULTS
 from chaos.run import Settings
 
@@ -62,22 +63,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
         senders=int(_number(parser, "--senders", args.senders, SENDERS_BOUNDS, integer=True)),
         settle_s=_number(parser, "--settle", args.settle, SETTLE_BOUNDS),
     )
-    return Options(faults=_faults(parser, args.faults), settings=settings,
-                   out=_out(parser, args.out), work_dir=_work_dir(parser, args.work_dir),
-                   keep_logs=args.keep_logs)
-
-
-def _faults(parser: argparse.ArgumentParser, raw: str | None) -> tuple[str, ...]:
-    if raw is None:
-        return tuple(FAULTS)
-    names = [name for name in raw.replace(",", " ").split() if name]
-    if not names:
-        parser.error("--faults: give at least one fault name")
-    unknown = [name for name in names if name not in FAULTS]
-    if unknown:
-        parser.error(f"--faults: unknown {', '.join(map(repr, unknown))}; "
-                     f"choose from {', '.join(FAULTS)}")
-    return tuple(name for name in FAULTS if name in names)
+    return Options(faults=choose_names(parser, "--faults", args.faults, tuple(FAULTS)),
+                   settings=settings, out=_out(parser, args.out),
+                   work_dir=_work_dir(parser, args.work_dir), keep_logs=args.keep_logs)
 
 
 def _number(parser: argparse.ArgumentParser, flag: str, raw: str,
