@@ -22,7 +22,8 @@ from infra.processes import ServiceProcess, wait_http_ok
 from runtime.config import NatsConfig
 from tests.harness import System
 
-#: The JetStream ack wait the system runs with (the default; the harness does not change it).
+#: The JetStream ack wait the suite's systems run with (``COURIER_NATS_ACK_WAIT_S``, set
+#: explicitly so the pause is longer than it whatever the environment says).
 ACK_WAIT_S: Final = NatsConfig().ack_wait_s
 HEALTH_TIMEOUT_S: Final = 60.0
 SUPERVISE_POLL_S: Final = 0.2

@@ -22,7 +22,7 @@ import msgspec
 
 from bench.pacing import wait_until
 from chaos.accounting import Tally, missing_deliveries, tally
-from chaos.faults import Fault, Injection, Timing
+from chaos.faults import ACK_WAIT_S, Fault, Injection, Timing
 from chaos.load import EventLog, Receiver, Sender
 from tests.harness import System
 
@@ -63,7 +63,7 @@ async def run_fault(fault: Fault, settings: Settings, root: Path,
                     keep_logs: bool = False) -> FaultResult:
     """Run ``fault`` on a fresh system under ``root`` (removed afterwards unless the fault
     was not clean or ``keep_logs``)."""
-    system = System(root)
+    system = System(root, extra_env={"COURIER_NATS_ACK_WAIT_S": str(ACK_WAIT_S)})
     try:
         await asyncio.to_thread(system.start)
         await asyncio.to_thread(system.add_gateway)
