@@ -8,8 +8,9 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 SCENARIOS ?=
+CHAOS_ARGS ?=
 
-.PHONY: run test test-cassandra lint schemas bench clean cassandra-fetch
+.PHONY: run test test-cassandra lint schemas bench chaos clean cassandra-fetch
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,11 @@ cassandra-fetch: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench $(if $(SCENARIOS),--scenarios "$(SCENARIOS)",) $(if $(STORE),--store $(STORE),)
+
+# The fault-injection suite (about 10 minutes, not part of `make test`): rewrites the results
+# block of docs/reliability.md. CHAOS_ARGS="--faults router-kill,nats-kill --duration 20".
+chaos: $(STAMP)
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

@@ -55,16 +55,23 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 
 def _scenarios(parser: argparse.ArgumentParser, raw: str | None) -> tuple[str, ...]:
+    return choose_names(parser, "--scenarios", raw, tuple(SCENARIOS))
+
+
+def choose_names(parser: argparse.ArgumentParser, flag: str, raw: str | None,
+                 known: tuple[str, ...]) -> tuple[str, ...]:
+    """Names from ``raw`` (separated by commas or spaces; None: all) in ``known``'s order;
+    a usage error naming ``flag`` for none or an unknown one."""
     if raw is None:
-        return tuple(SCENARIOS)
+        return known
     names = [name for name in raw.replace(",", " ").split() if name]
     if not names:
-        parser.error("--scenarios: give at least one scenario name")
-    unknown = [name for name in names if name not in SCENARIOS]
+        parser.error(f"{flag}: give at least one name")
+    unknown = [name for name in names if name not in known]
     if unknown:
-        parser.error(f"--scenarios: unknown {', '.join(map(repr, unknown))}; "
-                     f"choose from {', '.join(SCENARIOS)}")
-    return tuple(name for name in SCENARIOS if name in names)
+        parser.error(f"{flag}: unknown {', '.join(map(repr, unknown))}; "
+                     f"choose from {', '.join(known)}")
+    return tuple(name for name in known if name in names)
 
 
 def _out_dir(parser: argparse.ArgumentParser, out: Path) -> Path:
