@@ -44,6 +44,11 @@ PUBLISH_SECONDS = Histogram(
 MAX_CACHED: Final = 100_000
 
 
+#: How long a send waits for storage to confirm a recipient it already knew (users are never
+#: deleted, so the stale answer is safe when storage is away).
+STALE_CHECK_TIMEOUT_S = 0.5
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -148,7 +153,11 @@ class Messaging:
         if known_until is not None and known_until > time.monotonic():
             return
         try:
-            reply = await self._rpc.call("get_user", rpc.GetUser(user=user), rpc.UserDevices)
+            # With a stale "exists" to fall back on, a storage outage costs a send at most
+            # STALE_CHECK_TIMEOUT_S, not the RPC deadline.
+            reply = await self._rpc.call(
+                "get_user", rpc.GetUser(user=user), rpc.UserDevices,
+                timeout_s=STALE_CHECK_TIMEOUT_S if known_until is not None else None)
         except ProtocolError as exc:
             if exc.code == ErrorCode.UNAVAILABLE and known_until is not None:
                 return  # users are never deleted: a stale "exists" keeps sends flowing

@@ -54,7 +54,8 @@ class Gateway:
         rpc_client = RpcClient(nc)
         permissions = Permissions(nc, rpc_client, config.contacts)
         await permissions.start()
-        messaging = Messaging(js, rpc_client, self.gateway_id, permissions)
+        messaging = Messaging(js, rpc_client, self.gateway_id, permissions,
+                              cache_ttl_s=config.gateway.recipient_cache_s)
         self._presence = PresenceWriter(js, self.gateway_id,
                                         gateway_ttl_s=config.gateway.presence_ttl_s,
                                         replicas=config.nats.replicas)

@@ -127,6 +127,9 @@ class GatewayConfig(_Section, frozen=True):
     presence_ttl_s: Annotated[float, msgspec.Meta(ge=1.0, le=300.0)] = 10.0
     #: Backlog page size when a device syncs.
     sync_page: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
+    #: How long a gateway trusts that a recipient exists before asking storage again; while
+    #: storage is away, a recipient it knew stays known (users are never deleted).
+    recipient_cache_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600.0)] = 30.0
 
 
 class StoreConfig(_Section, frozen=True):

@@ -52,8 +52,11 @@ class RpcClient:
             for op, (_, value_type) in OPERATIONS.items()
         }
 
-    async def call(self, op: str, request: msgspec.Struct, result: type[T]) -> T:
-        reply = await self._request(store_rpc(op), _encoder.encode(request))
+    async def call(self, op: str, request: msgspec.Struct, result: type[T], *,
+                   timeout_s: float | None = None) -> T:
+        """``timeout_s`` overrides the client's deadline, for callers with a fallback."""
+        reply = await self._request(store_rpc(op), _encoder.encode(request),
+                                    timeout_s or self._timeout_s)
         try:
             decoded = self._decoders[op].decode(reply.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -65,10 +68,10 @@ class RpcClient:
         return value
 
 
-    async def _request(self, subject: str, data: bytes) -> Msg:
+    async def _request(self, subject: str, data: bytes, timeout_s: float) -> Msg:
         """Request with retries while nobody serves the subject (a worker restarting)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
+        deadline = loop.time() + timeout_s
         delay = 0.05
         while True:
             remaining = deadline - loop.time()

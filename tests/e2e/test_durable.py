@@ -2,11 +2,14 @@
 and several router/gateway replicas."""
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
+import pytest
 
 from schemas.errors import ErrorCode
 from schemas.frames import Receipt
+from tests.conftest import store_env
 from tests.harness import System
 
 AB = "d:alice:bob"
@@ -172,3 +175,26 @@ async def test_second_router_and_gateway_deliver_once(system: System) -> None:
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_sends_to_known_recipients_flow_while_storage_is_down(tmp_path: Path,
+                                                                     request: pytest.FixtureRequest
+                                                                     ) -> None:
+    """A recipient the gateway knew stays known when its cache entry is stale and storage does
+    not answer: the send is accepted at once instead of waiting out the RPC deadline (15 s,
+    past the client's 5 s here)."""
+    with System(tmp_path, extra_env={**store_env(request),
+                                     "COURIER_GATEWAY_RECIPIENT_CACHE_S": "0.2"}) as system:
+        await system.device("bob")
+        alice = await system.connect(await system.device("alice"))
+        try:
+            await alice.send("bob", b"while storage is up")
+            assert system.storage is not None
+            system.storage.kill()
+            await asyncio.sleep(0.5)  # the gateway's entry for bob is stale now
+            for i in range(3):
+                accepted = await alice.send("bob", f"while storage is down {i}".encode(),
+                                            timeout=5.0)
+                assert accepted.message_id
+        finally:
+            await alice.close()

@@ -116,3 +116,17 @@ def test_bad_dead_letter_settings_name_the_key(key: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config({key: value})
     assert key in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "0.05", "3601", "x", "nan"])
+def test_recipient_cache_bounds(value: str) -> None:
+    with pytest.raises(ConfigError, match="COURIER_GATEWAY_RECIPIENT_CACHE_S"):
+        load_config({"COURIER_GATEWAY_RECIPIENT_CACHE_S": value,
+                     "COURIER_AUTH_SECRET": "s" * 32})
+
+
+@pytest.mark.parametrize("value", ["0.1", "3600"])
+def test_recipient_cache_at_the_bounds(value: str) -> None:
+    config = load_config({"COURIER_GATEWAY_RECIPIENT_CACHE_S": value,
+                          "COURIER_AUTH_SECRET": "s" * 32})
+    assert config.gateway.recipient_cache_s == float(value)
