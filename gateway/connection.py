@@ -1,19 +1,28 @@
 """One client WebSocket: reads and dispatches frames, writes through a bounded queue.
 
-Outbound frames (replies and live deliveries) go through one bounded queue drained by one
-writer task; when the queue is full the socket is closed with ``SLOW_CONSUMER`` and the
-undelivered messages stay in the device's backlog. While a sync is running, live deliveries
-are buffered and released after the backlog, minus those the backlog already carried.
+Outbound frames (replies and live deliveries) go through one queue drained by one writer task,
+bounded in frames and in bytes (``send_buffer_bytes``, counting what the transport holds
+unsent too). While a sync is running, and from the socket's opening until its first sync,
+live deliveries are held (bounded by ``sync_buffer_bytes``) and released after the backlog,
+minus those the backlog already carried; backlog frames wait for room in the send budget. A
+socket over a budget, or whose writes make no progress for ``write_stall_s`` (its client
+stopped reading), is closed with ``SLOW_CONSUMER``; its undelivered messages stay in the
+device's backlog (they were never acked).
+
+Every close the gateway does goes through ``close_soon``: the connection's own closing task
+writes the close frame, waits for the client's answer and for the connection to end, and
+aborts the transport after ``close_timeout_s``; the socket handler awaits it (``shutdown``).
 """
 
 import asyncio
 import secrets
 import time
+from collections import deque
 
 import msgspec
 import structlog
-from aiohttp import WSMsgType, web
-from prometheus_client import Counter
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType
+from prometheus_client import Counter, Gauge
 
 from gateway.auth import Identity
 from gateway.callbacks import CallbackRelay
@@ -21,6 +30,7 @@ from gateway.control import ControlGuard
 from gateway.limits import Limits
 from gateway.messaging import Messaging
 from gateway.peer import SocialFrames
+from gateway.websocket import LingeringWebSocket
 from runtime.config import GatewayConfig
 from schemas.codec import decode_client_frame, encode_frame
 from schemas.errors import RETRYABLE, CloseCode, ErrorCode, ProtocolError
@@ -46,13 +56,23 @@ FRAMES_IN = Counter("courier_gateway_frames_in_total", "Client frames", ["type"]
 ERRORS_OUT = Counter("courier_gateway_errors_total", "Error frames sent", ["code"])
 CLOSES = Counter("courier_gateway_closes_total", "Sockets closed by the gateway", ["code"])
 DELIVERED_OUT = Counter("courier_gateway_deliveries_total", "Frames forwarded from NATS")
+BUFFERED = Gauge("courier_gateway_buffered_bytes",
+                 "Bytes held for sockets: send queues (send) and live frames held until a "
+                 "sync completes (held)", ["buffer"])
+SLOW_CONSUMERS = Counter("courier_gateway_slow_consumers_total",
+                         "Sockets closed with 4008, by cause: send budget, held budget, held "
+                         "frame count, no write progress", ["cause"])
+CLOSE_ABORTS = Counter("courier_gateway_close_aborts_total",
+                       "Closing sockets whose transport was aborted after close_timeout_s")
 SYNC_BUFFER_LIMIT_FACTOR = 4
+for _buffer in ("send", "held"):
+    BUFFERED.labels(_buffer)
 
 
 class Connection:
     """The state of one authenticated socket."""
 
-    def __init__(self, ws: web.WebSocketResponse, identity: Identity, messaging: Messaging,
+    def __init__(self, ws: LingeringWebSocket, identity: Identity, messaging: Messaging,
                  config: GatewayConfig, *, guard: ControlGuard,
                  callbacks: CallbackRelay, social: SocialFrames, limits: Limits) -> None:
         self.ws = ws
@@ -62,67 +82,171 @@ class Connection:
         self._guard = guard
         self._callbacks = callbacks
         self._social = social
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=config.send_queue)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=config.send_queue)
+        self._queued_bytes = 0
+        #: Set each time the writer takes a frame (or the socket starts closing): backlog
+        #: frames waiting for room look again.
+        self._room = asyncio.Event()
         self._limits = limits
         self._strikes = 0
         #: Live deliveries held back while a sync runs, and from the socket's opening until
         #: its first sync, so the backlog always comes before what arrived after it.
-        self._sync_buffer: list[tuple[str, bytes]] | None = []
+        self._held: deque[tuple[str, bytes]] | None = deque()
+        self._held_bytes = 0
         self._sync_running = False
         self._closing = False
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         #: Identifies this socket among all sockets of the device, on every gateway.
         self.session = secrets.token_hex(8)
-        self.log = log.bind(user=identity.user, device=identity.device)
+        self.log = log.bind(user=identity.user, device=identity.device, session=self.session)
 
     # ------------------------------------------------------------------ outbound
 
-    async def write_forever(self) -> None:
-        """The writer task: one socket write at a time, in queue order."""
-        while (data := await self._queue.get()) is not None:
+    def start(self) -> None:
+        """Start the writer task (owned here; ended by ``shutdown``)."""
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_forever(), name=f"ws-writer-{self.session}")
+
+    async def _write_forever(self) -> None:
+        """One socket write at a time, in queue order; a write that makes no progress for
+        ``write_stall_s`` (the transport stays full: the client stopped reading) closes."""
+        while not self._closing:
+            data = await self._queue.get()
+            self._queued_bytes -= len(data)
+            BUFFERED.labels("send").dec(len(data))
+            self._room.set()
             if self._closing:
-                continue  # keep draining so that producers waiting for room are released
+                break
             try:
-                await self.ws.send_str(data.decode())
+                async with asyncio.timeout(self._config.write_stall_s):
+                    await self.ws.send_str(data.decode())
+            except TimeoutError:
+                self._slow("stalled", f"no write progress for {self._config.write_stall_s}s")
             except (ConnectionError, RuntimeError):
-                self._closing = True
+                self._stop_sending()  # the connection is gone; the read loop ends too
 
     def send(self, frame: msgspec.Struct) -> None:
         self.send_raw(encode_frame(frame))
 
     def send_raw(self, data: bytes) -> None:
+        """Queue a frame now; a socket over its send budget is closed instead."""
         if self._closing:
             return
-        try:
-            self._queue.put_nowait(data)
-        except asyncio.QueueFull:
-            self.close_soon(CloseCode.SLOW_CONSUMER, "send queue full")
+        if not self._fits(len(data)):
+            self._slow("send_budget", "send buffer over budget")
+            return
+        self._enqueue(data)
+
+    def _fits(self, size: int) -> bool:
+        """Whether a frame of ``size`` bytes fits the send budget (one always fits an empty
+        queue, so a frame bigger than the budget does not stall the socket on its own)."""
+        if self._queue.full():
+            return False
+        held = self._queued_bytes + self.ws.unsent_bytes()
+        return self._queue.empty() or held + size <= self._config.send_buffer_bytes
+
+    def _enqueue(self, data: bytes) -> None:
+        self._queue.put_nowait(data)
+        self._queued_bytes += len(data)
+        BUFFERED.labels("send").inc(len(data))
+
+    async def _send_paced(self, data: bytes) -> None:
+        """Queue a frame once it fits the send budget: the backlog is paced by the socket.
+        A socket that stops reading is closed by the writer's stall timeout meanwhile."""
+        while not self._closing and not self._fits(len(data)):
+            self._room.clear()
+            await self._room.wait()
+        if not self._closing:
+            self._enqueue(data)
 
     def deliver(self, data: bytes) -> None:
         """A live delivery from NATS (a ready frame); held while a sync is running."""
         DELIVERED_OUT.inc()
-        if self._sync_buffer is None:
-            self.send_raw(data)
-            return
-        if len(self._sync_buffer) >= self._config.send_queue * SYNC_BUFFER_LIMIT_FACTOR:
-            self.close_soon(CloseCode.SLOW_CONSUMER, "too many live messages during sync")
-            return
-        self._sync_buffer.append((_message_id(data), data))
-
-    def close_soon(self, code: CloseCode, reason: str) -> None:
-        """Close from synchronous code (a NATS callback): the writer stops, the socket closes."""
         if self._closing:
             return
-        self._closing = True
-        CLOSES.labels(str(int(code))).inc()
-        self.log.info("closing", code=int(code), reason=reason)
-        asyncio.get_running_loop().create_task(self.ws.close(code=code, message=reason.encode()))
+        if self._held is None:
+            self.send_raw(data)
+            return
+        if len(self._held) >= self._config.send_queue * SYNC_BUFFER_LIMIT_FACTOR:
+            self._slow("held_frames", "too many live messages held for a sync")
+            return
+        if self._held_bytes + len(data) > self._config.sync_buffer_bytes:
+            self._slow("held_budget", "live messages held for a sync over budget")
+            return
+        self._held.append((_message_id(data), data))
+        self._held_bytes += len(data)
+        BUFFERED.labels("held").inc(len(data))
 
-    def finish(self) -> None:
-        """Stop the writer after what is queued."""
+    def _take_held(self) -> tuple[str, bytes]:
+        assert self._held is not None
+        message_id, data = self._held.popleft()
+        self._held_bytes -= len(data)
+        BUFFERED.labels("held").dec(len(data))
+        return message_id, data
+
+    def _slow(self, cause: str, reason: str) -> None:
+        if self._closer is None:
+            SLOW_CONSUMERS.labels(cause).inc()
+        self.close_soon(CloseCode.SLOW_CONSUMER, reason)
+
+    def close_soon(self, code: CloseCode, reason: str) -> None:
+        """Close with ``code`` (callable from synchronous code: NATS callbacks, timers). The
+        writer stops; the connection's closing task does the rest and ``shutdown`` awaits
+        it. Only the first call counts."""
+        if self._closer is not None:
+            return
+        self._stop_sending()
+        if not self.ws.closed:
+            CLOSES.labels(str(int(code))).inc()
+            self.log.info("closing", code=int(code), reason=reason)
+        self._closer = asyncio.get_running_loop().create_task(
+            self._close(code, reason), name=f"ws-close-{self.session}")
+
+    def _stop_sending(self) -> None:
+        """Queue nothing more; backlog frames waiting for room give up."""
+        self._closing = True
+        self._room.set()
+
+    async def _close(self, code: CloseCode, reason: str) -> None:
+        """Write the close frame, wait for the client's answer and for the connection to end
+        (``LingeringWebSocket`` keeps reading so no reset destroys the close frame); abort
+        the transport at the deadline."""
         try:
-            self._queue.put_nowait(None)
-        except asyncio.QueueFull:
-            pass
+            async with asyncio.timeout(self._config.close_timeout_s):
+                await self.ws.close(code=code, message=reason.encode()[:123])
+                await self.ws.wait_gone()
+        except TimeoutError:
+            CLOSE_ABORTS.inc()
+            self.log.info("close_aborted", code=int(code), unsent_bytes=self.ws.unsent_bytes(),
+                          timeout_s=self._config.close_timeout_s)
+            self.ws.abort()
+
+    async def shutdown(self) -> None:
+        """End the socket after its handler: close it if nothing did yet (``GOING_AWAY``: the
+        handler itself was cancelled or failed), await the closing task, stop the writer and
+        release what the socket held. Cancelling this cancels the closing task and aborts the
+        transport."""
+        self.close_soon(CloseCode.GOING_AWAY, "socket handler ended")
+        assert self._closer is not None
+        try:
+            await self._closer
+        except asyncio.CancelledError:
+            self.ws.abort()
+            raise
+        finally:
+            if self._writer is not None:
+                self._writer.cancel()
+                await asyncio.wait([self._writer])
+            self._release()
+
+    def _release(self) -> None:
+        while self._held:
+            self._take_held()
+        while not self._queue.empty():
+            data = self._queue.get_nowait()
+            self._queued_bytes -= len(data)
+            BUFFERED.labels("send").dec(len(data))
 
     # ------------------------------------------------------------------ inbound
 
@@ -137,10 +261,17 @@ class Connection:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._closing:
                     await self._on_frame(msg.data)
                 elif msg.type == WSMsgType.ERROR:
-                    self.log.info("socket_error", error=repr(self.ws.exception()))
+                    self._on_socket_error(self.ws.exception())
                     return
         finally:
             expiry.cancel()
+
+    def _on_socket_error(self, exc: BaseException | None) -> None:
+        """aiohttp ended the socket: a frame that broke the protocol (it sent 1002, 1007 or
+        1009 itself, through ``LingeringWebSocket``) or a heartbeat without answer (1006)."""
+        code = exc.code if isinstance(exc, WebSocketError) else WSCloseCode.ABNORMAL_CLOSURE
+        CLOSES.labels(str(int(code))).inc()
+        self.log.info("socket_error", code=int(code), error=repr(exc))
 
     async def _on_frame(self, data: str | bytes) -> None:
         request_id: str | None = None
@@ -191,8 +322,8 @@ class Connection:
         if self._sync_running:
             raise ProtocolError(ErrorCode.CONFLICT, "a sync is already running")
         self._sync_running = True
-        if self._sync_buffer is None:
-            self._sync_buffer = []
+        if self._held is None:
+            self._held = deque()
         sent: set[str] = set()
         count = 0
         try:
@@ -203,7 +334,7 @@ class Connection:
                                                        self._config.sync_page, barrier)
                 for message in page.messages:
                     sent.add(message.message_id)
-                    await self._put_waiting(encode_frame(message))
+                    await self._send_paced(encode_frame(message))
                 count += len(page.messages)
                 cursor = page.cursor
                 if not page.more:
@@ -212,16 +343,14 @@ class Connection:
         finally:
             self._sync_running = False
         # Only a complete sync releases the held frames: after a failed one (an error frame
-        # with retry=true) they stay held, so the retried backlog still comes first.
-        buffered, self._sync_buffer = self._sync_buffer or [], None
-        for message_id, data in buffered:
+        # with retry=true) they stay held, so the retried backlog still comes first. Frames
+        # that arrive while the held ones are released are held behind them, until none is.
+        while self._held and not self._closing:
+            message_id, data = self._take_held()
             if message_id not in sent:
-                self.send_raw(data)
-
-    async def _put_waiting(self, data: bytes) -> None:
-        """Queue a backlog frame, waiting for room: the backlog is paced by the socket."""
+                await self._send_paced(data)
         if not self._closing:
-            await self._queue.put(data)
+            self._held = None
 
 
 class _MessageId(msgspec.Struct):

@@ -92,7 +92,7 @@ class Gateway:
             await self._features.drain()
         if self._sockets is None:
             return
-        await self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
+        self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
         try:
             async with asyncio.timeout(self._config.gateway.drain_timeout_s):
                 await self._sockets.wait_idle()

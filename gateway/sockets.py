@@ -6,13 +6,14 @@ routers publish to device subjects without knowing which gateway holds which soc
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from gateway.auth import Identity, TokenVerifier
 from gateway.callbacks import CallbackRelay
@@ -22,6 +23,7 @@ from gateway.limits import Limits
 from gateway.messaging import Messaging
 from gateway.peer import SocialFrames
 from gateway.problems import problem, problem_of
+from gateway.websocket import LingeringWebSocket
 from presence.registry import PresenceWriter
 from runtime.config import GatewayConfig
 from schemas.errors import CloseCode, ErrorCode, ProtocolError
@@ -32,6 +34,9 @@ from schemas.version import PROTOCOL_VERSION
 log = structlog.get_logger(__name__)
 
 CONNECTIONS = Gauge("courier_gateway_connections", "Open WebSocket connections")
+CLEANUP_FAILURES = Counter("courier_gateway_socket_cleanup_failures_total",
+                           "Steps of a socket's cleanup that raised (the others still ran)",
+                           ["step"])
 
 
 class DeviceHub:
@@ -74,11 +79,17 @@ class DeviceHub:
         await self._presence.device_online(conn.identity.user, device)
 
     async def detach(self, conn: Connection) -> None:
+        """Unsubscribe the device's live subject and mark it offline (both, even if the first
+        fails), unless another socket of the device replaced this one."""
         entry = self._devices.get(conn.identity.device)
-        if entry is not None and entry[0] is conn:
-            del self._devices[conn.identity.device]
-            await entry[1].unsubscribe()
-            await self._presence.device_offline(conn.identity.user, conn.identity.device)
+        if entry is None or entry[0] is not conn:
+            return
+        del self._devices[conn.identity.device]
+        await run_all(conn.log, [
+            ("unsubscribe", entry[1].unsubscribe),
+            ("presence_offline",
+             lambda: self._presence.device_offline(conn.identity.user, conn.identity.device)),
+        ])
 
     def connections(self) -> list[Connection]:
         return [conn for conn, _ in self._devices.values()]
@@ -99,7 +110,7 @@ class SocketEndpoint:
         self._callbacks = callbacks
         self._social = social
         self._limits = limits
-        self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._handlers = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -121,17 +132,19 @@ class SocketEndpoint:
             await self._messaging.register(identity)
         except ProtocolError as exc:
             return problem_of(exc)
-        ws = web.WebSocketResponse(heartbeat=self._config.heartbeat_s,
-                                   max_msg_size=self._config.max_frame_bytes)
+        ws = LingeringWebSocket(heartbeat=self._config.heartbeat_s,
+                                timeout=self._config.close_timeout_s,
+                                # aiohttp refuses a frame of exactly max_msg_size
+                                max_msg_size=self._config.max_frame_bytes + 1)
         await ws.prepare(request)
-        self._sockets.add(ws)
         await self._serve(ws, identity)
         return ws
 
-    async def _serve(self, ws: web.WebSocketResponse, identity: Identity) -> None:
+    async def _serve(self, ws: LingeringWebSocket, identity: Identity) -> None:
         conn = Connection(ws, identity, self._messaging, self._config, guard=self._guard,
                           callbacks=self._callbacks, social=self._social, limits=self._limits)
-        writer = asyncio.create_task(conn.write_forever(), name="ws-writer")
+        conn.start()
+        self._connections.add(conn)
         CONNECTIONS.inc()
         self._handlers += 1
         self._idle.clear()
@@ -146,30 +159,43 @@ class SocketEndpoint:
             await conn.read_forever()
         finally:
             CONNECTIONS.dec()
-            await self._hub.detach(conn)
-            await self._social.detach(conn)
-            conn.finish()
+            self._connections.discard(conn)
             try:
-                await asyncio.wait_for(writer, timeout=1.0)
-            except (TimeoutError, asyncio.CancelledError):
-                writer.cancel()
-            if not ws.closed:
-                await ws.close()
-            self._handlers -= 1
-            if not self._handlers:
-                self._idle.set()
+                await run_all(conn.log, [("hub_detach", lambda: self._hub.detach(conn)),
+                                         ("social_detach", lambda: self._social.detach(conn)),
+                                         ("socket_shutdown", conn.shutdown)])
+            finally:
+                self._handlers -= 1
+                if not self._handlers:
+                    self._idle.set()
 
     async def wait_idle(self) -> None:
         """Until every socket handler has finished."""
         await self._idle.wait()
 
-    async def close_all(self, code: CloseCode, reason: str) -> None:
-        """Close every socket (shutdown): clients reconnect to another gateway."""
+    def close_all(self, code: CloseCode, reason: str) -> None:
+        """Close every socket (shutdown): clients reconnect to another gateway. Each socket's
+        handler ends once its close is done; ``wait_idle`` waits for them."""
         self.accepting = False
-        await asyncio.gather(
-            *(ws.close(code=code, message=reason.encode()) for ws in list(self._sockets)),
-            return_exceptions=True,
-        )
+        for conn in list(self._connections):
+            conn.close_soon(code, reason)
+
+
+async def run_all(logger: structlog.typing.FilteringBoundLogger,
+                  steps: Iterable[tuple[str, Callable[[], Awaitable[None]]]]) -> None:
+    """Run every cleanup step, in order, even after one fails (logged with the step's name).
+    A cancellation during a step is re-raised once every step has run."""
+    cancelled: asyncio.CancelledError | None = None
+    for name, step in steps:
+        try:
+            await step()
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+        except Exception:
+            CLEANUP_FAILURES.labels(name).inc()
+            logger.exception("socket_cleanup_failed", step=name)
+    if cancelled is not None:
+        raise cancelled
 
 
 def _token(request: web.Request) -> str:

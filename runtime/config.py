@@ -111,6 +111,20 @@ class GatewayConfig(_Section, frozen=True):
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=900 * 1024)] = 64 * 1024
     #: Frames queued for one socket before it is closed as a slow consumer (4008).
     send_queue: Annotated[int, msgspec.Meta(ge=8, le=100_000)] = 1024
+    #: Byte budget of one socket's outbound frames: its send queue plus what its transport
+    #: holds unsent. A socket over it is closed as a slow consumer (4008); during a sync each
+    #: backlog frame waits until it fits. At least ``max_frame_bytes``.
+    send_buffer_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=1024**3)] = 4 * 1024**2
+    #: Byte budget of the live frames held for one socket until its sync completes (from its
+    #: opening to its first sync, and during each sync); over it the socket is closed (4008).
+    #: At least ``max_frame_bytes``.
+    sync_buffer_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=1024**3)] = 4 * 1024**2
+    #: A socket whose frame write makes no progress for this long (its client stopped
+    #: reading) is closed as a slow consumer (4008).
+    write_stall_s: Annotated[float, msgspec.Meta(ge=0.5, le=600.0)] = 10.0
+    #: Once the gateway closes a socket, how long its client gets to read the close frame,
+    #: answer it and end the connection; then the transport is aborted.
+    close_timeout_s: Annotated[float, msgspec.Meta(ge=0.1, le=60.0)] = 5.0
     #: WebSocket ping interval; a socket that does not answer is closed.
     heartbeat_s: PositiveFloat = 20.0
     #: Frames per second one device may send, sustained, on all its sockets together (the
@@ -498,6 +512,10 @@ def _check(config: Config) -> None:
     for app, days in config.retention.days.items():
         if days <= 0:
             raise ConfigError(f"COURIER_RETENTION_DAYS: days for {app!r} must be positive")
+    for key in ("send_buffer_bytes", "sync_buffer_bytes"):
+        if getattr(config.gateway, key) < config.gateway.max_frame_bytes:
+            raise ConfigError(f"COURIER_GATEWAY_{key.upper()}: must be at least "
+                              "max_frame_bytes")
     _check_nats(config.nats)
     _check_cassandra(config.store)
     _check_notifications(config)

@@ -2,7 +2,8 @@
 
 Every error says whether retrying the same request can succeed (``retry``). Close codes in the
 4000-4099 range mean "reconnect is allowed, with backoff"; 4100-4199 mean "do not reconnect
-with the same credentials"; 1001 and 1009 are the standard WebSocket codes.
+with the same credentials"; 1001, 1002, 1007 and 1009 are the standard WebSocket codes (the
+last three sent by the WebSocket layer itself when a frame breaks the protocol).
 """
 
 import enum
@@ -57,8 +58,10 @@ class CloseCode(enum.IntEnum):
     """WebSocket close codes sent by the gateway."""
 
     GOING_AWAY = 1001  # gateway draining for shutdown: reconnect (to another gateway)
+    PROTOCOL_ERROR = 1002  # a frame that breaks RFC 6455 (bad opcode, stray continuation)
+    INVALID_TEXT = 1007  # a text frame that is not valid UTF-8: reconnect, send valid UTF-8
     MESSAGE_TOO_BIG = 1009  # a frame over max_frame_bytes: reconnect and send smaller frames
-    SLOW_CONSUMER = 4008  # send queue full: reconnect; the messages wait in the inbox
+    SLOW_CONSUMER = 4008  # over a byte budget, or not reading: reconnect; messages wait
     TOO_MANY_ERRORS = 4009  # repeated bad frames or rate-limit abuse: reconnect after backoff
     TOKEN_EXPIRED = 4010  # the token expired during the session: get a new token, reconnect
     REPLACED = 4011  # the same device connected again elsewhere; this socket is superseded

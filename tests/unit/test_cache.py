@@ -54,7 +54,8 @@ class ScriptedRpc:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def call(self, op: str, request: Any, result: type) -> Any:
+    async def call(self, op: str, request: Any, result: type, *,
+                   timeout_s: float | None = None) -> Any:
         self.calls += 1
         if op == "device_owner":
             return rpc.Owner(user=f"owner-{request.device}")
