@@ -24,7 +24,6 @@ from typing import Generic, TypeVar
 
 import structlog
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
@@ -175,7 +174,7 @@ class PullLoop:
         while not self._stopping.is_set():
             try:
                 msgs = await subscription.fetch(self._batch, timeout=0.5)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats-py's own subclass, or asyncio's when the reply is late
                 continue
             except Exception as exc:  # connection trouble: nats reconnects, we wait
                 log.warning("fetch_failed", consumer=self._durable, error=repr(exc))
