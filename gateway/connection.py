@@ -64,6 +64,9 @@ SLOW_CONSUMERS = Counter("courier_gateway_slow_consumers_total",
                          "frame count, no write progress", ["cause"])
 CLOSE_ABORTS = Counter("courier_gateway_close_aborts_total",
                        "Closing sockets whose transport was aborted after close_timeout_s")
+#: Back-off of a server-side resync while storage or NATS are not back yet.
+RESYNC_RETRY_S = 0.2
+RESYNC_MAX_RETRY_S = 5.0
 SYNC_BUFFER_LIMIT_FACTOR = 4
 for _buffer in ("send", "held"):
     BUFFERED.labels(_buffer)
@@ -94,6 +97,9 @@ class Connection:
         self._held: deque[tuple[str, bytes]] | None = deque()
         self._held_bytes = 0
         self._sync_running = False
+        #: A NATS reconnect happened during a sync: its backlog may miss what was lost live.
+        self._resync_wanted = False
+        self._resyncer: asyncio.Task[None] | None = None
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -235,9 +241,10 @@ class Connection:
             self.ws.abort()
             raise
         finally:
-            if self._writer is not None:
-                self._writer.cancel()
-                await asyncio.wait([self._writer])
+            for task in (self._resyncer, self._writer):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.wait([task])
             self._release()
 
     def _release(self) -> None:
@@ -300,6 +307,8 @@ class Connection:
         elif isinstance(frame, Read):
             await self._messaging.read(identity, frame)
         elif isinstance(frame, Sync):
+            if self._resyncer is not None and not self._resyncer.done():
+                await asyncio.wait([self._resyncer])  # the server's own sync comes first
             await self._sync(frame)
         elif isinstance(frame, Ping):
             self.send(Pong(id=frame.id))
@@ -313,6 +322,39 @@ class Connection:
         self._strikes += 1
         if self._strikes >= self._config.max_strikes:
             self.close_soon(CloseCode.TOO_MANY_ERRORS, "too many rejected frames")
+
+    def resync(self) -> None:
+        """Re-read the backlog without being asked (the gateway was away from NATS, so live
+        frames may have been lost): held live frames wait behind it as in a client's sync,
+        and a ``synced`` frame without ``id`` ends it. Before the socket's first sync there
+        is nothing to do (that sync reads everything); during a sync, another follows it."""
+        if self._closing or (self._held is not None and not self._sync_running):
+            return
+        if self._sync_running:
+            self._resync_wanted = True
+            return
+        if self._resyncer is None or self._resyncer.done():
+            self._resyncer = asyncio.get_running_loop().create_task(
+                self._resync_until_done(), name=f"ws-resync-{self.session}")
+
+    async def _resync_until_done(self) -> None:
+        """Server-side sync, retried with back-off while storage or NATS are not back yet."""
+        delay = RESYNC_RETRY_S
+        while not self._closing:
+            try:
+                await self._sync(Sync())
+                return
+            except ProtocolError as exc:
+                if exc.code == ErrorCode.CONFLICT:
+                    return  # the client's own sync started first: it reads past the gap
+                if exc.code not in RETRYABLE:
+                    self.log.warning("resync_failed", code=exc.code, error=exc.message)
+                    return
+            except Exception:
+                self.log.exception("resync_failed")
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESYNC_MAX_RETRY_S)
 
     async def _sync(self, frame: Sync) -> None:
         """Send the backlog page by page, then the live messages that arrived meanwhile.
@@ -351,6 +393,9 @@ class Connection:
                 await self._send_paced(data)
         if not self._closing:
             self._held = None
+        if self._resync_wanted:
+            self._resync_wanted = False
+            self.resync()
 
 
 class _MessageId(msgspec.Struct):

@@ -42,13 +42,21 @@ class Gateway:
         self._presence: PresenceWriter | None = None
         self._features: GatewayFeatures | None = None
         self._social: GatewaySocial | None = None
+        self._hub: DeviceHub | None = None
         self.port = gw.port
+
+    def _on_nats_reconnected(self) -> None:
+        """Live frames routed while this gateway was away from NATS never arrived: every
+        socket re-reads its backlog (``Connection.resync``)."""
+        if self._hub is not None:
+            self._hub.resync_all()
 
     async def start(self) -> None:
         config = self._config
         verifier = TokenVerifier(config.auth, config.app)
         issuer = TokenIssuer(config.auth) if config.auth.dev_registration else None
-        self._nc = nc = await connect(config.nats, f"gateway-{self.gateway_id}", GATEWAY)
+        self._nc = nc = await connect(config.nats, f"gateway-{self.gateway_id}", GATEWAY,
+                                      on_reconnected=self._on_nats_reconnected)
         js = nc.jetstream()
         await ensure_stream(js, MSGS, config.nats, update=False)
         rpc_client = RpcClient(nc)
@@ -60,7 +68,7 @@ class Gateway:
                                         gateway_ttl_s=config.gateway.presence_ttl_s,
                                         replicas=config.nats.replicas)
         await self._presence.start()
-        hub = DeviceHub(nc, self._presence)
+        self._hub = hub = DeviceHub(nc, self._presence)
         await hub.start()
         limits = Limits(config.gateway, config.limits)
         self._features = features = await GatewayFeatures.start(

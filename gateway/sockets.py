@@ -34,6 +34,8 @@ from schemas.version import PROTOCOL_VERSION
 log = structlog.get_logger(__name__)
 
 CONNECTIONS = Gauge("courier_gateway_connections", "Open WebSocket connections")
+RESYNCS = Counter("courier_gateway_resyncs_total",
+                  "Server-side backlog re-reads of sockets after a NATS reconnect")
 CLEANUP_FAILURES = Counter("courier_gateway_socket_cleanup_failures_total",
                            "Steps of a socket's cleanup that raised (the others still ran)",
                            ["step"])
@@ -93,6 +95,14 @@ class DeviceHub:
 
     def connections(self) -> list[Connection]:
         return [conn for conn, _ in self._devices.values()]
+
+    def resync_all(self) -> None:
+        """After a NATS reconnect: every socket re-reads what it may have missed live."""
+        connections = self.connections()
+        RESYNCS.inc(len(connections))
+        log.info("resyncing_sockets", sockets=len(connections))
+        for conn in connections:
+            conn.resync()
 
 
 class SocketEndpoint:

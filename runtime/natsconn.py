@@ -1,6 +1,7 @@
 """NATS connection and JetStream set-up shared by the services."""
 
 import ssl
+from collections.abc import Callable
 
 import nats
 import structlog
@@ -30,10 +31,13 @@ def _error_kind(message: str) -> str:
     return "authorization" if "authorization violation" in lowered else "other"
 
 
-async def connect(config: NatsConfig, name: str, credential: str) -> Client:
+async def connect(config: NatsConfig, name: str, credential: str, *,
+                  on_reconnected: Callable[[], None] | None = None) -> Client:
     """Connect as ``credential`` (a name of ``schemas.nats_permissions``: its inbox prefix, and
     the seed file configured for this process), with unlimited reconnects: a service outlives
-    a nats-server restart. A credential the server refuses raises ``ConfigError``."""
+    a nats-server restart. A credential the server refuses raises ``ConfigError``.
+    ``on_reconnected`` runs after each reconnect (core NATS messages published meanwhile to
+    this client's subscriptions are gone)."""
     connected = False
 
     async def on_error(exc: Exception) -> None:
@@ -52,6 +56,8 @@ async def connect(config: NatsConfig, name: str, credential: str) -> Client:
 
     async def on_reconnect() -> None:
         log.info("nats_reconnected")
+        if on_reconnected is not None:
+            on_reconnected()
 
     inbox_prefix = permissions.credential(credential).inbox_prefix
     if not config.nkey_seed_file:

@@ -100,9 +100,10 @@ class System:
         self.routers.append(router)
         return router
 
-    def add_gateway(self) -> str:
+    def add_gateway(self, **overrides: str) -> str:
         port = free_port()
-        gateway = ServiceProcess("gateway", self.env("gateway", COURIER_GATEWAY_PORT=str(port)),
+        gateway = ServiceProcess("gateway", self.env("gateway", COURIER_GATEWAY_PORT=str(port),
+                                                     **overrides),
                                  self.logs / f"gateway-{len(self.gateways)}.log")
         gateway.start()
         self.gateways.append((gateway, port))
