@@ -6,13 +6,19 @@ App ``default`` is the one the dev registration endpoint mints tokens for; token
 ``otherapp`` are minted with the system's own secret, as an app's backend would.
 """
 
+import msgspec
+import nats
 import pytest
+from nats.js.errors import KeyNotFoundError
 
 from client.sdk import ClientError, CourierClient, Credentials
 from gateway.auth import TokenIssuer
 from runtime.config import AuthConfig
+from runtime.kv import ensure_bucket
+from schemas.control import CONTROL, ControlState, control_key
 from schemas.ids import direct_conversation
 from tests.e2e.social_helpers import call, refused
+from tests.e2e.test_control import upgrade_refused
 from tests.harness import System
 
 OTHER = "otherapp"
@@ -101,3 +107,28 @@ async def test_a_token_of_another_app_reads_and_reaches_nothing(system: System) 
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_control_keys_written_without_an_app_stay_in_force(system: System) -> None:
+    """A device disabled before control keys carried the app (key ``device.<id>``) belongs to
+    the default app: a gateway starting rewrites the key, and the device stays refused."""
+    creds = await system.device("bob", "bob-phone")
+    nc = await nats.connect(system.nats.url)
+    try:
+        kv = await ensure_bucket(nc.jetstream(), CONTROL, 1)
+        await kv.put("device.bob-phone", msgspec.json.encode(ControlState(
+            kind="device", id="bob-phone", disabled_at=1, by="ops")))
+        url = system.add_gateway()  # migrates the control keys before it serves
+        entry = await kv.get(control_key("device", "bob-phone", "default"))
+        assert entry.value is not None
+        state = msgspec.json.decode(entry.value, type=ControlState)
+        assert (state.kind, state.id, state.app, state.by) == ("device", "bob-phone", "default",
+                                                               "ops")
+        with pytest.raises(KeyNotFoundError):
+            await kv.get("device.bob-phone")
+        for gateway in (url, system.url):  # both views see the default app's device disabled
+            assert await upgrade_refused(gateway, creds) == (403, "disabled")
+        other = await system.connect(other_app(system, "bob", "bob-phone"))  # another device
+        await other.close()
+    finally:
+        await nc.close()
