@@ -82,7 +82,7 @@ class Driver:
     async def register(self) -> None:
         now = _now()
         for index in range(self.workload.users):
-            await self.store.register_device(_user(index), _device(index), APP, now)
+            await self.store.register_device(APP, _user(index), _device(index), now)
 
     def batch(self) -> list[StoredMessage]:
         """The next ``batch`` messages: user i writes to user i+1 (mod users), round robin."""
@@ -159,7 +159,7 @@ async def run(store: MessageStore, workload: Workload) -> list[Phase]:
             user, device, items = frame
 
             async def call() -> int:
-                await store.record_acks(user, device, items, _now())
+                await store.record_acks(APP, user, device, items, _now())
                 return len(items)
 
             return call()
@@ -174,7 +174,7 @@ async def run(store: MessageStore, workload: Workload) -> list[Phase]:
                 return None
 
             async def call() -> int:
-                await store.mark_read(*marker)
+                await store.mark_read(APP, *marker)
                 return 1
 
             return call()

@@ -17,7 +17,7 @@ import msgspec
 import structlog
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from control.view import ControlView
@@ -34,6 +34,7 @@ from schemas.control import (
     ControlState,
     ControlTarget,
     control_key,
+    legacy_key,
 )
 from schemas.errors import ErrorCode, ProtocolError
 
@@ -44,6 +45,7 @@ log = structlog.get_logger(__name__)
 REFLECT_TIMEOUT_S = 2.0
 _encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(AuditRecord)
+_state_decoder = msgspec.json.Decoder(ControlState)
 
 
 def now_ms() -> int:
@@ -67,6 +69,7 @@ class ControlAdmin:
         """Disable or enable ``request.target``; raises ``ProtocolError`` for unknown targets
         (``unknown_recipient``), bad requests (``invalid``) and NATS trouble (``unavailable``)."""
         target = await self._checked_target(request.target)
+        assert target.app is not None
         key = control_key(target.kind, target.id, target.app)
         ts = now_ms()
         try:
@@ -117,24 +120,50 @@ class ControlAdmin:
         full = len(entries) == limit
         return AuditPage(entries=entries, next_after=entries[-1].seq if full else None)
 
+    async def migrate(self) -> int:
+        """Rewrite device and user keys of the form before keys carried the app
+        (``device.<id>``) as the default app's (``device.<app>.<id>``), then delete them:
+        what was disabled stays disabled. Idempotent, so every gateway may run it at start;
+        returns how many keys it moved."""
+        moved = 0
+        try:
+            keys = await self._kv.keys()
+        except NoKeysError:
+            return 0
+        for key in keys:
+            if not legacy_key(key):
+                continue
+            try:
+                entry = await self._kv.get(key)
+            except KeyNotFoundError:
+                continue
+            if entry.value:
+                state = _state_decoder.decode(entry.value)
+                state.app = self._default_app
+                await self._kv.put(control_key(state.kind, state.id, self._default_app),
+                                   _encoder.encode(state))
+            await self._kv.delete(key)
+            moved += 1
+        if moved:
+            log.info("control_keys_migrated", keys=moved, app=self._default_app)
+        return moved
+
     async def _checked_target(self, target: ControlTarget) -> ControlTarget:
-        """The target with its app filled in, once it is known to exist."""
-        if target.kind == "module":
-            return ControlTarget(kind="module", id=target.id,
-                                 app=target.app or self._default_app)
-        if target.app is not None:
-            raise ProtocolError(ErrorCode.INVALID, "'app' applies to module targets only")
+        """The target with its app filled in, once it is known to exist in that app."""
+        app = target.app or self._default_app
         if target.kind == "device":
-            owner = await self._rpc.call("device_owner", rpc.DeviceOwner(device=target.id),
-                                         rpc.Owner)
+            owner = await self._rpc.call("device_owner",
+                                         rpc.DeviceOwner(app=app, device=target.id), rpc.Owner)
             if owner.user is None:
-                raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no device {target.id!r}")
-        else:
-            user = await self._rpc.call("get_user", rpc.GetUser(user=target.id),
+                raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT,
+                                    f"no device {target.id!r} in app {app!r}")
+        elif target.kind == "user":
+            user = await self._rpc.call("get_user", rpc.GetUser(app=app, user=target.id),
                                         rpc.UserDevices)
             if not user.exists:
-                raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no user {target.id!r}")
-        return target
+                raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT,
+                                    f"no user {target.id!r} in app {app!r}")
+        return ControlTarget(kind=target.kind, id=target.id, app=app)
 
     async def _is_disabled(self, key: str) -> bool:
         try:

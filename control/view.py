@@ -11,7 +11,7 @@ from nats.js.kv import KeyValue
 from runtime.backoff import Backoff
 from runtime.kv import BucketFollower, ensure_bucket
 from runtime.tasks import TaskGroup
-from schemas.control import CONTROL, ControlState, control_key
+from schemas.control import CONTROL, ControlState, control_key, legacy_key
 
 log = structlog.get_logger(__name__)
 
@@ -67,18 +67,19 @@ class ControlView:
     async def _open_bucket(self) -> KeyValue:
         return await ensure_bucket(self._js, CONTROL, self._replicas)
 
-    def device_disabled(self, device: str) -> bool:
-        return control_key("device", device, None) in self._states
+    def device_disabled(self, app: str, device: str) -> bool:
+        return control_key("device", device, app) in self._states
 
-    def user_disabled(self, user: str) -> bool:
-        return control_key("user", user, None) in self._states
+    def user_disabled(self, app: str, user: str) -> bool:
+        return control_key("user", user, app) in self._states
 
     def module_disabled(self, app: str, module: str) -> bool:
         return control_key("module", module, app) in self._states
 
-    def blocks(self, user: str, device: str) -> bool:
-        """Whether nothing may reach or come from this device (it or its user is disabled)."""
-        return self.user_disabled(user) or self.device_disabled(device)
+    def blocks(self, app: str, user: str, device: str) -> bool:
+        """Whether nothing may reach or come from this device of ``app`` (it or its user is
+        disabled)."""
+        return self.user_disabled(app, user) or self.device_disabled(app, device)
 
     async def reflects(self, key: str, disabled: bool, within_s: float) -> bool:
         """Wait until this view shows ``key`` disabled (or enabled): an administrator's write
@@ -104,6 +105,8 @@ class ControlView:
         return sorted(self._states.values(), key=lambda s: (s.disabled_at, s.kind, s.id))
 
     def _apply(self, key: str, value: bytes | None) -> None:
+        if legacy_key(key):  # rewritten with its app by a gateway (ControlAdmin.migrate)
+            return
         for event in self._waiters.get(key, []):
             event.set()
         previous = self._states.pop(key, None)

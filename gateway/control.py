@@ -40,10 +40,10 @@ class ControlGuard:
 
     def check_connect(self, identity: Identity) -> None:
         """Raise ``disabled`` if the device or its user is disabled."""
-        if self._view.user_disabled(identity.user):
+        if self._view.user_disabled(identity.app, identity.user):
             REFUSED.labels("user").inc()
             raise ProtocolError(ErrorCode.DISABLED, f"user {identity.user!r} is disabled")
-        if self._view.device_disabled(identity.device):
+        if self._view.device_disabled(identity.app, identity.device):
             REFUSED.labels("device").inc()
             raise ProtocolError(ErrorCode.DISABLED, f"device {identity.device!r} is disabled")
 
@@ -55,7 +55,8 @@ class ControlGuard:
 
     def recheck(self, conn: Socket) -> None:
         """Close a socket whose device or user was disabled while it was being set up."""
-        if self._view.blocks(conn.identity.user, conn.identity.device):
+        identity = conn.identity
+        if self._view.blocks(identity.app, identity.user, identity.device):
             conn.close_soon(CloseCode.DISABLED, "disabled by an administrator")
 
     def _on_change(self, change: ControlChange) -> None:
@@ -63,5 +64,7 @@ class ControlGuard:
             return
         for conn in self._sockets():
             identity = conn.identity
+            if identity.app != change.app:
+                continue
             if (identity.device if change.kind == "device" else identity.user) == change.id:
                 conn.close_soon(CloseCode.DISABLED, f"{change.kind} disabled by an administrator")

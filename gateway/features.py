@@ -61,6 +61,7 @@ class GatewayFeatures:
                             gateway_id=gateway_id)
         admin = ControlAdmin(js, await ensure_bucket(js, CONTROL, replicas), rpc_client, view,
                              default_app=config.app, gateway_id=gateway_id)
+        await admin.migrate()  # keys written before they carried the app
         subjects = ServiceSubjects(nc, notifier, admin, config.notify)
         await subjects.start()
         tokens = await ensure_bucket(js, PUSH_TOKENS, replicas)

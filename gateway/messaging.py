@@ -64,10 +64,11 @@ class Messaging:
         self._gateway_id = gateway_id
         self._permissions = permissions
         self._cache_ttl_s = cache_ttl_s
-        #: user -> until when it counts as known (kept past that: a stale "exists" serves
-        #: while the storage worker is unavailable).
-        self._known_users: LruCache[str, float] = LruCache(max_cached)
-        self._device_owners: LruCache[str, str] = LruCache(max_cached)
+        #: (app, user) -> until when it counts as known (kept past that: a stale "exists"
+        #: serves while the storage worker is unavailable).
+        self._known_users: LruCache[tuple[str, str], float] = LruCache(max_cached)
+        #: (app, device) -> its user.
+        self._device_owners: LruCache[tuple[str, str], str] = LruCache(max_cached)
 
     async def register(self, identity: Identity) -> None:
         """Make sure the token's user and device exist in the registry."""
@@ -76,7 +77,8 @@ class Messaging:
             rpc.RegisterDevice(user=identity.user, device=identity.device, app=identity.app),
             rpc.DeviceInfo,
         )
-        self._known_users.put(identity.user, time.monotonic() + self._cache_ttl_s)
+        self._known_users.put((identity.app, identity.user),
+                              time.monotonic() + self._cache_ttl_s)
 
     async def send(self, identity: Identity, frame: Send) -> Accepted:
         if (frame.body is None) == (frame.payloads is None):
@@ -128,7 +130,7 @@ class Messaging:
     async def sync_page(self, identity: Identity, after: int, limit: int,
                         barrier: int) -> rpc.SyncPage:
         return await self._rpc.call("sync", rpc.SyncRequest(
-            user=identity.user, device=identity.device, after=after, limit=limit,
+            app=identity.app, user=identity.user, device=identity.device, after=after, limit=limit,
             barrier=barrier), rpc.SyncPage)
 
     async def _resolve(self, identity: Identity,
@@ -136,27 +138,30 @@ class Messaging:
         """The conversation of a send, and the payloads it carries."""
         to = frame.to
         if to.kind == "user":
-            await self._require_user(to.id)
+            await self._require_user(identity.app, to.id)
             await self._permissions.check_direct(identity, to.id)
             return direct_conversation(identity.user, to.id), frame.payloads
         if to.kind == "device":
-            owner = await self._device_owner(to.id)
+            owner = await self._device_owner(identity.app, to.id)
             if frame.payloads is not None:
                 raise ProtocolError(ErrorCode.INVALID, "a send to a device carries 'body'")
             assert frame.body is not None
             await self._permissions.check_direct(identity, owner)
             return direct_conversation(identity.user, owner), {to.id: frame.body}
-        return await self._permissions.group_sender(identity.user, to.id), frame.payloads
+        return (await self._permissions.group_sender(identity.app, identity.user, to.id),
+                frame.payloads)
 
-    async def _require_user(self, user: str) -> None:
-        known_until = self._known_users.get(user)
+    async def _require_user(self, app: str, user: str) -> None:
+        """The recipient must be a user of the sender's app: ids are per app, so a user of
+        another app with the same id is, for this sender, nobody."""
+        known_until = self._known_users.get((app, user))
         if known_until is not None and known_until > time.monotonic():
             return
         try:
             # With a stale "exists" to fall back on, a storage outage costs a send at most
             # STALE_CHECK_TIMEOUT_S, not the RPC deadline.
             reply = await self._rpc.call(
-                "get_user", rpc.GetUser(user=user), rpc.UserDevices,
+                "get_user", rpc.GetUser(app=app, user=user), rpc.UserDevices,
                 timeout_s=STALE_CHECK_TIMEOUT_S if known_until is not None else None)
         except ProtocolError as exc:
             if exc.code == ErrorCode.UNAVAILABLE and known_until is not None:
@@ -164,22 +169,22 @@ class Messaging:
             raise
         if not reply.exists:
             raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no user {user!r}")
-        self._known_users.put(user, time.monotonic() + self._cache_ttl_s)
+        self._known_users.put((app, user), time.monotonic() + self._cache_ttl_s)
 
-    async def _device_owner(self, device: str) -> str:
-        owner = self._device_owners.get(device)
+    async def _device_owner(self, app: str, device: str) -> str:
+        owner = self._device_owners.get((app, device))
         if owner is None:
-            reply = await self._rpc.call("device_owner", rpc.DeviceOwner(device=device),
-                                         rpc.Owner)
+            reply = await self._rpc.call("device_owner",
+                                         rpc.DeviceOwner(app=app, device=device), rpc.Owner)
             if reply.user is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no device {device!r}")
             owner = reply.user
-            self._device_owners.put(device, owner)
+            self._device_owners.put((app, device), owner)
         return owner
 
     async def _check_member(self, identity: Identity, conversation: str) -> None:
         if group_of(conversation) is not None:
-            await self._permissions.check_reader(identity.user, conversation)
+            await self._permissions.check_reader(identity.app, identity.user, conversation)
             return
         members = direct_members(conversation) or notification_members(conversation)
         if members is None or identity.user not in members:

@@ -112,35 +112,39 @@ class Notifier:
             if count == 0:
                 raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"app {app!r} has no devices")
             return NotificationResult(id=item.id, status="accepted", recipients=count)
-        recipients = await self._resolve(item.to)
+        recipients = await self._resolve(app, item.to)
         message_ids = await self._publish(service, item, app, ts, recipients)
         return NotificationResult(id=item.id, status="accepted", recipients=len(recipients),
                                   message_ids=message_ids)
 
-    async def _resolve(self, to: ToUser | ToUsers | ToGroup | ToDevice) -> list[Recipient]:
+    async def _resolve(self, app: str,
+                       to: ToUser | ToUsers | ToGroup | ToDevice) -> list[Recipient]:
+        """The recipients of a notification, looked up in its app only."""
         if isinstance(to, ToDevice):
-            owner = await self._rpc.call("device_owner", rpc.DeviceOwner(device=to.id),
+            owner = await self._rpc.call("device_owner", rpc.DeviceOwner(app=app, device=to.id),
                                          rpc.Owner)
             if owner.user is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no device {to.id!r}")
             return [(owner.user, Destination(kind="device", id=to.id), to.id)]
         if isinstance(to, ToGroup):
-            roster = await self._rpc.call("group_roster", groups.GroupRosterRequest(group=to.id),
+            roster = await self._rpc.call("group_roster",
+                                          groups.GroupRosterRequest(app=app, group=to.id),
                                           groups.GroupRoster)
             if not roster.exists or not roster.members:
                 raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no group {to.id!r}")
             destination = Destination(kind="group", id=to.id)
             return [(user, destination, None) for user in sorted(roster.members)]
         users = [to.id] if isinstance(to, ToUser) else sorted(set(to.ids))
-        known = await _bounded([partial(self._exists, user) for user in users])
+        known = await _bounded([partial(self._exists, app, user) for user in users])
         unknown = [user for user, exists in zip(users, known, strict=True) if not exists]
         if unknown:
             raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT,
                                 f"no user {', '.join(repr(u) for u in unknown[:10])}")
         return [(user, Destination(kind="user", id=user), None) for user in users]
 
-    async def _exists(self, user: str) -> bool:
-        reply = await self._rpc.call("get_user", rpc.GetUser(user=user), rpc.UserDevices)
+    async def _exists(self, app: str, user: str) -> bool:
+        reply = await self._rpc.call("get_user", rpc.GetUser(app=app, user=user),
+                                     rpc.UserDevices)
         return reply.exists
 
     async def _app_pages(self, app: str) -> AsyncIterator[list[str]]:

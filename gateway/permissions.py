@@ -24,7 +24,7 @@ from runtime.rpc import RpcClient
 from schemas.contacts import Relation, RelationChanged, Relations, RelationsRequest
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.groups import GroupRoster, GroupRosterRequest
-from schemas.ids import direct_members, group_conversation, group_of
+from schemas.ids import direct_members, group_conversation, group_of, unscoped
 from schemas.subjects import CONTACTS_CHANGED, GROUPS_CHANGED
 
 LOOKUPS = Counter("courier_gateway_permission_lookups_total", "Permission look-ups",
@@ -34,7 +34,8 @@ REFUSED = Counter("courier_gateway_permission_refusals_total", "Requests refused
 #: Group rosters and user relations each cached per gateway (least recently used go first).
 MAX_ENTRIES: Final = 100_000
 
-RelationListener = Callable[[str, str], None]
+#: Called with (app, a, b) after users ``a`` and ``b`` of ``app`` changed their relation.
+RelationListener = Callable[[str, str, str], None]
 
 _relation_changed = msgspec.msgpack.Decoder(RelationChanged)
 
@@ -47,8 +48,10 @@ class Permissions:
         self._nc = nc
         self._rpc = rpc
         self._contacts = contacts
-        self._rosters: LruCache[str, GroupRoster] = LruCache(MAX_ENTRIES, ttl_s)
-        self._relations: LruCache[tuple[str, str], Relation] = LruCache(MAX_ENTRIES, ttl_s)
+        #: Keyed by app first: group and user ids are per app.
+        self._rosters: LruCache[tuple[str, str], GroupRoster] = LruCache(MAX_ENTRIES, ttl_s)
+        self._relations: LruCache[tuple[str, str, str], Relation] = LruCache(MAX_ENTRIES,
+                                                                             ttl_s)
         self._listeners: list[RelationListener] = []
         #: Bumped on every invalidation: look-ups that overlapped one are not cached.
         self._epoch = 0
@@ -62,38 +65,38 @@ class Permissions:
         self._listeners.append(listener)
 
     async def _on_group_changed(self, msg: Msg) -> None:
-        self.forget_group(msg.data.decode())
+        self.forget_group(*unscoped(msg.data.decode()))
 
     async def _on_relation_changed(self, msg: Msg) -> None:
         change = _relation_changed.decode(msg.data)
-        self.forget_relation(change.a, change.b)
+        self.forget_relation(change.app, change.a, change.b)
         for listener in self._listeners:
-            listener(change.a, change.b)
+            listener(change.app, change.a, change.b)
 
-    def forget_group(self, group: str) -> None:
+    def forget_group(self, app: str, group: str) -> None:
         self._epoch += 1
-        self._rosters.drop(group)
+        self._rosters.drop((app, group))
 
-    def forget_relation(self, a: str, b: str) -> None:
+    def forget_relation(self, app: str, a: str, b: str) -> None:
         self._epoch += 1
-        self._relations.drop(_pair(a, b))
+        self._relations.drop(_pair(app, a, b))
 
     # ------------------------------------------------------------------ groups
 
-    async def roster(self, group: str) -> GroupRoster:
-        roster = self._rosters.get(group)
+    async def roster(self, app: str, group: str) -> GroupRoster:
+        roster = self._rosters.get((app, group))
         LOOKUPS.labels("group", "miss" if roster is None else "hit").inc()
         if roster is None:
             epoch = self._epoch
-            roster = await self._rpc.call("group_roster", GroupRosterRequest(group=group),
-                                          GroupRoster)
+            roster = await self._rpc.call("group_roster",
+                                          GroupRosterRequest(app=app, group=group), GroupRoster)
             if epoch == self._epoch:
-                self._rosters.put(group, roster)
+                self._rosters.put((app, group), roster)
         return roster
 
-    async def group_sender(self, user: str, group: str) -> str:
+    async def group_sender(self, app: str, user: str, group: str) -> str:
         """The conversation of a send to ``group``; the sender must be a member."""
-        roster = await self.roster(group)
+        roster = await self.roster(app, group)
         if not roster.exists:
             raise ProtocolError(ErrorCode.UNKNOWN_RECIPIENT, f"no group {group!r}")
         if user not in roster.members:
@@ -101,35 +104,35 @@ class Permissions:
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of group {group!r}")
         return group_conversation(group)
 
-    async def group_members(self, user: str, conversation: str) -> list[str]:
+    async def group_members(self, app: str, user: str, conversation: str) -> list[str]:
         """The current members of a group conversation ``user`` is a member of."""
         group = group_of(conversation)
         assert group is not None
-        roster = await self.roster(group)
+        roster = await self.roster(app, group)
         if user not in roster.members:
             REFUSED.labels("not_member").inc()
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
         return list(roster.members)
 
-    async def check_reader(self, user: str, conversation: str) -> None:
+    async def check_reader(self, app: str, user: str, conversation: str) -> None:
         """Acks and read markers: current members, and former members for what they got
         before they left."""
         group = group_of(conversation)
         if group is None:
             return
-        roster = await self.roster(group)
+        roster = await self.roster(app, group)
         if user not in roster.members and user not in roster.former:
             REFUSED.labels("not_member").inc()
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
 
     # ------------------------------------------------------------------ relations
 
-    async def relations(self, user: str, others: list[str]) -> dict[str, Relation]:
-        """How ``user`` relates to each of ``others`` (``a`` is ``user``)."""
+    async def relations(self, app: str, user: str, others: list[str]) -> dict[str, Relation]:
+        """How ``user`` relates to each of ``others`` (``a`` is ``user``), all of ``app``."""
         found: dict[str, Relation] = {}
         missing = []
         for other in dict.fromkeys(others):
-            cached = self._relations.get(_pair(user, other))
+            cached = self._relations.get(_pair(app, user, other))
             if cached is None:
                 missing.append(other)
             else:
@@ -138,12 +141,12 @@ class Permissions:
         if missing:
             LOOKUPS.labels("relation", "miss").inc(len(missing))
             epoch = self._epoch
-            reply = await self._rpc.call("relations", RelationsRequest(user=user, others=missing),
-                                         Relations)
+            reply = await self._rpc.call(
+                "relations", RelationsRequest(app=app, user=user, others=missing), Relations)
             for relation in reply.relations:
                 found[relation.b] = relation
                 if epoch == self._epoch:
-                    self._relations.put(_pair(user, relation.b), relation)
+                    self._relations.put(_pair(app, user, relation.b), relation)
         return found
 
     async def check_direct(self, identity: Identity, other: str) -> None:
@@ -151,7 +154,7 @@ class Permissions:
         app's stranger policy ``contacts_only`` when they are not contacts."""
         if other == identity.user:
             return
-        relation = (await self.relations(identity.user, [other]))[other]
+        relation = (await self.relations(identity.app, identity.user, [other]))[other]
         if relation.b_blocks_a:
             REFUSED.labels("blocked").inc()
             raise ProtocolError(ErrorCode.FORBIDDEN, f"{other} has blocked you")
@@ -175,16 +178,16 @@ class Permissions:
             return [other] if other != identity.user else []
         if group_of(conversation) is None:
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
-        members = await self.group_members(identity.user, conversation)
+        members = await self.group_members(identity.app, identity.user, conversation)
         return [member for member in members if member != identity.user]
 
-    async def visible(self, viewer: str, users: list[str]) -> set[str]:
+    async def visible(self, app: str, viewer: str, users: list[str]) -> set[str]:
         """Which of ``users`` ``viewer`` may see the presence of: accepted contacts who do not
-        block it."""
-        relations = await self.relations(viewer, users)
+        block it (users of another app are never contacts)."""
+        relations = await self.relations(app, viewer, users)
         return {user for user, relation in relations.items()
                 if relation.state == "contact" and not relation.b_blocks_a}
 
 
-def _pair(a: str, b: str) -> tuple[str, str]:
-    return (a, b) if a <= b else (b, a)
+def _pair(app: str, a: str, b: str) -> tuple[str, str, str]:
+    return (app, a, b) if a <= b else (app, b, a)

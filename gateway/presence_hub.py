@@ -34,20 +34,25 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+#: A user with its app: user ids are per app.
+Who = tuple[str, str]
+
+
 class PresenceHub:
-    """user -> the local sockets watching it, and the transitions they hear of."""
+    """(app, user) -> the local sockets watching it, and the transitions they hear of. A socket
+    watches users of its own app only."""
 
     def __init__(self, view: PresenceView, permissions: Permissions, max_watched: int) -> None:
         self._view = view
         self._permissions = permissions
         self._max_watched = max_watched
-        self._online: dict[str, set[str]] = {}
-        self._offline_since: dict[str, int] = {}
-        self._watchers: dict[str, set[Peer]] = {}
+        self._online: dict[Who, set[str]] = {}
+        self._offline_since: dict[Who, int] = {}
+        self._watchers: dict[Who, set[Peer]] = {}
         self._watching: dict[Peer, set[str]] = {}
         #: (user, viewer): announce ``user`` to its watchers (all of them if viewer is None).
-        self._queue: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
-        self._queued: set[tuple[str, str | None]] = set()
+        self._queue: asyncio.Queue[tuple[Who, str | None]] = asyncio.Queue()
+        self._queued: set[tuple[Who, str | None]] = set()
         self._tasks = TaskGroup("presence-hub")
         view.add_listener(self._on_device)
         permissions.add_relation_listener(self._on_relation)
@@ -62,6 +67,7 @@ class PresenceHub:
 
     async def subscribe(self, peer: Peer, users: list[str]) -> PresenceSubscribed:
         """Watch ``users``; the current state of those ``peer`` may see, the others denied."""
+        app = peer.identity.app
         asked = list(dict.fromkeys(users))
         watching = self._watching.setdefault(peer, set())
         new = [user for user in asked if user not in watching]
@@ -70,10 +76,11 @@ class PresenceHub:
                                 "per connection")
         for user in new:
             watching.add(user)
-            self._watchers.setdefault(user, set()).add(peer)
+            self._watchers.setdefault((app, user), set()).add(peer)
         WATCHED.inc(len(new))
-        visible = await self._permissions.visible(peer.identity.user, asked)
-        states = await asyncio.gather(*(self.state(user) for user in asked if user in visible))
+        visible = await self._permissions.visible(app, peer.identity.user, asked)
+        states = await asyncio.gather(*(self.state(app, user) for user in asked
+                                        if user in visible))
         return PresenceSubscribed(users=list(states),
                                   denied=[user for user in asked if user not in visible])
 
@@ -90,70 +97,75 @@ class PresenceHub:
 
     def _unwatch(self, peer: Peer, user: str) -> None:
         WATCHED.dec()
-        watchers = self._watchers.get(user)
+        who = (peer.identity.app, user)
+        watchers = self._watchers.get(who)
         if watchers is not None:
             watchers.discard(peer)
             if not watchers:
-                del self._watchers[user]
-                self._offline_since.pop(user, None)
+                del self._watchers[who]
+                self._offline_since.pop(who, None)
 
-    async def state(self, user: str) -> PresenceState:
+    async def state(self, app: str, user: str) -> PresenceState:
         """Online, or offline with the last time it was (KV last-seen, or the transition seen
         here if later: a socket's last-seen write can trail its removal)."""
-        if user in self._online:
+        who = (app, user)
+        if who in self._online:
             return PresenceState(user=user, online=True)
-        last = max(await self._view.last_seen(user) or 0, self._offline_since.get(user, 0))
+        last = max(await self._view.last_seen(app, user) or 0, self._offline_since.get(who, 0))
         return PresenceState(user=user, online=False, last_active=last or None)
 
     # ------------------------------------------------------------------ changes
 
-    def _on_device(self, user: str, device: str, online: bool) -> None:
-        devices = self._online.get(user, set())
+    def _on_device(self, app: str, user: str, device: str, online: bool) -> None:
+        who = (app, user)
+        devices = self._online.get(who, set())
         was_online = bool(devices)
         if online:
             devices.add(device)
-            self._online[user] = devices
+            self._online[who] = devices
         else:
             devices.discard(device)
             if not devices:
-                self._online.pop(user, None)
-        if was_online == bool(devices) or user not in self._watchers:
+                self._online.pop(who, None)
+        if was_online == bool(devices) or who not in self._watchers:
             return
         if not devices:
-            self._offline_since[user] = now_ms()
-        self._enqueue(user, None)
+            self._offline_since[who] = now_ms()
+        self._enqueue(who, None)
 
-    def _on_relation(self, a: str, b: str) -> None:
+    def _on_relation(self, app: str, a: str, b: str) -> None:
         for viewer, user in ((a, b), (b, a)):
-            if any(peer.identity.user == viewer for peer in self._watchers.get(user, ())):
-                self._enqueue(user, viewer)
+            if any(peer.identity.user == viewer for peer in self._watchers.get((app, user), ())):
+                self._enqueue((app, user), viewer)
 
-    def _enqueue(self, user: str, viewer: str | None) -> None:
-        if (user, viewer) not in self._queued:
-            self._queued.add((user, viewer))
-            self._queue.put_nowait((user, viewer))
+    def _enqueue(self, who: Who, viewer: str | None) -> None:
+        if (who, viewer) not in self._queued:
+            self._queued.add((who, viewer))
+            self._queue.put_nowait((who, viewer))
 
     async def _announce_forever(self) -> None:
         while True:
-            user, viewer = await self._queue.get()
-            self._queued.discard((user, viewer))
+            who, viewer = await self._queue.get()
+            self._queued.discard((who, viewer))
             try:
-                await self._announce(user, viewer)
+                await self._announce(who, viewer)
             except ProtocolError as exc:  # storage unavailable: the next change retries
-                log.warning("presence_announce_failed", user=user, error=exc.message)
+                log.warning("presence_announce_failed", app=who[0], user=who[1],
+                            error=exc.message)
             except Exception:
-                log.exception("presence_announce_failed", user=user)
+                log.exception("presence_announce_failed", app=who[0], user=who[1])
 
-    async def _announce(self, user: str, viewer: str | None) -> None:
-        peers = [peer for peer in self._watchers.get(user, ())
+    async def _announce(self, who: Who, viewer: str | None) -> None:
+        app, user = who
+        peers = [peer for peer in self._watchers.get(who, ())
                  if viewer is None or peer.identity.user == viewer]
         allowed = set()
         for watcher in {peer.identity.user for peer in peers}:
-            if user in await self._permissions.visible(watcher, [user]):
+            if user in await self._permissions.visible(app, watcher, [user]):
                 allowed.add(watcher)
         if not allowed:
             return
-        state = await self.state(user)
+        state = await self.state(app, user)
         data = encode_frame(Presence(user=user, online=state.online,
                                      last_active=state.last_active))
         for peer in peers:

@@ -68,7 +68,7 @@ class PushRegistrationApi:
                                         app=identity.app, platform=body.platform,
                                         token=body.token, updated_at=int(time.time() * 1000))
         try:
-            await self._tokens.put(registration_key(identity.device),
+            await self._tokens.put(registration_key(identity.app, identity.device),
                                    _encoder.encode(registration))
         except NatsError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"not registered: {exc!r}") from None
@@ -77,7 +77,7 @@ class PushRegistrationApi:
     async def get(self, request: web.Request) -> web.Response:
         identity = self._identity(request)
         try:
-            entry = await self._tokens.get(registration_key(identity.device))
+            entry = await self._tokens.get(registration_key(identity.app, identity.device))
         except KeyNotFoundError:
             raise ProtocolError(ErrorCode.NOT_FOUND,
                                 "this device has no push registration") from None
@@ -91,7 +91,7 @@ class PushRegistrationApi:
         identity = self._identity(request)
         self._limits.check_write(identity)
         try:
-            await self._tokens.delete(registration_key(identity.device))
+            await self._tokens.delete(registration_key(identity.app, identity.device))
         except NatsError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"not removed: {exc!r}") from None
         return web.Response(status=204)

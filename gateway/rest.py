@@ -85,7 +85,7 @@ class RestApi:
         identity = self._identity(request)
         limit = int_query(request, "limit", 50, 1, MAX_PAGE)
         reply = await self._rpc.call("conversations", rpc.ConversationsRequest(
-            user=identity.user, device=identity.device, limit=limit,
+            app=identity.app, user=identity.user, device=identity.device, limit=limit,
             barrier=await self._messaging.stream_position()), rpc.Conversations)
         return json_response(reply)
 
@@ -100,7 +100,7 @@ class RestApi:
         direction = "forward" if after is not None else "backward"
         cursor = optional_int_query(request, "after" if after is not None else "before", 0)
         reply = await self._rpc.call("history", rpc.HistoryRequest(
-            user=identity.user, device=identity.device, conversation=conversation,
+            app=identity.app, user=identity.user, device=identity.device, conversation=conversation,
             direction=direction, seq=cursor, limit=limit,
             barrier=await self._messaging.stream_position()), rpc.HistoryPage)
         return json_response(reply)
@@ -111,7 +111,7 @@ class RestApi:
         if not _ID.fullmatch(message_id):
             raise ProtocolError(ErrorCode.INVALID, f"message id {message_id!r} is not valid")
         reply = await self._rpc.call("message", rpc.MessageRequest(
-            user=identity.user, device=identity.device, message_id=message_id,
+            app=identity.app, user=identity.user, device=identity.device, message_id=message_id,
             barrier=await self._messaging.stream_position()), rpc.HistoryItem)
         return json_response(reply)
 

@@ -109,14 +109,14 @@ class SocialRest:
 
     async def my_groups(self, request: web.Request) -> web.Response:
         identity = self._identity(request)
-        return json_response(await self._rpc.call("user_groups", UserGroups(user=identity.user),
-                                                  GroupList))
+        return json_response(await self._rpc.call(
+            "user_groups", UserGroups(app=identity.app, user=identity.user), GroupList))
 
     async def get_group(self, request: web.Request) -> web.Response:
         identity = self._identity(request)
         return json_response(await self._rpc.call(
-            "group_get", GroupGet(group=_path_id(request, "group"), user=identity.user),
-            GroupInfo))
+            "group_get", GroupGet(app=identity.app, group=_path_id(request, "group"),
+                                  user=identity.user), GroupInfo))
 
     async def rename_group(self, request: web.Request) -> web.Response:
         identity = self._writer(request)
@@ -153,7 +153,7 @@ class SocialRest:
         if len(message_id) > 64:
             raise ProtocolError(ErrorCode.INVALID, "message ids are at most 64 characters")
         return json_response(await self._rpc.call("group_receipts", GroupReceiptsRequest(
-            user=identity.user, conversation=request.match_info["conversation"],
+            app=identity.app, user=identity.user, conversation=request.match_info["conversation"],
             message_id=message_id, barrier=await self._messaging.stream_position()),
             GroupReceipts))
 
@@ -162,14 +162,14 @@ class SocialRest:
             return await self._rpc.call("group_write", GroupWrite(
                 app=identity.app, actor=identity.user, group=group, op=op), GroupInfo)
         finally:
-            self._permissions.forget_group(group)
+            self._permissions.forget_group(identity.app, group)
 
     # ------------------------------------------------------------------ contacts
 
     async def contacts(self, request: web.Request) -> web.Response:
         identity = self._identity(request)
-        return json_response(await self._rpc.call("contacts", ContactsOf(user=identity.user),
-                                                  ContactList))
+        return json_response(await self._rpc.call(
+            "contacts", ContactsOf(app=identity.app, user=identity.user), ContactList))
 
     async def request_contact(self, request: web.Request) -> web.Response:
         identity = self._writer(request, "contact_request")
@@ -204,12 +204,13 @@ class SocialRest:
                              action: ContactAction) -> web.Response:
         try:
             result = await self._rpc.call("contact_write", ContactWrite(
-                user=identity.user, other=other, action=action), ContactWriteResult)
+                app=identity.app, user=identity.user, other=other, action=action),
+                ContactWriteResult)
         finally:
-            self._permissions.forget_relation(identity.user, other)
-        await self._channel.publish([identity.user], _contact_frame(result.mine))
+            self._permissions.forget_relation(identity.app, identity.user, other)
+        await self._channel.publish(identity.app, [identity.user], _contact_frame(result.mine))
         if action not in ("block", "unblock"):
-            await self._channel.publish([other], _contact_frame(result.theirs))
+            await self._channel.publish(identity.app, [other], _contact_frame(result.theirs))
         return json_response(result.mine)
 
     # ------------------------------------------------------------------ presence
@@ -222,9 +223,9 @@ class SocialRest:
                                 "comma-separated user ids")
         for user in users:
             _check_id("users", user)
-        visible = await self._permissions.visible(identity.user, users)
+        visible = await self._permissions.visible(identity.app, identity.user, users)
         return json_response(PresenceList(
-            users=[await self._presence.state(user) for user in dict.fromkeys(users)
+            users=[await self._presence.state(identity.app, user) for user in dict.fromkeys(users)
                    if user in visible],
             denied=[user for user in dict.fromkeys(users) if user not in visible]))
 

@@ -1,6 +1,6 @@
-"""The WebSocket endpoint and the device hub (device id -> its socket and NATS subscription).
+"""The WebSocket endpoint and the device hub ((app, device) -> its socket and NATS subscription).
 
-A gateway subscribes ``dlv.<device>`` only for devices connected to it (interest-based), so
+A gateway subscribes ``dlv.<app>.<device>`` only for devices connected to it (interest-based), so
 routers publish to device subjects without knowing which gateway holds which socket.
 """
 
@@ -47,17 +47,18 @@ class DeviceHub:
     def __init__(self, nc: Client, presence: PresenceWriter) -> None:
         self._nc = nc
         self._presence = presence
-        self._devices: dict[str, tuple[Connection, Subscription]] = {}
+        #: (app, device) -> its socket here: device ids are per app.
+        self._devices: dict[tuple[str, str], tuple[Connection, Subscription]] = {}
         self._connected_sub: Subscription | None = None
 
     async def start(self) -> None:
         """Listen for the same devices connecting on other gateways."""
-        self._connected_sub = await self._nc.subscribe(f"{DEVICE_CONNECTED_PREFIX}.*",
+        self._connected_sub = await self._nc.subscribe(f"{DEVICE_CONNECTED_PREFIX}.*.*",
                                                        cb=self._on_connected_elsewhere)
 
     async def _on_connected_elsewhere(self, msg: Msg) -> None:
-        device = msg.subject.rsplit(".", 1)[-1]
-        entry = self._devices.get(device)
+        app, device = msg.subject.split(".")[-2:]
+        entry = self._devices.get((app, device))
         if entry is not None and entry[0].session != msg.data.decode():
             entry[0].close_soon(CloseCode.REPLACED, "device connected again")
 
@@ -66,8 +67,8 @@ class DeviceHub:
 
     async def attach(self, conn: Connection) -> None:
         """Subscribe the device's live subject; a previous socket of the device is replaced."""
-        device = conn.identity.device
-        previous = self._devices.pop(device, None)
+        app, user, device = conn.identity.app, conn.identity.user, conn.identity.device
+        previous = self._devices.pop((app, device), None)
         if previous is not None:
             previous[0].close_soon(CloseCode.REPLACED, "device connected again")
             await previous[1].unsubscribe()
@@ -75,22 +76,24 @@ class DeviceHub:
         async def on_delivery(msg: Msg) -> None:
             conn.deliver(msg.data)
 
-        subscription = await self._nc.subscribe(deliver_subject(device), cb=on_delivery)
-        self._devices[device] = (conn, subscription)
-        await self._nc.publish(device_connected(device), conn.session.encode())
-        await self._presence.device_online(conn.identity.user, device)
+        subscription = await self._nc.subscribe(deliver_subject(app, device), cb=on_delivery)
+        self._devices[(app, device)] = (conn, subscription)
+        await self._nc.publish(device_connected(app, device), conn.session.encode())
+        await self._presence.device_online(app, user, device)
 
     async def detach(self, conn: Connection) -> None:
         """Unsubscribe the device's live subject and mark it offline (both, even if the first
         fails), unless another socket of the device replaced this one."""
-        entry = self._devices.get(conn.identity.device)
+        identity = conn.identity
+        key = (identity.app, identity.device)
+        entry = self._devices.get(key)
         if entry is None or entry[0] is not conn:
             return
-        del self._devices[conn.identity.device]
+        del self._devices[key]
         await run_all(conn.log, [
             ("unsubscribe", entry[1].unsubscribe),
-            ("presence_offline",
-             lambda: self._presence.device_offline(conn.identity.user, conn.identity.device)),
+            ("presence_offline", lambda: self._presence.device_offline(
+                identity.app, identity.user, identity.device)),
         ])
 
     def connections(self) -> list[Connection]:

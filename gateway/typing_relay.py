@@ -38,7 +38,7 @@ class TypingRelay:
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many typing frames; slow down")
         identity = peer.identity
         others = await self._permissions.check_conversation(identity, frame.conversation)
-        await self._channel.publish(others, UserTyping(
+        await self._channel.publish(identity.app, others, UserTyping(
             conversation=frame.conversation, user=identity.user, active=frame.active))
         RELAYED.inc()
 

@@ -1,4 +1,4 @@
-"""Ephemeral frames for users: ``usr.<user>`` (core NATS, never stored).
+"""Ephemeral frames for users: ``usr.<app>.<user>`` (core NATS, never stored).
 
 The gateway subscribes a user's subject while it holds at least one socket of that user and
 forwards what arrives (``user_typing``, ``contact``) to each of them; any gateway publishes. A
@@ -20,15 +20,15 @@ FORWARDED = Counter("courier_gateway_user_frames_total", "Ephemeral user frames 
 
 
 class UserChannel:
-    """user -> its local sockets, and the subscription of its subject."""
+    """(app, user) -> its local sockets, and the subscription of its subject."""
 
     def __init__(self, nc: Client) -> None:
         self._nc = nc
-        self._peers: dict[str, set[Peer]] = {}
-        self._subscriptions: dict[str, Subscription] = {}
+        self._peers: dict[tuple[str, str], set[Peer]] = {}
+        self._subscriptions: dict[tuple[str, str], Subscription] = {}
 
     async def attach(self, peer: Peer) -> None:
-        user = peer.identity.user
+        user = (peer.identity.app, peer.identity.user)
         peers = self._peers.setdefault(user, set())
         peers.add(peer)
         if len(peers) > 1 or user in self._subscriptions:
@@ -39,14 +39,14 @@ class UserChannel:
                 target.send_raw(msg.data)
                 FORWARDED.inc()
 
-        subscription = await self._nc.subscribe(user_subject(user), cb=forward)
+        subscription = await self._nc.subscribe(user_subject(*user), cb=forward)
         if self._peers.get(user) and user not in self._subscriptions:
             self._subscriptions[user] = subscription
         else:  # its sockets closed, or another attach subscribed, while this one subscribed
             await subscription.unsubscribe()
 
     async def detach(self, peer: Peer) -> None:
-        user = peer.identity.user
+        user = (peer.identity.app, peer.identity.user)
         peers = self._peers.get(user)
         if peers is None:
             return
@@ -58,8 +58,8 @@ class UserChannel:
         if subscription is not None:
             await subscription.unsubscribe()
 
-    async def publish(self, users: list[str], frame: msgspec.Struct) -> None:
-        """Send ``frame`` to every connected device of each of ``users``."""
+    async def publish(self, app: str, users: list[str], frame: msgspec.Struct) -> None:
+        """Send ``frame`` to every connected device of each of ``users`` (of ``app``)."""
         data = encode_frame(frame)
         for user in users:
-            await self._nc.publish(user_subject(user), data)
+            await self._nc.publish(user_subject(app, user), data)

@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from runtime.backoff import Backoff
 from runtime.kv import BucketFollower
 from runtime.tasks import TaskGroup
+from schemas.ids import scoped, unscoped
 from schemas.presence import (
     DEVICES_BUCKET,
     GATEWAYS_BUCKET,
@@ -33,8 +34,8 @@ _device_decoder = msgspec.msgpack.Decoder(DeviceOnline)
 _beat_decoder = msgspec.msgpack.Decoder(GatewayBeat)
 _last_seen_decoder = msgspec.msgpack.Decoder(LastSeen)
 
-#: Called with (user, device, online) whenever the view sees a device change state.
-ChangeListener = Callable[[str, str, bool], None]
+#: Called with (app, user, device, online) whenever the view sees a device change state.
+ChangeListener = Callable[[str, str, str, bool], None]
 #: How long ``PresenceView.start`` waits for the current state of both buckets.
 READY_TIMEOUT_S: Final = 10.0
 #: Watchers of the presence buckets are started again this fast at first, then slower.
@@ -73,6 +74,7 @@ class PresenceWriter:
         self._replicas = replicas
         self._buckets: tuple[KeyValue, KeyValue, KeyValue] | None = None
         self._tasks = TaskGroup("presence-writer")
+        #: ``<app>.<device>`` (the KV key) -> its user.
         self._devices: dict[str, str] = {}
 
     async def start(self) -> None:
@@ -87,32 +89,35 @@ class PresenceWriter:
         await self._tasks.stop()
         if self._buckets is None:
             return
-        for device, user in list(self._devices.items()):
-            await self.device_offline(user, device)
+        for key, user in list(self._devices.items()):
+            app, device = unscoped(key)
+            await self.device_offline(app, user, device)
         try:
             await self._buckets[1].delete(self._gateway_id)
         except Exception as exc:
             log.warning("presence_stop_failed", error=repr(exc))
 
-    async def device_online(self, user: str, device: str) -> None:
+    async def device_online(self, app: str, user: str, device: str) -> None:
         assert self._buckets is not None
-        self._devices[device] = user
+        key = scoped(app, device)
+        self._devices[key] = user
         now = now_ms()
-        await self._buckets[0].put(device, _encoder.encode(
-            DeviceOnline(user=user, gateway=self._gateway_id, since=now)))
-        await self._buckets[2].put(user, _encoder.encode(LastSeen(ts=now)))
+        await self._buckets[0].put(key, _encoder.encode(
+            DeviceOnline(user=user, gateway=self._gateway_id, since=now, app=app)))
+        await self._buckets[2].put(scoped(app, user), _encoder.encode(LastSeen(ts=now)))
 
-    async def device_offline(self, user: str, device: str) -> None:
+    async def device_offline(self, app: str, user: str, device: str) -> None:
         assert self._buckets is not None
-        if self._devices.pop(device, None) is None:
+        key = scoped(app, device)
+        if self._devices.pop(key, None) is None:
             return
         try:
-            entry = await self._buckets[0].get(device)
+            entry = await self._buckets[0].get(key)
             if entry.value and _device_decoder.decode(entry.value).gateway == self._gateway_id:
-                await self._buckets[0].delete(device)
+                await self._buckets[0].delete(key)
         except KeyNotFoundError:
             pass
-        await self._buckets[2].put(user, _encoder.encode(LastSeen(ts=now_ms())))
+        await self._buckets[2].put(scoped(app, user), _encoder.encode(LastSeen(ts=now_ms())))
 
     async def _beat(self) -> None:
         assert self._buckets is not None
@@ -145,7 +150,8 @@ class PresenceWriter:
                 state.gateway == self._gateway_id and device not in self._devices)
             if stale:
                 await devices_kv.delete(device)
-                await last_seen_kv.put(state.user, _encoder.encode(LastSeen(ts=now_ms())))
+                await last_seen_kv.put(scoped(unscoped(device)[0], state.user),
+                                       _encoder.encode(LastSeen(ts=now_ms())))
 
 
 async def _entries(kv: KeyValue) -> list[tuple[str, bytes]]:
@@ -212,18 +218,21 @@ class PresenceView:
 
         return open_one
 
-    def is_online(self, device: str) -> bool:
-        state = self._devices.get(device)
+    def is_online(self, app: str, device: str) -> bool:
+        return self._online(scoped(app, device))
+
+    def _online(self, key: str) -> bool:
+        state = self._devices.get(key)
         return state is not None and state.gateway in self._gateways
 
-    def user_online(self, user: str) -> bool:
-        return any(s.user == user and s.gateway in self._gateways
-                   for s in self._devices.values())
+    def user_online(self, app: str, user: str) -> bool:
+        return any(s.user == user and unscoped(key)[0] == app and s.gateway in self._gateways
+                   for key, s in self._devices.items())
 
-    async def last_seen(self, user: str) -> int | None:
+    async def last_seen(self, app: str, user: str) -> int | None:
         assert self._last_seen is not None
         try:
-            entry = await self._last_seen.get(user)
+            entry = await self._last_seen.get(scoped(app, user))
         except KeyNotFoundError:
             return None
         return _last_seen_decoder.decode(entry.value).ts if entry.value else None
@@ -239,29 +248,31 @@ class PresenceView:
             self._gateways.add(gateway)
         else:
             self._gateways.discard(gateway)
-        for device in list(self._by_gateway.get(gateway, ())):
-            state = self._devices.get(device)
+        for key in list(self._by_gateway.get(gateway, ())):
+            state = self._devices.get(key)
             if state is not None:
-                self._notify(state.user, device, alive)
+                self._notify(key, state.user, alive)
 
-    def _on_device(self, device: str, value: bytes | None) -> None:
-        """A device key was written or deleted; listeners hear of online transitions."""
-        was_online = self.is_online(device)
-        previous = self._devices.pop(device, None)
+    def _on_device(self, key: str, value: bytes | None) -> None:
+        """A device key (``<app>.<device>``) was written or deleted; listeners hear of online
+        transitions."""
+        was_online = self._online(key)
+        previous = self._devices.pop(key, None)
         if previous is not None:
             held = self._by_gateway[previous.gateway]
-            held.discard(device)
+            held.discard(key)
             if not held:
                 del self._by_gateway[previous.gateway]
         state = None if value is None else _device_decoder.decode(value)
         if state is not None:
-            self._devices[device] = state
-            self._by_gateway[state.gateway].add(device)
-        online = self.is_online(device)
+            self._devices[key] = state
+            self._by_gateway[state.gateway].add(key)
+        online = self._online(key)
         user = state.user if state is not None else previous.user if previous else None
         if online != was_online and user is not None:
-            self._notify(user, device, online)
+            self._notify(key, user, online)
 
-    def _notify(self, user: str, device: str, online: bool) -> None:
+    def _notify(self, key: str, user: str, online: bool) -> None:
+        app, device = unscoped(key)
         for listener in self._listeners:
-            listener(user, device, online)
+            listener(app, user, device, online)

@@ -1,4 +1,4 @@
-"""Collapsing bursts: the jobs of one (device, conversation) that arrive within a window of the
+"""Collapsing bursts: the jobs of one (app, device, conversation) that arrive within a window of the
 first become one burst, flushed once as one wake-up. Pure bookkeeping with times passed in;
 ``H`` is whatever handle the caller acknowledges jobs with (a JetStream message)."""
 
@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 from schemas.push import PushJob, WakeUpConversation
 
 H = TypeVar("H")
-BurstKey = tuple[str, str]  # (device, conversation)
+BurstKey = tuple[str, str, str]  # (app, device, conversation): device ids are per app
 
 
 @dataclass
@@ -25,8 +25,12 @@ class Burst(Generic[H]):
     handles: list[H] = field(default_factory=list)
 
     @property
-    def device(self) -> str:
+    def app(self) -> str:
         return self.key[0]
+
+    @property
+    def device(self) -> str:
+        return self.key[1]
 
     @property
     def user(self) -> str:
@@ -47,7 +51,7 @@ class Coalescer(Generic[H]):
 
     def add(self, job: PushJob, handle: H, now: float) -> None:
         """Join the pending burst of the job's key, or open one due ``window_s`` from now."""
-        key = (job.device, job.conversation)
+        key = (job.app, job.device, job.conversation)
         burst = self._bursts.get(key)
         if burst is None:
             burst = self._bursts[key] = Burst(key=key, due=now + self._window_s, touched=now)

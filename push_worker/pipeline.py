@@ -24,6 +24,7 @@ from push_worker.tokens import Registration, TokenRegistry
 from push_worker.wakeups import WakeUps
 from runtime.config import PushConfig
 from runtime.tasks import TaskGroup
+from schemas.ids import scoped
 from schemas.push import PUSH_DEAD, PUSH_STREAM, DeadPush, decode_job
 
 log = structlog.get_logger(__name__)
@@ -158,13 +159,13 @@ class PushPipeline:
             await _quietly(burst.handles, lambda m: m.nak(delay=self._backoff(burst)))
 
     async def _deliver(self, burst: Burst[Msg]) -> None:
-        registration = await self._tokens.get(burst.device)
+        registration = await self._tokens.get(burst.app, burst.device)
         if registration is None or registration.value.disabled:
             JOBS.labels("no_token").inc(len(burst.jobs))
             await _all(burst.handles, lambda m: m.ack())
             return
         now = self._clock()
-        wait_s = self._limiter.wait_s(burst.user, now)
+        wait_s = self._limiter.wait_s(scoped(burst.app, burst.user), now)
         if wait_s > 0:
             DEFERRED.inc()
             self._coalescer.requeue(burst, now + wait_s)

@@ -34,10 +34,10 @@ class TokenRegistry:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
-    async def get(self, device: str) -> Registration | None:
-        """The device's registration, or None if it has none (or it was deleted)."""
+    async def get(self, app: str, device: str) -> Registration | None:
+        """The registration of ``app``'s device, or None if it has none (or it was deleted)."""
         try:
-            entry = await self._kv.get(registration_key(device))
+            entry = await self._kv.get(registration_key(app, device))
         except KeyNotFoundError:
             return None
         if not entry.value or entry.operation is not None or entry.revision is None:
@@ -51,7 +51,8 @@ class TokenRegistry:
                                         disabled_reason=reason[:200],
                                         disabled_at=int(time.time() * 1000))
         try:
-            await self._kv.update(registration_key(value.device), _encoder.encode(value),
+            await self._kv.update(registration_key(value.app, value.device),
+                                  _encoder.encode(value),
                                   last=registration.revision)
         except KeyWrongLastSequenceError:
             return False

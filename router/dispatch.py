@@ -1,4 +1,6 @@
-"""Turns envelopes into per-device frames on ``dlv.<device>``."""
+"""Turns envelopes into per-device frames on ``dlv.<app>.<device>``. Every lookup (members,
+devices, disabled state) is made in the envelope's app, so one app's message never reaches
+another app's devices, whatever ids they share."""
 
 import time
 from collections import defaultdict
@@ -84,7 +86,7 @@ class Dispatcher:
         group = group_of(envelope.conversation)
         if group is None:
             return _members(envelope.conversation)
-        members = await self._groups.members_at(group, seq)
+        members = await self._groups.members_at(envelope.app, group, seq)
         if envelope.sender.user is not None and envelope.sender.user not in members:
             DROPPED.labels("not_member").inc()
             return ()
@@ -98,10 +100,11 @@ class Dispatcher:
             DROPPED.labels("group_write_refused").inc()
             return
         frame = encode_frame(outcome.message)
+        app = envelope.app
         for user in outcome.recipients:
-            for device in await self._directory.devices(user):
-                if not self._control.blocks(user, device.device):
-                    await self._nc.publish(deliver_subject(device.device), frame)
+            for device in await self._directory.devices(app, user):
+                if not self._control.blocks(app, user, device.device):
+                    await self._nc.publish(deliver_subject(app, device.device), frame)
                     MESSAGES_OUT.inc()
 
     async def _deliver_message(self, envelope: MessageEnvelope, seq: int) -> None:
@@ -112,11 +115,12 @@ class Dispatcher:
             DROPPED.labels("disabled").inc()
             return
         shared: bytes | None = None
+        app = envelope.app  # every lookup in the message's app: its users, their devices
         for user in await self._recipients(envelope, seq):
-            for device in await self._directory.devices(user):
+            for device in await self._directory.devices(app, user):
                 if device.device == envelope.sender.device:
                     continue
-                if self._control.blocks(user, device.device):
+                if self._control.blocks(app, user, device.device):
                     DROPPED.labels("disabled").inc()
                     continue
                 body = envelope.body_for(device.device)
@@ -127,7 +131,7 @@ class Dispatcher:
                 else:
                     shared = shared or encode_frame(message_frame(envelope, seq, body))
                     data = shared
-                await self._nc.publish(deliver_subject(device.device), data)
+                await self._nc.publish(deliver_subject(app, device.device), data)
                 MESSAGES_OUT.inc()
                 await self._push.after_delivery(envelope, seq, user, device.device)
 
@@ -145,7 +149,8 @@ class Dispatcher:
             frame = encode_frame(Receipt(status="read", conversation=receipt.conversation,
                                          by=receipt.by_user, seq=receipt.seq))
             for user in members:
-                await self._publish_to_user(user, frame, skip_device=receipt.by_device)
+                await self._publish_to_user(receipt.app, user, frame,
+                                            skip_device=receipt.by_device)
 
     async def _deliver_delivered(self, receipt: ReceiptEnvelope) -> None:
         """Tell each sender which of its messages reached a device of ``by_user``."""
@@ -163,12 +168,14 @@ class Dispatcher:
         for (conversation, sender), ids in by_sender.items():
             frame = encode_frame(Receipt(status="delivered", conversation=conversation,
                                          by=receipt.by_user, message_ids=ids))
-            await self._publish_to_user(sender, frame)
+            await self._publish_to_user(receipt.app, sender, frame)
 
-    async def _publish_to_user(self, user: str, frame: bytes, skip_device: str = "") -> None:
-        for device in await self._directory.devices(user):
-            if device.device != skip_device and not self._control.blocks(user, device.device):
-                await self._nc.publish(deliver_subject(device.device), frame)
+    async def _publish_to_user(self, app: str, user: str, frame: bytes,
+                               skip_device: str = "") -> None:
+        for device in await self._directory.devices(app, user):
+            if (device.device != skip_device
+                    and not self._control.blocks(app, user, device.device)):
+                await self._nc.publish(deliver_subject(app, device.device), frame)
                 RECEIPTS_OUT.inc()
 
 

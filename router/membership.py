@@ -1,4 +1,4 @@
-"""Cached group membership for fan-out: group -> members, exact at each message's seq.
+"""Cached group membership for fan-out: (app, group) -> members, exact at each message's seq.
 
 The router handles ``MSGS`` in stream order, and a group's membership only changes at its group
 writes, which are in the same stream. So an entry stays right until the router meets the next
@@ -29,6 +29,7 @@ from schemas.groups import (
     GroupMembers,
     GroupMembersAt,
 )
+from schemas.ids import unscoped
 from schemas.subjects import GROUPS_CHANGED
 
 LOOKUPS = Counter("courier_router_group_lookups_total", "Group membership lookups", ["result"])
@@ -37,38 +38,39 @@ CACHE_SIZE: Final = 10_000
 
 
 class GroupMembership:
-    """group -> members, replaced in stream order and dropped on ``grp.changed``."""
+    """(app, group) -> members, replaced in stream order and dropped on ``grp.changed``
+    (payload ``<app>.<group>``)."""
 
     def __init__(self, nc: Client, rpc: RpcClient, max_entries: int = CACHE_SIZE) -> None:
         self._nc = nc
         self._rpc = rpc
-        self._cache: LruCache[str, tuple[str, ...]] = LruCache(max_entries)
+        self._cache: LruCache[tuple[str, str], tuple[str, ...]] = LruCache(max_entries)
 
     async def start(self) -> None:
         await self._nc.subscribe(GROUPS_CHANGED, cb=self._on_change)
 
     async def _on_change(self, msg: Msg) -> None:
-        self._cache.drop(msg.data.decode())
+        self._cache.drop(unscoped(msg.data.decode()))
 
-    async def members_at(self, group: str, seq: int) -> tuple[str, ...]:
-        """The members of ``group`` when the message at ``seq`` was accepted."""
-        members = self._cache.get(group)
+    async def members_at(self, app: str, group: str, seq: int) -> tuple[str, ...]:
+        """The members of ``app``'s ``group`` when the message at ``seq`` was accepted."""
+        members = self._cache.get((app, group))
         if members is not None:
             LOOKUPS.labels("hit").inc()
             return members
         LOOKUPS.labels("miss").inc()
-        reply = await self._rpc.call("group_members", GroupMembersAt(group=group, seq=seq),
-                                     GroupMembers)
-        return self._put(group, tuple(reply.members))
+        reply = await self._rpc.call("group_members",
+                                     GroupMembersAt(app=app, group=group, seq=seq), GroupMembers)
+        return self._put(app, group, tuple(reply.members))
 
     async def apply(self, envelope: GroupEnvelope, seq: int) -> GroupEventOutcome:
         """The outcome of the group write at ``seq``; the entry follows it."""
         outcome = await self._rpc.call("group_event", GroupEventRequest(seq=seq),
                                        GroupEventOutcome)
         if outcome.applied:
-            self._put(envelope.group, tuple(outcome.members))
+            self._put(envelope.app, envelope.group, tuple(outcome.members))
         return outcome
 
-    def _put(self, group: str, members: tuple[str, ...]) -> tuple[str, ...]:
-        self._cache.put(group, members)
+    def _put(self, app: str, group: str, members: tuple[str, ...]) -> tuple[str, ...]:
+        self._cache.put((app, group), members)
         return members

@@ -46,7 +46,7 @@ class PushJobs:
     async def after_delivery(self, envelope: MessageEnvelope, seq: int, user: str,
                              device: str) -> None:
         """Called once per recipient device of ``envelope``."""
-        if user == envelope.sender.user or self._presence.is_online(device):
+        if user == envelope.sender.user or self._presence.is_online(envelope.app, device):
             return
         job = PushJob(device=device, user=user, app=envelope.app,
                       conversation=envelope.conversation, message_id=envelope.id, seq=seq,

@@ -53,8 +53,9 @@ class PresenceList(msgspec.Struct):
 
 
 class ContactWrite(msgspec.Struct):
-    """``user`` does ``action`` towards ``other``."""
+    """``user`` does ``action`` towards ``other`` (both of ``app``)."""
 
+    app: str
     user: str
     other: str
     action: ContactAction
@@ -70,12 +71,14 @@ class ContactWriteResult(msgspec.Struct):
 class ContactsOf(msgspec.Struct):
     """Everything in ``user``'s contact list."""
 
+    app: str
     user: str
 
 
 class RelationsRequest(msgspec.Struct):
-    """How ``user`` relates to each of ``others``."""
+    """How ``user`` relates to each of ``others`` (all of ``app``)."""
 
+    app: str
     user: str
     others: Annotated[list[str], msgspec.Meta(max_length=MAX_RELATIONS)]
 
@@ -113,7 +116,9 @@ class Relations(msgspec.Struct):
 
 
 class RelationChanged(msgspec.Struct):
-    """Payload of ``contacts.changed`` (MessagePack): the relation of ``a`` and ``b`` changed."""
+    """Payload of ``contacts.changed`` (MessagePack): the relation of ``a`` and ``b`` (users of
+    ``app``) changed."""
 
+    app: str
     a: str
     b: str

@@ -3,7 +3,8 @@
 An administrator applies a ``ControlRequest`` with ``POST /v1/admin/control`` (admin
 credential) or on the NATS subject ``control.apply`` (request/reply, JSON, queue group
 ``control``). The current state lives in the KV bucket ``courier_control``: a key per disabled
-target (``device.<id>``, ``user.<id>``, ``module.<app>.<id>``) holding a ``ControlState``;
+target (``device.<app>.<id>``, ``user.<app>.<id>``, ``module.<app>.<id>``: ids are per app)
+holding a ``ControlState``;
 enabling deletes the key. Gateways and routers watch the bucket: gateways close the affected
 sockets with close code 4103 and refuse them until re-enabled; routers stop delivering to them.
 Every applied request is first recorded as an ``AuditRecord`` on ``audit.control`` (stream
@@ -42,8 +43,8 @@ Action = Literal["disable", "enable"]
 
 
 class ControlTarget(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """What an action applies to. ``app`` only for modules (the deployment's default app when
-    omitted): a module is a feature of one app."""
+    """What an action applies to, in ``app`` (the deployment's default app when omitted):
+    device, user and module ids are per app."""
 
     kind: TargetKind
     id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
@@ -114,8 +115,12 @@ class AuditPage(msgspec.Struct):
     next_after: int | None
 
 
-def control_key(kind: str, target_id: str, app: str | None) -> str:
+def control_key(kind: str, target_id: str, app: str) -> str:
     """The KV key of a target (ids are subject-safe, so they are valid key tokens)."""
-    if kind == "module":
-        return f"module.{app}.{target_id}"
-    return f"{kind}.{target_id}"
+    return f"{kind}.{app}.{target_id}"
+
+
+def legacy_key(key: str) -> bool:
+    """A device or user key written before keys carried the app (``device.<id>``): it
+    belongs to the default app, and gateways rewrite it (``ControlAdmin.migrate``)."""
+    return key.count(".") == 1

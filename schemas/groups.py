@@ -198,6 +198,7 @@ class GroupWrite(msgspec.Struct):
 class GroupGet(msgspec.Struct):
     """The group as ``user`` (a current member) sees it."""
 
+    app: str
     group: str
     user: str
 
@@ -205,12 +206,14 @@ class GroupGet(msgspec.Struct):
 class UserGroups(msgspec.Struct):
     """The groups ``user`` is a member of."""
 
+    app: str
     user: str
 
 
 class GroupRosterRequest(msgspec.Struct):
     """Who may use the group now (gateways cache the answer)."""
 
+    app: str
     group: str
 
 
@@ -225,6 +228,7 @@ class GroupRoster(msgspec.Struct, omit_defaults=True):
 class GroupMembersAt(msgspec.Struct):
     """Members of ``group`` at stream sequence ``seq`` (the router's membership cache)."""
 
+    app: str
     group: str
     seq: int
 
@@ -257,6 +261,7 @@ class GroupEventOutcome(msgspec.Struct, omit_defaults=True):
 class GroupReceiptsRequest(msgspec.Struct):
     """Receipt counters of a message of a group conversation, for a member who received it."""
 
+    app: str
     user: str
     conversation: str
     message_id: str

@@ -1,7 +1,10 @@
 """Identifiers: their allowed shapes and the helpers that derive one id from others.
 
 User, device, app, module and group ids appear in NATS subjects and storage keys, so they are
-restricted to a subject-safe alphabet. Conversation ids are derived, never chosen by clients:
+restricted to a subject-safe alphabet. Every id is
+per app (the tenant): the same user, device or group id in two apps names two different things,
+so services key everything by ``(app, id)``. Conversation ids are derived, never chosen by
+clients:
 ``d:<user>:<user>`` (sorted) for a direct conversation, ``g:<group>`` for a group,
 ``n:<user>`` for the notifications services send to a user (one per user, its inbox).
 """
@@ -74,6 +77,18 @@ def direct_members(conversation: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != "d":
         return None
     return parts[1], parts[2]
+
+
+def scoped(app: str, name: str) -> str:
+    """``<app>.<name>``: a user, device or group id with its app, where one string must name
+    it deployment-wide (invalidation payloads, KV keys). Ids cannot contain ``.``."""
+    return f"{app}.{name}"
+
+
+def unscoped(key: str) -> tuple[str, str]:
+    """The app and the id of a ``scoped`` string."""
+    app, _, name = key.partition(".")
+    return app, name
 
 
 def message_id(app: str, sender: str, client_id: str) -> str:

@@ -1,10 +1,11 @@
 """Presence state shared across gateways through NATS KV buckets.
 
-``courier_devices``: device id -> ``DeviceOnline`` (written by the gateway holding the
+``courier_devices``: ``<app>.<device>`` -> ``DeviceOnline`` (written by the gateway holding the
 socket, deleted when it closes). ``courier_gateways``: gateway id -> ``GatewayBeat``,
 refreshed by each gateway and expiring by itself (bucket max age) when a gateway dies; a
-device is online only while its gateway's beat is alive. ``courier_last_seen``: user id ->
-``LastSeen`` (last time any of the user's devices was connected).
+device is online only while its gateway's beat is alive. ``courier_last_seen``:
+``<app>.<user>`` -> ``LastSeen`` (last time any of the user's devices was connected). Device
+and user ids are per app, so the app is part of each key (``schemas.ids.scoped``).
 """
 
 from typing import Final
@@ -17,11 +18,12 @@ LAST_SEEN_BUCKET: Final = "courier_last_seen"
 
 
 class DeviceOnline(msgspec.Struct):
-    """A device's socket is open on ``gateway`` since ``since`` (ms)."""
+    """A device's socket is open on ``gateway`` since ``since`` (ms); ``user`` of ``app``."""
 
     user: str
     gateway: str
     since: int
+    app: str = ""
 
 
 class GatewayBeat(msgspec.Struct):

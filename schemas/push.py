@@ -20,6 +20,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from schemas.buckets import BucketSpec
+from schemas.ids import scoped
 from schemas.streams import StreamSpec
 from schemas.version import PROTOCOL_VERSION
 
@@ -198,6 +199,7 @@ def decode_job(data: bytes) -> PushJob:
     return _job_decoder.decode(data)
 
 
-def registration_key(device: str) -> str:
-    """KV key of a device's registration (device ids are subject-safe)."""
-    return device
+def registration_key(app: str, device: str) -> str:
+    """KV key of a device's registration: ``<app>.<device>`` (device ids are per app, and
+    subject-safe)."""
+    return scoped(app, device)

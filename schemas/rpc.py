@@ -2,6 +2,9 @@
 
 The storage worker owns the store: registry writes, backlog, history and conversation lists all
 go through it. Every reply is ``Ok`` with a typed value or ``Failed`` with an error code.
+
+Every request that names a user, device, conversation or group carries the ``app`` they belong
+to (the caller's token's app): ids are per app, and the worker looks nothing up without it.
 """
 
 from typing import Final, Generic, TypeVar
@@ -41,8 +44,9 @@ class RegisterDevice(msgspec.Struct):
 
 
 class GetUser(msgspec.Struct):
-    """Does the user exist, and which devices does it have?"""
+    """Does the user exist in ``app``, and which devices does it have?"""
 
+    app: str
     user: str
 
 
@@ -54,8 +58,9 @@ class UserDevices(msgspec.Struct):
 
 
 class DeviceOwner(msgspec.Struct):
-    """Which user owns a device?"""
+    """Which user of ``app`` owns a device?"""
 
+    app: str
     device: str
 
 
@@ -72,6 +77,7 @@ class SyncRequest(msgspec.Struct):
     subject; the worker answers only once it has stored everything up to it, so nothing that
     arrives during the read is missed (subscribe before fetch)."""
 
+    app: str
     user: str
     device: str
     after: int
@@ -90,6 +96,7 @@ class SyncPage(msgspec.Struct):
 class HistoryRequest(msgspec.Struct):
     """One page of a conversation as ``user`` may see it: before or after ``seq``."""
 
+    app: str
     user: str
     device: str
     conversation: str
@@ -104,6 +111,7 @@ class MessageRequest(msgspec.Struct):
     """One message by its server id, as ``user``'s device ``device`` sees it in history
     (``not_found`` unless it is in the user's inbox with a body for the device)."""
 
+    app: str
     user: str
     device: str
     message_id: str
@@ -129,6 +137,7 @@ class HistoryPage(msgspec.Struct):
 class ConversationsRequest(msgspec.Struct):
     """The conversations of a user, most recent first."""
 
+    app: str
     user: str
     device: str
     limit: int

@@ -8,7 +8,9 @@ from storage_worker.store.factory import create_store
 
 
 def build(config: Config) -> StorageWorker:
-    return StorageWorker(config, create_store(config.store, retention_policy(config.retention)))
+    store = create_store(config.store, retention_policy(config.retention),
+                         default_app=config.app)
+    return StorageWorker(config, store)
 
 
 if __name__ == "__main__":

@@ -70,16 +70,17 @@ class EnvelopeApplier:
         if not receipts:
             return
         now = int(time.time() * 1000)
-        acks: dict[tuple[str, str], list[AckItem]] = defaultdict(list)
+        acks: dict[tuple[str, str, str], list[AckItem]] = defaultdict(list)
         for receipt in receipts:
             if receipt.status == "delivered":
-                acks[(receipt.by_user, receipt.by_device)].extend(receipt.items)
+                acks[(receipt.app, receipt.by_user, receipt.by_device)].extend(receipt.items)
             elif receipt.conversation is not None and receipt.seq is not None:
-                await self._store.mark_read(receipt.by_user, receipt.conversation, receipt.seq)
+                await self._store.mark_read(receipt.app, receipt.by_user, receipt.conversation,
+                                            receipt.seq)
             await self._groups.on_receipt(receipt)
             RECEIPTS.labels(receipt.status).inc()
-        for (user, device), items in acks.items():
-            await self._store.record_acks(user, device, items, now)
+        for (app, user, device), items in acks.items():
+            await self._store.record_acks(app, user, device, items, now)
         receipts.clear()
 
     async def _decode_or_term(self, msg: Msg) -> Envelope | None:

@@ -83,10 +83,11 @@ def decide_contact(relation: Relation, action: ContactAction) -> ContactDecision
         ContactDecision("none", "none")
 
 
-async def group_blockers(contacts: ContactStore, actor: str, users: list[str]) -> frozenset[str]:
-    """Which of ``users`` block ``actor``: a group create or add by ``actor`` may not name
-    them (``group_rules.decide``)."""
-    relations = await asyncio.gather(*(contacts.relation(actor, user)
+async def group_blockers(contacts: ContactStore, app: str, actor: str,
+                         users: list[str]) -> frozenset[str]:
+    """Which of ``users`` (of ``app``) block ``actor``: a group create or add by ``actor`` may
+    not name them (``group_rules.decide``)."""
+    relations = await asyncio.gather(*(contacts.relation(app, actor, user)
                                        for user in dict.fromkeys(users) if user != actor))
     return frozenset(relation.b for relation in relations if relation.b_blocks_a)
 
@@ -109,32 +110,34 @@ class ContactService:
                 "relations": self._relations}
 
     async def _write(self, request: ContactWrite) -> ContactWriteResult:
-        user, other = request.user, request.other
+        app, user, other = request.app, request.user, request.other
         if user == other:
             raise ProtocolError(ErrorCode.INVALID, "that is you")
-        exists, _ = await self._messages.user_devices(other)
+        exists, _ = await self._messages.user_devices(app, other)
         if not exists:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no user {other!r}")
         async with self._lock:
-            before = await self._social.relation(user, other)
+            before = await self._social.relation(app, user, other)
             decision = decide_contact(before, request.action)
             now = int(time.time() * 1000)
             if (decision.mine, decision.theirs) != (before.state, mirror(before.state)):
-                await self._social.set_contact(user, other, decision.mine, decision.theirs, now)
+                await self._social.set_contact(app, user, other, decision.mine,
+                                               decision.theirs, now)
             if decision.block is not None and decision.block != before.a_blocks_b:
-                await self._social.set_block(user, other, decision.block, now)
-            after = await self._social.relation(user, other)
+                await self._social.set_block(app, user, other, decision.block, now)
+            after = await self._social.relation(app, user, other)
         CONTACT_WRITES.labels(request.action).inc()
         if after != before:
-            log.info("relation_changed", user=user, other=other, action=request.action,
-                     state=after.state)
-            await self._nc.publish(CONTACTS_CHANGED, _encoder.encode(RelationChanged(a=user,
-                                                                                     b=other)))
+            log.info("relation_changed", app=app, user=user, other=other,
+                     action=request.action, state=after.state)
+            await self._nc.publish(CONTACTS_CHANGED, _encoder.encode(
+                RelationChanged(app=app, a=user, b=other)))
         return ContactWriteResult(mine=_entry(after), theirs=_entry(after.seen_by(other)))
 
     async def _contacts(self, request: ContactsOf) -> ContactList:
-        return ContactList(contacts=await self._social.contacts(request.user))
+        return ContactList(contacts=await self._social.contacts(request.app, request.user))
 
     async def _relations(self, request: RelationsRequest) -> Relations:
-        return Relations(relations=[await self._social.relation(request.user, other)
+        return Relations(relations=[await self._social.relation(request.app, request.user,
+                                                                other)
                                     for other in request.others])

@@ -26,7 +26,7 @@ from schemas.envelopes import MessageEnvelope, ReceiptEnvelope
 from schemas.errors import ProtocolError
 from schemas.frames import Destination, Sender
 from schemas.groups import GROUP_EVENT_MODULE, GroupEnvelope
-from schemas.ids import group_conversation, group_of
+from schemas.ids import group_conversation, group_of, scoped
 from schemas.subjects import GROUPS_CHANGED
 from storage_worker.contacts import group_blockers
 from storage_worker.group_rules import decide, named_users
@@ -67,14 +67,15 @@ class GroupApplier:
         self._messages = messages
         self._nc = nc
         self._max_members = max_members
-        self._cache: OrderedDict[str, GroupState | None] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], GroupState | None] = OrderedDict()
 
-    async def state(self, group: str) -> GroupState | None:
-        """The group as applied so far (None: never created)."""
-        if group in self._cache:
-            self._cache.move_to_end(group)
-            return self._cache[group]
-        state = self._cache[group] = await self._social.group(group)
+    async def state(self, app: str, group: str) -> GroupState | None:
+        """The group of ``app`` as applied so far (None: never created)."""
+        key = (app, group)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        state = self._cache[key] = await self._social.group(app, group)
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return state
@@ -83,7 +84,7 @@ class GroupApplier:
         """The members at this point of the stream, or None when the message must be dropped
         (no such group, or its user sender was not a member any more)."""
         group = group_of(envelope.conversation)
-        state = None if group is None else await self.state(group)
+        state = None if group is None else await self.state(envelope.app, group)
         members = [] if state is None else [m.user for m in state.members]
         sender = envelope.sender.user
         if not members or (sender is not None and sender not in members):
@@ -102,19 +103,19 @@ class GroupApplier:
                 continue
             sender = env.sender.user
             metas.append(GroupMessageMeta(
-                group=group, id=env.id, seq=item.seq, sender=sender,
+                app=env.app, group=group, id=env.id, seq=item.seq, sender=sender,
                 recipients=len([u for u in item.recipients if u != sender])))
         await self._social.record_group_messages(metas)
 
     async def apply(self, envelope: GroupEnvelope, seq: int) -> None:
         if await self._social.group_event(seq) is not None:
             return  # redelivered: already applied or refused
-        state = await self.state(envelope.group)
+        state = await self.state(envelope.app, envelope.group)
         record = GroupEventRecord(seq=seq, id=envelope.id, group=envelope.group,
                                   app=envelope.app, actor=envelope.actor, ts=envelope.ts)
         try:
             change, event = decide(state, envelope, seq, self._max_members, await group_blockers(
-                self._social, envelope.actor, named_users(envelope.op)))
+                self._social, envelope.app, envelope.actor, named_users(envelope.op)))
         except ProtocolError as exc:
             record.code, record.detail = exc.code, exc.message
             await self._social.apply_group_event(record, None)
@@ -127,9 +128,9 @@ class GroupApplier:
         recipients = sorted({*before, *change.added})
         await self._messages.append([StoredMessage(seq, system_envelope(record), recipients)])
         await self._social.apply_group_event(record, change)
-        self._cache.pop(envelope.group, None)
+        self._cache.pop((envelope.app, envelope.group), None)
         GROUP_WRITES.labels("applied").inc()
-        await self._nc.publish(GROUPS_CHANGED, envelope.group.encode())
+        await self._nc.publish(GROUPS_CHANGED, scoped(envelope.app, envelope.group).encode())
 
     async def on_receipt(self, receipt: ReceiptEnvelope) -> None:
         """Move the group receipt markers: highest acknowledged seq, read marker."""
@@ -140,8 +141,9 @@ class GroupApplier:
                 if group is not None:
                     highest[group] = max(highest.get(group, 0), item.seq)
             for group, seq in highest.items():
-                await self._social.advance_markers(group, receipt.by_user, seq, 0)
+                await self._social.advance_markers(receipt.app, group, receipt.by_user, seq, 0)
         elif receipt.conversation is not None and receipt.seq is not None:
             group = group_of(receipt.conversation)
             if group is not None:
-                await self._social.advance_markers(group, receipt.by_user, 0, receipt.seq)
+                await self._social.advance_markers(receipt.app, group, receipt.by_user, 0,
+                                                   receipt.seq)

@@ -73,11 +73,11 @@ class GroupService:
             "group_receipts": self._receipts,
         }
 
-    async def check_reader(self, user: str, conversation: str) -> None:
+    async def check_reader(self, app: str, user: str, conversation: str) -> None:
         """Current and former members read a group's history (their inbox holds what they
         received while members); others get ``not_member``."""
         group = group_of(conversation)
-        state = None if group is None else await self._social.group(group)
+        state = None if group is None else await self._social.group(app, group)
         if state is None or (state.role_of(user) is None and user not in state.former):
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
 
@@ -86,9 +86,10 @@ class GroupService:
                                  group=request.group, actor=request.actor, op=request.op,
                                  ts=now_ms())
         users = named_users(request.op)
-        decide(await self._social.group(request.group), envelope, 0, self._max_members,
-               await group_blockers(self._social, request.actor, users))
-        await self._require_users(users)
+        decide(await self._social.group(request.app, request.group), envelope, 0,
+               self._max_members,
+               await group_blockers(self._social, request.app, request.actor, users))
+        await self._require_users(request.app, users)
         seq = await self._publish(envelope)
         await self._wait_stored(seq)
         record = await self._social.group_event(seq)
@@ -96,12 +97,12 @@ class GroupService:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "the group write is not applied yet")
         if record.code:
             raise ProtocolError(ErrorCode(record.code), record.detail)
-        state = await self._social.group(request.group)
+        state = await self._social.group(request.app, request.group)
         assert state is not None
         return self._info(state)
 
     async def _get(self, request: GroupGet) -> GroupInfo:
-        state = await self._social.group(request.group)
+        state = await self._social.group(request.app, request.group)
         if state is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no group {request.group!r}")
         if state.role_of(request.user) is None:
@@ -109,10 +110,10 @@ class GroupService:
         return self._info(state)
 
     async def _user_groups(self, request: UserGroups) -> GroupList:
-        return GroupList(groups=await self._social.user_groups(request.user))
+        return GroupList(groups=await self._social.user_groups(request.app, request.user))
 
     async def _roster(self, request: GroupRosterRequest) -> GroupRoster:
-        state = await self._social.group(request.group)
+        state = await self._social.group(request.app, request.group)
         if state is None:
             return GroupRoster(exists=False)
         return GroupRoster(exists=True, members={m.user: m.role for m in state.members},
@@ -120,7 +121,8 @@ class GroupService:
 
     async def _members(self, request: GroupMembersAt) -> GroupMembers:
         await self._wait_stored(request.seq - 1)
-        return GroupMembers(members=await self._social.members_at(request.group, request.seq))
+        return GroupMembers(members=await self._social.members_at(request.app, request.group,
+                                                                  request.seq))
 
     async def _event(self, request: GroupEventRequest) -> GroupEventOutcome:
         await self._wait_stored(request.seq)
@@ -131,8 +133,8 @@ class GroupService:
         if record.code:
             return GroupEventOutcome(applied=False, group=record.group, code=record.code,
                                      detail=record.detail)
-        before = await self._social.members_at(record.group, record.seq - 1)
-        after = await self._social.members_at(record.group, record.seq)
+        before = await self._social.members_at(record.app, record.group, record.seq - 1)
+        after = await self._social.members_at(record.app, record.group, record.seq)
         assert record.body is not None
         return GroupEventOutcome(
             applied=True, group=record.group, recipients=sorted({*before, *after}),
@@ -145,18 +147,18 @@ class GroupService:
             raise ProtocolError(ErrorCode.INVALID,
                                 "receipt counters are kept for group conversations only")
         await self._wait_stored(request.barrier)
-        receipts = await self._social.receipts(group, request.message_id)
+        receipts = await self._social.receipts(request.app, group, request.message_id)
         if receipts is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {request.message_id!r} in "
                                 f"{request.conversation}")
-        if request.user not in await self._social.members_at(group, receipts.seq):
+        if request.user not in await self._social.members_at(request.app, group, receipts.seq):
             raise ProtocolError(ErrorCode.NOT_MEMBER,
                                 f"not a member of {request.conversation} at that message")
         return receipts
 
-    async def _require_users(self, users: list[str]) -> None:
+    async def _require_users(self, app: str, users: list[str]) -> None:
         for user in dict.fromkeys(users):
-            exists, _ = await self._messages.user_devices(user)
+            exists, _ = await self._messages.user_devices(app, user)
             if not exists:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no user {user!r}")
 

@@ -18,7 +18,7 @@ from runtime.tasks import TaskGroup
 from schemas import rpc
 from schemas.envelopes import message_frame
 from schemas.errors import ErrorCode, ProtocolError
-from schemas.ids import direct_members, group_of, notification_members
+from schemas.ids import direct_members, group_of, notification_members, scoped
 from schemas.nats_permissions import STORAGE
 from schemas.streams import MSGS
 from schemas.subjects import DIRECTORY_CHANGED, MSGS_STREAM, STORAGE_CONSUMER, STORE_QUEUE
@@ -60,7 +60,7 @@ class StorageWorker:
     def __init__(self, config: Config, store: MessageStore) -> None:
         self._config = config
         self._store = store
-        self._social = create_social_store(config.store, store)
+        self._social = create_social_store(config.store, store, default_app=config.app)
         self._groups: GroupService | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -133,22 +133,22 @@ class StorageWorker:
             position = (await self._js.stream_info(MSGS_STREAM)).state.last_seq
         except NatsError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "stream unavailable") from exc
-        info = await self._store.register_device(request.user, request.device, request.app,
+        info = await self._store.register_device(request.app, request.user, request.device,
                                                  now_ms(), start_after=int(position))
-        await self._nc.publish(DIRECTORY_CHANGED, request.user.encode())
+        await self._nc.publish(DIRECTORY_CHANGED, scoped(request.app, request.user).encode())
         return info
 
     async def _get_user(self, request: rpc.GetUser) -> rpc.UserDevices:
-        exists, devices = await self._store.user_devices(request.user)
+        exists, devices = await self._store.user_devices(request.app, request.user)
         return rpc.UserDevices(exists=exists, devices=devices)
 
     async def _device_owner(self, request: rpc.DeviceOwner) -> rpc.Owner:
-        return rpc.Owner(user=await self._store.device_owner(request.device))
+        return rpc.Owner(user=await self._store.device_owner(request.app, request.device))
 
     async def _sync(self, request: rpc.SyncRequest) -> rpc.SyncPage:
         await self._wait_stored(request.barrier)
         messages, cursor = await self._store.backlog(
-            request.user, request.device, request.after, request.limit, now_ms()
+            request.app, request.user, request.device, request.after, request.limit, now_ms()
         )
         more = len(messages) == request.limit
         keep = _fit_page([len(m.body) for m in messages], newest_first=False)
@@ -163,7 +163,7 @@ class StorageWorker:
     async def _history(self, request: rpc.HistoryRequest) -> rpc.HistoryPage:
         if group_of(request.conversation) is not None:
             assert self._groups is not None
-            await self._groups.check_reader(request.user, request.conversation)
+            await self._groups.check_reader(request.app, request.user, request.conversation)
         else:
             self._check_member(request.user, request.conversation)
         await self._wait_stored(request.barrier)
@@ -171,8 +171,9 @@ class StorageWorker:
         after = request.seq if request.direction == "forward" else None
         if request.direction == "forward" and after is None:
             after = 0
-        items = await self._store.history(request.user, request.device, request.conversation,
-                                          before, after, request.limit, now_ms())
+        items = await self._store.history(request.app, request.user, request.device,
+                                          request.conversation, before, after, request.limit,
+                                          now_ms())
         full = len(items) == request.limit
         keep = _fit_page([len(i.message.body) for i in items],
                          newest_first=request.direction == "backward")
@@ -189,15 +190,15 @@ class StorageWorker:
 
     async def _message(self, request: rpc.MessageRequest) -> rpc.HistoryItem:
         await self._wait_stored(request.barrier)
-        item = await self._store.message(request.user, request.device, request.message_id,
-                                         now_ms())
+        item = await self._store.message(request.app, request.user, request.device,
+                                         request.message_id, now_ms())
         if item is None:  # unknown, or not for this user: the same answer
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {request.message_id!r}")
         return item
 
     async def _conversations(self, request: rpc.ConversationsRequest) -> rpc.Conversations:
         await self._wait_stored(request.barrier)
-        summaries = await self._store.conversations(request.user, request.device,
+        summaries = await self._store.conversations(request.app, request.user, request.device,
                                                     request.limit)
         size = 0
         for summary in summaries:  # past the page budget, summaries go without last message

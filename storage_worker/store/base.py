@@ -6,6 +6,13 @@ sequence assigned when JetStream accepted it) and indexed into the inbox of each
 user. A device's backlog is its user's inbox after the device's cursor, minus what the device
 acknowledged, minus what is not for it (its own sends, expired messages, per-device payloads
 addressed to other devices). Nothing is deleted per delivery; the cursor moves instead.
+
+Tenancy: the app is part of every key. Every method that names a user, device or conversation
+takes the ``app`` first, and a backend keys its rows by ``(app, ...)``: the same user, device
+or conversation id in two apps is two users, devices or conversations that never see each
+other's rows. A message's ``app`` is its envelope's; its recipients are users of that app.
+Stream sequences and server message ids are unique in the deployment (ids derive from the app),
+so rows keyed by them alone need no app.
 """
 
 import functools
@@ -100,40 +107,43 @@ class MessageStore(Protocol):
     async def close(self) -> None:
         """Release connections. The store is unusable afterwards."""
 
-    async def register_device(self, user: str, device: str, app: str, now: int,
+    async def register_device(self, app: str, user: str, device: str, now: int,
                               start_after: int = 0) -> DeviceInfo:
         """Create the user if absent and the device if absent; return the device. A new
         device starts after ``start_after`` (the last sequence accepted before it registered,
         whether stored yet or not) and after its user's newest inbox entry: it gets no older
-        backlog. A device
-        id belongs to one user for good: registering it for another raises
-        ``ProtocolError(CONFLICT)``."""
+        backlog. A device id belongs to one user of its app for good: registering it for
+        another raises ``ProtocolError(CONFLICT)`` (the same id in another app is another
+        device)."""
 
-    async def user_devices(self, user: str) -> tuple[bool, list[DeviceInfo]]:
-        """Whether the user exists, and its devices."""
+    async def user_devices(self, app: str, user: str) -> tuple[bool, list[DeviceInfo]]:
+        """Whether the user exists in ``app``, and its devices."""
 
-    async def device_owner(self, device: str) -> str | None:
-        """The user a device belongs to, or None."""
+    async def device_owner(self, app: str, device: str) -> str | None:
+        """The user of ``app`` a device belongs to, or None."""
 
     async def append(self, messages: Sequence[StoredMessage]) -> None:
         """Store messages and their inbox entries atomically per call. A message whose id is
-        already stored is skipped (client retry or redelivery)."""
+        already stored is skipped (client retry or redelivery). The inbox entries are keyed by
+        the envelope's app and each recipient."""
 
-    async def record_acks(self, user: str, device: str, items: Sequence[AckItem], now: int) -> None:
+    async def record_acks(self, app: str, user: str, device: str, items: Sequence[AckItem],
+                          now: int) -> None:
         """The device received these messages: exclude them from its backlog, advance its
         cursor over the contiguous prefix, mark other users' messages delivered."""
 
-    async def mark_read(self, user: str, conversation: str, seq: int) -> None:
+    async def mark_read(self, app: str, user: str, conversation: str, seq: int) -> None:
         """Move the user's read marker forward to ``seq`` (never backwards)."""
 
     async def backlog(
-        self, user: str, device: str, after: int, limit: int, now: int
+        self, app: str, user: str, device: str, after: int, limit: int, now: int
     ) -> tuple[list[DeliverableMessage], int]:
         """Up to ``limit`` undelivered messages for the device with ``seq > after``, oldest
         first, and the highest seq examined (the cursor to continue from)."""
 
     async def history(
         self,
+        app: str,
         user: str,
         device: str,
         conversation: str,
@@ -145,7 +155,7 @@ class MessageStore(Protocol):
         """A page of the user's view of a conversation in ascending seq order: the newest
         ``limit`` below ``before``, or the oldest ``limit`` above ``after``."""
 
-    async def message(self, user: str, device: str, message_id: str,
+    async def message(self, app: str, user: str, device: str, message_id: str,
                       now: int) -> HistoryItem | None:
         """One message of the user's view, by its server id, as ``history`` shows it (the
         body for ``device``, the status), or None when it is not in the user's inbox or
@@ -153,7 +163,7 @@ class MessageStore(Protocol):
         from one that does not exist."""
 
     async def conversations(
-        self, user: str, device: str, limit: int
+        self, app: str, user: str, device: str, limit: int
     ) -> list[ConversationSummary]:
         """The user's conversations, most recent first, with unread counts."""
 

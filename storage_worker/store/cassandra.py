@@ -39,7 +39,7 @@ from cassandra.cluster import (
     NoHostAvailable,
     Session,
 )
-from cassandra.concurrent import execute_concurrent
+from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.connection import ConnectionBusy, ConnectionException
 from cassandra.policies import (
     ConstantReconnectionPolicy,
@@ -116,75 +116,81 @@ _INBOX_COLUMNS: Final = (
 #: (qualified names: Cassandra warns about prepared statements that rely on a session keyspace).
 _QUERIES: Final[dict[str, str]] = {
     # registry
-    "user_get": "SELECT user FROM {ks}.users WHERE user = ?",
-    "user_insert": "INSERT INTO {ks}.users (user, app, created_at) VALUES (?, ?, ?) IF NOT EXISTS",
-    "device_get": "SELECT user, app, created_at, disabled, start_floor FROM {ks}.devices "
-                  "WHERE device = ?",
-    "device_insert": "INSERT INTO {ks}.devices "
-                     "(device, user, app, created_at, disabled, start_floor) "
+    "user_get": "SELECT user FROM {ks}.users_v2 WHERE app = ? AND user = ?",
+    "user_insert": "INSERT INTO {ks}.users_v2 (app, user, created_at) VALUES (?, ?, ?) "
+                   "IF NOT EXISTS",
+    "device_get": "SELECT user, app, created_at, disabled, start_floor FROM {ks}.devices_v2 "
+                  "WHERE app = ? AND device = ?",
+    "device_insert": "INSERT INTO {ks}.devices_v2 "
+                     "(app, device, user, created_at, disabled, start_floor) "
                      "VALUES (?, ?, ?, ?, false, ?) IF NOT EXISTS",
-    "device_by_user_put": "INSERT INTO {ks}.devices_by_user "
-                          "(user, device, app, created_at, disabled, start_floor) "
+    "device_by_user_put": "INSERT INTO {ks}.devices_by_user_v2 "
+                          "(app, user, device, created_at, disabled, start_floor) "
                           "VALUES (?, ?, ?, ?, ?, ?)",
     "app_user_put": "INSERT INTO {ks}.app_users (app, shard, user) VALUES (?, ?, ?)",
     "app_users_get": "SELECT user FROM {ks}.app_users WHERE app = ? AND shard = ? AND user > ? "
                      "LIMIT ?",
     "devices_of_user": "SELECT device, app, created_at, disabled, start_floor "
-                       "FROM {ks}.devices_by_user WHERE user = ?",
-    "cursor_get": "SELECT floor FROM {ks}.device_cursors WHERE device = ?",
-    "cursor_put": "UPDATE {ks}.device_cursors USING TIMESTAMP ? SET floor = ? WHERE device = ?",
-    "acks_get": "SELECT seq FROM {ks}.device_acks WHERE device = ?",
-    "ack_put": "INSERT INTO {ks}.device_acks (device, seq) VALUES (?, ?) USING TTL ?",
-    "acks_drop": "DELETE FROM {ks}.device_acks WHERE device = ? AND seq <= ?",
+                       "FROM {ks}.devices_by_user_v2 WHERE app = ? AND user = ?",
+    "cursor_get": "SELECT floor FROM {ks}.device_cursors_v2 WHERE app = ? AND device = ?",
+    "cursor_put": "UPDATE {ks}.device_cursors_v2 USING TIMESTAMP ? SET floor = ? "
+                  "WHERE app = ? AND device = ?",
+    "acks_get": "SELECT seq FROM {ks}.device_acks_v2 WHERE app = ? AND device = ?",
+    "ack_put": "INSERT INTO {ks}.device_acks_v2 (app, device, seq) VALUES (?, ?, ?) USING TTL ?",
+    "acks_drop": "DELETE FROM {ks}.device_acks_v2 WHERE app = ? AND device = ? AND seq <= ?",
     # messages
     "ids_get": "SELECT id, seq FROM {ks}.messages_by_id WHERE id IN ?",
     "id_put": "INSERT INTO {ks}.messages_by_id (id, seq) VALUES (?, ?) USING TTL ?",
-    "message_put": "INSERT INTO {ks}.messages (conversation, bucket, seq, id, app, module, kind, "
-                   "sender_user, sender_device, sender_service, to_kind, to_id, body, "
+    "message_put": "INSERT INTO {ks}.messages_v2 (app, conversation, bucket, seq, id, module, "
+                   "kind, sender_user, sender_device, sender_service, to_kind, to_id, body, "
                    "payload_devices, client_id, ts, expires_at, receipt, recipients) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
     "payload_put": "INSERT INTO {ks}.payloads (seq, device, body) VALUES (?, ?, ?) USING TTL ?",
     "payload_get": "SELECT body FROM {ks}.payloads WHERE seq = ? AND device = ?",
-    "conversation_bucket_put": "INSERT INTO {ks}.conversation_buckets (conversation, bucket) "
-                               "VALUES (?, ?) USING TTL ?",
-    "conversation_buckets_up": "SELECT bucket FROM {ks}.conversation_buckets "
-                               "WHERE conversation = ? AND bucket >= ? LIMIT ?",
-    "conversation_buckets_down": "SELECT bucket FROM {ks}.conversation_buckets "
-                                 "WHERE conversation = ? AND bucket <= ? "
+    "conversation_bucket_put": "INSERT INTO {ks}.conversation_buckets_v2 "
+                               "(app, conversation, bucket) VALUES (?, ?, ?) USING TTL ?",
+    "conversation_buckets_up": "SELECT bucket FROM {ks}.conversation_buckets_v2 "
+                               "WHERE app = ? AND conversation = ? AND bucket >= ? LIMIT ?",
+    "conversation_buckets_down": "SELECT bucket FROM {ks}.conversation_buckets_v2 "
+                                 "WHERE app = ? AND conversation = ? AND bucket <= ? "
                                  "ORDER BY bucket DESC LIMIT ?",
-    "messages_up": f"SELECT {_MESSAGE_COLUMNS} FROM {{ks}}.messages WHERE conversation = ? "
-                   "AND bucket = ? AND seq > ? LIMIT ?",
-    "messages_down": f"SELECT {_MESSAGE_COLUMNS} FROM {{ks}}.messages WHERE conversation = ? "
-                     "AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
-    "messages_get": f"SELECT {_MESSAGE_COLUMNS} FROM {{ks}}.messages WHERE conversation = ? "
-                    "AND bucket = ? AND seq IN ?",
-    "unread_up": "SELECT seq, id, recipients, sender_user FROM {ks}.messages "
-                 "WHERE conversation = ? AND bucket = ? AND seq > ? LIMIT ?",
-    "delivered_put": "UPDATE {ks}.messages USING TTL ? SET delivered_at = ? "
-                     "WHERE conversation = ? AND bucket = ? AND seq = ?",
+    "messages_up": f"SELECT {_MESSAGE_COLUMNS} FROM {{ks}}.messages_v2 WHERE app = ? "
+                   "AND conversation = ? AND bucket = ? AND seq > ? LIMIT ?",
+    "messages_down": f"SELECT {_MESSAGE_COLUMNS} FROM {{ks}}.messages_v2 WHERE app = ? "
+                     "AND conversation = ? AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+    "messages_get": f"SELECT {_MESSAGE_COLUMNS} FROM {{ks}}.messages_v2 WHERE app = ? "
+                    "AND conversation = ? AND bucket = ? AND seq IN ?",
+    "unread_up": "SELECT seq, id, recipients, sender_user FROM {ks}.messages_v2 "
+                 "WHERE app = ? AND conversation = ? AND bucket = ? AND seq > ? LIMIT ?",
+    "delivered_put": "UPDATE {ks}.messages_v2 USING TTL ? SET delivered_at = ? "
+                     "WHERE app = ? AND conversation = ? AND bucket = ? AND seq = ?",
     # inbox
-    "inbox_put": "INSERT INTO {ks}.inbox (user, bucket, seq, conversation, sender_user, "
+    "inbox_put": "INSERT INTO {ks}.inbox_v2 (app, user, bucket, seq, conversation, sender_user, "
                  "sender_device, expires_at, shared, payload_devices) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
-    "inbox_up": f"SELECT {_INBOX_COLUMNS} FROM {{ks}}.inbox WHERE user = ? AND bucket = ? "
-                "AND seq > ? LIMIT ?",
-    "inbox_newest": "SELECT seq FROM {ks}.inbox WHERE user = ? AND bucket = ? "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+    "inbox_up": f"SELECT {_INBOX_COLUMNS} FROM {{ks}}.inbox_v2 WHERE app = ? AND user = ? "
+                "AND bucket = ? AND seq > ? LIMIT ?",
+    "inbox_newest": "SELECT seq FROM {ks}.inbox_v2 WHERE app = ? AND user = ? AND bucket = ? "
                     "ORDER BY seq DESC LIMIT 1",
-    "inbox_get": "SELECT seq, conversation, sender_user, TTL(conversation) FROM {ks}.inbox "
-                 "WHERE user = ? AND bucket = ? AND seq IN ?",
-    "inbox_bucket_put": "INSERT INTO {ks}.inbox_buckets (user, bucket) VALUES (?, ?) USING TTL ?",
-    "inbox_buckets_up": "SELECT bucket FROM {ks}.inbox_buckets WHERE user = ? AND bucket >= ? "
-                        "LIMIT ?",
-    "inbox_buckets_down": "SELECT bucket FROM {ks}.inbox_buckets WHERE user = ? AND bucket <= ? "
-                          "ORDER BY bucket DESC LIMIT ?",
-    "user_conversation_put": "INSERT INTO {ks}.user_conversations (user, conversation, last_seq) "
-                             "VALUES (?, ?, ?) USING TTL ? AND TIMESTAMP ?",
-    "user_conversations_get": "SELECT conversation, last_seq FROM {ks}.user_conversations "
-                              "WHERE user = ?",
-    "read_marker_put": "INSERT INTO {ks}.read_markers (conversation, user, seq) VALUES (?, ?, ?) "
-                       "USING TIMESTAMP ?",
-    "read_marker_get": "SELECT seq FROM {ks}.read_markers WHERE conversation = ? AND user = ?",
-    "read_markers_get": "SELECT user, seq FROM {ks}.read_markers WHERE conversation = ?",
+    "inbox_get": "SELECT seq, conversation, sender_user, TTL(conversation) FROM {ks}.inbox_v2 "
+                 "WHERE app = ? AND user = ? AND bucket = ? AND seq IN ?",
+    "inbox_bucket_put": "INSERT INTO {ks}.inbox_buckets_v2 (app, user, bucket) VALUES (?, ?, ?) "
+                        "USING TTL ?",
+    "inbox_buckets_up": "SELECT bucket FROM {ks}.inbox_buckets_v2 WHERE app = ? AND user = ? "
+                        "AND bucket >= ? LIMIT ?",
+    "inbox_buckets_down": "SELECT bucket FROM {ks}.inbox_buckets_v2 WHERE app = ? AND user = ? "
+                          "AND bucket <= ? ORDER BY bucket DESC LIMIT ?",
+    "user_conversation_put": "INSERT INTO {ks}.user_conversations_v2 "
+                             "(app, user, conversation, last_seq) "
+                             "VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "user_conversations_get": "SELECT conversation, last_seq FROM {ks}.user_conversations_v2 "
+                              "WHERE app = ? AND user = ?",
+    "read_marker_put": "INSERT INTO {ks}.read_markers_v2 (app, conversation, user, seq) "
+                       "VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+    "read_marker_get": "SELECT seq FROM {ks}.read_markers_v2 WHERE app = ? AND conversation = ? "
+                       "AND user = ?",
+    "read_markers_get": "SELECT user, seq FROM {ks}.read_markers_v2 WHERE app = ? "
+                        "AND conversation = ?",
     # retention
     "purge_put": "INSERT INTO {ks}.purge_index (app, bucket, ts, seq, conversation, id, "
                  "recipients, sender_device, shared, payload_devices) "
@@ -204,9 +210,11 @@ _QUERIES: Final[dict[str, str]] = {
                          "AND (ts, seq) <= (?, ?)",
     "purge_row_drop": "DELETE FROM {ks}.purge_index WHERE app = ? AND bucket = ? AND ts = ? "
                       "AND seq = ?",
-    "message_drop": "DELETE FROM {ks}.messages WHERE conversation = ? AND bucket = ? AND seq = ?",
+    "message_drop": "DELETE FROM {ks}.messages_v2 WHERE app = ? AND conversation = ? "
+                    "AND bucket = ? AND seq = ?",
     "payloads_drop": "DELETE FROM {ks}.payloads WHERE seq = ?",
-    "inbox_drop": "DELETE FROM {ks}.inbox WHERE user = ? AND bucket = ? AND seq = ?",
+    "inbox_drop": "DELETE FROM {ks}.inbox_v2 WHERE app = ? AND user = ? AND bucket = ? "
+                  "AND seq = ?",
     "id_drop": "DELETE FROM {ks}.messages_by_id WHERE id = ?",
 }
 #: Compare-and-set statements: the driver must not retry them blindly.
@@ -421,14 +429,16 @@ class CassandraStore:
     that shortened).
     """
 
-    def __init__(self, config: StoreConfig, retention: RetentionPolicy | None = None) -> None:
+    def __init__(self, config: StoreConfig, retention: RetentionPolicy | None = None, *,
+                 default_app: str = "default") -> None:
         self._config = config
         self._retention = retention
+        self._default_app = default_app
         self._cluster: Cluster | None = None
         self._session: Session | None = None
         self._queries: dict[str, PreparedStatement] = {}
         self._slots = asyncio.Semaphore(_IN_FLIGHT)
-        self._indexed: dict[tuple[str, Any, Any], None] = {}
+        self._indexed: dict[tuple[Any, ...], None] = {}
         self._indexed_since = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
@@ -500,6 +510,8 @@ class CassandraStore:
                 for migration in await self._pending_migrations():
                     for statement in migration.statements:
                         await self._cql(statement)
+                    if migration.copy == "tenancy":
+                        await asyncio.to_thread(self._copy_to_tenancy_tables)
                     await self._cql(
                         "INSERT INTO schema_migrations (version, name, applied_at) "
                         "VALUES (%s, %s, toTimestamp(now()))", (migration.version, migration.name))
@@ -508,6 +520,113 @@ class CassandraStore:
             self._cluster.control_connection.wait_for_schema_agreement)
         if not agreed:
             raise RuntimeError("Cassandra nodes do not agree on the schema; retry later")
+
+    def _copy_to_tenancy_tables(self) -> None:
+        """Migration 2's data step (a worker thread, blocking driver calls): copy the rows of
+        the version-1 tables into their app-keyed ``_v2`` tables, keeping TTLs and the write
+        timestamps that order cursors, conversation lists and read markers. A row's app is
+        the one stored on it, else its message's (inbox), conversation's (lists, markers) or
+        device's (cursors, acks), else the user's, else the default app. Re-running it
+        rewrites the same rows, so a worker that dies mid-copy starts again safely."""
+        session, ks, default = self.session, self.keyspace, self._default_app
+
+        def scan(query: str) -> Iterator[_Row]:
+            statement = SimpleStatement(query.format(ks=ks), fetch_size=1000)
+            yield from session.execute(statement, timeout=_DDL_TIMEOUT_S)
+
+        def put(query: str, rows: Iterable[tuple[Any, ...]]) -> None:
+            prepared = session.prepare(query.format(ks=ks))
+            unset = (tuple(UNSET_VALUE if value is None else value for value in row)
+                     for row in rows)  # None would write a tombstone
+            execute_concurrent_with_args(session, prepared, unset, concurrency=_IN_FLIGHT,
+                                         raise_on_first_error=True)
+
+        users = list(scan("SELECT user, app, created_at FROM {ks}.users"))
+        user_app = {user: app or default for user, app, _created_at in users}
+        put("INSERT INTO {ks}.users_v2 (app, user, created_at) VALUES (?, ?, ?)",
+            ((user_app[user], user, created_at) for user, _app, created_at in users))
+        device_app: dict[str, str] = {}
+        devices = list(scan("SELECT device, user, app, created_at, disabled, start_floor "
+                            "FROM {ks}.devices"))
+        for device, user, app, *_ in devices:
+            device_app[device] = app or user_app.get(user, default)
+        put("INSERT INTO {ks}.devices_v2 (app, device, user, created_at, disabled, "
+            "start_floor) VALUES (?, ?, ?, ?, ?, ?)",
+            ((device_app[device], device, user, *rest) for device, user, _app, *rest in devices))
+        put("INSERT INTO {ks}.devices_by_user_v2 (app, user, device, created_at, disabled, "
+            "start_floor) VALUES (?, ?, ?, ?, ?, ?)",
+            ((device_app.get(device, user_app.get(user, default)), user, device, *rest)
+             for user, device, _app, *rest in scan(
+                 "SELECT user, device, app, created_at, disabled, start_floor "
+                 "FROM {ks}.devices_by_user")))
+        put("UPDATE {ks}.device_cursors_v2 USING TIMESTAMP ? SET floor = ? "
+            "WHERE app = ? AND device = ?",
+            ((written, floor, device_app.get(device, default), device)
+             for device, floor, written in scan(
+                 "SELECT device, floor, WRITETIME(floor) FROM {ks}.device_cursors")))
+        index_ttl = self._index_ttl(int(time.time() * 1000))
+        put("INSERT INTO {ks}.device_acks_v2 (app, device, seq) VALUES (?, ?, ?) USING TTL ?",
+            ((device_app.get(device, default), device, seq, index_ttl)
+             for device, seq in scan("SELECT device, seq FROM {ks}.device_acks")))
+        seq_app: dict[int, str] = {}
+        conversation_apps: dict[str, set[str]] = defaultdict(set)
+        buckets: set[tuple[str, str, int]] = set()
+
+        def messages() -> Iterator[tuple[Any, ...]]:
+            for row in scan(f"SELECT {_MESSAGE_COLUMNS}, bucket, TTL(id) FROM {{ks}}.messages"):
+                message, bucket, ttl = _Message(*row[:-2]), row[-2], row[-1]
+                if message.id is None:  # a late status update of a purged message
+                    continue
+                app = message.app or default
+                seq_app[message.seq] = app
+                conversation_apps[message.conversation].add(app)
+                buckets.add((app, message.conversation, bucket))
+                yield (app, message.conversation, bucket, message.seq, message.id,
+                       message.module, message.kind, message.sender_user, message.sender_device,
+                       message.sender_service, message.to_kind, message.to_id, message.body,
+                       message.payload_devices, message.client_id, message.ts,
+                       message.expires_at, message.receipt, message.recipients,
+                       message.delivered_at, ttl or 0)
+
+        put("INSERT INTO {ks}.messages_v2 (app, conversation, bucket, seq, id, module, kind, "
+            "sender_user, sender_device, sender_service, to_kind, to_id, body, "
+            "payload_devices, client_id, ts, expires_at, receipt, recipients, delivered_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+            messages())
+        put("INSERT INTO {ks}.conversation_buckets_v2 (app, conversation, bucket) "
+            "VALUES (?, ?, ?) USING TTL ?", ((*key, index_ttl) for key in buckets))
+        inbox_buckets: set[tuple[str, str, int]] = set()
+
+        def inbox() -> Iterator[tuple[Any, ...]]:
+            for user, bucket, seq, *rest, ttl in scan(
+                    f"SELECT user, bucket, {_INBOX_COLUMNS}, TTL(conversation) "
+                    "FROM {ks}.inbox"):
+                app = seq_app.get(seq) or user_app.get(user, default)
+                inbox_buckets.add((app, user, bucket))
+                yield (app, user, bucket, seq, *rest, ttl or 0)
+
+        put("INSERT INTO {ks}.inbox_v2 (app, user, bucket, seq, conversation, sender_user, "
+            "sender_device, expires_at, shared, payload_devices) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?", inbox())
+        put("INSERT INTO {ks}.inbox_buckets_v2 (app, user, bucket) VALUES (?, ?, ?) "
+            "USING TTL ?", ((*key, index_ttl) for key in inbox_buckets))
+
+        def apps_of(conversation: str, user: str) -> set[str]:
+            return conversation_apps.get(conversation) or {user_app.get(user, default)}
+
+        put("INSERT INTO {ks}.user_conversations_v2 (app, user, conversation, last_seq) "
+            "VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+            ((app, user, conversation, last_seq, ttl or 0, written)
+             for user, conversation, last_seq, ttl, written in scan(
+                 "SELECT user, conversation, last_seq, TTL(last_seq), WRITETIME(last_seq) "
+                 "FROM {ks}.user_conversations")
+             for app in apps_of(conversation, user)))
+        put("INSERT INTO {ks}.read_markers_v2 (app, conversation, user, seq) "
+            "VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+            ((app, conversation, user, seq, written)
+             for conversation, user, seq, written in scan(
+                 "SELECT conversation, user, seq, WRITETIME(seq) FROM {ks}.read_markers")
+             for app in apps_of(conversation, user)))
 
     async def _pending_migrations(self) -> list[Migration]:
         rows = await self._cql("SELECT version FROM schema_migrations")
@@ -612,43 +731,43 @@ class CassandraStore:
 
     # ------------------------------------------------------------------ registry
 
-    async def register_device(self, user: str, device: str, app: str, now: int,
+    async def register_device(self, app: str, user: str, device: str, now: int,
                               start_after: int = 0) -> DeviceInfo:
-        known_user, rows = await asyncio.gather(self._run("user_get", user),
-                                                self._run("device_get", device))
+        known_user, rows = await asyncio.gather(self._run("user_get", app, user),
+                                                self._run("device_get", app, device))
         if rows and rows[0][0] != user:
             raise _conflict(device)
         if not known_user:
-            await self._run("user_insert", user, app, now)
+            await self._run("user_insert", app, user, now)
         if not rows:
-            start = max(await self._newest_inbox_seq(user), start_after)
-            applied = (await self._run("device_insert", device, user, app, now, start))[0][0]
+            start = max(await self._newest_inbox_seq(app, user), start_after)
+            applied = (await self._run("device_insert", app, device, user, now, start))[0][0]
             # Lost a race with another registration of the device: read the winner.
             rows = ([(user, app, now, False, start)] if applied
-                    else await self._serial_device(device))
+                    else await self._serial_device(app, device))
             if rows[0][0] != user:
                 raise _conflict(device)
-        _owner, device_app, created_at, disabled, start = rows[0]
+        _owner, _app, created_at, disabled, start = rows[0]
         await asyncio.gather(
-            self._run("device_by_user_put", user, device, device_app, created_at,
-                      bool(disabled), start),
-            self._run("app_user_put", device_app, _app_shard(user), user))
-        return DeviceInfo(user=user, device=device, app=device_app, created_at=created_at,
+            self._run("device_by_user_put", app, user, device, created_at, bool(disabled),
+                      start),
+            self._run("app_user_put", app, _app_shard(user), user))
+        return DeviceInfo(user=user, device=device, app=app, created_at=created_at,
                           disabled=bool(disabled))
 
-    async def _serial_device(self, device: str) -> list[_Row]:
-        statement = self._bind("device_get", device)
+    async def _serial_device(self, app: str, device: str) -> list[_Row]:
+        statement = self._bind("device_get", app, device)
         statement.consistency_level = (ConsistencyLevel.LOCAL_SERIAL
                                        if self._config.cassandra_consistency.startswith("LOCAL")
                                        else ConsistencyLevel.SERIAL)
         return await self._execute(statement)
 
-    async def user_devices(self, user: str) -> tuple[bool, list[DeviceInfo]]:
-        exists, rows = await asyncio.gather(self._run("user_get", user),
-                                            self._run("devices_of_user", user))
+    async def user_devices(self, app: str, user: str) -> tuple[bool, list[DeviceInfo]]:
+        exists, rows = await asyncio.gather(self._run("user_get", app, user),
+                                            self._run("devices_of_user", app, user))
         devices = [DeviceInfo(user=user, device=device, app=app, created_at=created_at,
                               disabled=bool(disabled))
-                   for device, app, created_at, disabled, _start in rows]
+                   for device, _app, created_at, disabled, _start in rows]
         return bool(exists), devices
 
     async def app_users(self, app: str, after: str, limit: int) -> list[str]:
@@ -671,15 +790,15 @@ class CassandraStore:
                     heapq.heappush(heads, (pages[shard][0][0], shard, 0))
         return users
 
-    async def device_owner(self, device: str) -> str | None:
-        rows = await self._run("device_get", device)
+    async def device_owner(self, app: str, device: str) -> str | None:
+        rows = await self._run("device_get", app, device)
         return str(rows[0][0]) if rows else None
 
-    async def _device_state(self, device: str) -> tuple[int, set[int]] | None:
+    async def _device_state(self, app: str, device: str) -> tuple[int, set[int]] | None:
         """The device's cursor and its acknowledgements above it; None for no such device."""
         device_rows, cursor_rows, ack_rows = await asyncio.gather(
-            self._run("device_get", device), self._run("cursor_get", device),
-            self._run("acks_get", device))
+            self._run("device_get", app, device), self._run("cursor_get", app, device),
+            self._run("acks_get", app, device))
         if not device_rows:
             return None
         floor = max(device_rows[0][4] or 0, cursor_rows[0][0] if cursor_rows else 0)
@@ -702,16 +821,16 @@ class CassandraStore:
         wall_ms = int(time.time() * 1000)
         index_ttl = self._index_ttl(wall_ms)
         first, second = _Writes(), _Writes()  # second: inbox rows, after what they point to
-        index: set[tuple[str, Any, Any]] = set()
-        last_seqs: dict[tuple[str, str], int] = {}
+        index: set[tuple[Any, ...]] = set()
+        last_seqs: dict[tuple[str, str, str], int] = {}
         for stored in fresh:
             env, seq, bucket = stored.envelope, stored.seq, _bucket(stored.seq)
             ttl = self._ttl(env.app, env.ts, wall_ms)
             shared = env.body is not None
             devices = sorted(env.payloads or ()) if not shared else []
             recipients = sorted(stored.recipients)
-            first.add(("messages", env.conversation, bucket), self._later(
-                "message_put", env.conversation, bucket, seq, env.id, env.app, env.module,
+            first.add(("messages", env.app, env.conversation, bucket), self._later(
+                "message_put", env.app, env.conversation, bucket, seq, env.id, env.module,
                 env.kind, _opt(env.sender.user), _opt(env.sender.device),
                 _opt(env.sender.service), env.to.kind, env.to.id, _opt(env.body),
                 _opt(devices), _opt(env.client_id), env.ts, _opt(env.expires_at), env.receipt,
@@ -724,27 +843,28 @@ class CassandraStore:
             first.add(("purge_index", env.app, bucket), self._later(
                 "purge_put", env.app, bucket, env.ts, seq, env.conversation, env.id,
                 _opt(recipients), _opt(env.sender.device), shared, _opt(devices), ttl))
-            index.add(("conversation_bucket_put", env.conversation, bucket))
+            index.add(("conversation_bucket_put", env.app, env.conversation, bucket))
             index.add(("purge_bucket_put", env.app, bucket))
-            for user in recipients:
-                index.add(("inbox_bucket_put", user, bucket))
-                second.add(("inbox", user, bucket), self._later(
-                    "inbox_put", user, bucket, seq, env.conversation, _opt(env.sender.user),
-                    _opt(env.sender.device), _opt(env.expires_at), shared, _opt(devices), ttl))
-                key = (user, env.conversation)
+            for user in recipients:  # users of the message's app
+                index.add(("inbox_bucket_put", env.app, user, bucket))
+                second.add(("inbox", env.app, user, bucket), self._later(
+                    "inbox_put", env.app, user, bucket, seq, env.conversation,
+                    _opt(env.sender.user), _opt(env.sender.device), _opt(env.expires_at),
+                    shared, _opt(devices), ttl))
+                key = (env.app, user, env.conversation)
                 last_seqs[key] = max(seq, last_seqs.get(key, 0))
         index -= self._indexed.keys()
         for name, *partition in index:  # bucket indexes before the rows they lead to
             first.add((name, *partition), self._later(name, *partition, index_ttl))
-        for (user, conversation), seq in last_seqs.items():
+        for (app, user, conversation), seq in last_seqs.items():
             # USING TIMESTAMP seq: the highest seq wins, whatever order batches land in.
-            second.add(("user_conversations", user), self._later(
-                "user_conversation_put", user, conversation, seq, index_ttl, seq))
+            second.add(("user_conversations", app, user), self._later(
+                "user_conversation_put", app, user, conversation, seq, index_ttl, seq))
         await self._write(first)
         self._remember_indexed(index)
         await self._write(second)
 
-    def _remember_indexed(self, written: set[tuple[str, Any, Any]]) -> None:
+    def _remember_indexed(self, written: set[tuple[Any, ...]]) -> None:
         """Bucket index rows just written need no rewrite for a while (their TTL is a day
         longer than any row they lead to); forget them all now and then to refresh TTLs and
         bound memory."""
@@ -754,56 +874,57 @@ class CassandraStore:
             self._indexed_since = now
         self._indexed.update(dict.fromkeys(written))
 
-    async def record_acks(self, user: str, device: str, items: Sequence[AckItem], now: int) -> None:
+    async def record_acks(self, app: str, user: str, device: str, items: Sequence[AckItem],
+                          now: int) -> None:
         # Only entries of this user's inbox in the named conversation count: an ack cannot
         # touch another conversation's message or move the cursor past what exists.
         claimed = {(item.seq, item.conversation) for item in items}
         state, rows = await asyncio.gather(
-            self._device_state(device),
-            self._inbox_entries(user, sorted({seq for seq, _ in claimed})))
+            self._device_state(app, device),
+            self._inbox_entries(app, user, sorted({seq for seq, _ in claimed})))
         entries = [row for row in rows if (row[0], row[1]) in claimed]
         writes = _Writes()
         for seq, conversation, sender, ttl in entries:
             if sender != user:
-                writes.add(("messages", conversation, _bucket(seq)), self._later(
-                    "delivered_put", ttl or 0, now, conversation, _bucket(seq), seq))
+                writes.add(("messages", app, conversation, _bucket(seq)), self._later(
+                    "delivered_put", ttl or 0, now, app, conversation, _bucket(seq), seq))
         if state is not None:
             floor, stored_acks = state
             fresh = {seq for seq, *_ in entries if seq > floor and seq not in stored_acks}
-            new_floor = await self._contiguous_floor(user, device, floor,
+            new_floor = await self._contiguous_floor(app, user, device, floor,
                                                      stored_acks | fresh, now)
             if new_floor > floor:
                 # USING TIMESTAMP floor: the cursor only moves forward, whatever the order.
-                writes.add(("device_cursors", device),
-                           self._later("cursor_put", new_floor, new_floor, device))
+                writes.add(("device_cursors", app, device),
+                           self._later("cursor_put", new_floor, new_floor, app, device))
             ack_ttl = self._index_ttl(int(time.time() * 1000))
             for seq in sorted(fresh):
                 if seq > new_floor:
-                    writes.add(("device_acks", device),
-                               self._later("ack_put", device, seq, ack_ttl))
+                    writes.add(("device_acks", app, device),
+                               self._later("ack_put", app, device, seq, ack_ttl))
             if any(seq <= new_floor for seq in stored_acks):
-                writes.add(("device_acks", device, "drop"),
-                           self._later("acks_drop", device, new_floor))
+                writes.add(("device_acks", app, device, "drop"),
+                           self._later("acks_drop", app, device, new_floor))
         await self._write(writes)
 
-    async def _inbox_entries(self, user: str, seqs: Sequence[int]) -> list[_Row]:
+    async def _inbox_entries(self, app: str, user: str, seqs: Sequence[int]) -> list[_Row]:
         """(seq, conversation, sender_user, ttl) of the user's inbox entries among ``seqs``."""
         by_bucket: dict[int, list[int]] = defaultdict(list)
         for seq in seqs:
             by_bucket[_bucket(seq)].append(seq)
         pages = await asyncio.gather(*(
-            self._run("inbox_get", user, bucket, chunk)
+            self._run("inbox_get", app, user, bucket, chunk)
             for bucket, bucket_seqs in by_bucket.items()
             for chunk in _chunks(bucket_seqs, _IN_LIMIT)))
         return [row for page in pages for row in page]
 
-    async def _contiguous_floor(self, user: str, device: str, floor: int, acked: set[int],
-                                now: int) -> int:
+    async def _contiguous_floor(self, app: str, user: str, device: str, floor: int,
+                                acked: set[int], now: int) -> int:
         """The end of the run of inbox entries after ``floor`` that the device acknowledged or
         does not get. Only stored entries count: an ack for a seq the worker has not written
         yet stays in ``device_acks`` until the cursor reaches it."""
         page = min(1000, len(acked) + 16)
-        async with aclosing(self._inbox_after(user, floor, page)) as pages:
+        async with aclosing(self._inbox_after(app, user, floor, page)) as pages:
             async for entries in pages:
                 for entry in entries:
                     if entry.seq not in acked and _for_device(entry, device, now):
@@ -811,47 +932,49 @@ class CassandraStore:
                     floor = entry.seq
         return floor
 
-    async def mark_read(self, user: str, conversation: str, seq: int) -> None:
+    async def mark_read(self, app: str, user: str, conversation: str, seq: int) -> None:
         # USING TIMESTAMP seq: a lower marker written later loses.
-        await self._run("read_marker_put", conversation, user, seq, seq)
+        await self._run("read_marker_put", app, conversation, user, seq, seq)
 
     # ------------------------------------------------------------------ reads
 
-    async def _buckets(self, name: str, key: str, start: int,
+    async def _buckets(self, name: str, key: tuple[str, str], start: int,
                        descending: bool = False) -> AsyncGenerator[int, None]:
-        """Bucket ids of a partition family from ``start`` on, in order."""
+        """Bucket ids of a partition family (``key``: app and user or conversation) from
+        ``start`` on, in order."""
         while True:
-            rows = await self._run(name, key, start, _BUCKET_PAGE)
+            rows = await self._run(name, *key, start, _BUCKET_PAGE)
             for (bucket,) in rows:
                 yield bucket
             if len(rows) < _BUCKET_PAGE:
                 return
             start = rows[-1][0] + (-1 if descending else 1)
 
-    async def _inbox_after(self, user: str, after: int,
+    async def _inbox_after(self, app: str, user: str, after: int,
                            page: int) -> AsyncGenerator[list[_Entry], None]:
         """The user's inbox entries with seq > ``after``, oldest first, a page at a time."""
-        async with aclosing(self._buckets("inbox_buckets_up", user, _bucket(after + 1))) as ids:
+        async with aclosing(self._buckets("inbox_buckets_up", (app, user),
+                                          _bucket(after + 1))) as ids:
             async for bucket in ids:
                 bound = after
                 while True:
-                    rows = await self._run("inbox_up", user, bucket, bound, page)
+                    rows = await self._run("inbox_up", app, user, bucket, bound, page)
                     if rows:
                         yield [_Entry(*row) for row in rows]
                     if len(rows) < page:
                         break
                     bound = rows[-1][0]
 
-    async def _newest_inbox_seq(self, user: str) -> int:
-        async with aclosing(self._buckets("inbox_buckets_down", user, _MAX_SEQ,
+    async def _newest_inbox_seq(self, app: str, user: str) -> int:
+        async with aclosing(self._buckets("inbox_buckets_down", (app, user), _MAX_SEQ,
                                           descending=True)) as ids:
             async for bucket in ids:
-                rows = await self._run("inbox_newest", user, bucket)
+                rows = await self._run("inbox_newest", app, user, bucket)
                 if rows:
                     return int(rows[0][0])
         return 0
 
-    async def _conversation_pages(self, conversation: str, before: int | None,
+    async def _conversation_pages(self, app: str, conversation: str, before: int | None,
                                   after: int | None,
                                   page: int) -> AsyncGenerator[list[_Message], None]:
         """Messages of a conversation above ``after`` (oldest first) or else below ``before``
@@ -862,25 +985,26 @@ class CassandraStore:
         else:
             bound = _MAX_SEQ if before is None else before
             start, name, buckets = _bucket(bound - 1), "messages_down", "down"
-        async with aclosing(self._buckets(f"conversation_buckets_{buckets}", conversation,
-                                          start, descending)) as ids:
+        async with aclosing(self._buckets(f"conversation_buckets_{buckets}",
+                                          (app, conversation), start, descending)) as ids:
             async for bucket in ids:
                 edge = bound
                 while True:
-                    rows = await self._run(name, conversation, bucket, edge, page)
+                    rows = await self._run(name, app, conversation, bucket, edge, page)
                     if rows:
                         yield [_Message(*row) for row in rows]
                     if len(rows) < page:
                         break
                     edge = rows[-1][0]
 
-    async def _messages(self, keys: Iterable[tuple[str, int]]) -> dict[int, _Message]:
+    async def _messages(self, app: str,
+                        keys: Iterable[tuple[str, int]]) -> dict[int, _Message]:
         """Stored messages by seq, for (conversation, seq) keys."""
         by_partition: dict[tuple[str, int], list[int]] = defaultdict(list)
         for conversation, seq in keys:
             by_partition[(conversation, _bucket(seq))].append(seq)
         pages = await asyncio.gather(*(
-            self._run("messages_get", conversation, bucket, chunk)
+            self._run("messages_get", app, conversation, bucket, chunk)
             for (conversation, bucket), seqs in by_partition.items()
             for chunk in _chunks(seqs, _IN_LIMIT)))
         found = (_Message(*row) for page in pages for row in page)
@@ -897,21 +1021,21 @@ class CassandraStore:
         return list(await asyncio.gather(*(body(message) for message in messages)))
 
     async def backlog(
-        self, user: str, device: str, after: int, limit: int, now: int
+        self, app: str, user: str, device: str, after: int, limit: int, now: int
     ) -> tuple[list[DeliverableMessage], int]:
-        state = await self._device_state(device)
+        state = await self._device_state(app, device)
         if state is None:  # as SqliteStore: an unknown device has no backlog
-            return [], max(after, await self._newest_inbox_seq(user))
+            return [], max(after, await self._newest_inbox_seq(app, user))
         floor, acked = state
         found: list[DeliverableMessage] = []
         newest: int | None = None
-        async with aclosing(self._inbox_after(user, max(after, floor), limit)) as pages:
+        async with aclosing(self._inbox_after(app, user, max(after, floor), limit)) as pages:
             async for entries in pages:
                 newest = entries[-1].seq
                 wanted = [entry for entry in entries
                           if entry.seq not in acked and _for_device(entry, device, now)]
-                stored = await self._messages((entry.conversation, entry.seq)
-                                              for entry in wanted)
+                stored = await self._messages(app, ((entry.conversation, entry.seq)
+                                                    for entry in wanted))
                 rows = [stored[entry.seq] for entry in wanted if entry.seq in stored]
                 for row, body in zip(rows, await self._bodies(rows, device), strict=True):
                     if body is None:
@@ -921,11 +1045,12 @@ class CassandraStore:
                     if len(found) == limit:
                         return found, row.seq
         if newest is None:
-            newest = await self._newest_inbox_seq(user)
+            newest = await self._newest_inbox_seq(app, user)
         return found, max(after, newest)
 
     async def history(
         self,
+        app: str,
         user: str,
         device: str,
         conversation: str,
@@ -934,42 +1059,43 @@ class CassandraStore:
         limit: int,
         now: int,
     ) -> list[HistoryItem]:
-        rows = await self._view(user, device, conversation, before, after, limit)
+        rows = await self._view(app, user, device, conversation, before, after, limit)
         rows.sort(key=lambda row: row.seq)
         bodies, others_read = await asyncio.gather(self._bodies(rows, device),
-                                                   self._others_read(user, conversation))
+                                                   self._others_read(app, user, conversation))
         return [
             HistoryItem(message=message_frame(_envelope(row), row.seq, body),
                         status=_status(row, user, others_read, now))
             for row, body in zip(rows, bodies, strict=True) if body is not None
         ]
 
-    async def message(self, user: str, device: str, message_id: str,
+    async def message(self, app: str, user: str, device: str, message_id: str,
                       now: int) -> HistoryItem | None:
         ids = await self._run("ids_get", [message_id])
         if not ids:
             return None
         seq = int(ids[0][1])
-        entries = await self._inbox_entries(user, [seq])  # the user's inbox: membership
+        # The user's inbox in its app: membership, and another app's message is not in it.
+        entries = await self._inbox_entries(app, user, [seq])
         if not entries:
             return None
         conversation = str(entries[0][1])
-        row = (await self._messages([(conversation, seq)])).get(seq)
+        row = (await self._messages(app, [(conversation, seq)])).get(seq)
         if row is None or row.id != message_id or not _visible(row, user):
             return None
         [body], others_read = await asyncio.gather(self._bodies([row], device),
-                                                   self._others_read(user, conversation))
+                                                   self._others_read(app, user, conversation))
         if body is None:
             return None
         return HistoryItem(message=message_frame(_envelope(row), row.seq, body),
                            status=_status(row, user, others_read, now))
 
-    async def _view(self, user: str, device: str | None, conversation: str, before: int | None,
-                    after: int | None, limit: int) -> list[_Message]:
+    async def _view(self, app: str, user: str, device: str | None, conversation: str,
+                    before: int | None, after: int | None, limit: int) -> list[_Message]:
         """Up to ``limit`` messages of the user's view of a conversation, in walk order; with
         ``device``, only those that carry a body for it."""
         rows: list[_Message] = []
-        async with aclosing(self._conversation_pages(conversation, before, after,
+        async with aclosing(self._conversation_pages(app, conversation, before, after,
                                                      max(limit, 16))) as pages:
             async for page in pages:
                 for row in page:
@@ -983,18 +1109,18 @@ class CassandraStore:
                         return rows
         return rows
 
-    async def _others_read(self, user: str, conversation: str) -> int:
+    async def _others_read(self, app: str, user: str, conversation: str) -> int:
         """The highest read marker of the conversation's other members."""
-        rows = await self._run("read_markers_get", conversation)
+        rows = await self._run("read_markers_get", app, conversation)
         return max((seq for member, seq in rows if member != user), default=0)
 
     async def conversations(
-        self, user: str, device: str, limit: int
+        self, app: str, user: str, device: str, limit: int
     ) -> list[ConversationSummary]:
         # Stored last_seq is an upper bound (purge may have removed the newest messages):
         # summarize candidates newest first until the limit-th real last_seq beats the
         # bound of every candidate left.
-        candidates = sorted(await self._run("user_conversations_get", user),
+        candidates = sorted(await self._run("user_conversations_get", app, user),
                             key=lambda row: -int(row[1]))
         summaries: list[ConversationSummary] = []
         chunk = max(1, min(limit, 32))
@@ -1004,36 +1130,37 @@ class CassandraStore:
                 if ranked[limit - 1] >= candidates[start][1]:
                     break
             found = await asyncio.gather(*(
-                self._summary(user, device, conversation)
+                self._summary(app, user, device, conversation)
                 for conversation, _ in candidates[start:start + chunk]))
             summaries.extend(summary for summary in found if summary is not None)
         summaries.sort(key=lambda summary: -summary.last_seq)
         return summaries[:limit]
 
-    async def _summary(self, user: str, device: str,
+    async def _summary(self, app: str, user: str, device: str,
                        conversation: str) -> ConversationSummary | None:
-        newest = await self._view(user, None, conversation, None, None, 1)
+        newest = await self._view(app, user, None, conversation, None, None, 1)
         if not newest:
             return None
-        marker = await self._run("read_marker_get", conversation, user)
+        marker = await self._run("read_marker_get", app, conversation, user)
         read_seq = int(marker[0][0]) if marker else 0
         unread, last = await asyncio.gather(
-            self._count_unread(user, conversation, read_seq),
-            self.history(user, device, conversation, None, None, 1, 0))
+            self._count_unread(app, user, conversation, read_seq),
+            self.history(app, user, device, conversation, None, None, 1, 0))
         return ConversationSummary(conversation=conversation, last_seq=newest[0].seq,
                                    unread=unread, read_seq=read_seq,
                                    last_message=last[0].message if last else None)
 
-    async def _count_unread(self, user: str, conversation: str, read_seq: int) -> int:
+    async def _count_unread(self, app: str, user: str, conversation: str, read_seq: int) -> int:
         """Messages after the read marker from anyone but the user: counted over the
         conversation's bounded partitions (a counter could not be replayed idempotently)."""
         count = 0
-        async with aclosing(self._buckets("conversation_buckets_up", conversation,
+        async with aclosing(self._buckets("conversation_buckets_up", (app, conversation),
                                           _bucket(read_seq + 1))) as ids:
             async for bucket in ids:
                 bound = read_seq
                 while True:
-                    rows = await self._run("unread_up", conversation, bucket, bound, 5000)
+                    rows = await self._run("unread_up", app, conversation, bucket, bound,
+                                           5000)
                     count += sum(1 for _seq, key, recipients, sender in rows
                                  if key is not None and user in (recipients or ())
                                  and sender != user)
@@ -1072,8 +1199,9 @@ class CassandraStore:
             if first[0][0] >= cutoff:
                 break  # later buckets hold later messages
             rows = await self._run("purge_older", app, bucket, cutoff)
-            await self._delete_messages([(seq, conversation, key, recipients)
-                                         for _ts, seq, conversation, key, recipients in rows])
+            await self._delete_messages(app, [(seq, conversation, key, recipients)
+                                              for _ts, seq, conversation, key, recipients
+                                              in rows])
             await self._run("purge_older_drop", app, bucket, cutoff)
             removed += len(rows)
         return removed
@@ -1093,7 +1221,7 @@ class CassandraStore:
             for ts, seq, conversation, key, recipients, sender_device, shared, devices in rows:
                 for user in recipients or ():
                     if user not in states:
-                        states[user] = await self._user_device_states(user)
+                        states[user] = await self._user_device_states(app, user)
                 if any(floor < seq and seq not in acked and name != sender_device
                        and (shared or name in (devices or ()))
                        for user in recipients or () for name, floor, acked in states[user]):
@@ -1102,7 +1230,7 @@ class CassandraStore:
                 doomed.append((ts, seq, conversation, key, recipients))
                 if not kept:
                     prefix = (ts, seq)
-            await self._delete_messages([row[1:] for row in doomed])
+            await self._delete_messages(app, [row[1:] for row in doomed])
             writes = _Writes()
             if prefix is not None:
                 writes.add(("purge_index", app, bucket),
@@ -1118,22 +1246,25 @@ class CassandraStore:
             removed += len(doomed)
         return removed
 
-    async def _user_device_states(self, user: str) -> list[tuple[str, int, set[int]]]:
-        devices = await self._run("devices_of_user", user)
-        states = await asyncio.gather(*(self._device_state(row[0]) for row in devices))
+    async def _user_device_states(self, app: str,
+                                  user: str) -> list[tuple[str, int, set[int]]]:
+        devices = await self._run("devices_of_user", app, user)
+        states = await asyncio.gather(*(self._device_state(app, row[0]) for row in devices))
         return [(row[0], *state) for row, state in zip(devices, states, strict=True)
                 if state is not None]
 
-    async def _delete_messages(self, rows: Sequence[tuple[int, str, str, Any]]) -> None:
-        """Delete messages given as (seq, conversation, id, recipients), with their payloads,
-        inbox entries and id."""
+    async def _delete_messages(self, app: str,
+                               rows: Sequence[tuple[int, str, str, Any]]) -> None:
+        """Delete messages of ``app`` given as (seq, conversation, id, recipients), with their
+        payloads, inbox entries and id."""
         writes = _Writes()
         for seq, conversation, key, recipients in rows:
             bucket = _bucket(seq)
             for user in recipients or ():
-                writes.add(("inbox", user, bucket), self._later("inbox_drop", user, bucket, seq))
-            writes.add(("messages", conversation, bucket),
-                       self._later("message_drop", conversation, bucket, seq))
+                writes.add(("inbox", app, user, bucket),
+                           self._later("inbox_drop", app, user, bucket, seq))
+            writes.add(("messages", app, conversation, bucket),
+                       self._later("message_drop", app, conversation, bucket, seq))
             writes.add(("payloads", seq), self._later("payloads_drop", seq))
             writes.add(("messages_by_id", key), self._later("id_drop", key))
         await self._write(writes)

@@ -13,6 +13,8 @@ class Migration(NamedTuple):
     version: int
     name: str
     statements: tuple[str, ...]
+    #: A data step the store runs after ``statements`` (idempotent too), by name.
+    copy: str | None = None
 
 
 #: Stream sequences per partition of the seq-bucketed tables (inbox, messages, purge_index):
@@ -99,4 +101,51 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             shard int, app text, bucket bigint, PRIMARY KEY (shard, app, bucket))
             WITH {_INDEX}""",
     )),
+    # Tenancy: the app leads the partition key of every table keyed by a name a tenant
+    # chooses (user, device, conversation), so the same id in two apps is two partitions.
+    # Cassandra cannot change a primary key, so these are new tables (``<name>_v2``); the
+    # data step ``tenancy`` copies the version-1 rows into them (each takes the app stored
+    # on it or on its message, user or device, else the default app) and leaves the old
+    # tables in place for the operator to drop (docs/cassandra.md). Tables keyed by what
+    # the server assigns deployment-wide (``messages_by_id``, ``payloads``) or already by
+    # app (``app_users``, ``purge_index``, ``purge_buckets``) stay as they are.
+    Migration(2, "tenancy", (
+        """CREATE TABLE IF NOT EXISTS users_v2 (
+            app text, user text, created_at bigint, PRIMARY KEY ((app, user)))""",
+        """CREATE TABLE IF NOT EXISTS devices_v2 (
+            app text, device text, user text, created_at bigint, disabled boolean,
+            start_floor bigint, PRIMARY KEY ((app, device)))""",
+        """CREATE TABLE IF NOT EXISTS devices_by_user_v2 (
+            app text, user text, device text, created_at bigint, disabled boolean,
+            start_floor bigint, PRIMARY KEY ((app, user), device))""",
+        """CREATE TABLE IF NOT EXISTS device_cursors_v2 (
+            app text, device text, floor bigint, PRIMARY KEY ((app, device)))""",
+        f"""CREATE TABLE IF NOT EXISTS device_acks_v2 (
+            app text, device text, seq bigint, PRIMARY KEY ((app, device), seq)) WITH {_INDEX}""",
+        f"""CREATE TABLE IF NOT EXISTS messages_v2 (
+            app text, conversation text, bucket bigint, seq bigint,
+            id text, module text, kind text,
+            sender_user text, sender_device text, sender_service text,
+            to_kind text, to_id text, body blob, payload_devices frozen<set<text>>,
+            client_id text, ts bigint, expires_at bigint, receipt boolean,
+            recipients frozen<set<text>>, delivered_at bigint,
+            PRIMARY KEY ((app, conversation, bucket), seq)) WITH {_TIME_SERIES}""",
+        f"""CREATE TABLE IF NOT EXISTS conversation_buckets_v2 (
+            app text, conversation text, bucket bigint,
+            PRIMARY KEY ((app, conversation), bucket)) WITH {_INDEX}""",
+        f"""CREATE TABLE IF NOT EXISTS inbox_v2 (
+            app text, user text, bucket bigint, seq bigint,
+            conversation text, sender_user text, sender_device text, expires_at bigint,
+            shared boolean, payload_devices frozen<set<text>>,
+            PRIMARY KEY ((app, user, bucket), seq)) WITH {_TIME_SERIES}""",
+        f"""CREATE TABLE IF NOT EXISTS inbox_buckets_v2 (
+            app text, user text, bucket bigint, PRIMARY KEY ((app, user), bucket))
+            WITH {_INDEX}""",
+        f"""CREATE TABLE IF NOT EXISTS user_conversations_v2 (
+            app text, user text, conversation text, last_seq bigint,
+            PRIMARY KEY ((app, user), conversation)) WITH {_INDEX}""",
+        """CREATE TABLE IF NOT EXISTS read_markers_v2 (
+            app text, conversation text, user text, seq bigint,
+            PRIMARY KEY ((app, conversation), user))""",
+    ), copy="tenancy"),
 )

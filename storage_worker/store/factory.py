@@ -5,11 +5,13 @@ from storage_worker.store.base import MessageStore, RetentionPolicy
 from storage_worker.store.sqlite import SqliteStore
 
 
-def create_store(config: StoreConfig, retention: RetentionPolicy | None = None) -> MessageStore:
+def create_store(config: StoreConfig, retention: RetentionPolicy | None = None, *,
+                 default_app: str = "default") -> MessageStore:
     """A closed store of the configured backend; call ``open()`` before use. ``retention``
-    lets backends with row TTLs (Cassandra) apply it from the first write."""
+    lets backends with row TTLs (Cassandra) apply it from the first write; ``default_app``
+    (``COURIER_APP``) is the app a schema migration gives rows that stored none."""
     if config.backend == "sqlite":
-        return SqliteStore(config.sqlite_path)
+        return SqliteStore(config.sqlite_path, default_app)
     from storage_worker.store.cassandra import CassandraStore
 
-    return CassandraStore(config, retention)
+    return CassandraStore(config, retention, default_app=default_app)

@@ -17,6 +17,11 @@ Decisions (who may do what, what a write changes) are not made here: the storage
 decides (``storage_worker/group_rules.py``, ``storage_worker/contacts.py``) and the store
 records. Every write is idempotent, so a replayed call (JetStream redelivery) changes nothing.
 Times are milliseconds since the epoch, passed in.
+
+Tenancy: groups, memberships, markers, contacts and blocks are keyed by ``(app, ...)``; every
+method takes the app first (a ``GroupEventRecord``/``GroupChange``/``GroupMessageMeta``
+carries its own), so the same group or user id in two apps never shares a row. Group write
+outcomes are keyed by their stream sequence alone: it is unique in the deployment.
 """
 
 from collections.abc import Sequence
@@ -92,6 +97,7 @@ class GroupMessageMeta(msgspec.Struct, frozen=True):
     """One group message, for its receipt counters: ``recipients`` is the number of members
     at its seq other than its sender."""
 
+    app: str
     group: str
     id: str
     seq: int
@@ -102,13 +108,13 @@ class GroupMessageMeta(msgspec.Struct, frozen=True):
 class GroupStore(Protocol):
     """Groups, membership intervals, group write outcomes and receipt counters."""
 
-    async def group(self, group: str) -> GroupState | None:
+    async def group(self, app: str, group: str) -> GroupState | None:
         """The group now, or None if it was never created."""
 
-    async def members_at(self, group: str, seq: int) -> list[str]:
+    async def members_at(self, app: str, group: str, seq: int) -> list[str]:
         """The users who were members at ``seq``, sorted."""
 
-    async def user_groups(self, user: str) -> list[GroupSummary]:
+    async def user_groups(self, app: str, user: str) -> list[GroupSummary]:
         """The groups ``user`` is a member of now, most recently changed first."""
 
     async def group_event(self, seq: int) -> GroupEventRecord | None:
@@ -122,11 +128,12 @@ class GroupStore(Protocol):
     async def record_group_messages(self, messages: Sequence[GroupMessageMeta]) -> None:
         """Remember group messages for their receipt counters (a known id is skipped)."""
 
-    async def advance_markers(self, group: str, user: str, delivered: int, read: int) -> None:
+    async def advance_markers(self, app: str, group: str, user: str, delivered: int,
+                              read: int) -> None:
         """Move ``user``'s delivered and read markers in the group forward (never back; 0
         leaves a marker as it is)."""
 
-    async def receipts(self, group: str, message_id: str) -> GroupReceipts | None:
+    async def receipts(self, app: str, group: str, message_id: str) -> GroupReceipts | None:
         """Receipt counters of a group message, None for an unknown id. A recipient counts as
         delivered when its delivered or read marker reaches the message's seq."""
 
@@ -134,17 +141,18 @@ class GroupStore(Protocol):
 class ContactStore(Protocol):
     """Contacts, pending requests and blocks."""
 
-    async def relation(self, a: str, b: str) -> Relation:
+    async def relation(self, app: str, a: str, b: str) -> Relation:
         """How ``a`` and ``b`` relate (``state`` as ``a`` sees it)."""
 
-    async def contacts(self, user: str) -> list[ContactEntry]:
+    async def contacts(self, app: str, user: str) -> list[ContactEntry]:
         """Every user ``user`` has a contact state with or blocks, by user id."""
 
-    async def set_contact(self, a: str, b: str, a_state: ContactState,
+    async def set_contact(self, app: str, a: str, b: str, a_state: ContactState,
                           b_state: ContactState, now: int) -> None:
         """Set both directions of a contact relation at once (``none`` deletes one)."""
 
-    async def set_block(self, user: str, other: str, blocked: bool, now: int) -> None:
+    async def set_block(self, app: str, user: str, other: str, blocked: bool,
+                        now: int) -> None:
         """``user`` blocks (or stops blocking) ``other``."""
 
 

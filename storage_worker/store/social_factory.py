@@ -7,7 +7,8 @@ from storage_worker.store.social_sqlite import SqliteSocialStore
 from storage_worker.store.sqlite import SqliteStore
 
 
-def create_social_store(config: StoreConfig, messages: MessageStore) -> SocialStore:
+def create_social_store(config: StoreConfig, messages: MessageStore, *,
+                        default_app: str = "default") -> SocialStore:
     """A closed ``SocialStore``; ``open()`` it after ``messages``.
 
     On SQLite it shares the message store's database. There is no Cassandra implementation
@@ -16,4 +17,4 @@ def create_social_store(config: StoreConfig, messages: MessageStore) -> SocialSt
     """
     if isinstance(messages, SqliteStore):
         return SqliteSocialStore(messages)
-    return SqliteSocialStore(SqliteStore(config.sqlite_path), owned=True)
+    return SqliteSocialStore(SqliteStore(config.sqlite_path, default_app), owned=True)

@@ -1,5 +1,6 @@
-"""``SocialStore`` on SQLite: the tables of migration 3 in ``sqlite.py``, used through the
-connection of a ``SqliteStore`` (one file, one writer: the storage worker process)."""
+"""``SocialStore`` on SQLite: the tables of migration 3 in ``sqlite.py`` (re-keyed by app in
+migration 4: ``app`` leads every primary key and index), used through the connection of a
+``SqliteStore`` (one file, one writer: the storage worker process)."""
 
 import sqlite3
 from collections.abc import Sequence
@@ -50,41 +51,43 @@ class SqliteSocialStore:
 
     # ------------------------------------------------------------------ groups
 
-    async def group(self, group: str) -> GroupState | None:
+    async def group(self, app: str, group: str) -> GroupState | None:
         row = await self._one(
-            "SELECT app, name, owner, created_at, version FROM groups WHERE group_id = ?",
-            (group,))
+            "SELECT name, owner, created_at, version FROM groups WHERE app = ? AND group_id = ?",
+            (app, group))
         if row is None:
             return None
         members = await self._all(
-            "SELECT user, role, joined_seq FROM group_members "
-            "WHERE group_id = ? AND left_seq IS NULL ORDER BY joined_seq, user", (group,))
+            "SELECT user, role, joined_seq FROM group_members WHERE app = ? AND group_id = ? "
+            "AND left_seq IS NULL ORDER BY joined_seq, user", (app, group))
         former = await self._all(
             """SELECT DISTINCT m.user FROM group_members m
-               WHERE m.group_id = :group AND m.left_seq IS NOT NULL
-                 AND NOT EXISTS (SELECT 1 FROM group_members c WHERE c.group_id = m.group_id
-                                 AND c.user = m.user AND c.left_seq IS NULL)
-               ORDER BY m.user""", {"group": group})
+               WHERE m.app = :app AND m.group_id = :group AND m.left_seq IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM group_members c WHERE c.app = m.app
+                                 AND c.group_id = m.group_id AND c.user = m.user
+                                 AND c.left_seq IS NULL)
+               ORDER BY m.user""", {"app": app, "group": group})
         return GroupState(
-            id=group, app=row[0], name=row[1], owner=row[2], created_at=row[3],
-            version=row[4], members=[MemberState(user=r[0], role=r[1], joined_seq=r[2])
+            id=group, app=app, name=row[0], owner=row[1], created_at=row[2],
+            version=row[3], members=[MemberState(user=r[0], role=r[1], joined_seq=r[2])
                                      for r in members],
             former=[r[0] for r in former])
 
-    async def members_at(self, group: str, seq: int) -> list[str]:
+    async def members_at(self, app: str, group: str, seq: int) -> list[str]:
         rows = await self._all(
-            f"SELECT DISTINCT m.user FROM group_members m WHERE m.group_id = :group "
-            f"AND {_MEMBER_AT} ORDER BY m.user", {"group": group, "seq": seq})
+            f"SELECT DISTINCT m.user FROM group_members m WHERE m.app = :app "
+            f"AND m.group_id = :group AND {_MEMBER_AT} ORDER BY m.user",
+            {"app": app, "group": group, "seq": seq})
         return [r[0] for r in rows]
 
-    async def user_groups(self, user: str) -> list[GroupSummary]:
+    async def user_groups(self, app: str, user: str) -> list[GroupSummary]:
         rows = await self._all(
             """SELECT g.group_id, g.name, m.role, g.version,
-                      (SELECT COUNT(*) FROM group_members c
-                       WHERE c.group_id = g.group_id AND c.left_seq IS NULL)
-               FROM group_members m JOIN groups g ON g.group_id = m.group_id
-               WHERE m.user = ? AND m.left_seq IS NULL
-               ORDER BY g.version DESC, g.group_id""", (user,))
+                      (SELECT COUNT(*) FROM group_members c WHERE c.app = g.app
+                       AND c.group_id = g.group_id AND c.left_seq IS NULL)
+               FROM group_members m JOIN groups g ON g.app = m.app AND g.group_id = m.group_id
+               WHERE m.app = ? AND m.user = ? AND m.left_seq IS NULL
+               ORDER BY g.version DESC, g.group_id""", (app, user))
         return [GroupSummary(id=r[0], conversation=group_conversation(r[0]), name=r[1],
                              role=r[2], version=r[3], members=r[4]) for r in rows]
 
@@ -114,28 +117,28 @@ class SqliteSocialStore:
 
     async def _apply(self, change: GroupChange) -> None:
         db = self._sqlite.db
-        params: dict[str, Any] = {"group": change.group, "seq": change.seq}
+        params: dict[str, Any] = {"app": change.app, "group": change.group, "seq": change.seq}
         if change.created:
             await db.execute(
-                "INSERT OR IGNORE INTO groups (group_id, app, name, owner, created_at, version) "
+                "INSERT OR IGNORE INTO groups (app, group_id, name, owner, created_at, version) "
                 "VALUES (?,?,?,?,?,?)",
-                (change.group, change.app, change.name, change.owner, change.ts, change.seq))
+                (change.app, change.group, change.name, change.owner, change.ts, change.seq))
         else:
             await db.execute(
                 "UPDATE groups SET version = MAX(version, :seq), name = COALESCE(:name, name), "
-                "owner = COALESCE(:owner, owner) WHERE group_id = :group",
+                "owner = COALESCE(:owner, owner) WHERE app = :app AND group_id = :group",
                 {**params, "name": change.name, "owner": change.owner})
         await db.executemany(
-            "UPDATE group_members SET left_seq = :seq WHERE group_id = :group AND user = :user "
-            "AND left_seq IS NULL AND joined_seq < :seq",
+            "UPDATE group_members SET left_seq = :seq WHERE app = :app AND group_id = :group "
+            "AND user = :user AND left_seq IS NULL AND joined_seq < :seq",
             [{**params, "user": user} for user in change.removed])
         await db.executemany(
-            "INSERT OR IGNORE INTO group_members (group_id, user, joined_seq, left_seq, role) "
-            "VALUES (:group, :user, :seq, NULL, :role)",
+            "INSERT OR IGNORE INTO group_members (app, group_id, user, joined_seq, left_seq, "
+            "role) VALUES (:app, :group, :user, :seq, NULL, :role)",
             [{**params, "user": user, "role": role} for user, role in change.added.items()])
         await db.executemany(
-            "UPDATE group_members SET role = :role WHERE group_id = :group AND user = :user "
-            "AND left_seq IS NULL",
+            "UPDATE group_members SET role = :role WHERE app = :app AND group_id = :group "
+            "AND user = :user AND left_seq IS NULL",
             [{**params, "user": user, "role": role} for user, role in change.roles.items()])
 
     async def record_group_messages(self, messages: Sequence[GroupMessageMeta]) -> None:
@@ -143,23 +146,24 @@ class SqliteSocialStore:
             return
         async with self._sqlite.atomic() as db:
             await db.executemany(
-                "INSERT OR IGNORE INTO group_messages (group_id, id, seq, sender, recipients) "
-                "VALUES (?,?,?,?,?)",
-                [(m.group, m.id, m.seq, m.sender, m.recipients) for m in messages])
+                "INSERT OR IGNORE INTO group_messages (app, group_id, id, seq, sender, "
+                "recipients) VALUES (?,?,?,?,?,?)",
+                [(m.app, m.group, m.id, m.seq, m.sender, m.recipients) for m in messages])
 
-    async def advance_markers(self, group: str, user: str, delivered: int, read: int) -> None:
+    async def advance_markers(self, app: str, group: str, user: str, delivered: int,
+                              read: int) -> None:
         async with self._sqlite.atomic() as db:
             await db.execute(
-                "INSERT INTO group_markers (group_id, user, delivered_seq, read_seq) "
-                "VALUES (?,?,?,?) ON CONFLICT (group_id, user) DO UPDATE SET "
+                "INSERT INTO group_markers (app, group_id, user, delivered_seq, read_seq) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (app, group_id, user) DO UPDATE SET "
                 "delivered_seq = MAX(delivered_seq, excluded.delivered_seq), "
                 "read_seq = MAX(read_seq, excluded.read_seq)",
-                (group, user, delivered, read))
+                (app, group, user, delivered, read))
 
-    async def receipts(self, group: str, message_id: str) -> GroupReceipts | None:
+    async def receipts(self, app: str, group: str, message_id: str) -> GroupReceipts | None:
         meta = await self._one(
-            "SELECT seq, sender, recipients FROM group_messages WHERE group_id = ? AND id = ?",
-            (group, message_id))
+            "SELECT seq, sender, recipients FROM group_messages "
+            "WHERE app = ? AND group_id = ? AND id = ?", (app, group, message_id))
         if meta is None:
             return None
         seq, sender, recipients = int(meta[0]), meta[1], int(meta[2])
@@ -167,10 +171,10 @@ class SqliteSocialStore:
             f"""SELECT COUNT(DISTINCT m.user),
                        COUNT(DISTINCT CASE WHEN k.read_seq >= :seq THEN m.user END)
                 FROM group_members m JOIN group_markers k
-                  ON k.group_id = m.group_id AND k.user = m.user
-                WHERE m.group_id = :group AND {_MEMBER_AT} AND m.user != :sender
-                  AND MAX(k.delivered_seq, k.read_seq) >= :seq""",
-            {"group": group, "seq": seq, "sender": sender or ""})
+                  ON k.app = m.app AND k.group_id = m.group_id AND k.user = m.user
+                WHERE m.app = :app AND m.group_id = :group AND {_MEMBER_AT}
+                  AND m.user != :sender AND MAX(k.delivered_seq, k.read_seq) >= :seq""",
+            {"app": app, "group": group, "seq": seq, "sender": sender or ""})
         delivered, read = (int(counts[0]), int(counts[1])) if counts else (0, 0)
         return GroupReceipts(
             conversation=group_conversation(group), message_id=message_id, seq=seq,
@@ -179,46 +183,48 @@ class SqliteSocialStore:
 
     # ------------------------------------------------------------------ contacts
 
-    async def relation(self, a: str, b: str) -> Relation:
-        row = await self._one("SELECT state FROM contacts WHERE user = ? AND other = ?", (a, b))
+    async def relation(self, app: str, a: str, b: str) -> Relation:
+        row = await self._one("SELECT state FROM contacts WHERE app = ? AND user = ? "
+                              "AND other = ?", (app, a, b))
         blockers = {r[0] for r in await self._all(
-            "SELECT user FROM blocks "
-            "WHERE (user = ? AND blocked = ?) OR (user = ? AND blocked = ?)", (a, b, b, a))}
+            "SELECT user FROM blocks WHERE app = ? "
+            "AND ((user = ? AND blocked = ?) OR (user = ? AND blocked = ?))",
+            (app, a, b, b, a))}
         return Relation(a=a, b=b, state=row[0] if row else "none", a_blocks_b=a in blockers,
                         b_blocks_a=b in blockers)
 
-    async def contacts(self, user: str) -> list[ContactEntry]:
+    async def contacts(self, app: str, user: str) -> list[ContactEntry]:
         entries = {r[0]: ContactEntry(user=r[0], state=r[1], since=r[2]) for r in await self._all(
-            "SELECT other, state, since FROM contacts WHERE user = ?", (user,))}
+            "SELECT other, state, since FROM contacts WHERE app = ? AND user = ?", (app, user))}
         for blocked, since in await self._all(
-                "SELECT blocked, since FROM blocks WHERE user = ?", (user,)):
+                "SELECT blocked, since FROM blocks WHERE app = ? AND user = ?", (app, user)):
             entry = entries.get(blocked)
             entries[blocked] = ContactEntry(user=blocked, state="none", blocked=True, since=since) \
                 if entry is None else ContactEntry(user=blocked, state=entry.state, blocked=True,
                                                    since=entry.since)
         return [entries[key] for key in sorted(entries)]
 
-    async def set_contact(self, a: str, b: str, a_state: ContactState,
+    async def set_contact(self, app: str, a: str, b: str, a_state: ContactState,
                           b_state: ContactState, now: int) -> None:
         async with self._sqlite.atomic() as db:
             for user, other, state in ((a, b, a_state), (b, a, b_state)):
                 if state == "none":
-                    await db.execute("DELETE FROM contacts WHERE user = ? AND other = ?",
-                                     (user, other))
+                    await db.execute("DELETE FROM contacts WHERE app = ? AND user = ? "
+                                     "AND other = ?", (app, user, other))
                     continue
                 await db.execute(
-                    "INSERT INTO contacts (user, other, state, since) VALUES (?,?,?,?) "
-                    "ON CONFLICT (user, other) DO UPDATE SET since = CASE WHEN state = "
+                    "INSERT INTO contacts (app, user, other, state, since) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT (app, user, other) DO UPDATE SET since = CASE WHEN state = "
                     "excluded.state THEN since ELSE excluded.since END, state = excluded.state",
-                    (user, other, state, now))
+                    (app, user, other, state, now))
 
-    async def set_block(self, user: str, other: str, blocked: bool, now: int) -> None:
+    async def set_block(self, app: str, user: str, other: str, blocked: bool,
+                        now: int) -> None:
         async with self._sqlite.atomic() as db:
             if blocked:
                 await db.execute(
-                    "INSERT OR IGNORE INTO blocks (user, blocked, since) VALUES (?,?,?)",
-                    (user, other, now))
+                    "INSERT OR IGNORE INTO blocks (app, user, blocked, since) VALUES (?,?,?,?)",
+                    (app, user, other, now))
             else:
-                await db.execute("DELETE FROM blocks WHERE user = ? AND blocked = ?",
-                                 (user, other))
-
+                await db.execute("DELETE FROM blocks WHERE app = ? AND user = ? "
+                                 "AND blocked = ?", (app, user, other))

@@ -1,7 +1,17 @@
 """Embedded ``MessageStore`` on SQLite (WAL), through aiosqlite so queries run off the event
-loop. One connection, one writer: the storage worker process."""
+loop. One connection, one writer: the storage worker process.
+
+Tenancy: every table keyed by a name a tenant chooses (user, device, conversation, group) has
+an ``app`` column leading its primary key and its indexes, and every query binds the app, so
+the same user, device or group id in two apps is two rows that never meet. Rows keyed by what
+the server assigns once for the whole deployment (a message's stream ``seq``, its server id,
+derived from the app, and the payloads keyed by ``seq``) need no app column. Migration 4 moves
+a database of the old schema over: each row takes the app stored on it or on the row it
+belongs to (a user's, a message's, a group's), else the configured default app.
+"""
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -13,7 +23,7 @@ import aiosqlite
 from schemas.envelopes import MessageEnvelope, message_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
-from schemas.ids import direct_members
+from schemas.ids import ID_PATTERN, direct_members
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
 from storage_worker.store.base import (
     DeliverableMessage,
@@ -97,7 +107,113 @@ MIGRATIONS: Final[list[str]] = [
         PRIMARY KEY (user, blocked)
     ) WITHOUT ROWID;
     """,
+    # tenancy: the app leads every key of a tenant-chosen name (see the module docstring).
+    # Rows without an app of their own take the app of what they belong to, else the
+    # default app (``__DEFAULT_APP__``, replaced when the migration runs).
+    """
+    CREATE TABLE users_v4 (
+        app TEXT NOT NULL, user TEXT NOT NULL, created_at INTEGER NOT NULL,
+        PRIMARY KEY (app, user)
+    ) WITHOUT ROWID;
+    INSERT INTO users_v4 SELECT app, user, created_at FROM users;
+    CREATE TABLE devices_v4 (
+        app TEXT NOT NULL, device TEXT NOT NULL, user TEXT NOT NULL,
+        created_at INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+        floor INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (app, device)
+    ) WITHOUT ROWID;
+    INSERT INTO devices_v4 SELECT app, device, user, created_at, disabled, floor FROM devices;
+    CREATE TABLE inbox_v4 (
+        app TEXT NOT NULL, user TEXT NOT NULL, seq INTEGER NOT NULL,
+        conversation TEXT NOT NULL, sender_user TEXT, PRIMARY KEY (app, user, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO inbox_v4 SELECT COALESCE(
+        (SELECT m.app FROM messages m WHERE m.seq = i.seq),
+        (SELECT u.app FROM users u WHERE u.user = i.user), '__DEFAULT_APP__'),
+        i.user, i.seq, i.conversation, i.sender_user FROM inbox i;
+    CREATE TABLE device_acks_v4 (
+        app TEXT NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL,
+        PRIMARY KEY (app, device, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO device_acks_v4 SELECT COALESCE(
+        (SELECT d.app FROM devices d WHERE d.device = a.device), '__DEFAULT_APP__'),
+        a.device, a.seq FROM device_acks a;
+    CREATE TABLE read_markers_v4 (
+        app TEXT NOT NULL, user TEXT NOT NULL, conversation TEXT NOT NULL,
+        seq INTEGER NOT NULL, PRIMARY KEY (app, user, conversation)
+    ) WITHOUT ROWID;
+    INSERT INTO read_markers_v4 SELECT COALESCE(
+        (SELECT m.app FROM messages m WHERE m.conversation = r.conversation LIMIT 1),
+        (SELECT u.app FROM users u WHERE u.user = r.user), '__DEFAULT_APP__'),
+        r.user, r.conversation, r.seq FROM read_markers r;
+    CREATE TABLE groups_v4 (
+        app TEXT NOT NULL, group_id TEXT NOT NULL, name TEXT, owner TEXT,
+        created_at INTEGER NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (app, group_id)
+    ) WITHOUT ROWID;
+    INSERT INTO groups_v4 SELECT app, group_id, name, owner, created_at, version FROM groups;
+    CREATE TABLE group_members_v4 (
+        app TEXT NOT NULL, group_id TEXT NOT NULL, user TEXT NOT NULL,
+        joined_seq INTEGER NOT NULL, left_seq INTEGER, role TEXT NOT NULL,
+        PRIMARY KEY (app, group_id, user, joined_seq)
+    ) WITHOUT ROWID;
+    INSERT INTO group_members_v4 SELECT COALESCE(
+        (SELECT g.app FROM groups g WHERE g.group_id = m.group_id), '__DEFAULT_APP__'),
+        m.group_id, m.user, m.joined_seq, m.left_seq, m.role FROM group_members m;
+    CREATE TABLE group_messages_v4 (
+        app TEXT NOT NULL, group_id TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
+        sender TEXT, recipients INTEGER NOT NULL, PRIMARY KEY (app, group_id, id)
+    ) WITHOUT ROWID;
+    INSERT INTO group_messages_v4 SELECT COALESCE(
+        (SELECT g.app FROM groups g WHERE g.group_id = m.group_id), '__DEFAULT_APP__'),
+        m.group_id, m.id, m.seq, m.sender, m.recipients FROM group_messages m;
+    CREATE TABLE group_markers_v4 (
+        app TEXT NOT NULL, group_id TEXT NOT NULL, user TEXT NOT NULL,
+        delivered_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL,
+        PRIMARY KEY (app, group_id, user)
+    ) WITHOUT ROWID;
+    INSERT INTO group_markers_v4 SELECT COALESCE(
+        (SELECT g.app FROM groups g WHERE g.group_id = k.group_id), '__DEFAULT_APP__'),
+        k.group_id, k.user, k.delivered_seq, k.read_seq FROM group_markers k;
+    CREATE TABLE contacts_v4 (
+        app TEXT NOT NULL, user TEXT NOT NULL, other TEXT NOT NULL, state TEXT NOT NULL,
+        since INTEGER NOT NULL, PRIMARY KEY (app, user, other)
+    ) WITHOUT ROWID;
+    INSERT INTO contacts_v4 SELECT COALESCE(
+        (SELECT u.app FROM users u WHERE u.user = c.user), '__DEFAULT_APP__'),
+        c.user, c.other, c.state, c.since FROM contacts c;
+    CREATE TABLE blocks_v4 (
+        app TEXT NOT NULL, user TEXT NOT NULL, blocked TEXT NOT NULL, since INTEGER NOT NULL,
+        PRIMARY KEY (app, user, blocked)
+    ) WITHOUT ROWID;
+    INSERT INTO blocks_v4 SELECT COALESCE(
+        (SELECT u.app FROM users u WHERE u.user = b.user), '__DEFAULT_APP__'),
+        b.user, b.blocked, b.since FROM blocks b;
+    DROP TABLE users; DROP TABLE devices; DROP TABLE inbox; DROP TABLE device_acks;
+    DROP TABLE read_markers; DROP TABLE groups; DROP TABLE group_members;
+    DROP TABLE group_messages; DROP TABLE group_markers; DROP TABLE contacts;
+    DROP TABLE blocks;
+    ALTER TABLE users_v4 RENAME TO users;
+    ALTER TABLE devices_v4 RENAME TO devices;
+    ALTER TABLE inbox_v4 RENAME TO inbox;
+    ALTER TABLE device_acks_v4 RENAME TO device_acks;
+    ALTER TABLE read_markers_v4 RENAME TO read_markers;
+    ALTER TABLE groups_v4 RENAME TO groups;
+    ALTER TABLE group_members_v4 RENAME TO group_members;
+    ALTER TABLE group_messages_v4 RENAME TO group_messages;
+    ALTER TABLE group_markers_v4 RENAME TO group_markers;
+    ALTER TABLE contacts_v4 RENAME TO contacts;
+    ALTER TABLE blocks_v4 RENAME TO blocks;
+    CREATE INDEX devices_by_user ON devices (app, user);
+    CREATE INDEX inbox_by_conversation ON inbox (app, user, conversation, seq);
+    CREATE INDEX read_markers_by_conversation ON read_markers (app, conversation);
+    CREATE INDEX group_members_by_user ON group_members (app, user, left_seq);
+    DROP INDEX messages_by_conversation;
+    CREATE INDEX messages_by_conversation ON messages (app, conversation, seq)
+    """,
 ]
+
+#: Stands for the configured default app in migration scripts.
+_DEFAULT_APP_TOKEN: Final = "__DEFAULT_APP__"
+_APP_RE: Final = re.compile(ID_PATTERN)
 
 #: Columns of ``messages`` read back into an envelope, in this order.
 _MESSAGE_COLUMNS: Final = (
@@ -121,8 +237,9 @@ class SqliteStore:
     """``MessageStore`` on one SQLite file. ``sqlite3.OperationalError`` (locked, full or
     unreadable file) is raised as ``StoreUnavailable``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, default_app: str = "default") -> None:
         self._path = Path(path)
+        self._default_app = default_app
         self._db: aiosqlite.Connection | None = None
         self._writing = asyncio.Lock()
 
@@ -163,55 +280,61 @@ class SqliteStore:
             self._db = None
 
     async def _migrate(self) -> None:
+        if not _APP_RE.match(self._default_app):
+            raise ValueError(f"bad default app {self._default_app!r}")
         await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
         async with self.db.execute("SELECT MAX(version) FROM schema_version") as cur:
             row = await cur.fetchone()
         current = (row[0] if row else None) or 0
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            script = script.replace(_DEFAULT_APP_TOKEN, self._default_app)
             await self.db.executescript(
                 f"BEGIN; {script}; INSERT INTO schema_version VALUES ({version}); COMMIT;"
             )
 
     # ------------------------------------------------------------------ registry
 
-    async def register_device(self, user: str, device: str, app: str, now: int,
+    async def register_device(self, app: str, user: str, device: str, now: int,
                               start_after: int = 0) -> DeviceInfo:
         async with self.atomic() as db:
             await db.execute(
-                "INSERT OR IGNORE INTO users (user, app, created_at) VALUES (?, ?, ?)",
-                (user, app, now),
+                "INSERT OR IGNORE INTO users (app, user, created_at) VALUES (?, ?, ?)",
+                (app, user, now),
             )
             async with db.execute(
-                "SELECT user, app, created_at, disabled FROM devices WHERE device = ?", (device,)
+                "SELECT user, created_at, disabled FROM devices WHERE app = ? AND device = ?",
+                (app, device),
             ) as cur:
                 row = await cur.fetchone()
             if row is not None and row[0] != user:
                 raise ProtocolError(ErrorCode.CONFLICT,
                                     f"device {device!r} belongs to another user")
             if row is None:
-                async with db.execute("SELECT MAX(seq) FROM inbox WHERE user = ?",
-                                      (user,)) as cur:
+                async with db.execute("SELECT MAX(seq) FROM inbox WHERE app = ? AND user = ?",
+                                      (app, user)) as cur:
                     newest = await cur.fetchone()
                 floor = max((newest[0] if newest else None) or 0, start_after)
                 await db.execute(
-                    "INSERT INTO devices (device, user, app, created_at, floor) "
+                    "INSERT INTO devices (app, device, user, created_at, floor) "
                     "VALUES (?,?,?,?,?)",
-                    (device, user, app, now, floor),
+                    (app, device, user, now, floor),
                 )
                 return DeviceInfo(user=user, device=device, app=app, created_at=now)
-            return DeviceInfo(user=row[0], device=device, app=row[1], created_at=row[2],
-                              disabled=bool(row[3]))
+            return DeviceInfo(user=row[0], device=device, app=app, created_at=row[1],
+                              disabled=bool(row[2]))
 
-    async def user_devices(self, user: str) -> tuple[bool, list[DeviceInfo]]:
-        async with self.db.execute("SELECT 1 FROM users WHERE user = ?", (user,)) as cur:
+    async def user_devices(self, app: str, user: str) -> tuple[bool, list[DeviceInfo]]:
+        async with self.db.execute("SELECT 1 FROM users WHERE app = ? AND user = ?",
+                                   (app, user)) as cur:
             exists = await cur.fetchone() is not None
         async with self.db.execute(
-            "SELECT device, app, created_at, disabled FROM devices WHERE user = ? ORDER BY device",
-            (user,),
+            "SELECT device, created_at, disabled FROM devices WHERE app = ? AND user = ? "
+            "ORDER BY device",
+            (app, user),
         ) as cur:
             rows = await cur.fetchall()
         devices = [
-            DeviceInfo(user=user, device=r[0], app=r[1], created_at=r[2], disabled=bool(r[3]))
+            DeviceInfo(user=user, device=r[0], app=app, created_at=r[1], disabled=bool(r[2]))
             for r in rows
         ]
         return exists, devices
@@ -223,8 +346,9 @@ class SqliteStore:
         ) as cur:
             return [str(row[0]) for row in await cur.fetchall()]
 
-    async def device_owner(self, device: str) -> str | None:
-        async with self.db.execute("SELECT user FROM devices WHERE device = ?", (device,)) as cur:
+    async def device_owner(self, app: str, device: str) -> str | None:
+        async with self.db.execute("SELECT user FROM devices WHERE app = ? AND device = ?",
+                                   (app, device)) as cur:
             row = await cur.fetchone()
         return None if row is None else str(row[0])
 
@@ -233,7 +357,7 @@ class SqliteStore:
     async def append(self, messages: Sequence[StoredMessage]) -> None:
         message_rows: list[tuple[Any, ...]] = []
         payload_rows: list[tuple[int, str, bytes]] = []
-        inbox_rows: list[tuple[str, int, str, str | None]] = []
+        inbox_rows: list[tuple[str, str, int, str, str | None]] = []
         seen = await self._stored_ids([stored.envelope.id for stored in messages])
         for stored in messages:
             env = stored.envelope
@@ -247,8 +371,8 @@ class SqliteStore:
             )
             for device, body in (env.payloads or {}).items():
                 payload_rows.append((stored.seq, device, body))
-            for user in stored.recipients:
-                inbox_rows.append((user, stored.seq, env.conversation, env.sender.user))
+            for user in stored.recipients:  # users of the message's app
+                inbox_rows.append((env.app, user, stored.seq, env.conversation, env.sender.user))
         async with self.atomic() as db:
             await db.executemany(
                 "INSERT OR IGNORE INTO messages (seq, id, conversation, app, module, kind, "
@@ -257,7 +381,9 @@ class SqliteStore:
                 message_rows,
             )
             await db.executemany("INSERT OR IGNORE INTO payloads VALUES (?,?,?)", payload_rows)
-            await db.executemany("INSERT OR IGNORE INTO inbox VALUES (?,?,?,?)", inbox_rows)
+            await db.executemany(
+                "INSERT OR IGNORE INTO inbox (app, user, seq, conversation, sender_user) "
+                "VALUES (?,?,?,?,?)", inbox_rows)
 
     async def _stored_ids(self, ids: list[str]) -> set[str]:
         """Which of these message ids are already stored (one query per chunk)."""
@@ -271,81 +397,89 @@ class SqliteStore:
                 found.update(str(row[0]) for row in await cur.fetchall())
         return found
 
-    async def record_acks(self, user: str, device: str, items: Sequence[AckItem], now: int) -> None:
+    async def record_acks(self, app: str, user: str, device: str, items: Sequence[AckItem],
+                          now: int) -> None:
         async with self.atomic() as db:
             # Only entries of this user's inbox in the named conversation count: an ack cannot
             # touch another conversation's message or move the cursor past what exists.
             acked = sorted({(item.seq, item.conversation) for item in items})
             await db.executemany(
-                "INSERT OR IGNORE INTO device_acks (device, seq) "
-                "SELECT ?, seq FROM inbox WHERE user = ? AND seq = ? AND conversation = ? "
-                "AND seq > (SELECT floor FROM devices WHERE device = ?)",
-                [(device, user, seq, conversation, device) for seq, conversation in acked],
+                "INSERT OR IGNORE INTO device_acks (app, device, seq) "
+                "SELECT ?, ?, seq FROM inbox WHERE app = ? AND user = ? AND seq = ? "
+                "AND conversation = ? "
+                "AND seq > (SELECT floor FROM devices WHERE app = ? AND device = ?)",
+                [(app, device, app, user, seq, conversation, app, device)
+                 for seq, conversation in acked],
             )
             await db.executemany(
                 "UPDATE messages SET delivered_at = ? WHERE seq = ? AND conversation = ? "
                 "AND delivered_at IS NULL AND (sender_user IS NULL OR sender_user != ?) "
-                "AND EXISTS (SELECT 1 FROM inbox WHERE user = ? AND seq = ?)",
-                [(now, seq, conversation, user, user, seq) for seq, conversation in acked],
+                "AND EXISTS (SELECT 1 FROM inbox WHERE app = ? AND user = ? AND seq = ?)",
+                [(now, seq, conversation, user, app, user, seq) for seq, conversation in acked],
             )
 
-    async def _advance_floor(self, user: str, device: str, now: int) -> None:
+    async def _advance_floor(self, app: str, user: str, device: str, now: int) -> None:
         """Move the device's cursor over every acknowledged (or not-for-it) inbox entry at its
         start, then forget the acknowledgements the cursor now covers.
 
         Run when the device syncs, not per ack: acks arrive with every message, syncs once
         per connection, and the backlog query excludes acknowledged entries either way."""
-        params = {"user": user, "device": device, "now": now}
+        params = {"app": app, "user": user, "device": device, "now": now}
         async with self.db.execute(
             f"""SELECT MIN(i.seq) FROM inbox i JOIN messages m ON m.seq = i.seq
-                WHERE i.user = :user
-                  AND i.seq > (SELECT floor FROM devices WHERE device = :device)
+                WHERE i.app = :app AND i.user = :user
+                  AND i.seq > (SELECT floor FROM devices WHERE app = :app AND device = :device)
                   AND {_FOR_DEVICE}
-                  AND NOT EXISTS (SELECT 1 FROM device_acks a
-                                  WHERE a.device = :device AND a.seq = i.seq)""",
+                  AND NOT EXISTS (SELECT 1 FROM device_acks a WHERE a.app = :app
+                                  AND a.device = :device AND a.seq = i.seq)""",
             params,
         ) as cur:
             row = await cur.fetchone()
         first_missing = row[0] if row else None
         if first_missing is None:  # everything for this device is acknowledged
-            new_floor_sql = "(SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE user = :user)"
+            new_floor_sql = ("(SELECT COALESCE(MAX(seq), 0) FROM inbox "
+                             "WHERE app = :app AND user = :user)")
         else:
             new_floor_sql = str(int(first_missing) - 1)
         await self.db.execute(
-            f"UPDATE devices SET floor = MAX(floor, {new_floor_sql}) WHERE device = :device",
+            f"UPDATE devices SET floor = MAX(floor, {new_floor_sql}) "
+            "WHERE app = :app AND device = :device",
             params,
         )
         await self.db.execute(
-            "DELETE FROM device_acks WHERE device = :device "
-            "AND seq <= (SELECT floor FROM devices WHERE device = :device)",
+            "DELETE FROM device_acks WHERE app = :app AND device = :device "
+            "AND seq <= (SELECT floor FROM devices WHERE app = :app AND device = :device)",
             params,
         )
 
-    async def mark_read(self, user: str, conversation: str, seq: int) -> None:
+    async def mark_read(self, app: str, user: str, conversation: str, seq: int) -> None:
         async with self.atomic() as db:
             await db.execute(
-                "INSERT INTO read_markers (user, conversation, seq) VALUES (?, ?, ?) "
-                "ON CONFLICT (user, conversation) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-                (user, conversation, seq),
+                "INSERT INTO read_markers (app, user, conversation, seq) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (app, user, conversation) "
+                "DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                (app, user, conversation, seq),
             )
 
     # ------------------------------------------------------------------ reads
 
     async def backlog(
-        self, user: str, device: str, after: int, limit: int, now: int
+        self, app: str, user: str, device: str, after: int, limit: int, now: int
     ) -> tuple[list[DeliverableMessage], int]:
         async with self.atomic():
-            await self._advance_floor(user, device, now)
-        params = {"user": user, "device": device, "now": now, "after": after, "limit": limit}
+            await self._advance_floor(app, user, device, now)
+        params = {"app": app, "user": user, "device": device, "now": now, "after": after,
+                  "limit": limit}
         async with self.db.execute(
             f"""SELECT {_MESSAGE_COLUMNS}, COALESCE(m.body, p.body)
                 FROM inbox i JOIN messages m ON m.seq = i.seq
                 LEFT JOIN payloads p ON m.body IS NULL AND p.seq = m.seq AND p.device = :device
-                WHERE i.user = :user
-                  AND i.seq > MAX(:after, (SELECT floor FROM devices WHERE device = :device))
+                WHERE i.app = :app AND i.user = :user
+                  AND i.seq > MAX(:after, (SELECT floor FROM devices
+                                           WHERE app = :app AND device = :device))
                   AND {_FOR_DEVICE}
-                  AND NOT EXISTS (SELECT 1 FROM device_acks a
-                                  WHERE a.device = :device AND a.seq = i.seq)
+                  AND NOT EXISTS (SELECT 1 FROM device_acks a WHERE a.app = :app
+                                  AND a.device = :device AND a.seq = i.seq)
                 ORDER BY i.seq LIMIT :limit""",
             params,
         ) as cur:
@@ -355,12 +489,14 @@ class SqliteStore:
         ]
         if len(messages) == limit:
             return messages, messages[-1].seq
-        async with self.db.execute("SELECT MAX(seq) FROM inbox WHERE user = ?", (user,)) as cur:
+        async with self.db.execute("SELECT MAX(seq) FROM inbox WHERE app = ? AND user = ?",
+                                   (app, user)) as cur:
             newest = await cur.fetchone()
         return messages, max(after, (newest[0] if newest else None) or 0)
 
     async def history(
         self,
+        app: str,
         user: str,
         device: str,
         conversation: str,
@@ -369,8 +505,8 @@ class SqliteStore:
         limit: int,
         now: int,
     ) -> list[HistoryItem]:
-        params = {"user": user, "device": device, "conversation": conversation, "now": now,
-                  "limit": limit, "before": before, "after": after}
+        params = {"app": app, "user": user, "device": device, "conversation": conversation,
+                  "now": now, "limit": limit, "before": before, "after": after}
         if after is not None:
             bound, order = "i.seq > :after", "ASC"
         else:
@@ -380,14 +516,14 @@ class SqliteStore:
             f"""SELECT {_MESSAGE_COLUMNS}, COALESCE(m.body, p.body)
                 FROM inbox i JOIN messages m ON m.seq = i.seq
                 LEFT JOIN payloads p ON m.body IS NULL AND p.seq = m.seq AND p.device = :device
-                WHERE i.user = :user AND i.conversation = :conversation AND {bound}
-                  AND (m.body IS NOT NULL OR p.body IS NOT NULL)
+                WHERE i.app = :app AND i.user = :user AND i.conversation = :conversation
+                  AND {bound} AND (m.body IS NOT NULL OR p.body IS NOT NULL)
                 ORDER BY i.seq {order} LIMIT :limit""",
             params,
         ) as cur:
             rows = list(await cur.fetchall())
         rows.sort(key=lambda r: int(r[0]))
-        others_read = await self._others_read(user, conversation)
+        others_read = await self._others_read(app, user, conversation)
         return [
             HistoryItem(
                 message=message_frame(_envelope(row), row[0], row[-1]),
@@ -396,51 +532,53 @@ class SqliteStore:
             for row in rows
         ]
 
-    async def message(self, user: str, device: str, message_id: str,
+    async def message(self, app: str, user: str, device: str, message_id: str,
                       now: int) -> HistoryItem | None:
         async with self.db.execute(
             f"""SELECT {_MESSAGE_COLUMNS}, COALESCE(m.body, p.body)
-                FROM messages m JOIN inbox i ON i.seq = m.seq AND i.user = :user
+                FROM messages m JOIN inbox i
+                  ON i.seq = m.seq AND i.app = :app AND i.user = :user
                 LEFT JOIN payloads p ON m.body IS NULL AND p.seq = m.seq AND p.device = :device
                 WHERE m.id = :id AND (m.body IS NOT NULL OR p.body IS NOT NULL)""",
-            {"user": user, "device": device, "id": message_id},
+            {"app": app, "user": user, "device": device, "id": message_id},
         ) as cur:
             row = await cur.fetchone()
         if row is None:
             return None
-        others_read = await self._others_read(user, row[2])
+        others_read = await self._others_read(app, user, row[2])
         return HistoryItem(message=message_frame(_envelope(row), row[0], row[-1]),
                            status=_status(row, user, others_read, now))
 
-    async def _others_read(self, user: str, conversation: str) -> int:
+    async def _others_read(self, app: str, user: str, conversation: str) -> int:
         """The highest read marker of the conversation's other members."""
         async with self.db.execute(
-            "SELECT MAX(seq) FROM read_markers WHERE conversation = ? AND user != ?",
-            (conversation, user),
+            "SELECT MAX(seq) FROM read_markers WHERE app = ? AND conversation = ? AND user != ?",
+            (app, conversation, user),
         ) as cur:
             row = await cur.fetchone()
         return int((row[0] if row else None) or 0)
 
     async def conversations(
-        self, user: str, device: str, limit: int
+        self, app: str, user: str, device: str, limit: int
     ) -> list[ConversationSummary]:
         async with self.db.execute(
             """SELECT i.conversation, MAX(i.seq) AS last, COALESCE(r.seq, 0)
                FROM inbox i LEFT JOIN read_markers r
-                 ON r.user = i.user AND r.conversation = i.conversation
-               WHERE i.user = ? GROUP BY i.conversation ORDER BY last DESC LIMIT ?""",
-            (user, limit),
+                 ON r.app = i.app AND r.user = i.user AND r.conversation = i.conversation
+               WHERE i.app = ? AND i.user = ? GROUP BY i.conversation
+               ORDER BY last DESC LIMIT ?""",
+            (app, user, limit),
         ) as cur:
             rows = await cur.fetchall()
         summaries = []
         for conversation, last_seq, read_seq in rows:
             async with self.db.execute(
-                "SELECT COUNT(*) FROM inbox WHERE user = ? AND conversation = ? AND seq > ? "
-                "AND (sender_user IS NULL OR sender_user != ?)",
-                (user, conversation, read_seq, user),
+                "SELECT COUNT(*) FROM inbox WHERE app = ? AND user = ? AND conversation = ? "
+                "AND seq > ? AND (sender_user IS NULL OR sender_user != ?)",
+                (app, user, conversation, read_seq, user),
             ) as cur:
                 unread_row = await cur.fetchone()
-            last = await self.history(user, device, conversation, None, None, 1, 0)
+            last = await self.history(app, user, device, conversation, None, None, 1, 0)
             summaries.append(
                 ConversationSummary(
                     conversation=conversation,
@@ -466,14 +604,16 @@ class SqliteStore:
                 if app in policy.ephemeral_apps:
                     removed += await self._delete_where(
                         """m.app = :app AND NOT EXISTS (
-                             SELECT 1 FROM inbox i JOIN devices d ON d.user = i.user
+                             SELECT 1 FROM inbox i
+                             JOIN devices d ON d.app = i.app AND d.user = i.user
                              WHERE i.seq = m.seq AND d.floor < m.seq
                                AND (m.sender_device IS NULL OR m.sender_device != d.device)
                                AND (m.body IS NOT NULL OR EXISTS (
                                     SELECT 1 FROM payloads p WHERE p.seq = m.seq
                                     AND p.device = d.device))
                                AND NOT EXISTS (SELECT 1 FROM device_acks a
-                                               WHERE a.device = d.device AND a.seq = m.seq))""",
+                                               WHERE a.app = d.app AND a.device = d.device
+                                                 AND a.seq = m.seq))""",
                         {"app": app, "cutoff": cutoff, "now": now},
                     )
         return removed

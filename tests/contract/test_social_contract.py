@@ -8,11 +8,13 @@ from storage_worker.store.social import (
     SocialStore,
 )
 
+APP = "app"
 NOW = 1_800_000_000_000
 
 
-def record(seq: int, group: str = "team", actor: str = "alice", code: str = "") -> GroupEventRecord:
-    return GroupEventRecord(seq=seq, id=f"e{seq}", group=group, app="app", actor=actor, ts=NOW,
+def record(seq: int, group: str = "team", actor: str = "alice", code: str = "",
+           app: str = APP) -> GroupEventRecord:
+    return GroupEventRecord(seq=seq, id=f"e{seq}", group=group, app=app, actor=actor, ts=NOW,
                             code=code, detail="refused" if code else "",
                             body=None if code else b'{"event":"x"}')
 
@@ -20,11 +22,11 @@ def record(seq: int, group: str = "team", actor: str = "alice", code: str = "") 
 async def apply(social: SocialStore, seq: int, *, group: str = "team", created: bool = False,
                 name: str | None = None, owner: str | None = None,
                 added: dict[str, Role] | None = None, removed: list[str] | None = None,
-                roles: dict[str, Role] | None = None) -> None:
-    change = GroupChange(seq=seq, group=group, app="app", ts=NOW + seq, created=created,
+                roles: dict[str, Role] | None = None, app: str = APP) -> None:
+    change = GroupChange(seq=seq, group=group, app=app, ts=NOW + seq, created=created,
                          name=name, owner=owner, added=added or {}, removed=removed or [],
                          roles=roles or {})
-    await social.apply_group_event(record(seq, group), change)
+    await social.apply_group_event(record(seq, group, app=app), change)
 
 
 async def create_team(social: SocialStore, seq: int = 10) -> None:
@@ -33,26 +35,26 @@ async def create_team(social: SocialStore, seq: int = 10) -> None:
 
 
 async def test_group_state_and_membership_intervals(social: SocialStore) -> None:
-    assert await social.group("team") is None
+    assert await social.group(APP, "team") is None
     await create_team(social)
     await apply(social, 20, removed=["carol"])
     await apply(social, 30, added={"dave": "member"})
-    state = await social.group("team")
+    state = await social.group(APP, "team")
     assert state is not None
     assert (state.name, state.owner, state.version, state.app) == ("Team", "alice", 30, "app")
     assert state.created_at == NOW + 10
     assert [(m.user, m.role, m.joined_seq) for m in state.members] == [
         ("alice", "owner", 10), ("bob", "member", 10), ("dave", "member", 30)]
     assert state.former == ["carol"]
-    assert await social.members_at("team", 9) == []
-    assert await social.members_at("team", 10) == ["alice", "bob", "carol"]
-    assert await social.members_at("team", 20) == ["alice", "bob"]  # removed at its seq
-    assert await social.members_at("team", 29) == ["alice", "bob"]
-    assert await social.members_at("team", 30) == ["alice", "bob", "dave"]
+    assert await social.members_at(APP, "team", 9) == []
+    assert await social.members_at(APP, "team", 10) == ["alice", "bob", "carol"]
+    assert await social.members_at(APP, "team", 20) == ["alice", "bob"]  # removed at its seq
+    assert await social.members_at(APP, "team", 29) == ["alice", "bob"]
+    assert await social.members_at(APP, "team", 30) == ["alice", "bob", "dave"]
     await apply(social, 40, added={"carol": "member"})  # back again: a second interval
-    assert await social.members_at("team", 25) == ["alice", "bob"]
-    assert await social.members_at("team", 40) == ["alice", "bob", "carol", "dave"]
-    state = await social.group("team")
+    assert await social.members_at(APP, "team", 25) == ["alice", "bob"]
+    assert await social.members_at(APP, "team", 40) == ["alice", "bob", "carol", "dave"]
+    state = await social.group(APP, "team")
     assert state is not None and state.former == []
     assert state.role_of("carol") == "member" and state.role_of("zed") is None
 
@@ -63,14 +65,14 @@ async def test_group_events_are_recorded_once(social: SocialStore) -> None:
     await apply(social, 20, added={"erin": "member"})  # redelivered seq: skipped
     refused = record(25, code="forbidden")
     await social.apply_group_event(refused, None)
-    assert await social.members_at("team", 30) == ["alice", "bob", "carol", "dave"]
+    assert await social.members_at(APP, "team", 30) == ["alice", "bob", "carol", "dave"]
     applied = await social.group_event(20)
     assert applied is not None and applied.code == "" and applied.body == b'{"event":"x"}'
     assert applied.id == "e20" and applied.group == "team"
     got = await social.group_event(25)
     assert got is not None and (got.code, got.detail, got.body) == ("forbidden", "refused", None)
     assert await social.group_event(99) is None
-    state = await social.group("team")
+    state = await social.group(APP, "team")
     assert state is not None and state.version == 20  # refusals change nothing
 
 
@@ -78,7 +80,7 @@ async def test_roles_and_ownership(social: SocialStore) -> None:
     await create_team(social)
     await apply(social, 20, roles={"bob": "admin"}, name="Renamed")
     await apply(social, 30, owner="bob", roles={"bob": "owner", "alice": "admin"})
-    state = await social.group("team")
+    state = await social.group(APP, "team")
     assert state is not None
     assert (state.owner, state.name) == ("bob", "Renamed")
     assert {m.user: m.role for m in state.members} == {
@@ -90,32 +92,32 @@ async def test_user_groups(social: SocialStore) -> None:
     await apply(social, 15, group="other", created=True, owner="bob",
                 added={"bob": "owner", "alice": "member"})
     await apply(social, 20, group="team", removed=["bob"])
-    alice = await social.user_groups("alice")
+    alice = await social.user_groups(APP, "alice")
     assert [(g.id, g.role, g.members, g.version) for g in alice] == [
         ("team", "owner", 2, 20), ("other", "member", 2, 15)]
     assert alice[0].conversation == "g:team" and alice[0].name == "Team"
-    assert [g.id for g in await social.user_groups("bob")] == ["other"]
-    assert await social.user_groups("nobody") == []
+    assert [g.id for g in await social.user_groups(APP, "bob")] == ["other"]
+    assert await social.user_groups(APP, "nobody") == []
 
 
 async def test_receipt_counters(social: SocialStore) -> None:
     await create_team(social)
     await apply(social, 12, added={"dave": "member"})
-    meta = GroupMessageMeta(group="team", id="m11", seq=11, sender="alice", recipients=2)
+    meta = GroupMessageMeta(app=APP, group="team", id="m11", seq=11, sender="alice", recipients=2)
     await social.record_group_messages([meta, meta])
-    assert await social.receipts("team", "nope") is None
-    counts = await social.receipts("team", "m11")
+    assert await social.receipts(APP, "team", "nope") is None
+    counts = await social.receipts(APP, "team", "m11")
     assert counts is not None
     assert (counts.seq, counts.recipients, counts.delivered, counts.read) == (11, 2, 0, 0)
     assert not counts.delivered_to_all and not counts.read_by_all
-    await social.advance_markers("team", "bob", 11, 0)
-    await social.advance_markers("team", "dave", 50, 50)  # joined after: not a recipient
-    await social.advance_markers("team", "alice", 50, 50)  # the sender does not count
-    counts = await social.receipts("team", "m11")
+    await social.advance_markers(APP, "team", "bob", 11, 0)
+    await social.advance_markers(APP, "team", "dave", 50, 50)  # joined after: not a recipient
+    await social.advance_markers(APP, "team", "alice", 50, 50)  # the sender does not count
+    counts = await social.receipts(APP, "team", "m11")
     assert counts is not None and (counts.delivered, counts.read) == (1, 0)
-    await social.advance_markers("team", "carol", 0, 11)  # read implies delivered
-    await social.advance_markers("team", "bob", 5, 3)  # markers never move back
-    counts = await social.receipts("team", "m11")
+    await social.advance_markers(APP, "team", "carol", 0, 11)  # read implies delivered
+    await social.advance_markers(APP, "team", "bob", 5, 3)  # markers never move back
+    counts = await social.receipts(APP, "team", "m11")
     assert counts is not None
     assert (counts.delivered, counts.read, counts.delivered_to_all, counts.read_by_all) == (
         2, 1, True, False)
@@ -123,22 +125,53 @@ async def test_receipt_counters(social: SocialStore) -> None:
 
 
 async def test_contacts_and_blocks(social: SocialStore) -> None:
-    empty = await social.relation("alice", "bob")
+    empty = await social.relation(APP, "alice", "bob")
     assert (empty.state, empty.a_blocks_b, empty.b_blocks_a) == ("none", False, False)
-    await social.set_contact("alice", "bob", "outgoing", "incoming", NOW)
-    assert (await social.relation("alice", "bob")).state == "outgoing"
-    assert (await social.relation("bob", "alice")).state == "incoming"
-    await social.set_contact("bob", "alice", "contact", "contact", NOW + 1)
-    assert (await social.relation("alice", "bob")).state == "contact"
-    await social.set_block("carol", "alice", True, NOW + 2)
-    await social.set_block("carol", "alice", True, NOW + 3)  # idempotent
-    relation = await social.relation("alice", "carol")
+    await social.set_contact(APP, "alice", "bob", "outgoing", "incoming", NOW)
+    assert (await social.relation(APP, "alice", "bob")).state == "outgoing"
+    assert (await social.relation(APP, "bob", "alice")).state == "incoming"
+    await social.set_contact(APP, "bob", "alice", "contact", "contact", NOW + 1)
+    assert (await social.relation(APP, "alice", "bob")).state == "contact"
+    await social.set_block(APP, "carol", "alice", True, NOW + 2)
+    await social.set_block(APP, "carol", "alice", True, NOW + 3)  # idempotent
+    relation = await social.relation(APP, "alice", "carol")
     assert (relation.state, relation.a_blocks_b, relation.b_blocks_a) == ("none", False, True)
-    assert [(e.user, e.state, e.blocked, e.since) for e in await social.contacts("carol")] == [
+    assert [(e.user, e.state, e.blocked, e.since) for e in await social.contacts(APP, "carol")] == [
         ("alice", "none", True, NOW + 2)]
-    assert [(e.user, e.state, e.blocked, e.since) for e in await social.contacts("alice")] == [
+    assert [(e.user, e.state, e.blocked, e.since) for e in await social.contacts(APP, "alice")] == [
         ("bob", "contact", False, NOW + 1)]
-    await social.set_contact("alice", "bob", "none", "none", NOW + 4)
-    await social.set_block("carol", "alice", False, NOW + 5)
-    assert await social.contacts("alice") == []
-    assert await social.contacts("carol") == []
+    await social.set_contact(APP, "alice", "bob", "none", "none", NOW + 4)
+    await social.set_block(APP, "carol", "alice", False, NOW + 5)
+    assert await social.contacts(APP, "alice") == []
+    assert await social.contacts(APP, "carol") == []
+
+
+async def test_apps_are_isolated(social: SocialStore) -> None:
+    """The same group and user ids in two apps never share a row: groups, memberships,
+    receipt counters, contacts and blocks of one app are invisible to the other."""
+    await apply(social, 10, created=True, name="One", owner="alice", app="one",
+                added={"alice": "owner", "bob": "member"})
+    await apply(social, 20, created=True, name="Two", owner="carol", app="two",
+                added={"carol": "owner", "alice": "member"})
+    one, two = await social.group("one", "team"), await social.group("two", "team")
+    assert one is not None and two is not None
+    assert [m.user for m in one.members] == ["alice", "bob"]
+    assert [m.user for m in two.members] == ["alice", "carol"]
+    assert await social.group("three", "team") is None
+    assert await social.members_at("one", "team", 20) == ["alice", "bob"]
+    assert await social.members_at("three", "team", 20) == []
+    assert [g.name for g in await social.user_groups("one", "alice")] == ["One"]
+    assert await social.user_groups("three", "alice") == []
+    await social.record_group_messages([
+        GroupMessageMeta(app="one", group="team", id="m1", seq=11, sender="alice", recipients=1)])
+    assert await social.receipts("two", "team", "m1") is None
+    await social.advance_markers("two", "team", "bob", 11, 11)  # bob of app two: nobody here
+    counts = await social.receipts("one", "team", "m1")
+    assert counts is not None and (counts.delivered, counts.read) == (0, 0)
+    await social.set_contact("one", "alice", "bob", "contact", "contact", NOW)
+    await social.set_block("one", "carol", "alice", True, NOW)
+    assert (await social.relation("two", "alice", "bob")).state == "none"
+    assert not (await social.relation("two", "alice", "carol")).b_blocks_a
+    assert await social.contacts("two", "alice") == []
+    assert (await social.relation("one", "alice", "bob")).state == "contact"
+    assert (await social.relation("one", "alice", "carol")).b_blocks_a

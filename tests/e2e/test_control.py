@@ -187,7 +187,7 @@ async def test_every_action_is_audited(control_system: System) -> None:
     for entry in mine:
         record = entry["record"]
         assert record["actor"] == "ops-ann" and record["ts"] >= before
-        assert record["target"] == {"kind": "user", "id": "audited"}
+        assert record["target"] == {"kind": "user", "id": "audited", "app": "default"}
     seqs = [e["seq"] for e in page["entries"]]
     assert seqs == sorted(seqs)
     status, first = await admin(system, None, method="GET", path="/v1/admin/audit?limit=1")
@@ -208,7 +208,10 @@ async def test_bad_input_gets_typed_errors(control_system: System) -> None:
         (action("explode", "user", "x"), ADMIN_SECRET, 422, "invalid"),
         (action("disable", "planet", "x"), ADMIN_SECRET, 422, "invalid"),
         (action("disable", "user", "a.b"), ADMIN_SECRET, 422, "invalid"),
-        (action("disable", "user", "x", app="default"), ADMIN_SECRET, 422, "invalid"),
+        # ids are per app: a user unknown in the named app is nobody
+        (action("disable", "user", "x", app="default"), ADMIN_SECRET, 404, "unknown_recipient"),
+        (action("disable", "device", "x", app="otherapp"), ADMIN_SECRET, 404,
+         "unknown_recipient"),
         ({"action": "disable", "target": {"kind": "user", "id": "x"}}, ADMIN_SECRET, 422,
          "invalid"),
         (b"{nope", ADMIN_SECRET, 400, "bad_frame"),

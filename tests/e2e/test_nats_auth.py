@@ -116,14 +116,14 @@ async def test_no_credential_but_a_gateways_can_inject_envelopes_or_read_deliver
     try:
         for probe in probes:
             assert probe.nc is not None
-            await probe.nc.subscribe("dlv.*", cb=probe.record)
-            await probe.nc.subscribe("dlv.bob-phone", cb=probe.record)
+            await probe.nc.subscribe("dlv.*.*", cb=probe.record)
+            await probe.nc.subscribe("dlv.default.bob-phone", cb=probe.record)
             await probe.nc.publish("msgs.chat", forged("alice", "bob", probe.name.encode()))
             await probe.nc.flush()
         for probe in probes:
             await probe.refused("publish", "msgs.chat")
-            await probe.refused("subscription", "dlv.*")
-            await probe.refused("subscription", "dlv.bob-phone")
+            await probe.refused("subscription", "dlv.*.*")
+            await probe.refused("subscription", "dlv.default.bob-phone")
         accepted = await alice.send("bob", b"sentinel")  # the barrier: after every forgery
         first = await bob.next_message()
         assert (first.message_id, first.body) == (accepted.message_id, b"sentinel")

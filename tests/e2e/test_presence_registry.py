@@ -27,21 +27,23 @@ async def wait_for(condition: Callable[[], bool], timeout: float) -> None:
 async def test_devices_online_offline_and_gateway_death(system: System) -> None:
     nc = await system.nats_client("admin")  # an operator's read-only view
     view = PresenceView(nc, gateway_ttl_s=3.0, replicas=1)
-    changes: list[tuple[str, str, bool]] = []
-    view.add_listener(lambda user, device, online: changes.append((user, device, online)))
+    changes: list[tuple[str, str, str, bool]] = []
+    view.add_listener(lambda app, user, device, online: changes.append((app, user, device,
+                                                                        online)))
     second_url = system.add_gateway()
     try:
         await view.start()
         alice = await system.connect(await system.device("alice", "a1"))
         bob = await system.connect(await system.device("bob", "b1"), url=second_url)
-        await wait_for(lambda: view.is_online("a1") and view.is_online("b1"), 5)
-        assert view.user_online("alice")
+        await wait_for(lambda: view.is_online("default", "a1")
+                       and view.is_online("default", "b1"), 5)
+        assert view.user_online("default", "alice")
         await alice.close()
-        await wait_for(lambda: not view.is_online("a1"), 5)
-        assert await view.last_seen("alice") is not None
+        await wait_for(lambda: not view.is_online("default", "a1"), 5)
+        assert await view.last_seen("default", "alice") is not None
         system.gateways[1][0].kill()  # SIGKILL: no goodbye
-        await wait_for(lambda: not view.is_online("b1"), 12)
-        assert ("bob", "b1", False) in changes
+        await wait_for(lambda: not view.is_online("default", "b1"), 12)
+        assert ("default", "bob", "b1", False) in changes
         await bob.abort()
     finally:
         await view.stop()
@@ -62,23 +64,23 @@ async def test_presence_and_control_views_follow_across_a_nats_server_restart(
             await view.start()
             await control.start()
             await writer.start()
-            await writer.device_online("alice", "a1")
-            await wait_for(lambda: view.is_online("a1"), 5)
+            await writer.device_online("default", "alice", "a1")
+            await wait_for(lambda: view.is_online("default", "a1"), 5)
             server.kill()  # SIGKILL
             server.start()  # same port, same store
             async with asyncio.timeout(30):
                 while True:  # the writer's connection is coming back
                     try:
-                        await writer.device_online("bob", "b1")
+                        await writer.device_online("default", "bob", "b1")
                         break
                     except nats.errors.Error:
                         await asyncio.sleep(0.2)
-            await wait_for(lambda: view.is_online("b1"), 20)  # watched again, beat back
-            assert view.is_online("a1")  # still held by a gateway that beats
+            await wait_for(lambda: view.is_online("default", "b1"), 20)  # watched again, beat back
+            assert view.is_online("default", "a1")  # still held by a gateway that beats
             kv = await ensure_bucket(writer_nc.jetstream(), CONTROL, 1)
-            key = control_key("user", "mallory", None)
+            key = control_key("user", "mallory", "default")
             await kv.put(key, msgspec.json.encode(ControlState(
-                kind="user", id="mallory", app=None, disabled_at=1, by="test")))
+                kind="user", id="mallory", app="default", disabled_at=1, by="test")))
             assert await control.reflects(key, True, within_s=20)
         finally:
             await writer.stop()

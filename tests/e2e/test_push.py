@@ -77,7 +77,7 @@ async def wait_online(system: System, device: str) -> None:
     view = PresenceView(nc, gateway_ttl_s=3.0, replicas=1)
     try:
         await view.start()
-        await wait_until(lambda: view.is_online(device))
+        await wait_until(lambda: view.is_online("default", device))
     finally:
         await view.stop()
         await nc.close()

@@ -37,8 +37,8 @@ async def test_an_internal_error_gives_an_id_and_never_the_exception(nc: Client)
     try:
         with structlog.testing.capture_logs() as logs:
             with pytest.raises(ProtocolError) as info:
-                await RpcClient(nc, timeout_s=5).call("device_owner", DeviceOwner(device="d"),
-                                                      Owner)
+                await RpcClient(nc, timeout_s=5).call(
+                    "device_owner", DeviceOwner(app="app", device="d"), Owner)
         assert info.value.code == ErrorCode.INTERNAL
         assert "hunter2" not in info.value.message and "RuntimeError" not in info.value.message
         match = re.fullmatch(r"internal error \(id ([0-9a-f]{12})\)", info.value.message)
@@ -69,8 +69,8 @@ async def test_requests_past_the_concurrency_wait_for_a_slot(nc: Client) -> None
     await server.start()
     client = RpcClient(nc, timeout_s=20)
     try:
-        calls = [asyncio.create_task(client.call("device_owner", DeviceOwner(device=str(i)),
-                                                 Owner)) for i in range(6)]
+        calls = [asyncio.create_task(client.call(
+            "device_owner", DeviceOwner(app="app", device=str(i)), Owner)) for i in range(6)]
         async with asyncio.timeout(10):
             while running < 2:
                 await asyncio.sleep(0.01)

@@ -67,11 +67,11 @@ async def test_the_gateway_caches_of_users_and_device_owners_are_bounded() -> No
     messaging = Messaging(cast(Any, None), cast(RpcClient, scripted), "gw", cast(Any, None),
                           max_cached=100)
     for i in range(1000):
-        await messaging._device_owner(f"d{i}")
-        await messaging._require_user(f"u{i}")
+        await messaging._device_owner("app", f"d{i}")
+        await messaging._require_user("app", f"u{i}")
     assert len(messaging._device_owners) == 100 and len(messaging._known_users) == 100
     calls = scripted.calls
-    assert await messaging._device_owner("d999") == "owner-d999"  # recent: still cached
+    assert await messaging._device_owner("app", "d999") == "owner-d999"  # recent: still cached
     assert scripted.calls == calls
 
 
@@ -79,5 +79,5 @@ async def test_the_router_directory_is_bounded() -> None:
     scripted = ScriptedRpc()
     directory = DeviceDirectory(cast(Any, None), cast(RpcClient, scripted), max_users=50)
     for i in range(500):
-        await directory.devices(f"u{i}")
+        await directory.devices("app", f"u{i}")
     assert len(directory._cache) == 50

@@ -19,7 +19,7 @@ from schemas.frames import AckItem
 from storage_worker.store.base import RetentionPolicy, StoreUnavailable
 from storage_worker.store.cassandra import CassandraStore
 from storage_worker.store.cassandra_schema import BUCKET_SEQS, MIGRATIONS
-from tests.contract.test_store_contract import AB, DAY, NOW, envelope, setup_users
+from tests.contract.test_store_contract import AB, APP, DAY, NOW, envelope, setup_users
 from tests.harness import fresh_keyspace
 
 pytestmark = pytest.mark.cassandra
@@ -60,34 +60,35 @@ async def test_reads_walk_seq_buckets_in_order(store: CassandraStore) -> None:
     await store.append([envelope(seq) for seq in seqs])
     pages, cursor = [], 0
     while True:
-        page, cursor = await store.backlog("bob", "b1", cursor, 2, NOW)
+        page, cursor = await store.backlog(APP, "bob", "b1", cursor, 2, NOW)
         if not page:
             break
         pages.append([m.seq for m in page])
     assert pages == [[B - 2, B - 1], [B, B + 1], [3 * B + 5]] and cursor == 3 * B + 5
-    newest = await store.history("bob", "b1", AB, None, None, 3, NOW)
+    newest = await store.history(APP, "bob", "b1", AB, None, None, 3, NOW)
     assert [i.message.seq for i in newest] == [B, B + 1, 3 * B + 5]
-    older = await store.history("bob", "b1", AB, B, None, 3, NOW)
+    older = await store.history(APP, "bob", "b1", AB, B, None, 3, NOW)
     assert [i.message.seq for i in older] == [B - 2, B - 1]
-    forward = await store.history("bob", "b1", AB, None, B - 1, 10, NOW)
+    forward = await store.history(APP, "bob", "b1", AB, None, B - 1, 10, NOW)
     assert [i.message.seq for i in forward] == [B, B + 1, 3 * B + 5]
-    [summary] = await store.conversations("bob", "b1", 10)
+    [summary] = await store.conversations(APP, "bob", "b1", 10)
     assert (summary.last_seq, summary.unread) == (3 * B + 5, 5)
-    await store.register_device("bob", "b3", "app", NOW)
-    assert (await store.backlog("bob", "b3", 0, 10, NOW))[0] == []
-    await store.record_acks("bob", "b1", [ack(seq) for seq in seqs], NOW)
-    assert (await store.backlog("bob", "b1", 0, 10, NOW))[0] == []
-    assert [m.seq for m in (await store.backlog("bob", "b2", 0, 10, NOW))[0]] == seqs
+    await store.register_device(APP, "bob", "b3", NOW)
+    assert (await store.backlog(APP, "bob", "b3", 0, 10, NOW))[0] == []
+    await store.record_acks(APP, "bob", "b1", [ack(seq) for seq in seqs], NOW)
+    assert (await store.backlog(APP, "bob", "b1", 0, 10, NOW))[0] == []
+    assert [m.seq for m in (await store.backlog(APP, "bob", "b2", 0, 10, NOW))[0]] == seqs
 
 
 async def test_a_replay_completes_a_partial_write(store: CassandraStore) -> None:
     await setup_users(store)
     await store.append([envelope(1), envelope(2)])
     # as if the worker died after writing the messages but before their inbox entries
-    await cql(store, "DELETE FROM {ks}.inbox WHERE user = 'bob' AND bucket = 0 AND seq = 2")
-    assert [m.seq for m in (await store.backlog("bob", "b1", 0, 10, NOW))[0]] == [1]
+    await cql(store, "DELETE FROM {ks}.inbox_v2 WHERE app = 'app' AND user = 'bob' AND bucket = 0 "
+                     "AND seq = 2")
+    assert [m.seq for m in (await store.backlog(APP, "bob", "b1", 0, 10, NOW))[0]] == [1]
     await store.append([envelope(1), envelope(2)])  # JetStream redelivers the batch
-    assert [m.seq for m in (await store.backlog("bob", "b1", 0, 10, NOW))[0]] == [1, 2]
+    assert [m.seq for m in (await store.backlog(APP, "bob", "b1", 0, 10, NOW))[0]] == [1, 2]
 
 
 async def test_rows_expire_with_their_apps_retention(cassandra_node: CassandraNode) -> None:
@@ -99,14 +100,15 @@ async def test_rows_expire_with_their_apps_retention(cassandra_node: CassandraNo
         now = int(time.time() * 1000)
         await store.append([envelope(1, app="short", ts=now), envelope(2, ts=now),
                             envelope(3, app="short", ts=now - 3 * DAY)])
-        ttls = dict(await cql(
-            store, "SELECT seq, TTL(body) FROM {ks}.messages WHERE conversation = %s "
-            "AND bucket = 0", (AB,)))
+        ttls = {seq: ttl for app in ("short", APP) for seq, ttl in await cql(
+            store, "SELECT seq, TTL(body) FROM {ks}.messages_v2 WHERE app = %s "
+            "AND conversation = %s AND bucket = 0", (app, AB))}
         assert 2 * 86_400 - 60 < ttls[1] <= 2 * 86_400
         assert 30 * 86_400 - 60 < ttls[2] <= 30 * 86_400
         assert ttls.get(3, 0) <= 1  # already past its retention: gone within a second
         [(index_ttl,)] = await cql(
-            store, "SELECT TTL(last_seq) FROM {ks}.user_conversations WHERE user = 'bob'")
+            store, "SELECT TTL(last_seq) FROM {ks}.user_conversations_v2 WHERE app = 'app' "
+            "AND user = 'bob'")
         assert 31 * 86_400 - 60 < index_ttl <= 31 * 86_400
     finally:
         await store.close()
@@ -115,9 +117,9 @@ async def test_rows_expire_with_their_apps_retention(cassandra_node: CassandraNo
 async def test_app_users_merge_their_shards_in_id_order(store: CassandraStore) -> None:
     users = sorted(f"user{index:03d}" for index in range(60))
     for user in users:
-        await store.register_device(user, f"{user}-phone", "shop", NOW)
-        await store.register_device(user, f"{user}-tablet", "shop", NOW)
-    await store.register_device("other", "other-phone", "news", NOW)
+        await store.register_device("shop", user, f"{user}-phone", NOW)
+        await store.register_device("shop", user, f"{user}-tablet", NOW)
+    await store.register_device("news", "other", "other-phone", NOW)
     listed, after = [], ""
     while page := await store.app_users("shop", after, 7):
         listed += page
@@ -128,17 +130,17 @@ async def test_app_users_merge_their_shards_in_id_order(store: CassandraStore) -
 
 async def test_conversation_order_follows_what_purge_left(store: CassandraStore) -> None:
     await setup_users(store)
-    await store.register_device("carol", "c1", "app", NOW)
+    await store.register_device(APP, "carol", "c1", NOW)
     await store.append([envelope(1, sender="carol", device="c1", to="bob"), envelope(2, app="eph"),
                         envelope(3, sender="carol", device="c1", to="bob")])
     for user, device in (("bob", "b1"), ("bob", "b2"), ("alice", "a2")):
-        await store.record_acks(user, device, [ack(2)], NOW)
+        await store.record_acks(APP, user, device, [ack(2)], NOW)
     policy = RetentionPolicy(default_days=30, days={}, ephemeral_apps=frozenset({"eph"}))
     assert await store.purge(policy, NOW) == 1
-    summaries = await store.conversations("bob", "b1", 10)
+    summaries = await store.conversations(APP, "bob", "b1", 10)
     assert [(s.conversation, s.last_seq) for s in summaries] == [("d:bob:carol", 3)]
     await store.append([envelope(4)])
-    summaries = await store.conversations("bob", "b1", 1)
+    summaries = await store.conversations(APP, "bob", "b1", 1)
     assert [(s.conversation, s.last_seq) for s in summaries] == [(AB, 4)]
 
 
@@ -150,7 +152,7 @@ async def test_writes_draw_no_server_warnings(store: CassandraStore,
         await store.append([envelope(seq, body=bytes(seq * 37 % 2000)) for seq in range(1, 400)])
         await store.append([envelope(400, body=bytes(60_000)),
                             envelope(401, payloads=devices)])
-        await store.record_acks("bob", "b1", [ack(seq) for seq in range(1, 300)], NOW)
+        await store.record_acks(APP, "bob", "b1", [ack(seq) for seq in range(1, 300)], NOW)
     assert [r.getMessage() for r in caplog.records] == []
 
 
@@ -162,8 +164,8 @@ async def test_migrations_run_once_even_when_workers_start_together(
     try:
         rows = await cql(stores[0], "SELECT version, name FROM {ks}.schema_migrations")
         assert sorted(rows) == [(m.version, m.name) for m in MIGRATIONS]
-        await stores[0].register_device("alice", "a1", "app", NOW)
-        assert await stores[2].device_owner("a1") == "alice"
+        await stores[0].register_device(APP, "alice", "a1", NOW)
+        assert await stores[2].device_owner(APP, "a1") == "alice"
     finally:
         await asyncio.gather(*(store.close() for store in stores))
 
@@ -181,19 +183,19 @@ async def test_an_unreachable_cluster_fails_fast() -> None:
 
 async def test_ephemeral_purge_removes_acknowledged_rows_in_any_order(
         store: CassandraStore) -> None:
-    await setup_users(store)
+    await setup_users(store, "eph")
     await store.append([envelope(seq, app="eph") for seq in range(1, 6)])
     policy = RetentionPolicy(default_days=30, days={}, ephemeral_apps=frozenset({"eph"}))
     devices = (("bob", "b1"), ("bob", "b2"), ("alice", "a2"))
     for user, device in devices:
-        await store.record_acks(user, device, [ack(1), ack(2), ack(4)], NOW)
+        await store.record_acks("eph", user, device, [ack(1), ack(2), ack(4)], NOW)
     assert await store.purge(policy, NOW) == 3  # 1-2 as a range, 4 on its own
-    history = await store.history("alice", "a1", AB, None, None, 10, NOW)
+    history = await store.history("eph", "alice", "a1", AB, None, None, 10, NOW)
     assert [i.message.seq for i in history] == [3, 5]
     for user, device in devices:
-        await store.record_acks(user, device, [ack(3), ack(5)], NOW)
+        await store.record_acks("eph", user, device, [ack(3), ack(5)], NOW)
     assert await store.purge(policy, NOW) == 2
-    assert await store.history("alice", "a1", AB, None, None, 10, NOW) == []
+    assert await store.history("eph", "alice", "a1", AB, None, None, 10, NOW) == []
     assert await cql(store, "SELECT seq FROM {ks}.purge_index WHERE app = 'eph'"
                             " AND bucket = 0") == []
     assert await store.purge(policy, NOW) == 0

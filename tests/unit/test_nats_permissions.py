@@ -50,7 +50,7 @@ def test_subject_matching(pattern: str, subject: str, matches: bool) -> None:
 def test_only_gateways_publish_client_envelopes_and_read_deliveries() -> None:
     for subject in ("msgs.chat", "msgs.receipt", "msgs.notify"):
         assert holders(may_publish, subject) == {GATEWAY}, subject
-    assert holders(may_subscribe, "dlv.bob-phone") == {GATEWAY}
+    assert holders(may_subscribe, "dlv.default.bob-phone") == {GATEWAY}
     assert holders(may_subscribe, "dlv.>") == set()
 
 
@@ -65,7 +65,7 @@ def test_only_admins_apply_control_and_services_send_notifications() -> None:
     assert holders(may_publish, "notify.send") == {SERVICE}
     assert holders(may_subscribe, "control.apply") == holders(may_subscribe, "notify.send") == {
         GATEWAY}
-    assert not may_subscribe(SERVICE, "dlv.bob-phone")
+    assert not may_subscribe(SERVICE, "dlv.default.bob-phone")
     assert may_subscribe(SERVICE, "callback.upload_logs")
 
 

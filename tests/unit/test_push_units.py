@@ -44,11 +44,11 @@ def test_jobs_within_the_window_become_one_burst() -> None:
     coalescer.add(job(7, device="d2"), 7, now=10.6)
     assert coalescer.pop_due(11.9) == []
     due = coalescer.pop_due(12.0)
-    assert [b.key for b in due] == [("d1", "d:alice:bob")]
+    assert [b.key for b in due] == [("app", "d1", "d:alice:bob")]
     assert due[0].handles == [0, 1, 2, 3, 4]
     assert coalescer.next_due() == 12.5
-    assert {b.key for b in coalescer.pop_due(13.0)} == {("d1", "d:bob:carol"),
-                                                         ("d2", "d:alice:bob")}
+    assert {b.key for b in coalescer.pop_due(13.0)} == {("app", "d1", "d:bob:carol"),
+                                                         ("app", "d2", "d:alice:bob")}
     assert coalescer.next_due() is None and len(coalescer) == 0
     coalescer.add(job(10), 10, now=20.0)  # after a flush, a new burst
     assert coalescer.next_due() == 22.0
@@ -202,6 +202,6 @@ def test_notify_request_targets_are_strict() -> None:
 
 
 def test_control_keys() -> None:
-    assert control_key("device", "d1", None) == "device.d1"
-    assert control_key("user", "bob", None) == "user.bob"
+    assert control_key("device", "d1", "app") == "device.app.d1"
+    assert control_key("user", "bob", "app") == "user.app.bob"
     assert control_key("module", "shop", "app") == "module.app.shop"
