@@ -13,7 +13,9 @@ The wrapper ``serve`` puts around each handler admits the request before the han
 2. on device routes, the disabled guard: the device, its user and the route's module;
 3. the route's rate-limit bucket (``gateway.limits``): per user on device routes, per source
    address for ``registration``;
-4. the request body, read within the route's limit and decoded strictly into its type.
+4. the query: a parameter the route does not declare is ``invalid`` (as an unknown body
+   field is);
+5. the request body, read within the route's limit and decoded strictly into its type.
 
 A handler therefore never reads the bearer itself: it is a method that takes the request, the
 principal (except on open routes) and the decoded body (only on routes with one), in that
@@ -243,6 +245,11 @@ class Route:
             raise RouteError(f"{self.method} {self.path}: {exc}") from None
 
     @property
+    def queries(self) -> frozenset[str]:
+        """The query parameters the route takes; any other is refused (422 ``invalid``)."""
+        return frozenset(param.name for param in self.params if param.where == "query")
+
+    @property
     def guarded(self) -> bool:
         """Whether disabled devices, users and the route's module are refused."""
         return self.module is not None
@@ -278,8 +285,7 @@ class Route:
         admission = {*([401] if self.credential != "none" else []),
                      *([403] if self.guarded else []),
                      *([429] if self.bucket is not None else []),
-                     *([422] if (self.params or self.body is not None) and not self.upgrade
-                       else []),
+                     *([422] if not self.upgrade else []),  # an unknown query, at least
                      *([400, 413] if self.body is not None else [])}
         unknown = {*self.problems, *(r.status for r in self.replies)} - STATUSES
         if unknown:
@@ -380,8 +386,14 @@ def _wrap(route: Route, owner: object, admission: Admission,
           config: Config) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     limit = route.body_limit if isinstance(route.body_limit, int) else route.body_limit(config)
 
+    queries = route.queries
+
     async def handle(request: web.Request) -> web.StreamResponse:
         principal = admission.admit(route, request)
+        unknown = sorted(set(request.query) - queries)
+        if unknown and not route.upgrade:
+            raise ProtocolError(ErrorCode.INVALID, f"unknown query parameter {unknown[0]!r}; "
+                                f"this route takes {sorted(queries) or 'none'}")
         args: list[object] = [] if principal is None else [principal]
         if route.body is not None:
             args.append(await read_json(request, route.body, limit))

@@ -6,11 +6,23 @@ from typing import Any
 import msgspec
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from gateway.auth import Identity
+from gateway.problems import problem_middleware
 from gateway.routes import ROUTES
-from gateway.routing import Admin, IdListParam, IdParam, IntParam, Reply, Route, RouteError
+from gateway.routing import (
+    Admin,
+    Admission,
+    IdListParam,
+    IdParam,
+    IntParam,
+    Reply,
+    Route,
+    RouteError,
+    serve,
+)
+from runtime.config import Config
 from schemas.bounds import MAX_INT
 from schemas.errors import ErrorCode, ProtocolError
 
@@ -51,7 +63,7 @@ def refused(message: str, **changes: Any) -> None:
 
 def test_a_well_formed_device_route_gets_the_statuses_of_its_checks() -> None:
     route = Route(**DEVICE)
-    assert route.guarded and route.statuses() == [401, 403, 429]
+    assert route.guarded and route.statuses() == [401, 403, 422, 429]
     with_body = Route(**{**DEVICE, "method": "POST", "bucket": "write", "body": Body,
                          "handler": Handlers.device_body, "problems": (404,)})
     assert with_body.statuses() == [400, 401, 403, 404, 413, 422, 429]
@@ -80,7 +92,7 @@ def test_only_device_routes_have_a_guard_and_user_buckets() -> None:
     refused("spends no user bucket", **{**admin, "module": None, "bucket": "registration"})
     open_route = Route(**{**DEVICE, "credential": "none", "handler": Handlers.open,
                           "module": None, "bucket": "registration"})
-    assert not open_route.guarded and open_route.statuses() == [429]
+    assert not open_route.guarded and open_route.statuses() == [422, 429]
 
 
 def test_the_handler_must_take_what_the_declaration_says() -> None:
@@ -150,3 +162,33 @@ def test_id_parameters() -> None:
     invalid(lambda: users.value(request("users=a,b,c,d")), "1 to 3")
     invalid(lambda: users.value(request()), "1 to 3")
     invalid(lambda: users.value(request("users=a%20b")), "not a valid id")
+
+
+class Served:
+    async def echo(self, request: web.Request, body: Body) -> web.Response:
+        return web.json_response({"name": body.name, "n": COUNT.value(request)})
+
+
+COUNT = IntParam("n", "x", low=1, high=3, default=1)
+ECHO = Route(method="POST", path="/echo", handler=Served.echo, credential="none",
+             summary="echo", replies=OK, body=Body, body_limit=64, params=(COUNT,))
+
+
+async def test_the_wrapper_decodes_the_body_and_refuses_unknown_queries() -> None:
+    admission: Any = Admission.__new__(Admission)  # an open route without a bucket: unused
+    app = web.Application(middlewares=[problem_middleware])
+    app.add_routes(serve([ECHO], [Served()], admission, Config()))
+    async with TestClient(TestServer(app)) as client:
+        async def post(path: str, data: bytes) -> tuple[int, Any]:
+            async with client.post(path, data=data) as response:
+                return response.status, await response.json(content_type=None)
+
+        assert await post("/echo?n=3", b'{"name": "a"}') == (200, {"name": "a", "n": 3})
+        for path, data, status, code in (
+                ("/echo?m=1", b'{"name": "a"}', 422, "invalid"),  # not a declared query
+                ("/echo?n=4", b'{"name": "a"}', 422, "invalid"),  # past the bound
+                ("/echo", b'{"nam": "a"}', 422, "invalid"),
+                ("/echo", b"{", 400, "bad_frame"),
+                ("/echo", b'{"name": "' + b"a" * 64 + b'"}', 413, "too_large")):
+            got, reply = await post(path, data)
+            assert got == status and (code is None or reply["code"] == code), (path, reply)
