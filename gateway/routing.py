@@ -23,8 +23,13 @@ order, with those annotations; a declaration whose handler does not match is ref
 table is built, as is a device route without a module or a bucket. Handlers parse what is left
 (query and path parameters, through the ``Param`` objects the route lists), call one function
 and encode.
+
+The WebSocket upgrade is the one route served as is (``upgrade``): its endpoint takes the
+token from the header or the ``token`` query and applies the guard and its own limits before
+upgrading (``gateway.sockets``).
 """
 
+import functools
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,6 +38,7 @@ from typing import Any, Final, Literal, get_args, get_type_hints
 
 import msgspec
 from aiohttp import web
+from prometheus_client import Counter
 
 from gateway.auth import Identity, TokenVerifier
 from gateway.control import ControlGuard
@@ -53,6 +59,9 @@ Bucket = Literal["read", "write", "group_create", "contact_request", "registrati
 #: Success and problem statuses a route may declare.
 STATUSES: Final = frozenset({101, 200, 201, 204, 400, 401, 403, 404, 409, 413, 422, 429, 503})
 DEFAULT_BODY_LIMIT: Final = 16 * 1024
+REQUESTS = Counter("courier_gateway_rest_requests_total",
+                   "REST requests by operation and outcome (ok, or the problem code)",
+                   ["operation", "outcome"])
 
 
 class Service(msgspec.Struct, frozen=True):
@@ -232,8 +241,8 @@ class Route:
     #: the route with 403 ``disabled``.
     module: str | None = None
     bucket: Bucket | None = None
-    #: The WebSocket upgrade: its endpoint reads its own query and applies its own checks
-    #: (the table adds none), and the contract tests leave it out (not a REST exchange).
+    #: The WebSocket upgrade: served by its handler alone, which reads its own query and
+    #: applies its own checks (the table adds none); the contract tests leave it out.
     upgrade: bool = False
     #: Filled in by the check: the statuses the table's own checks add.
     admission: tuple[int, ...] = field(default=(), init=False)
@@ -384,20 +393,33 @@ def _owner(route: Route, objects: list[object]) -> object:
 
 def _wrap(route: Route, owner: object, admission: Admission,
           config: Config) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    if route.upgrade:  # the socket endpoint admits its upgrades itself
+        return functools.partial(route.handler, owner)
     limit = route.body_limit if isinstance(route.body_limit, int) else route.body_limit(config)
-
     queries = route.queries
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def admitted(request: web.Request) -> web.StreamResponse:
         principal = admission.admit(route, request)
         unknown = sorted(set(request.query) - queries)
-        if unknown and not route.upgrade:
+        if unknown:
             raise ProtocolError(ErrorCode.INVALID, f"unknown query parameter {unknown[0]!r}; "
                                 f"this route takes {sorted(queries) or 'none'}")
         args: list[object] = [] if principal is None else [principal]
         if route.body is not None:
             args.append(await read_json(request, route.body, limit))
         return await route.handler(owner, request, *args)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await admitted(request)
+        except ProtocolError as exc:
+            REQUESTS.labels(route.operation_id, exc.code).inc()
+            raise
+        except Exception:
+            REQUESTS.labels(route.operation_id, ErrorCode.INTERNAL).inc()
+            raise
+        REQUESTS.labels(route.operation_id, "ok").inc()
+        return response
 
     handle.__name__ = handle.__qualname__ = route.operation_id
     return handle

@@ -7,6 +7,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from prometheus_client import REGISTRY
 
 from gateway.auth import Identity
 from gateway.problems import problem_middleware
@@ -192,3 +193,7 @@ async def test_the_wrapper_decodes_the_body_and_refuses_unknown_queries() -> Non
                 ("/echo", b'{"name": "' + b"a" * 64 + b'"}', 413, "too_large")):
             got, reply = await post(path, data)
             assert got == status and (code is None or reply["code"] == code), (path, reply)
+    counted = {outcome: REGISTRY.get_sample_value("courier_gateway_rest_requests_total", {
+        "operation": "Served.echo", "outcome": outcome}) for outcome in ("ok", "invalid")}
+    assert counted["ok"] is not None and counted["ok"] >= 1
+    assert counted["invalid"] is not None and counted["invalid"] >= 3
