@@ -1,4 +1,6 @@
-"""REST API handlers: parse, authenticate, call one function, encode. Errors are problems."""
+"""REST handlers of conversations, history, messages, health and dev registration (routes in
+``gateway.routes``, which authenticates and admits each request): parse, call one function,
+encode. Errors are problems."""
 
 import secrets
 from collections.abc import Callable
