@@ -1,21 +1,18 @@
 """Composition of the gateway's system features: push registration, business notifications,
 system control and callbacks. Built once by ``gateway.service.Gateway`` after its device hub;
-hands the socket endpoint its ``guard`` and ``callbacks`` and the HTTP app its routes."""
+hands the socket endpoint its ``guard`` and ``callbacks`` and the route table its handlers."""
 
 from collections.abc import Callable, Iterable
 
 import msgspec
-from aiohttp import web
 from nats.aio.client import Client
 
 from control.admin import ControlAdmin
 from control.dead_letters import DeadLetterAdmin
 from control.view import ControlView
 from gateway.admin_rest import AdminApi
-from gateway.auth import TokenVerifier
 from gateway.callbacks import CallbackRelay
 from gateway.control import ControlGuard, Socket
-from gateway.limits import Limits
 from gateway.notifications import Notifier
 from gateway.notify_rest import NotifyApi
 from gateway.push_rest import PushRegistrationApi
@@ -36,17 +33,16 @@ class GatewayFeatures:
     """What the features hold for the gateway's lifetime."""
 
     def __init__(self, view: ControlView, guard: ControlGuard, callbacks: CallbackRelay,
-                 subjects: ServiceSubjects, routes: list[web.RouteDef]) -> None:
+                 subjects: ServiceSubjects, handlers: list[object]) -> None:
         self.guard = guard
         self.callbacks = callbacks
-        self.routes = routes
+        self.handlers = handlers
         self._view = view
         self._subjects = subjects
 
     @classmethod
     async def start(cls, config: Config, gateway_id: str, nc: Client, rpc_client: RpcClient,
-                    verifier: TokenVerifier, sockets: Callable[[], Iterable[Socket]],
-                    limits: Limits) -> "GatewayFeatures":
+                    sockets: Callable[[], Iterable[Socket]]) -> "GatewayFeatures":
         js = nc.jetstream()
         replicas = config.nats.replicas
         await ensure_stream(js, msgspec.structs.replace(
@@ -66,11 +62,10 @@ class GatewayFeatures:
         await subjects.start()
         tokens = await ensure_bucket(js, PUSH_TOKENS, replicas)
         wakeups = await ensure_bucket(js, PUSH_WAKEUPS, replicas)
-        routes = [*PushRegistrationApi(verifier, tokens, wakeups, guard, limits).routes(),
-                  *NotifyApi(notifier, config.auth, config.notify).routes(),
-                  *AdminApi(admin, DeadLetterAdmin(js), config.auth).routes()]
+        handlers: list[object] = [PushRegistrationApi(tokens, wakeups), NotifyApi(notifier),
+                                  AdminApi(admin, DeadLetterAdmin(js))]
         return cls(view, guard, CallbackRelay(js, config.callbacks, gateway_id), subjects,
-                   routes)
+                   handlers)
 
     async def drain(self) -> None:
         """Stop serving the service subjects; finish requests in flight."""

@@ -64,6 +64,7 @@ class Limits:
         self._user_connects = family("user_connects")
         self._address_upgrades = family("address_upgrades")
         self._address_registrations = family("address_registrations")
+        self._user_reads = family("user_reads")
         self._user_writes = family("user_writes")
         self._user_groups = family("user_groups")
         self._user_contact_requests = family("user_contact_requests")
@@ -93,6 +94,11 @@ class Limits:
         """``POST /v1/dev/devices`` from the request's source address."""
         _spend("registrations", [self._address_registrations.get(("", self.address(request)))],
                "too many device registrations from this address")
+
+    def check_read(self, identity: Identity) -> None:
+        """A REST read (``GET``) by a device token."""
+        _spend("read", [self._user_reads.get((identity.app, identity.user))],
+               "too many reads by this user")
 
     def check_write(self, identity: Identity, kind: WriteKind = "write") -> None:
         """A REST write by a device token; group creations and contact requests also spend

@@ -4,25 +4,18 @@ service credential (``Authorization: Bearer <COURIER_AUTH_SERVICE_SECRET>``). Th
 
 from aiohttp import web
 
-from gateway.credentials import read_json, require_secret
 from gateway.notifications import Notifier
 from gateway.rest import json_response
-from runtime.config import AuthConfig, NotifyConfig
+from gateway.routing import Service
 from schemas.notifications import NotifyRequest
 
 
 class NotifyApi:
     """The service-facing notification route."""
 
-    def __init__(self, notifier: Notifier, auth: AuthConfig, config: NotifyConfig) -> None:
+    def __init__(self, notifier: Notifier) -> None:
         self._notifier = notifier
-        self._secret = auth.service_secret
-        self._limit = config.max_request_bytes
 
-    def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/notifications", self.send)]
-
-    async def send(self, request: web.Request) -> web.Response:
-        require_secret(request, self._secret, "COURIER_AUTH_SERVICE_SECRET")
-        body = await read_json(request, NotifyRequest, self._limit)
+    async def send(self, request: web.Request, service: Service,
+                   body: NotifyRequest) -> web.Response:
         return json_response(await self._notifier.send(body))

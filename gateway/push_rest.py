@@ -9,8 +9,8 @@ only by the device it woke; for any other caller, and once it expired, it does n
 the same answer as for an unknown id).
 """
 
-import re
 import time
+from typing import Final
 
 import msgspec
 from aiohttp import web
@@ -19,11 +19,9 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
-from gateway.auth import Identity, TokenVerifier
-from gateway.control import ControlGuard
-from gateway.credentials import bearer, read_json
-from gateway.limits import Limits
+from gateway.auth import Identity
 from gateway.rest import json_response
+from gateway.routing import IdParam
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.push import (
     WAKEUP_ID_PATTERN,
@@ -33,11 +31,11 @@ from schemas.push import (
     registration_key,
 )
 
-MAX_BODY = 16 * 1024
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(PushRegistration)
 _record_decoder = msgspec.json.Decoder(WakeUpRecord)
-_WAKEUP_ID = re.compile(WAKEUP_ID_PATTERN)
+WAKEUP: Final = IdParam("wakeup", "The `id` of the wake-up", where="path",
+                        pattern=WAKEUP_ID_PATTERN, label="wake-up id")
 WAKEUP_READS = Counter("courier_gateway_wakeup_reads_total",
                        "Wake-ups traded for their details", ["result"])
 
@@ -45,25 +43,12 @@ WAKEUP_READS = Counter("courier_gateway_wakeup_reads_total",
 class PushRegistrationApi:
     """The routes of a device's push registration and wake-ups."""
 
-    def __init__(self, verifier: TokenVerifier, tokens: KeyValue, wakeups: KeyValue,
-                 guard: ControlGuard, limits: Limits) -> None:
-        self._verifier = verifier
+    def __init__(self, tokens: KeyValue, wakeups: KeyValue) -> None:
         self._tokens = tokens
         self._wakeups = wakeups
-        self._guard = guard
-        self._limits = limits
 
-    def routes(self) -> list[web.RouteDef]:
-        return [web.put("/v1/devices/me/push", self.put),
-                web.get("/v1/devices/me/push", self.get),
-                web.delete("/v1/devices/me/push", self.delete),
-                web.get("/v1/devices/me/push/wakeups/{wakeup}", self.wakeup)]
-
-    async def put(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
-        self._guard.check_connect(identity)
-        self._limits.check_write(identity)
-        body = await read_json(request, PushRegistrationRequest, MAX_BODY)
+    async def put(self, request: web.Request, identity: Identity,
+                  body: PushRegistrationRequest) -> web.Response:
         registration = PushRegistration(user=identity.user, device=identity.device,
                                         app=identity.app, platform=body.platform,
                                         token=body.token, updated_at=int(time.time() * 1000))
@@ -74,8 +59,7 @@ class PushRegistrationApi:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"not registered: {exc!r}") from None
         return json_response(registration)
 
-    async def get(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+    async def get(self, request: web.Request, identity: Identity) -> web.Response:
         try:
             entry = await self._tokens.get(registration_key(identity.app, identity.device))
         except KeyNotFoundError:
@@ -87,21 +71,15 @@ class PushRegistrationApi:
             raise ProtocolError(ErrorCode.NOT_FOUND, "this device has no push registration")
         return json_response(_decoder.decode(entry.value))
 
-    async def delete(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
-        self._limits.check_write(identity)
+    async def delete(self, request: web.Request, identity: Identity) -> web.Response:
         try:
             await self._tokens.delete(registration_key(identity.app, identity.device))
         except NatsError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"not removed: {exc!r}") from None
         return web.Response(status=204)
 
-    async def wakeup(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
-        self._guard.check_connect(identity)
-        wakeup = request.match_info["wakeup"]
-        if not _WAKEUP_ID.fullmatch(wakeup):
-            raise ProtocolError(ErrorCode.INVALID, f"wake-up id {wakeup!r} is not valid")
+    async def wakeup(self, request: web.Request, identity: Identity) -> web.Response:
+        wakeup = WAKEUP.value(request)
         try:
             entry = await self._wakeups.get(wakeup)
         except KeyNotFoundError:
@@ -116,6 +94,3 @@ class PushRegistrationApi:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no wake-up {wakeup!r} for this device")
         WAKEUP_READS.labels("found").inc()
         return json_response(record.details)
-
-    def _identity(self, request: web.Request) -> Identity:
-        return self._verifier.verify(bearer(request))

@@ -1,31 +1,35 @@
-"""REST API handlers: parse, authenticate, call one function, encode. Errors are problems."""
+"""REST handlers of conversations, history, messages, health and dev registration (routes in
+``gateway.routes``, which authenticates and admits each request): parse, call one function,
+encode. Errors are problems."""
 
-import re
 import secrets
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, get_args
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Identity, TokenIssuer, TokenVerifier
-from gateway.credentials import bearer
-from gateway.limits import Limits
 from gateway.messaging import Messaging
-from gateway.params import int_query, optional_int_query
+from gateway.routing import IdParam, IntParam
 from gateway.sockets import DeviceHub
 from runtime.rpc import RpcClient
 from schemas import rpc
-from schemas.codec import decode_document
 from schemas.errors import ErrorCode, ProtocolError
-from schemas.ids import ID_PATTERN
+from schemas.ids import ConversationId
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health
 
 _encoder = msgspec.json.Encoder()
-_ID = re.compile(ID_PATTERN)
-MAX_PAGE = 200
-T = TypeVar("T")
+MAX_PAGE: Final = 200
+LIMIT: Final = IntParam("limit", f"Page size (1-{MAX_PAGE})", low=1, high=MAX_PAGE, default=50)
+BEFORE: Final = IntParam("before", "Page backwards from this seq (exclusive)")
+AFTER: Final = IntParam("after", "Page forwards from this seq (exclusive)")
+CONVERSATION: Final = IdParam("conversation", "d:<user>:<user>, g:<group> or n:<user>",
+                              where="path", pattern=get_args(ConversationId)[1].pattern,
+                              label="conversation")
+MESSAGE_ID: Final = IdParam("message_id", "The message's server id", where="path",
+                            label="message id")
 
 
 def json_response(value: object, status: int = 200) -> web.Response:
@@ -38,7 +42,7 @@ class RestApi:
 
     def __init__(self, gateway_id: str, verifier: TokenVerifier, issuer: TokenIssuer | None,
                  messaging: Messaging, rpc_client: RpcClient, hub: DeviceHub,
-                 app_id: str, nats_connected: Callable[[], bool], limits: Limits) -> None:
+                 app_id: str, nats_connected: Callable[[], bool]) -> None:
         self._gateway_id = gateway_id
         self._verifier = verifier
         self._issuer = issuer
@@ -47,19 +51,6 @@ class RestApi:
         self._hub = hub
         self._app_id = app_id
         self._nats_connected = nats_connected
-        self._limits = limits
-
-    def routes(self) -> list[web.RouteDef]:
-        routes = [
-            web.get("/healthz", self.healthz),
-            web.get("/metrics", self.metrics),
-            web.get("/v1/conversations", self.conversations),
-            web.get("/v1/conversations/{conversation}/messages", self.history),
-            web.get("/v1/messages/{message_id}", self.message),
-        ]
-        if self._issuer is not None:
-            routes.append(web.post("/v1/dev/devices", self.dev_register))
-        return routes
 
     async def healthz(self, request: web.Request) -> web.Response:
         connected = self._nats_connected()
@@ -70,10 +61,10 @@ class RestApi:
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def dev_register(self, request: web.Request) -> web.Response:
-        assert self._issuer is not None
-        self._limits.check_registration(request)
-        body = decode_document(await request.read(), DevDeviceRequest)
+    async def dev_register(self, request: web.Request, body: DevDeviceRequest) -> web.Response:
+        if self._issuer is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "device registration is off here "
+                                "(COURIER_AUTH_DEV_REGISTRATION)")
         device = body.device or f"dev-{secrets.token_hex(6)}"
         token, expires_at = self._issuer.issue(body.user, device, self._app_id)
         identity = self._verifier.verify(token)
@@ -81,39 +72,31 @@ class RestApi:
         return json_response(DevDeviceResponse(user=body.user, device=device, app=self._app_id,
                                                token=token, expires_at=expires_at), 201)
 
-    async def conversations(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
-        limit = int_query(request, "limit", 50, 1, MAX_PAGE)
+    async def conversations(self, request: web.Request, identity: Identity) -> web.Response:
+        limit = LIMIT.value(request)
         reply = await self._rpc.call("conversations", rpc.ConversationsRequest(
             app=identity.app, user=identity.user, device=identity.device, limit=limit,
             barrier=await self._messaging.stream_position()), rpc.Conversations)
         return json_response(reply)
 
-    async def history(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
-        conversation = request.match_info["conversation"]
-        limit = int_query(request, "limit", 50, 1, MAX_PAGE)
-        before = request.query.get("before")
-        after = request.query.get("after")
+    async def history(self, request: web.Request, identity: Identity) -> web.Response:
+        conversation = CONVERSATION.value(request)
+        limit = LIMIT.value(request)
+        before = BEFORE.optional(request)
+        after = AFTER.optional(request)
         if before is not None and after is not None:
             raise ProtocolError(ErrorCode.INVALID, "give 'before' or 'after', not both")
         direction = "forward" if after is not None else "backward"
-        cursor = optional_int_query(request, "after" if after is not None else "before", 0)
+        cursor = after if after is not None else before
         reply = await self._rpc.call("history", rpc.HistoryRequest(
             app=identity.app, user=identity.user, device=identity.device, conversation=conversation,
             direction=direction, seq=cursor, limit=limit,
             barrier=await self._messaging.stream_position()), rpc.HistoryPage)
         return json_response(reply)
 
-    async def message(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
-        message_id = request.match_info["message_id"]
-        if not _ID.fullmatch(message_id):
-            raise ProtocolError(ErrorCode.INVALID, f"message id {message_id!r} is not valid")
+    async def message(self, request: web.Request, identity: Identity) -> web.Response:
+        message_id = MESSAGE_ID.value(request)
         reply = await self._rpc.call("message", rpc.MessageRequest(
             app=identity.app, user=identity.user, device=identity.device, message_id=message_id,
             barrier=await self._messaging.stream_position()), rpc.HistoryItem)
         return json_response(reply)
-
-    def _identity(self, request: web.Request) -> Identity:
-        return self._verifier.verify(bearer(request))

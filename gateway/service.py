@@ -11,10 +11,12 @@ from gateway.auth import TokenIssuer, TokenVerifier
 from gateway.features import GatewayFeatures
 from gateway.limits import Limits
 from gateway.messaging import Messaging
-from gateway.openapi import openapi_handler
+from gateway.openapi import ApiDocs
 from gateway.permissions import Permissions
 from gateway.problems import problem_middleware
 from gateway.rest import RestApi
+from gateway.routes import ROUTES
+from gateway.routing import Admission, serve
 from gateway.social import GatewaySocial
 from gateway.sockets import DeviceHub, SocketEndpoint
 from presence.registry import PresenceWriter
@@ -72,19 +74,19 @@ class Gateway:
         await hub.start()
         limits = Limits(config.gateway, config.limits)
         self._features = features = await GatewayFeatures.start(
-            config, self.gateway_id, nc, rpc_client, verifier, hub.connections, limits)
-        self._social = social = await GatewaySocial.start(config, nc, rpc_client, verifier,
-                                                          messaging, permissions, limits)
+            config, self.gateway_id, nc, rpc_client, hub.connections)
+        self._social = social = await GatewaySocial.start(config, nc, rpc_client, messaging,
+                                                          permissions)
         self._sockets = SocketEndpoint(config.gateway, self.gateway_id, verifier, messaging, hub,
                                        guard=features.guard, callbacks=features.callbacks,
                                        social=social, limits=limits)
         rest = RestApi(self.gateway_id, verifier, issuer, messaging, rpc_client, hub,
-                       config.app, lambda: nc.is_connected, limits)
+                       config.app, lambda: nc.is_connected)
         app = web.Application(middlewares=[problem_middleware],
                               client_max_size=config.gateway.max_frame_bytes)
-        app.add_routes([web.get("/v1/ws", self._sockets.handle),
-                        web.get("/openapi.json", openapi_handler), *rest.routes(),
-                        *features.routes, *social.routes])
+        admission = Admission(verifier, features.guard, limits, config.auth)
+        app.add_routes(serve(ROUTES, [rest, self._sockets, ApiDocs(ROUTES), *features.handlers,
+                                      *social.handlers], admission, config))
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, config.gateway.host, config.gateway.port)

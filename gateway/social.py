@@ -1,12 +1,9 @@
 """Composition of groups, contacts and presence at the gateway. Built once by
-``gateway.service.Gateway``; gives the HTTP app its routes and each socket its frames
+``gateway.service.Gateway``; gives the route table its handlers and each socket its frames
 (``presence_subscribe``, ``presence_unsubscribe``, ``typing``) and its user channel."""
 
-from aiohttp import web
 from nats.aio.client import Client
 
-from gateway.auth import TokenVerifier
-from gateway.limits import Limits
 from gateway.messaging import Messaging
 from gateway.peer import Peer, SocialFrame
 from gateway.permissions import Permissions
@@ -24,8 +21,8 @@ class GatewaySocial:
     """What groups, contacts and presence hold for the gateway's lifetime."""
 
     def __init__(self, view: PresenceView, hub: PresenceHub, channel: UserChannel,
-                 typing: TypingRelay, routes: list[web.RouteDef]) -> None:
-        self.routes = routes
+                 typing: TypingRelay, handlers: list[object]) -> None:
+        self.handlers = handlers
         self._view = view
         self._hub = hub
         self._channel = channel
@@ -33,17 +30,16 @@ class GatewaySocial:
 
     @classmethod
     async def start(cls, config: Config, nc: Client, rpc_client: RpcClient,
-                    verifier: TokenVerifier, messaging: Messaging,
-                    permissions: Permissions, limits: Limits) -> "GatewaySocial":
+                    messaging: Messaging, permissions: Permissions) -> "GatewaySocial":
         view = PresenceView(nc, gateway_ttl_s=config.gateway.presence_ttl_s,
                             replicas=config.nats.replicas)
         hub = PresenceHub(view, permissions, config.presence.max_watched)  # listens first
         await view.start()
         hub.start()
         channel = UserChannel(nc)
-        routes = SocialRest(verifier, rpc_client, messaging, permissions, channel, hub,
-                            limits).routes()
-        return cls(view, hub, channel, TypingRelay(permissions, channel, config.presence), routes)
+        handlers: list[object] = [SocialRest(rpc_client, messaging, permissions, channel, hub)]
+        return cls(view, hub, channel, TypingRelay(permissions, channel, config.presence),
+                   handlers)
 
     async def attach(self, peer: Peer) -> None:
         await self._channel.attach(peer)

@@ -1,4 +1,5 @@
-"""REST routes of groups, contacts and presence: authenticate, parse, call one operation.
+"""REST handlers of groups, contacts and presence (routes in ``gateway.routes``): parse, call
+one operation, encode.
 
 Group and contact writes go to the storage worker (``group_write``, ``contact_write``), which
 decides them and answers with typed errors; after a write this gateway drops what it cached
@@ -7,19 +8,17 @@ pushed live as ``contact`` frames to the connected devices of both users (of the
 blocks, which the blocked user is not told about).
 """
 
-import re
 import secrets
 from typing import Final
 
 from aiohttp import web
 
-from gateway.auth import Identity, TokenVerifier
-from gateway.credentials import bearer, read_json
-from gateway.limits import Limits, WriteKind
+from gateway.auth import Identity
 from gateway.messaging import Messaging
 from gateway.permissions import Permissions
 from gateway.presence_hub import PresenceHub
-from gateway.rest import json_response
+from gateway.rest import CONVERSATION, MESSAGE_ID, json_response
+from gateway.routing import IdListParam, IdParam
 from gateway.user_channel import UserChannel
 from runtime.rpc import RpcClient
 from schemas.contacts import (
@@ -32,7 +31,6 @@ from schemas.contacts import (
     ContactWriteResult,
     PresenceList,
 )
-from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import MAX_PRESENCE_USERS, Contact
 from schemas.groups import (
     AddMembers,
@@ -54,106 +52,71 @@ from schemas.groups import (
     SetRoleRequest,
     UserGroups,
 )
-from schemas.ids import ID_PATTERN
 
 MAX_BODY: Final = 512 * 1024
-_ID = re.compile(ID_PATTERN)
+GROUP: Final = IdParam("group", "The group's id", where="path")
+USER: Final = IdParam("user", "The other user's id", where="path")
+USERS: Final = IdListParam("users", f"Comma-separated user ids (at most {MAX_PRESENCE_USERS})",
+                           most=MAX_PRESENCE_USERS)
 
 
 class SocialRest:
     """``/v1/groups``, ``/v1/contacts``, ``/v1/blocks``, ``/v1/presence`` and group receipts."""
 
-    def __init__(self, verifier: TokenVerifier, rpc: RpcClient, messaging: Messaging,
-                 permissions: Permissions, channel: UserChannel, presence: PresenceHub,
-                 limits: Limits) -> None:
-        self._verifier = verifier
-        self._limits = limits
+    def __init__(self, rpc: RpcClient, messaging: Messaging, permissions: Permissions,
+                 channel: UserChannel, presence: PresenceHub) -> None:
         self._rpc = rpc
         self._messaging = messaging
         self._permissions = permissions
         self._channel = channel
         self._presence = presence
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.post("/v1/groups", self.create_group),
-            web.get("/v1/groups", self.my_groups),
-            web.get("/v1/groups/{group}", self.get_group),
-            web.patch("/v1/groups/{group}", self.rename_group),
-            web.post("/v1/groups/{group}/members", self.add_members),
-            web.delete("/v1/groups/{group}/members/{user}", self.remove_member),
-            web.put("/v1/groups/{group}/members/{user}/role", self.set_role),
-            web.post("/v1/groups/{group}/leave", self.leave_group),
-            web.get("/v1/conversations/{conversation}/messages/{message_id}/receipts",
-                    self.receipts),
-            web.get("/v1/contacts", self.contacts),
-            web.post("/v1/contacts/requests", self.request_contact),
-            web.post("/v1/contacts/requests/{user}/accept", self.accept),
-            web.post("/v1/contacts/requests/{user}/decline", self.decline),
-            web.delete("/v1/contacts/requests/{user}", self.cancel),
-            web.delete("/v1/contacts/{user}", self.remove_contact),
-            web.put("/v1/blocks/{user}", self.block),
-            web.delete("/v1/blocks/{user}", self.unblock),
-            web.get("/v1/presence", self.presence),
-        ]
-
     # ------------------------------------------------------------------ groups
 
-    async def create_group(self, request: web.Request) -> web.Response:
-        identity = self._writer(request, "group_create")
-        body = await read_json(request, CreateGroupRequest, MAX_BODY)
+    async def create_group(self, request: web.Request, identity: Identity,
+                           body: CreateGroupRequest) -> web.Response:
         group = body.id or f"g{secrets.token_hex(8)}"
         info = await self._group_write(identity, group,
                                        CreateGroup(name=body.name, members=body.members))
         return json_response(info, 201)
 
-    async def my_groups(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+    async def my_groups(self, request: web.Request, identity: Identity) -> web.Response:
         return json_response(await self._rpc.call(
             "user_groups", UserGroups(app=identity.app, user=identity.user), GroupList))
 
-    async def get_group(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+    async def get_group(self, request: web.Request, identity: Identity) -> web.Response:
         return json_response(await self._rpc.call(
-            "group_get", GroupGet(app=identity.app, group=_path_id(request, "group"),
+            "group_get", GroupGet(app=identity.app, group=GROUP.value(request),
                                   user=identity.user), GroupInfo))
 
-    async def rename_group(self, request: web.Request) -> web.Response:
-        identity = self._writer(request)
-        body = await read_json(request, RenameGroupRequest, MAX_BODY)
-        return json_response(await self._group_write(identity, _path_id(request, "group"),
+    async def rename_group(self, request: web.Request, identity: Identity,
+                           body: RenameGroupRequest) -> web.Response:
+        return json_response(await self._group_write(identity, GROUP.value(request),
                                                      RenameGroup(name=body.name)))
 
-    async def add_members(self, request: web.Request) -> web.Response:
-        identity = self._writer(request)
-        body = await read_json(request, AddMembersRequest, MAX_BODY)
-        return json_response(await self._group_write(identity, _path_id(request, "group"),
+    async def add_members(self, request: web.Request, identity: Identity,
+                          body: AddMembersRequest) -> web.Response:
+        return json_response(await self._group_write(identity, GROUP.value(request),
                                                      AddMembers(users=body.users)))
 
-    async def remove_member(self, request: web.Request) -> web.Response:
-        identity = self._writer(request)
+    async def remove_member(self, request: web.Request, identity: Identity) -> web.Response:
         return json_response(await self._group_write(
-            identity, _path_id(request, "group"), RemoveMember(user=_path_id(request, "user"))))
+            identity, GROUP.value(request), RemoveMember(user=USER.value(request))))
 
-    async def set_role(self, request: web.Request) -> web.Response:
-        identity = self._writer(request)
-        body = await read_json(request, SetRoleRequest, MAX_BODY)
+    async def set_role(self, request: web.Request, identity: Identity,
+                       body: SetRoleRequest) -> web.Response:
         return json_response(await self._group_write(
-            identity, _path_id(request, "group"),
-            SetRole(user=_path_id(request, "user"), role=body.role)))
+            identity, GROUP.value(request),
+            SetRole(user=USER.value(request), role=body.role)))
 
-    async def leave_group(self, request: web.Request) -> web.Response:
-        identity = self._writer(request)
-        return json_response(await self._group_write(identity, _path_id(request, "group"),
+    async def leave_group(self, request: web.Request, identity: Identity) -> web.Response:
+        return json_response(await self._group_write(identity, GROUP.value(request),
                                                      LeaveGroup()))
 
-    async def receipts(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
-        message_id = request.match_info["message_id"]
-        if len(message_id) > 64:
-            raise ProtocolError(ErrorCode.INVALID, "message ids are at most 64 characters")
+    async def receipts(self, request: web.Request, identity: Identity) -> web.Response:
+        message_id = MESSAGE_ID.value(request)
         return json_response(await self._rpc.call("group_receipts", GroupReceiptsRequest(
-            app=identity.app, user=identity.user, conversation=request.match_info["conversation"],
+            app=identity.app, user=identity.user, conversation=CONVERSATION.value(request),
             message_id=message_id, barrier=await self._messaging.stream_position()),
             GroupReceipts))
 
@@ -166,38 +129,36 @@ class SocialRest:
 
     # ------------------------------------------------------------------ contacts
 
-    async def contacts(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
+    async def contacts(self, request: web.Request, identity: Identity) -> web.Response:
         return json_response(await self._rpc.call(
             "contacts", ContactsOf(app=identity.app, user=identity.user), ContactList))
 
-    async def request_contact(self, request: web.Request) -> web.Response:
-        identity = self._writer(request, "contact_request")
-        body = await read_json(request, ContactRequestBody, MAX_BODY)
+    async def request_contact(self, request: web.Request, identity: Identity,
+                              body: ContactRequestBody) -> web.Response:
         return await self._contact_write(identity, body.user, "request")
 
-    async def accept(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._writer(request), _path_id(request, "user"),
+    async def accept(self, request: web.Request, identity: Identity) -> web.Response:
+        return await self._contact_write(identity, USER.value(request),
                                          "accept")
 
-    async def decline(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._writer(request), _path_id(request, "user"),
+    async def decline(self, request: web.Request, identity: Identity) -> web.Response:
+        return await self._contact_write(identity, USER.value(request),
                                          "decline")
 
-    async def cancel(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._writer(request), _path_id(request, "user"),
+    async def cancel(self, request: web.Request, identity: Identity) -> web.Response:
+        return await self._contact_write(identity, USER.value(request),
                                          "cancel")
 
-    async def remove_contact(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._writer(request), _path_id(request, "user"),
+    async def remove_contact(self, request: web.Request, identity: Identity) -> web.Response:
+        return await self._contact_write(identity, USER.value(request),
                                          "remove")
 
-    async def block(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._writer(request), _path_id(request, "user"),
+    async def block(self, request: web.Request, identity: Identity) -> web.Response:
+        return await self._contact_write(identity, USER.value(request),
                                          "block")
 
-    async def unblock(self, request: web.Request) -> web.Response:
-        return await self._contact_write(self._writer(request), _path_id(request, "user"),
+    async def unblock(self, request: web.Request, identity: Identity) -> web.Response:
+        return await self._contact_write(identity, USER.value(request),
                                          "unblock")
 
     async def _contact_write(self, identity: Identity, other: str,
@@ -215,40 +176,15 @@ class SocialRest:
 
     # ------------------------------------------------------------------ presence
 
-    async def presence(self, request: web.Request) -> web.Response:
-        identity = self._identity(request)
-        users = [u for u in request.query.get("users", "").split(",") if u]
-        if not users or len(users) > MAX_PRESENCE_USERS:
-            raise ProtocolError(ErrorCode.INVALID, f"query 'users': 1 to {MAX_PRESENCE_USERS} "
-                                "comma-separated user ids")
-        for user in users:
-            _check_id("users", user)
+    async def presence(self, request: web.Request, identity: Identity) -> web.Response:
+        users = USERS.value(request)
         visible = await self._permissions.visible(identity.app, identity.user, users)
         return json_response(PresenceList(
             users=[await self._presence.state(identity.app, user) for user in dict.fromkeys(users)
                    if user in visible],
             denied=[user for user in dict.fromkeys(users) if user not in visible]))
 
-    def _identity(self, request: web.Request) -> Identity:
-        return self._verifier.verify(bearer(request))
-
-    def _writer(self, request: web.Request, kind: WriteKind = "write") -> Identity:
-        """The identity of a write, once the user's write budget allowed it."""
-        identity = self._identity(request)
-        self._limits.check_write(identity, kind)
-        return identity
-
 
 def _contact_frame(entry: ContactEntry) -> Contact:
     return Contact(user=entry.user, state=entry.state, blocked=entry.blocked, since=entry.since)
 
-
-def _path_id(request: web.Request, name: str) -> str:
-    value = request.match_info[name]
-    _check_id(name, value)
-    return value
-
-
-def _check_id(name: str, value: str) -> None:
-    if not _ID.fullmatch(value):
-        raise ProtocolError(ErrorCode.INVALID, f"{name} {value!r} is not a valid id")

@@ -385,6 +385,10 @@ class LimitsConfig(_Section, frozen=True):
     address_registrations_per_s: PositiveFloat = 1.0
     #: Burst of the per-address registration bucket.
     address_registrations_burst: Positive = 20
+    #: REST reads (GET with a device token) per second of one user, all its devices together.
+    user_reads_per_s: PositiveFloat = 50.0
+    #: Burst of the per-user REST read bucket.
+    user_reads_burst: Positive = 200
     #: REST writes (POST, PUT, PATCH, DELETE with a device token) per second of one user.
     user_writes_per_s: PositiveFloat = 10.0
     #: Burst of the per-user REST write bucket.

@@ -122,6 +122,22 @@ def test_connections_writes_groups_and_contact_requests() -> None:
     refused(lambda: limits.check_write(phone))
 
 
+def test_reads_are_per_user_and_apart_from_writes() -> None:
+    clock = Clock()
+    limits = Limits(GatewayConfig(), LimitsConfig(user_reads_per_s=1, user_reads_burst=2,
+                                                  user_writes_per_s=1, user_writes_burst=1),
+                    clock)
+    phone, laptop = identity("alice", "phone"), identity("alice", "laptop")
+    limits.check_read(phone)
+    limits.check_read(laptop)
+    assert refused(lambda: limits.check_read(phone)).retry_after_s == pytest.approx(1.0)
+    limits.check_write(phone)  # the write budget is its own
+    limits.check_read(identity("bob", "phone"))  # and so is every user's
+    limits.check_read(identity("alice", "phone", app="other"))  # and every app's
+    clock.now = 1.0
+    limits.check_read(laptop)
+
+
 @pytest.mark.parametrize(("raw", "key"), [
     ("203.0.113.7", "203.0.113.7"),
     ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
@@ -140,6 +156,10 @@ def test_address_keys(raw: str, key: str) -> None:
     ("COURIER_LIMITS_USER_GROUPS_BURST", "0", False),
     ("COURIER_LIMITS_USER_GROUPS_BURST", "1", True),
     ("COURIER_LIMITS_ADDRESS_UPGRADES_PER_S", "-1", False),
+    ("COURIER_LIMITS_USER_READS_PER_S", "0", False),
+    ("COURIER_LIMITS_USER_READS_PER_S", "0.001", True),
+    ("COURIER_LIMITS_USER_READS_BURST", "0", False),
+    ("COURIER_LIMITS_USER_READS_BURST", "1", True),
     ("COURIER_LIMITS_MAX_KEYS", "99", False),
     ("COURIER_LIMITS_MAX_KEYS", "100", True),
     ("COURIER_LIMITS_MAX_KEYS", "10000000", True),
