@@ -7,7 +7,6 @@ App ``default`` is the one the dev registration endpoint mints tokens for; token
 """
 
 import msgspec
-import nats
 import pytest
 from nats.js.errors import KeyNotFoundError
 
@@ -113,7 +112,7 @@ async def test_control_keys_written_without_an_app_stay_in_force(system: System)
     """A device disabled before control keys carried the app (key ``device.<id>``) belongs to
     the default app: a gateway starting rewrites the key, and the device stays refused."""
     creds = await system.device("bob", "bob-phone")
-    nc = await nats.connect(system.nats.url)
+    nc = await system.nats_client("gateway")  # the credential that writes control state
     try:
         kv = await ensure_bucket(nc.jetstream(), CONTROL, 1)
         await kv.put("device.bob-phone", msgspec.json.encode(ControlState(
