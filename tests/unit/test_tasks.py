@@ -87,19 +87,24 @@ async def test_drain_cancels_and_awaits_watchers_and_waits_for_work() -> None:
     release = asyncio.Event()
     finished: list[str] = []
 
+    watching = asyncio.Event()
+    working = asyncio.Event()
+
     async def forever() -> None:
+        watching.set()
         try:
             await asyncio.Event().wait()
         finally:
             watcher_ended.set()
 
     async def work() -> None:
+        working.set()
         await release.wait()
         finished.append("work")
 
     group.watch(forever, name="forever")
     group.spawn(work(), name="work")
-    await asyncio.sleep(0)  # let both start
+    await asyncio.wait_for(asyncio.gather(watching.wait(), working.wait()), 5)
     draining = asyncio.create_task(group.drain())
     await asyncio.wait_for(watcher_ended.wait(), 5)
     assert not draining.done()  # the work is still in flight
@@ -141,9 +146,15 @@ async def test_failed_work_is_logged_with_its_name() -> None:
 
 async def test_stop_cancels_everything() -> None:
     group = TaskGroup("test")
-    group.watch(lambda: asyncio.Event().wait(), name="w")
-    group.spawn(asyncio.Event().wait(), name="s")  # type: ignore[arg-type]
-    await asyncio.sleep(0)
+    started: list[asyncio.Event] = [asyncio.Event(), asyncio.Event()]
+
+    async def waits(index: int) -> None:
+        started[index].set()
+        await asyncio.Event().wait()
+
+    group.watch(lambda: waits(0), name="w")
+    group.spawn(waits(1), name="s")
+    await asyncio.wait_for(asyncio.gather(*(event.wait() for event in started)), 5)
     await group.stop()
     assert len(group) == 0
 
