@@ -221,6 +221,15 @@ class LogConfig(_Section, frozen=True):
     format: Literal["json", "console"] = "json"
 
 
+class ProcessConfig(_Section, frozen=True):
+    """Every service process's lifecycle."""
+
+    #: Longest a service may take to drain and stop after SIGTERM; past it the process logs
+    #: the tasks still running (``shutdown_timeout``, with their stacks) and exits with status
+    #: 1. Keep it below the grace period of whatever sends SIGTERM (``make run`` waits 15 s).
+    shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=1.0, le=3600.0)] = 14.0
+
+
 class MetricsConfig(_Section, frozen=True):
     """Prometheus exposition for services without an HTTP server of their own."""
 
@@ -420,6 +429,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     store: StoreConfig = StoreConfig()
     retention: RetentionConfig = RetentionConfig()
     log: LogConfig = LogConfig()
+    process: ProcessConfig = ProcessConfig()
     metrics: MetricsConfig = MetricsConfig()
     push: PushConfig = PushConfig()
     notify: NotifyConfig = NotifyConfig()

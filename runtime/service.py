@@ -8,8 +8,10 @@ stops at once.
 Exit codes: 0 after a clean stop; 2 for a configuration error (the message names the key and
 the reason, on stderr, without a traceback: a missing secret, a malformed value, a metrics
 port that is taken); 1 when ``start`` failed half-way (logged as ``service_start_failed``,
-after the parts that did start were drained and stopped). Supervisors (``make run``) restart
-on 1 and give up with the reason on 2.
+after the parts that did start were drained and stopped), and also when drain and stop took
+longer than ``COURIER_PROCESS_SHUTDOWN_TIMEOUT_S`` (logged as ``shutdown_timeout`` with the
+stack of every task still running, so a hung shutdown says where it hung). Supervisors
+(``make run``) restart on 1 and give up with the reason on 2.
 """
 
 import asyncio
@@ -29,8 +31,8 @@ log = structlog.get_logger(__name__)
 
 #: Exit status of a process whose configuration is wrong (restarting would not help).
 EXIT_CONFIG = 2
-#: Exit status of a process that could not start (restarting may help).
-EXIT_START_FAILED = 1
+#: Exit status of a process that could not start or stop (restarting may help).
+EXIT_FAILED = 1
 
 
 class Service(Protocol):
@@ -52,14 +54,54 @@ class StartFailed(Exception):
     """``start`` raised; the service was drained and stopped."""
 
 
-async def _shutdown(service: Service) -> None:
+class ShutdownTimedOut(Exception):
+    """Drain and stop did not end within the shutdown timeout."""
+
+
+#: After the shutdown timeout, how long the cancelled drain or stop may take to unwind.
+UNWIND_S = 1.0
+
+
+def _awaiting(coro: object) -> list[str]:
+    """The chain of coroutines ``coro`` is suspended in, outermost first (``Task.get_stack``
+    gives only the outermost frame of a suspended coroutine)."""
+    frames = []
+    while (frame := getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)):
+        frames.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
+
+
+def _task_stacks() -> list[str]:
+    """Where each task of this loop but the current one is waiting."""
+    current = asyncio.current_task()
+    return [f"{task.get_name()}: {' -> '.join(_awaiting(task.get_coro())) or 'not started'}"
+            for task in asyncio.all_tasks() if task is not current]
+
+
+async def _drain_then_stop(service: Service) -> None:
     try:
         await service.drain()
     finally:
         await service.stop()
 
 
-async def _serve(service: Service) -> None:
+async def _shutdown(service: Service, timeout_s: float) -> None:
+    """Drain, then stop (even if draining failed), within ``timeout_s``. Past it, the stacks
+    of every waiting task are logged before the shutdown is cancelled: the hung step is among
+    them."""
+    shutdown = asyncio.create_task(_drain_then_stop(service), name="shutdown")
+    done, _ = await asyncio.wait({shutdown}, timeout=timeout_s)
+    if shutdown in done:
+        shutdown.result()  # re-raise what drain or stop raised
+        return
+    log.error("shutdown_timeout", timeout_s=timeout_s, tasks=_task_stacks())
+    shutdown.cancel()
+    await asyncio.wait({shutdown}, timeout=UNWIND_S)
+    raise ShutdownTimedOut(f"drain and stop took longer than {timeout_s} s")
+
+
+async def _serve(service: Service, shutdown_timeout_s: float) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -67,18 +109,18 @@ async def _serve(service: Service) -> None:
     try:
         await service.start()
     except ConfigError:
-        await _shutdown(service)
+        await _shutdown(service, shutdown_timeout_s)
         raise
     except Exception as exc:
         log.exception("service_start_failed", error=repr(exc))
-        await _shutdown(service)
+        await _shutdown(service, shutdown_timeout_s)
         raise StartFailed(repr(exc)) from exc
     log.info("service_started")
     await stopping.wait()
     log.info("service_draining")
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
-    await _shutdown(service)
+    await _shutdown(service, shutdown_timeout_s)
     log.info("service_stopped")
 
 
@@ -88,16 +130,20 @@ def config_exit(exc: ConfigError) -> NoReturn:
     raise SystemExit(EXIT_CONFIG) from None
 
 
-def run(service: Service) -> None:
+def run(service: Service, shutdown_timeout_s: float) -> None:
     """Run ``service`` until SIGINT or SIGTERM; exit 2 on a configuration error, 1 when it
-    could not start."""
+    could not start or did not stop in time."""
     try:
-        uvloop.run(_serve(service))
+        uvloop.run(_serve(service, shutdown_timeout_s))
     except ConfigError as exc:
         config_exit(exc)
     except StartFailed as exc:
         print(f"start failed: {exc} (see the log above)", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_START_FAILED) from None
+        raise SystemExit(EXIT_FAILED) from None
+    except ShutdownTimedOut as exc:
+        print(f"shutdown failed: {exc} (see shutdown_timeout in the log)", file=sys.stderr,
+              flush=True)
+        raise SystemExit(EXIT_FAILED) from None
 
 
 def main(name: str, build: Callable[[Config], Service], metrics_port: str | None = None) -> None:
@@ -112,4 +158,4 @@ def main(name: str, build: Callable[[Config], Service], metrics_port: str | None
         service = build(config)
     except ConfigError as exc:
         config_exit(exc)
-    run(service)
+    run(service, config.process.shutdown_timeout_s)

@@ -77,8 +77,16 @@ class Embedded:
                 if remaining <= 0 or (self.process.poll() is not None
                                       and not self._reader.is_alive()):
                     raise AssertionError(f"no line matching {pattern!r}; console:\n"
-                                         + "\n".join(self.lines))
+                                         + "\n".join(self.lines) + self.log_tails())
                 self._changed.wait(min(remaining, 0.5))
+
+    def log_tails(self, lines: int = 15) -> str:
+        """The last lines of every service's log (a hung service says why there)."""
+        tails = []
+        for log_file in sorted((self.data_dir / "logs").glob("*.log")):
+            tail = log_file.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"\n--- {log_file.name} ---\n" + "\n".join(row[:300] for row in tail))
+        return "".join(tails)
 
     def mark(self) -> int:
         with self._changed:
@@ -197,9 +205,12 @@ async def test_a_killed_service_comes_back_and_nothing_acknowledged_is_lost(
         mark = system.mark()
         os.kill(system.pid(service), sig)
         code = -9 if sig == signal.SIGKILL else 0
-        system.wait_line(rf"^{re.escape(service)} exited \({code}\).*restarting in", 30, mark)
-        system.wait_line(rf"^{re.escape(service)} restarted \(pid \d+\)", RECOVERY_TIMEOUT_S,
-                         mark)
+        # in a thread: the clients keep answering (a drained gateway's close frames) meanwhile
+        await asyncio.to_thread(
+            system.wait_line, rf"^{re.escape(service)} exited \({code}\).*restarting in", 30,
+            mark)
+        await asyncio.to_thread(system.wait_line, rf"^{re.escape(service)} restarted \(pid \d+\)",
+                                RECOVERY_TIMEOUT_S, mark)
         after_id = uuid.uuid4().hex  # one client id for every retry: sent once
 
         async def send_after() -> str:
@@ -242,7 +253,7 @@ async def test_a_second_system_runs_beside_the_first(embedded: tuple[Embedded, s
             await receiver.sync()
             accepted = await sender.send("bob", b"next door")
             assert (await receiver.next_message()).message_id == accepted.message_id
-        assert await asyncio.to_thread(http_ok, f"{first_url}/healthz")
+        assert await asyncio.to_thread(http_ok, f"{first_url}/healthz"), first.log_tails()
     finally:
         assert second.stop() == 0, second.output
 
