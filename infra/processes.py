@@ -69,6 +69,7 @@ class ServiceProcess:
         self.log_file = log_file
         self.supervised = supervised
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     @property
     def pid(self) -> int | None:
@@ -76,6 +77,7 @@ class ServiceProcess:
 
     def start(self) -> None:
         out = self.log_file.open("ab") if self.log_file else None
+        self._log_offset = out.tell() if out is not None else 0
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", self.module],
@@ -89,6 +91,24 @@ class ServiceProcess:
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def wait_started(self, timeout: float) -> None:
+        """Until this start's log says ``service_started`` (its subscriptions are up, e.g. the
+        storage worker's RPC answers); RuntimeError with the log's tail if it exits first or
+        the time runs out."""
+        assert self.log_file is not None, "wait_started reads the service's log"
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.log_file.open("rb") as fh:
+                fh.seek(self._log_offset)
+                if b'"service_started"' in fh.read():
+                    return
+            code = None if self._process is None else self._process.poll()
+            if code is not None or time.monotonic() > deadline:
+                state = "timed out" if code is None else f"exited with {code}"
+                tail = "\n".join(log_tail(self.log_file, 20))
+                raise RuntimeError(f"{self.name} {state} before it started:\n{tail}")
+            time.sleep(0.1)
 
     def returncode(self) -> int | None:
         return None if self._process is None else self._process.poll()

@@ -15,6 +15,9 @@ from infra.nats_auth import NatsCredentials
 from infra.nats_server import NatsServer, free_port
 from infra.processes import ServiceProcess, wait_http_ok
 
+#: Longest a storage worker may take to start (a new Cassandra keyspace and its tables).
+STORAGE_START_TIMEOUT_S = 120.0
+
 
 def fresh_keyspace() -> str:
     """A Cassandra keyspace name no other test uses (the store creates it)."""
@@ -80,6 +83,9 @@ class System:
                                        self.logs / "push_worker.log")
             self.push.start()
             self.add_router()
+            # the gateway's first requests (registrations) need the storage worker's RPC: on a
+            # loaded machine Cassandra's session and migrations take longer than an RPC waits
+            self.storage.wait_started(STORAGE_START_TIMEOUT_S)
             self.add_gateway()
         except BaseException:
             self.stop()

@@ -90,7 +90,7 @@ async def test_a_start_that_fails_half_way_stops_what_started_and_exits_1(
 
 def test_a_test_system_that_fails_to_start_stops_what_it_started(tmp_path: Path) -> None:
     system = System(tmp_path, {"COURIER_GATEWAY_PROT": "1"})  # every service refuses it
-    with pytest.raises(RuntimeError, match="gateway exited with 2"), system:
+    with pytest.raises(RuntimeError, match="storage_worker exited with 2"), system:
         raise AssertionError("the body must not run")
     assert not system.nats.running()  # nats-server started first, and was stopped
     assert system.storage is not None and not system.storage.running()
