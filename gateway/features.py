@@ -10,13 +10,13 @@ from nats.aio.client import Client
 from control.admin import ControlAdmin
 from control.dead_letters import DeadLetterAdmin
 from control.view import ControlView
-from gateway.admin_rest import AdminApi
-from gateway.callbacks import CallbackRelay
-from gateway.control import ControlGuard, Socket
-from gateway.notifications import Notifier
-from gateway.notify_rest import NotifyApi
-from gateway.push_rest import PushRegistrationApi
-from gateway.service_subjects import ServiceSubjects
+from gateway.handlers.callbacks import CallbackRelay
+from gateway.handlers.control import ControlGuard, Socket
+from gateway.handlers.notifications import Notifier
+from gateway.http.admin_rest import AdminApi
+from gateway.http.notify_rest import NotifyApi
+from gateway.http.push_rest import PushRegistrationApi
+from gateway.nats_api.service_subjects import ServiceSubjects
 from runtime.config import Config
 from runtime.deadletter import ensure_dlq
 from runtime.kv import ensure_bucket

@@ -9,16 +9,16 @@ from nats.aio.client import Client
 
 from gateway.auth import TokenIssuer, TokenVerifier
 from gateway.features import GatewayFeatures
-from gateway.limits import Limits
-from gateway.messaging import Messaging
-from gateway.openapi import ApiDocs
-from gateway.permissions import Permissions
-from gateway.problems import problem_middleware
-from gateway.rest import RestApi
-from gateway.routes import ROUTES
-from gateway.routing import Admission, serve
+from gateway.handlers.limits import Limits
+from gateway.handlers.messaging import Messaging
+from gateway.handlers.permissions import Permissions
+from gateway.http.openapi import ApiDocs
+from gateway.http.problems import problem_middleware
+from gateway.http.rest import RestApi
+from gateway.http.routes import ROUTES
+from gateway.http.routing import Admission, serve
 from gateway.social import GatewaySocial
-from gateway.sockets import DeviceHub, SocketEndpoint
+from gateway.ws.sockets import DeviceHub, SocketEndpoint
 from presence.registry import PresenceWriter
 from runtime.config import Config
 from runtime.natsconn import close, connect, ensure_stream

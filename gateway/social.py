@@ -4,13 +4,13 @@
 
 from nats.aio.client import Client
 
-from gateway.messaging import Messaging
-from gateway.peer import Peer, SocialFrame
-from gateway.permissions import Permissions
-from gateway.presence_hub import PresenceHub
-from gateway.social_rest import SocialRest
-from gateway.typing_relay import TypingRelay
-from gateway.user_channel import UserChannel
+from gateway.handlers.messaging import Messaging
+from gateway.handlers.peer import Peer, SocialFrame
+from gateway.handlers.permissions import Permissions
+from gateway.handlers.presence_hub import PresenceHub
+from gateway.handlers.typing_relay import TypingRelay
+from gateway.handlers.user_channel import UserChannel
+from gateway.http.social_rest import SocialRest
 from presence.registry import PresenceView
 from runtime.config import Config
 from runtime.rpc import RpcClient

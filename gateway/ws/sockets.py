@@ -16,14 +16,14 @@ from nats.aio.subscription import Subscription
 from prometheus_client import Counter, Gauge
 
 from gateway.auth import Identity, TokenVerifier
-from gateway.callbacks import CallbackRelay
-from gateway.connection import Connection
-from gateway.control import ControlGuard
-from gateway.limits import Limits
-from gateway.messaging import Messaging
-from gateway.peer import SocialFrames
-from gateway.problems import problem, problem_of
-from gateway.websocket import LingeringWebSocket
+from gateway.handlers.callbacks import CallbackRelay
+from gateway.handlers.control import ControlGuard
+from gateway.handlers.limits import Limits
+from gateway.handlers.messaging import Messaging
+from gateway.handlers.peer import SocialFrames
+from gateway.http.problems import problem, problem_of
+from gateway.ws.connection import Connection
+from gateway.ws.websocket import LingeringWebSocket
 from presence.registry import PresenceWriter
 from runtime.config import GatewayConfig
 from schemas.errors import CloseCode, ErrorCode, ProtocolError

@@ -1,4 +1,4 @@
-"""REST handlers of groups, contacts and presence (routes in ``gateway.routes``): parse, call
+"""REST handlers of groups, contacts and presence (routes in ``gateway.http.routes``): parse, call
 one operation, encode.
 
 Group and contact writes go to the storage worker (``group_write``, ``contact_write``), which
@@ -14,12 +14,12 @@ from typing import Final
 from aiohttp import web
 
 from gateway.auth import Identity
-from gateway.messaging import Messaging
-from gateway.permissions import Permissions
-from gateway.presence_hub import PresenceHub
-from gateway.rest import CONVERSATION, MESSAGE_ID, json_response
-from gateway.routing import IdListParam, IdParam
-from gateway.user_channel import UserChannel
+from gateway.handlers.messaging import Messaging
+from gateway.handlers.permissions import Permissions
+from gateway.handlers.presence_hub import PresenceHub
+from gateway.handlers.user_channel import UserChannel
+from gateway.http.rest import CONVERSATION, MESSAGE_ID, json_response
+from gateway.http.routing import IdListParam, IdParam
 from runtime.rpc import RpcClient
 from schemas.contacts import (
     ContactAction,

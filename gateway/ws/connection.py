@@ -25,12 +25,12 @@ from aiohttp import WebSocketError, WSCloseCode, WSMsgType
 from prometheus_client import Counter, Gauge
 
 from gateway.auth import Identity
-from gateway.callbacks import CallbackRelay
-from gateway.control import ControlGuard
-from gateway.limits import Limits
-from gateway.messaging import Messaging
-from gateway.peer import SocialFrames
-from gateway.websocket import LingeringWebSocket
+from gateway.handlers.callbacks import CallbackRelay
+from gateway.handlers.control import ControlGuard
+from gateway.handlers.limits import Limits
+from gateway.handlers.messaging import Messaging
+from gateway.handlers.peer import SocialFrames
+from gateway.ws.websocket import LingeringWebSocket
 from runtime.config import GatewayConfig
 from schemas.codec import decode_client_frame, encode_frame
 from schemas.errors import RETRYABLE, CloseCode, ErrorCode, ProtocolError

@@ -16,8 +16,8 @@ import time
 import structlog
 from prometheus_client import Counter, Gauge
 
-from gateway.peer import Peer
-from gateway.permissions import Permissions
+from gateway.handlers.peer import Peer
+from gateway.handlers.permissions import Permissions
 from presence.registry import PresenceView
 from runtime.tasks import TaskGroup
 from schemas.codec import encode_frame

@@ -1,6 +1,6 @@
 """The seam between sockets and the groups, contacts and presence features (``gateway.social``):
 what the features need of an open socket, and what a socket needs of them. Protocols, so that
-``gateway.connection`` and ``gateway.sockets`` do not import the features' REST side."""
+``gateway.ws.connection`` and ``gateway.ws.sockets`` do not import the features' REST side."""
 
 from typing import Protocol
 
@@ -13,7 +13,7 @@ SocialFrame = PresenceSubscribe | PresenceUnsubscribe | Typing
 
 
 class Peer(Protocol):
-    """An authenticated connection frames can be queued on (``gateway.connection``)."""
+    """An authenticated connection frames can be queued on (``gateway.ws.connection``)."""
 
     identity: Identity
 

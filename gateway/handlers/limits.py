@@ -26,7 +26,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from gateway.auth import Identity
-from gateway.ratelimit import KeyedBuckets, TokenBucket, take_all
+from gateway.handlers.ratelimit import KeyedBuckets, TokenBucket, take_all
 from runtime.config import GatewayConfig, LimitsConfig
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import Callback, ClientFrame, Send

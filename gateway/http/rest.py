@@ -1,5 +1,5 @@
 """REST handlers of conversations, history, messages, health and dev registration (routes in
-``gateway.routes``, which authenticates and admits each request): parse, call one function,
+``gateway.http.routes``, which authenticates and admits each request): parse, call one function,
 encode. Errors are problems."""
 
 import secrets
@@ -11,9 +11,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Identity, TokenIssuer, TokenVerifier
-from gateway.messaging import Messaging
-from gateway.routing import IdParam, IntParam
-from gateway.sockets import DeviceHub
+from gateway.handlers.messaging import Messaging
+from gateway.http.routing import IdParam, IntParam
+from gateway.ws.sockets import DeviceHub
 from runtime.rpc import RpcClient
 from schemas import rpc
 from schemas.errors import ErrorCode, ProtocolError
