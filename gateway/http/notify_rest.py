@@ -5,7 +5,7 @@ service credential (``Authorization: Bearer <COURIER_AUTH_SERVICE_SECRET>``). Th
 from aiohttp import web
 
 from gateway.handlers.notifications import Notifier
-from gateway.http.rest import json_response
+from gateway.http.responses import json_response
 from gateway.http.routing import Service
 from schemas.notifications import NotifyRequest
 

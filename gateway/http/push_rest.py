@@ -20,7 +20,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
 from gateway.auth import Identity
-from gateway.http.rest import json_response
+from gateway.http.responses import json_response
 from gateway.http.routing import IdParam
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.push import (

@@ -24,7 +24,7 @@ from gateway.http.push_rest import WAKEUP, PushRegistrationApi
 from gateway.http.rest import AFTER, BEFORE, CONVERSATION, LIMIT, MESSAGE_ID, RestApi
 from gateway.http.routing import IdParam, Reply, Route
 from gateway.http.social_rest import GROUP, MAX_BODY, USER, USERS, SocialRest
-from gateway.ws.sockets import SocketEndpoint
+from gateway.http.upgrade import SocketEndpoint
 from runtime.config import Config
 from schemas import rpc
 from schemas.contacts import ContactEntry, ContactList, ContactRequestBody, PresenceList

@@ -18,7 +18,8 @@ from gateway.handlers.messaging import Messaging
 from gateway.handlers.permissions import Permissions
 from gateway.handlers.presence_hub import PresenceHub
 from gateway.handlers.user_channel import UserChannel
-from gateway.http.rest import CONVERSATION, MESSAGE_ID, json_response
+from gateway.http.responses import json_response
+from gateway.http.rest import CONVERSATION, MESSAGE_ID
 from gateway.http.routing import IdListParam, IdParam
 from runtime.rpc import RpcClient
 from schemas.contacts import (
