@@ -16,6 +16,7 @@ from control.dead_letters import DeadLetterAdmin
 from control.view import ControlView
 from gateway.auth import TokenIssuer, TokenVerifier
 from gateway.handlers.callbacks import CallbackRelay
+from gateway.handlers.contacts import Contacts
 from gateway.handlers.control import ControlGuard
 from gateway.handlers.limits import Limits
 from gateway.handlers.messaging import Messaging
@@ -140,7 +141,8 @@ class Gateway:
             PushRegistrationApi(await ensure_bucket(js, PUSH_TOKENS, replicas),
                                 await ensure_bucket(js, PUSH_WAKEUPS, replicas)),
             NotifyApi(notifier), AdminApi(admin, DeadLetterAdmin(js)),
-            SocialRest(rpc_client, messaging, permissions, channel, presence_hub)]
+            SocialRest(rpc_client, messaging, permissions,
+                       Contacts(rpc_client, permissions, channel), presence_hub)]
         app = web.Application(middlewares=[problem_middleware],
                               client_max_size=config.gateway.max_frame_bytes)
         admission = Admission(verifier, guard, limits, config.auth)
