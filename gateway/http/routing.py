@@ -357,7 +357,8 @@ class Admission:
                            _SECRETS[route.credential])
             return SERVICE if route.credential == "service" else ADMIN
         if route.bucket == "registration":
-            self._limits.check_registration(request)
+            self._limits.check_registration(self._limits.address(request.headers,
+                                                                 request.remote))
         return None
 
     def _device(self, route: Route, request: web.Request) -> Identity:

@@ -138,7 +138,7 @@ class SocketServer:
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
                                 f"protocol {asked!r} not spoken here; this gateway speaks "
                                 f"{PROTOCOL_VERSION}")
-        self._limits.check_upgrade(request)
+        self._limits.check_upgrade(self._limits.address(request.headers, request.remote))
         identity = self._verifier.verify(_token(request))
         self._guard.check_connect(identity)
         self._limits.check_connect(identity)

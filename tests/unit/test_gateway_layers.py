@@ -1,8 +1,8 @@
 """The gateway's layers, checked on its import graph (every ``import`` anywhere in a module,
 functions included, read with ``ast``): the transports (``ws``, ``http``, ``nats_api``) import
-the handlers, never each other; the handlers import no transport; the shared modules (``auth``)
-import neither; only ``gateway.service``, the one composition root, imports everything, and
-nothing but ``__main__`` imports it."""
+the handlers, never each other; the handlers import no transport (nor aiohttp); the shared
+modules (``auth``) import neither; only ``gateway.service``, the one composition root,
+imports everything, and nothing but ``__main__`` imports it."""
 
 import ast
 from pathlib import Path
@@ -96,6 +96,25 @@ def test_the_gateway_keeps_its_layers() -> None:
     sources = gateway_sources()
     assert {layer(module) for module in sources} >= {"handlers", "root", *TRANSPORTS}
     assert violations(sources) == []
+
+
+def frameworks(source: str) -> set[str]:
+    """The top-level packages of the transport frameworks ``source`` imports."""
+    names = {alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module for node in ast.walk(ast.parse(source))
+              if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    return {name.split(".")[0] for name in names} & TRANSPORT_FRAMEWORKS
+
+
+#: What only transports touch: the HTTP and WebSocket server.
+TRANSPORT_FRAMEWORKS = frozenset({"aiohttp"})
+
+
+def test_the_handlers_import_no_transport_framework() -> None:
+    assert {module: frameworks(source) for module, (source, _) in gateway_sources().items()
+            if layer(module) == "handlers" and frameworks(source)} == {}
+    assert frameworks("from aiohttp import web\nimport aiohttp.web_ws") == {"aiohttp"}
 
 
 def test_every_top_level_module_is_placed() -> None:
