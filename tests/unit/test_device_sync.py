@@ -4,6 +4,7 @@ held frames released minus those the backlog carried, failed syncs, resyncs. The
 behaviour end to end: tests/e2e/test_gateway_lifecycle.py and tests/e2e/test_resync.py."""
 
 import asyncio
+from typing import Any
 
 import msgspec
 import pytest
@@ -105,6 +106,24 @@ def device_sync(backlog: Backlog, socket: Socket, *, page: int = 2, frames: int 
                       sleep=sleep)
 
 
+async def reading(backlog: Backlog, sync: DeviceSync, frame: Sync) -> "asyncio.Task[None]":
+    """``sync(frame)`` started and waiting in its first backlog read (until ``backlog.gate``
+    is set)."""
+    backlog.gate = asyncio.Event()
+    backlog.reading.clear()
+    task = asyncio.create_task(sync.sync(frame))
+    await backlog.reading.wait()
+    return task
+
+
+async def live_sync(backlog: Backlog, socket: Socket, **options: Any) -> DeviceSync:
+    """A sync past its first sync (live), with nothing recorded yet."""
+    sync = device_sync(backlog, socket, **options)
+    await sync.sync(Sync())
+    socket.out.clear()
+    return sync
+
+
 def held_gauge() -> float:
     value = REGISTRY.get_sample_value("courier_gateway_buffered_bytes", {"buffer": "held"})
     assert value is not None
@@ -136,9 +155,7 @@ async def test_a_held_frame_the_backlog_carried_is_not_sent_twice() -> None:
 
 async def test_frames_arriving_during_the_backlog_and_the_release_come_after_it() -> None:
     backlog, socket = Backlog(stored=2), Socket()
-    sync = device_sync(backlog, socket)
-    await sync.sync(Sync())
-    socket.out.clear()
+    sync = await live_sync(backlog, socket)
     backlog.stored = 4
     sync.deliver(live(5))  # live again: sent at once
     socket.before_paced = [lambda: sync.deliver(live(6)), lambda: None,
@@ -166,9 +183,7 @@ async def test_a_failed_sync_keeps_the_held_frames_for_the_retry() -> None:
 async def test_a_second_sync_while_one_runs_is_a_conflict() -> None:
     backlog, socket = Backlog(stored=1), Socket()
     sync = device_sync(backlog, socket)
-    backlog.gate = asyncio.Event()
-    first = asyncio.create_task(sync.sync(Sync(id="s1")))
-    await backlog.reading.wait()
+    first = await reading(backlog, sync, Sync(id="s1"))
     with pytest.raises(ProtocolError) as refused:
         await sync.sync(Sync(id="s2"))
     assert refused.value.code == ErrorCode.CONFLICT
@@ -212,9 +227,7 @@ async def test_a_resync_before_the_first_sync_does_nothing() -> None:
 
 async def test_a_resync_reads_the_backlog_again_and_holds_live_frames_behind_it() -> None:
     backlog, socket = Backlog(stored=1), Socket()
-    sync = device_sync(backlog, socket)
-    await sync.sync(Sync())
-    socket.out.clear()
+    sync = await live_sync(backlog, socket)
     backlog.gate = asyncio.Event()
     backlog.reading.clear()
     sync.resync()
@@ -232,23 +245,21 @@ async def test_a_resync_reads_the_backlog_again_and_holds_live_frames_behind_it(
 async def test_a_resync_asked_during_a_sync_runs_after_it() -> None:
     backlog, socket = Backlog(stored=1), Socket()
     sync = device_sync(backlog, socket)
-    backlog.gate = asyncio.Event()
-    first = asyncio.create_task(sync.sync(Sync(id="s1")))
-    await backlog.reading.wait()
-    sync.resync()  # a reconnect while the first sync runs
+    first = await reading(backlog, sync, Sync(id="s1"))
+    sync.resync()  # a reconnect while the first sync runs: deferred to its end
+    assert backlog.gate is not None and backlog.reads == [(0, 1)]
     backlog.gate.set()
     await first
-    await sync.stop()  # the resync it started has run to its end
+    await sync.client_sync(Sync(id="after"))  # after the resync the first one started
     assert socket.out == [("paced", "m1"), ("synced", 1, 1, "s1"),
-                          ("paced", "m1"), ("synced", 1, 1, None)]
+                          ("paced", "m1"), ("synced", 1, 1, None),
+                          ("paced", "m1"), ("synced", 1, 1, "after")]
 
 
 async def test_a_resync_retries_while_storage_is_unavailable_with_back_off() -> None:
     backlog, socket = Backlog(stored=1), Socket()
     sleeps: list[float] = []
-    sync = device_sync(backlog, socket, sleeps=sleeps)
-    await sync.sync(Sync())
-    socket.out.clear()
+    sync = await live_sync(backlog, socket, sleeps=sleeps)
     backlog.failures = [ProtocolError(ErrorCode.UNAVAILABLE, "down") for _ in range(7)]
     sync.resync()
     await sync.client_sync(Sync(id="after"))  # waits for the resync to be done
@@ -260,9 +271,7 @@ async def test_a_resync_retries_while_storage_is_unavailable_with_back_off() -> 
 async def test_a_resync_gives_up_on_an_error_retrying_cannot_fix() -> None:
     backlog, socket = Backlog(stored=1), Socket()
     sleeps: list[float] = []
-    sync = device_sync(backlog, socket, sleeps=sleeps)
-    await sync.sync(Sync())
-    socket.out.clear()
+    sync = await live_sync(backlog, socket, sleeps=sleeps)
     backlog.failures = [ProtocolError(ErrorCode.INVALID, "no")]
     sync.resync()
     await sync.client_sync(Sync(id="after"))
