@@ -1,33 +1,59 @@
-"""Composition root of a gateway process: HTTP server, NATS connection, sockets."""
+"""The composition root of a gateway process, and its only one: builds the handlers
+(``gateway.handlers``), hands them to the transports (``gateway.ws``, ``gateway.http``,
+``gateway.nats_api``) and owns the lifecycle of everything it started."""
 
 import asyncio
 import secrets
+from contextlib import AsyncExitStack
 
+import msgspec
 import structlog
 from aiohttp import web
-from nats.aio.client import Client
+from nats.js import JetStreamContext
 
+from control.admin import ControlAdmin
+from control.dead_letters import DeadLetterAdmin
+from control.view import ControlView
 from gateway.auth import TokenIssuer, TokenVerifier
-from gateway.features import GatewayFeatures
-from gateway.limits import Limits
-from gateway.messaging import Messaging
-from gateway.openapi import ApiDocs
-from gateway.permissions import Permissions
-from gateway.problems import problem_middleware
-from gateway.rest import RestApi
-from gateway.routes import ROUTES
-from gateway.routing import Admission, serve
-from gateway.social import GatewaySocial
-from gateway.sockets import DeviceHub, SocketEndpoint
-from presence.registry import PresenceWriter
+from gateway.handlers.callbacks import CallbackRelay
+from gateway.handlers.contacts import Contacts
+from gateway.handlers.control import ControlGuard
+from gateway.handlers.limits import Limits
+from gateway.handlers.messaging import Messaging
+from gateway.handlers.notifications import Notifier
+from gateway.handlers.permissions import Permissions
+from gateway.handlers.presence_hub import PresenceHub
+from gateway.handlers.social_frames import SocialSockets
+from gateway.handlers.typing_relay import TypingRelay
+from gateway.handlers.user_channel import UserChannel
+from gateway.http.admin_rest import AdminApi
+from gateway.http.notify_rest import NotifyApi
+from gateway.http.openapi import ApiDocs
+from gateway.http.problems import problem_middleware
+from gateway.http.push_rest import PushRegistrationApi
+from gateway.http.rest import RestApi
+from gateway.http.routes import ROUTES
+from gateway.http.routing import Admission, serve
+from gateway.http.social_rest import SocialRest
+from gateway.http.upgrade import SocketEndpoint
+from gateway.nats_api.service_subjects import ServiceSubjects
+from gateway.ws.sockets import DeviceHub, SocketServer
+from presence.registry import PresenceView, PresenceWriter
 from runtime.config import Config
+from runtime.deadletter import ensure_dlq
+from runtime.kv import ensure_bucket
 from runtime.natsconn import close, connect, ensure_stream
 from runtime.rpc import RpcClient
+from schemas.callbacks import CALLBACKS
+from schemas.control import AUDIT, CONTROL
 from schemas.errors import CloseCode
 from schemas.nats_permissions import GATEWAY
+from schemas.push import PUSH_TOKENS, PUSH_WAKEUPS
 from schemas.streams import MSGS
 
 log = structlog.get_logger(__name__)
+
+DAY_S = 86_400
 
 
 class Gateway:
@@ -37,13 +63,11 @@ class Gateway:
         self._config = config
         gw = config.gateway
         self.gateway_id = gw.id or f"gw-{gw.port}-{secrets.token_hex(3)}"
-        self._nc: Client | None = None
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
-        self._sockets: SocketEndpoint | None = None
-        self._presence: PresenceWriter | None = None
-        self._features: GatewayFeatures | None = None
-        self._social: GatewaySocial | None = None
+        #: What ``start`` started, stopped in reverse order by ``stop`` (also after a start
+        #: that failed half-way).
+        self._started = AsyncExitStack()
+        self._sockets: SocketServer | None = None
+        self._subjects: ServiceSubjects | None = None
         self._hub: DeviceHub | None = None
         self.port = gw.port
 
@@ -55,51 +79,89 @@ class Gateway:
 
     async def start(self) -> None:
         config = self._config
+        started = self._started
+        replicas = config.nats.replicas
         verifier = TokenVerifier(config.auth, config.app)
         issuer = TokenIssuer(config.auth) if config.auth.dev_registration else None
-        self._nc = nc = await connect(config.nats, f"gateway-{self.gateway_id}", GATEWAY,
-                                      on_reconnected=self._on_nats_reconnected)
+        nc = await connect(config.nats, f"gateway-{self.gateway_id}", GATEWAY,
+                           on_reconnected=self._on_nats_reconnected)
+        started.push_async_callback(close, nc)
         js = nc.jetstream()
         await ensure_stream(js, MSGS, config.nats, update=False)
+        await _ensure_feature_streams(js, config)
         rpc_client = RpcClient(nc)
+
+        # ------------------------------------------------------------ handlers
         permissions = Permissions(nc, rpc_client, config.contacts)
         await permissions.start()
         messaging = Messaging(js, rpc_client, self.gateway_id, permissions,
                               cache_ttl_s=config.gateway.recipient_cache_s)
-        self._presence = PresenceWriter(js, self.gateway_id,
-                                        gateway_ttl_s=config.gateway.presence_ttl_s,
-                                        replicas=config.nats.replicas)
-        await self._presence.start()
-        self._hub = hub = DeviceHub(nc, self._presence)
+        presence = PresenceWriter(js, self.gateway_id,
+                                  gateway_ttl_s=config.gateway.presence_ttl_s,
+                                  replicas=replicas)
+        started.push_async_callback(presence.stop)
+        await presence.start()
+        self._hub = hub = DeviceHub(nc, presence)
         await hub.start()
         limits = Limits(config.gateway, config.limits)
-        self._features = features = await GatewayFeatures.start(
-            config, self.gateway_id, nc, rpc_client, hub.connections)
-        self._social = social = await GatewaySocial.start(config, nc, rpc_client, messaging,
-                                                          permissions)
-        self._sockets = SocketEndpoint(config.gateway, self.gateway_id, verifier, messaging, hub,
-                                       guard=features.guard, callbacks=features.callbacks,
-                                       social=social, limits=limits)
-        rest = RestApi(self.gateway_id, verifier, issuer, messaging, rpc_client, hub,
-                       config.app, lambda: nc.is_connected)
+        control_view = ControlView(nc, replicas=replicas)
+        await control_view.start()
+        started.push_async_callback(control_view.stop)
+        guard = ControlGuard(control_view, hub.connections)
+        notifier = Notifier(js, rpc_client, control_view, config.notify, default_app=config.app,
+                            gateway_id=self.gateway_id)
+        admin = ControlAdmin(js, await ensure_bucket(js, CONTROL, replicas), rpc_client,
+                             control_view, default_app=config.app, gateway_id=self.gateway_id)
+        await admin.migrate()  # keys written before they carried the app
+        callbacks = CallbackRelay(js, config.callbacks, self.gateway_id)
+        presence_view = PresenceView(nc, gateway_ttl_s=config.gateway.presence_ttl_s,
+                                     replicas=replicas)
+        presence_hub = PresenceHub(presence_view, permissions,
+                                   config.presence.max_watched)  # listens first
+        await presence_view.start()
+        started.push_async_callback(presence_view.stop)
+        presence_hub.start()
+        started.push_async_callback(presence_hub.stop)
+        channel = UserChannel(nc)
+        social = SocialSockets(presence_hub, channel,
+                               TypingRelay(permissions, channel, config.presence))
+
+        # ------------------------------------------------------------ transports
+        self._subjects = subjects = ServiceSubjects(nc, notifier, admin, config.notify)
+        await subjects.start()
+        started.push_async_callback(subjects.stop)
+        self._sockets = sockets = SocketServer(config.gateway, self.gateway_id, verifier,
+                                               messaging, hub, guard=guard,
+                                               callbacks=callbacks, social=social,
+                                               limits=limits)
+        endpoints: list[object] = [
+            RestApi(self.gateway_id, verifier, issuer, messaging, rpc_client, hub.__len__,
+                    config.app, lambda: nc.is_connected),
+            SocketEndpoint(sockets.handle), ApiDocs(ROUTES),
+            PushRegistrationApi(await ensure_bucket(js, PUSH_TOKENS, replicas),
+                                await ensure_bucket(js, PUSH_WAKEUPS, replicas)),
+            NotifyApi(notifier), AdminApi(admin, DeadLetterAdmin(js)),
+            SocialRest(rpc_client, messaging, permissions,
+                       Contacts(rpc_client, permissions, channel), presence_hub)]
         app = web.Application(middlewares=[problem_middleware],
                               client_max_size=config.gateway.max_frame_bytes)
-        admission = Admission(verifier, features.guard, limits, config.auth)
-        app.add_routes(serve(ROUTES, [rest, self._sockets, ApiDocs(ROUTES), *features.handlers,
-                                      *social.handlers], admission, config))
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, config.gateway.host, config.gateway.port)
-        await self._site.start()
-        for address in self._runner.addresses:  # resolve port 0
+        admission = Admission(verifier, guard, limits, config.auth)
+        app.add_routes(serve(ROUTES, endpoints, admission, config))
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        started.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, config.gateway.host, config.gateway.port)
+        await site.start()
+        for address in runner.addresses:  # resolve port 0
             self.port = int(address[1])
         log.info("gateway_listening", url=f"http://{config.gateway.host}:{self.port}",
                  websocket=f"ws://{config.gateway.host}:{self.port}/v1/ws")
 
     async def drain(self) -> None:
-        """Refuse new sockets, close open ones with GOING_AWAY, let handlers finish."""
-        if self._features is not None:
-            await self._features.drain()
+        """Stop serving the service subjects (finishing requests in flight), refuse new
+        sockets, close open ones with GOING_AWAY, let handlers finish."""
+        if self._subjects is not None:
+            await self._subjects.drain()
         if self._sockets is None:
             return
         self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
@@ -110,13 +172,16 @@ class Gateway:
             log.warning("drain_timeout", timeout_s=self._config.gateway.drain_timeout_s)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._presence is not None:
-            await self._presence.stop()
-        if self._features is not None:
-            await self._features.stop()
-        if self._social is not None:
-            await self._social.stop()
-        if self._nc is not None:
-            await close(self._nc)
+        """Stop what ``start`` started, last first: the HTTP server, the service subjects,
+        presence and control views, the presence writer, NATS."""
+        await self._started.aclose()
+
+
+async def _ensure_feature_streams(js: JetStreamContext, config: Config) -> None:
+    """The streams the gateway writes besides ``MSGS``: the control audit, callbacks and the
+    dead-letter queue (owned elsewhere)."""
+    await ensure_stream(js, msgspec.structs.replace(
+        AUDIT, max_age_s=config.control.audit_max_age_days * DAY_S), config.nats)
+    await ensure_stream(js, msgspec.structs.replace(
+        CALLBACKS, max_age_s=config.callbacks.max_age_s), config.nats)
+    await ensure_dlq(js, config, owner=False)

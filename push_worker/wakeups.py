@@ -1,7 +1,7 @@
 """The push worker's side of ``courier_push_wakeups``: before a wake-up is sent, what it stands
 for is recorded under a fresh random id, and only that id (and a count) goes to the push
 service. The device trades the id for the record over the authenticated API
-(``gateway.push_rest``); the record expires with the bucket's TTL.
+(``gateway.http.push_rest``); the record expires with the bucket's TTL.
 
 Why a KV bucket, as for registrations (``push_worker.tokens``): records are small, written
 once per push, read at most once by one device soon after, and must outlive neither a day nor

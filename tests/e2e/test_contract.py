@@ -26,8 +26,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway.routes import ROUTES
-from gateway.routing import Route
+from gateway.http.routes import ROUTES
+from gateway.http.routing import Route
 from tests.conftest import store_env
 from tests.harness import System
 from tests.pushkit import ADMIN_SECRET, SERVICE_SECRET

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from client.sdk import Credentials
-from gateway.routes import device_routes
-from gateway.routing import IdListParam, IdParam, IntParam, Param, Route
+from gateway.http.routes import device_routes
+from gateway.http.routing import IdListParam, IdParam, IntParam, Param, Route
 from tests.conftest import store_env
 from tests.harness import System
 from tests.pushkit import ADMIN_SECRET

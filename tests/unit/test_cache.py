@@ -5,7 +5,7 @@ from typing import Any, cast
 
 import pytest
 
-from gateway.messaging import Messaging
+from gateway.handlers.messaging import Messaging
 from router.directory import DeviceDirectory
 from runtime.cache import LruCache
 from runtime.rpc import RpcClient

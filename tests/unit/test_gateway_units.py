@@ -6,7 +6,7 @@ import jwt
 import pytest
 
 from gateway.auth import TokenIssuer, TokenVerifier
-from gateway.ratelimit import TokenBucket
+from gateway.handlers.ratelimit import TokenBucket
 from runtime.config import AuthConfig, ConfigError
 from schemas.errors import ErrorCode, ProtocolError
 

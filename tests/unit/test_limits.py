@@ -6,8 +6,8 @@ from collections.abc import Callable
 import pytest
 
 from gateway.auth import Identity
-from gateway.limits import Limits, address_key
-from gateway.ratelimit import KeyedBuckets, TokenBucket, take_all
+from gateway.handlers.limits import Limits, address_key
+from gateway.handlers.ratelimit import KeyedBuckets, TokenBucket, take_all
 from runtime.config import ConfigError, GatewayConfig, LimitsConfig, load_config
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import Destination, Ping, Send

@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.openapi import openapi_document
-from gateway.routes import ROUTES, device_routes
-from gateway.routing import Admission, serve
+from gateway.http.openapi import openapi_document
+from gateway.http.routes import ROUTES, device_routes
+from gateway.http.routing import Admission, serve
 from runtime.config import Config
 
 

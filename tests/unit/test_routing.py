@@ -10,9 +10,9 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from prometheus_client import REGISTRY
 
 from gateway.auth import Identity
-from gateway.problems import problem_middleware
-from gateway.routes import ROUTES
-from gateway.routing import (
+from gateway.http.problems import problem_middleware
+from gateway.http.routes import ROUTES
+from gateway.http.routing import (
     Admin,
     Admission,
     IdListParam,

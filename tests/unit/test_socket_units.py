@@ -12,7 +12,7 @@ import pytest
 import structlog
 from aiohttp import web
 
-from gateway.sockets import run_all
+from gateway.ws.sockets import run_all
 from runtime.config import ConfigError, load_config
 from schemas.errors import CloseCode
 

@@ -12,12 +12,13 @@ KV watcher callbacks never wait on the storage worker.
 
 import asyncio
 import time
+from collections.abc import Collection
 
 import structlog
 from prometheus_client import Counter, Gauge
 
-from gateway.peer import Peer
-from gateway.permissions import Permissions
+from gateway.handlers.peer import Peer
+from gateway.handlers.permissions import Permissions
 from presence.registry import PresenceView
 from runtime.tasks import TaskGroup
 from schemas.codec import encode_frame
@@ -78,11 +79,16 @@ class PresenceHub:
             watching.add(user)
             self._watchers.setdefault((app, user), set()).add(peer)
         WATCHED.inc(len(new))
-        visible = await self._permissions.visible(app, peer.identity.user, asked)
-        states = await asyncio.gather(*(self.state(app, user) for user in asked
-                                        if user in visible))
-        return PresenceSubscribed(users=list(states),
-                                  denied=[user for user in asked if user not in visible])
+        states, denied = await self.lookup(app, peer.identity.user, asked)
+        return PresenceSubscribed(users=states, denied=denied)
+
+    async def lookup(self, app: str, viewer: str,
+                     users: list[str]) -> tuple[list[PresenceState], list[str]]:
+        """The state of each of ``users`` (repeats dropped) ``viewer`` may see, and the others
+        (denied), both in the order asked."""
+        asked = list(dict.fromkeys(users))
+        shown, denied = split_visible(asked, await self._permissions.visible(app, viewer, asked))
+        return list(await asyncio.gather(*(self.state(app, user) for user in shown))), denied
 
     def unsubscribe(self, peer: Peer, users: list[str]) -> None:
         watching = self._watching.get(peer, set())
@@ -172,3 +178,10 @@ class PresenceHub:
             if peer.identity.user in allowed:
                 peer.send_raw(data)
                 FRAMES.inc()
+
+
+def split_visible(users: list[str], visible: Collection[str]) -> tuple[list[str], list[str]]:
+    """``users`` without repeats, split into those in ``visible`` and the others, in order."""
+    asked = list(dict.fromkeys(users))
+    return [user for user in asked if user in visible], [user for user in asked
+                                                         if user not in visible]

@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document of the REST API, generated from the route table
-(``gateway.routes.ROUTES``) and the typed bodies in ``schemas``: nothing here lists a route."""
+(``gateway.http.routes.ROUTES``) and the typed bodies in ``schemas``: nothing here lists a route."""
 
 from collections.abc import Sequence
 from typing import Any, Final
@@ -7,7 +7,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
-from gateway.routing import Credential, Route
+from gateway.http.routing import Credential, Route
 from schemas.rest import Problem
 from schemas.version import PROTOCOL_VERSION
 

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from control.admin import ControlAdmin
 from control.dead_letters import DeadLetterAdmin
-from gateway.rest import json_response
-from gateway.routing import Admin, IntParam
+from gateway.http.responses import json_response
+from gateway.http.routing import Admin, IntParam
 from schemas import dead_letters as dl
 from schemas.control import ControlList, ControlRequest
 

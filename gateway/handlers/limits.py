@@ -19,14 +19,13 @@ A refused request spends nothing (``take_all``) and raises ``rate_limited`` with
 
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
-from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from gateway.auth import Identity
-from gateway.ratelimit import KeyedBuckets, TokenBucket, take_all
+from gateway.handlers.ratelimit import KeyedBuckets, TokenBucket, take_all
 from runtime.config import GatewayConfig, LimitsConfig
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import Callback, ClientFrame, Send
@@ -79,9 +78,9 @@ class Limits:
         else:
             _spend("frames", buckets, "too many frames from this device; slow down")
 
-    def check_upgrade(self, request: web.Request) -> None:
-        """An upgrade attempt from the request's source address, before its token is read."""
-        _spend("upgrades", [self._address_upgrades.get(("", self.address(request)))],
+    def check_upgrade(self, address: str) -> None:
+        """An upgrade attempt from ``address`` (``address()``), before its token is read."""
+        _spend("upgrades", [self._address_upgrades.get(("", address))],
                "too many connection attempts from this address")
 
     def check_connect(self, identity: Identity) -> None:
@@ -90,9 +89,9 @@ class Limits:
                             self._user_connects.get((identity.app, identity.user))],
                "too many new connections of this user or device")
 
-    def check_registration(self, request: web.Request) -> None:
-        """``POST /v1/dev/devices`` from the request's source address."""
-        _spend("registrations", [self._address_registrations.get(("", self.address(request)))],
+    def check_registration(self, address: str) -> None:
+        """``POST /v1/dev/devices`` from ``address`` (``address()``)."""
+        _spend("registrations", [self._address_registrations.get(("", address))],
                "too many device registrations from this address")
 
     def check_read(self, identity: Identity) -> None:
@@ -111,13 +110,14 @@ class Limits:
             buckets.append(self._user_contact_requests.get(key))
         _spend(kind, buckets, f"too many {kind.replace('_', ' ')}s by this user")
 
-    def address(self, request: web.Request) -> str:
-        """The client's address: the configured proxy header's last entry, else the TCP
-        peer; IPv6 addresses count per /64 (one host usually holds the whole prefix)."""
+    def address(self, headers: Mapping[str, str], remote: str | None) -> str:
+        """A request's client address, from its ``headers`` and TCP peer (``remote``): the
+        configured proxy header's last entry, else the TCP peer; IPv6 addresses count per /64
+        (one host usually holds the whole prefix)."""
         raw = ""
         if self._address_header:
-            raw = request.headers.get(self._address_header, "").rsplit(",", 1)[-1].strip()
-        return address_key(raw or request.remote or "")
+            raw = headers.get(self._address_header, "").rsplit(",", 1)[-1].strip()
+        return address_key(raw or remote or "")
 
 
 def address_key(raw: str) -> str:

@@ -1,18 +1,18 @@
 """How a REST route is declared, admitted and served: the machinery under the route table
-(``gateway.routes``).
+(``gateway.http.routes``).
 
 A ``Route`` says everything about one operation once: method, path, handler, the credential
 it takes, its parameters, request and reply types, the problem statuses it answers, the module
 whose disabling refuses it and the rate-limit bucket it spends. ``serve`` turns the table into
-aiohttp routes, ``gateway.openapi`` into the OpenAPI ``paths``; nothing else lists routes.
+aiohttp routes, ``gateway.http.openapi`` into the OpenAPI ``paths``; nothing else lists routes.
 
 The wrapper ``serve`` puts around each handler admits the request before the handler runs:
 
 1. the credential: a device token (verified into an ``Identity``), the service or the admin
    secret (``SERVICE``, ``ADMIN``), or none;
 2. on device routes, the disabled guard: the device, its user and the route's module;
-3. the route's rate-limit bucket (``gateway.limits``): per user on device routes, per source
-   address for ``registration``;
+3. the route's rate-limit bucket (``gateway.handlers.limits``): per user on device routes,
+   per source address for ``registration``;
 4. the query: a parameter the route does not declare is ``invalid`` (as an unknown body
    field is);
 5. the request body, read within the route's limit and decoded strictly into its type.
@@ -26,7 +26,7 @@ and encode.
 
 The WebSocket upgrade is the one route served as is (``upgrade``): its endpoint takes the
 token from the header or the ``token`` query and applies the guard and its own limits before
-upgrading (``gateway.sockets``).
+upgrading (``gateway.ws.sockets``).
 """
 
 import functools
@@ -41,9 +41,9 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from gateway.auth import Identity, TokenVerifier
-from gateway.control import ControlGuard
-from gateway.credentials import bearer, read_json, require_secret
-from gateway.limits import Limits
+from gateway.handlers.control import ControlGuard
+from gateway.handlers.limits import Limits
+from gateway.http.credentials import bearer, read_json, require_secret
 from runtime.config import AuthConfig, Config
 from schemas.bounds import MAX_INT
 from schemas.errors import ErrorCode, ProtocolError
@@ -357,7 +357,8 @@ class Admission:
                            _SECRETS[route.credential])
             return SERVICE if route.credential == "service" else ADMIN
         if route.bucket == "registration":
-            self._limits.check_registration(request)
+            self._limits.check_registration(self._limits.address(request.headers,
+                                                                 request.remote))
         return None
 
     def _device(self, route: Route, request: web.Request) -> Identity:

@@ -1,5 +1,5 @@
-"""The route table: every HTTP route the gateway serves, declared once (``gateway.routing``
-says what a declaration holds and checks). ``gateway.service`` serves it, ``gateway.openapi``
+"""The route table: every HTTP route the gateway serves, declared once (``gateway.http.routing``
+says what a declaration holds and checks). ``gateway.service`` serves it, ``gateway.http.openapi``
 documents it, and the tests walk it: the disabled guard and the limits hold on every device
 route because the table's wrapper applies them, not the handlers.
 
@@ -10,7 +10,7 @@ Modules of device routes (what an administrator disables with ``target.kind: mod
 
 from typing import Any, Final
 
-from gateway.admin_rest import (
+from gateway.http.admin_rest import (
     AUDIT_AFTER,
     AUDIT_LIMIT,
     DEAD_LETTERS_AFTER,
@@ -18,13 +18,13 @@ from gateway.admin_rest import (
     SEQ,
     AdminApi,
 )
-from gateway.notify_rest import NotifyApi
-from gateway.openapi import ApiDocs
-from gateway.push_rest import WAKEUP, PushRegistrationApi
-from gateway.rest import AFTER, BEFORE, CONVERSATION, LIMIT, MESSAGE_ID, RestApi
-from gateway.routing import IdParam, Reply, Route
-from gateway.social_rest import GROUP, MAX_BODY, USER, USERS, SocialRest
-from gateway.sockets import SocketEndpoint
+from gateway.http.notify_rest import NotifyApi
+from gateway.http.openapi import ApiDocs
+from gateway.http.push_rest import WAKEUP, PushRegistrationApi
+from gateway.http.rest import AFTER, BEFORE, CONVERSATION, LIMIT, MESSAGE_ID, RestApi
+from gateway.http.routing import IdParam, Reply, Route
+from gateway.http.social_rest import GROUP, MAX_BODY, USER, USERS, SocialRest
+from gateway.http.upgrade import SocketEndpoint
 from runtime.config import Config
 from schemas import rpc
 from schemas.contacts import ContactEntry, ContactList, ContactRequestBody, PresenceList

@@ -22,7 +22,7 @@ from nats.aio.subscription import Subscription
 from prometheus_client import Counter
 
 from control.admin import ControlAdmin
-from gateway.notifications import Notifier
+from gateway.handlers.notifications import Notifier
 from runtime.config import NotifyConfig
 from runtime.rpc import internal_failure
 from runtime.tasks import TaskGroup

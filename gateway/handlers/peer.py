@@ -1,6 +1,7 @@
-"""The seam between sockets and the groups, contacts and presence features (``gateway.social``):
-what the features need of an open socket, and what a socket needs of them. Protocols, so that
-``gateway.connection`` and ``gateway.sockets`` do not import the features' REST side."""
+"""The seam between the WebSocket transport and the handlers: what a handler needs of an open
+socket (``Peer``, implemented by ``gateway.ws.connection.Connection``), and what a socket needs
+of groups, contacts and presence (``SocialFrames``, ``gateway.handlers.social_frames``).
+Protocols, so that handlers never import the transport."""
 
 from typing import Protocol
 
@@ -13,7 +14,7 @@ SocialFrame = PresenceSubscribe | PresenceUnsubscribe | Typing
 
 
 class Peer(Protocol):
-    """An authenticated connection frames can be queued on (``gateway.connection``)."""
+    """An authenticated connection frames can be queued on (``gateway.ws.connection``)."""
 
     identity: Identity
 
@@ -23,7 +24,7 @@ class Peer(Protocol):
 
 
 class SocialFrames(Protocol):
-    """Per-socket side of groups, contacts and presence (``gateway.social.GatewaySocial``)."""
+    """Per-socket side of groups, contacts and presence (``gateway.handlers.social_frames``)."""
 
     async def attach(self, peer: Peer) -> None:
         """The socket is open: route its user's ephemeral frames to it."""

@@ -8,10 +8,10 @@ token bucket (``presence.typing_per_s``/``typing_burst``), apart from the genera
 
 from prometheus_client import Counter
 
-from gateway.peer import Peer
-from gateway.permissions import Permissions
-from gateway.ratelimit import TokenBucket
-from gateway.user_channel import UserChannel
+from gateway.handlers.peer import Peer
+from gateway.handlers.permissions import Permissions
+from gateway.handlers.ratelimit import TokenBucket
+from gateway.handlers.user_channel import UserChannel
 from runtime.config import PresenceConfig
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import Typing, UserTyping

@@ -2,12 +2,11 @@
 
 Outbound frames (replies and live deliveries) go through one queue drained by one writer task,
 bounded in frames and in bytes (``send_buffer_bytes``, counting what the transport holds
-unsent too). While a sync is running, and from the socket's opening until its first sync,
-live deliveries are held (bounded by ``sync_buffer_bytes``) and released after the backlog,
-minus those the backlog already carried; backlog frames wait for room in the send budget. A
-socket over a budget, or whose writes make no progress for ``write_stall_s`` (its client
-stopped reading), is closed with ``SLOW_CONSUMER``; its undelivered messages stay in the
-device's backlog (they were never acked).
+unsent too). Live deliveries and the backlog go through the socket's ``DeviceSync``
+(``gateway.handlers.sync``: live frames held until the backlog is out); backlog frames wait
+for room in the send budget. A socket over a budget, or whose writes make no progress for
+``write_stall_s`` (its client stopped reading), is closed with ``SLOW_CONSUMER``; its
+undelivered messages stay in the device's backlog (they were never acked).
 
 Every close the gateway does goes through ``close_soon``: the connection's own closing task
 writes the close frame, waits for the client's answer and for the connection to end, and
@@ -17,20 +16,20 @@ aborts the transport after ``close_timeout_s``; the socket handler awaits it (``
 import asyncio
 import secrets
 import time
-from collections import deque
 
 import msgspec
 import structlog
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from gateway.auth import Identity
-from gateway.callbacks import CallbackRelay
-from gateway.control import ControlGuard
-from gateway.limits import Limits
-from gateway.messaging import Messaging
-from gateway.peer import SocialFrames
-from gateway.websocket import LingeringWebSocket
+from gateway.handlers.callbacks import CallbackRelay
+from gateway.handlers.control import ControlGuard
+from gateway.handlers.limits import Limits
+from gateway.handlers.messaging import Messaging
+from gateway.handlers.peer import SocialFrames
+from gateway.handlers.sync import BUFFERED, DeviceSync
+from gateway.ws.websocket import LingeringWebSocket
 from runtime.config import GatewayConfig
 from schemas.codec import decode_client_frame, encode_frame
 from schemas.errors import RETRYABLE, CloseCode, ErrorCode, ProtocolError
@@ -46,7 +45,6 @@ from schemas.frames import (
     Read,
     Send,
     Sync,
-    Synced,
     Typing,
 )
 
@@ -56,17 +54,11 @@ FRAMES_IN = Counter("courier_gateway_frames_in_total", "Client frames", ["type"]
 ERRORS_OUT = Counter("courier_gateway_errors_total", "Error frames sent", ["code"])
 CLOSES = Counter("courier_gateway_closes_total", "Sockets closed by the gateway", ["code"])
 DELIVERED_OUT = Counter("courier_gateway_deliveries_total", "Frames forwarded from NATS")
-BUFFERED = Gauge("courier_gateway_buffered_bytes",
-                 "Bytes held for sockets: send queues (send) and live frames held until a "
-                 "sync completes (held)", ["buffer"])
 SLOW_CONSUMERS = Counter("courier_gateway_slow_consumers_total",
                          "Sockets closed with 4008, by cause: send budget, held budget, held "
                          "frame count, no write progress", ["cause"])
 CLOSE_ABORTS = Counter("courier_gateway_close_aborts_total",
                        "Closing sockets whose transport was aborted after close_timeout_s")
-#: Back-off of a server-side resync while storage or NATS are not back yet.
-RESYNC_RETRY_S = 0.2
-RESYNC_MAX_RETRY_S = 5.0
 SYNC_BUFFER_LIMIT_FACTOR = 4
 for _buffer in ("send", "held"):
     BUFFERED.labels(_buffer)
@@ -92,22 +84,23 @@ class Connection:
         self._room = asyncio.Event()
         self._limits = limits
         self._strikes = 0
-        #: Live deliveries held back while a sync runs, and from the socket's opening until
-        #: its first sync, so the backlog always comes before what arrived after it.
-        self._held: deque[tuple[str, bytes]] | None = deque()
-        self._held_bytes = 0
-        self._sync_running = False
-        #: A NATS reconnect happened during a sync: its backlog may miss what was lost live.
-        self._resync_wanted = False
-        self._resyncer: asyncio.Task[None] | None = None
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         #: Identifies this socket among all sockets of the device, on every gateway.
         self.session = secrets.token_hex(8)
         self.log = log.bind(user=identity.user, device=identity.device, session=self.session)
+        self._sync = DeviceSync(identity, messaging, self, page=config.sync_page,
+                                max_held_frames=config.send_queue * SYNC_BUFFER_LIMIT_FACTOR,
+                                max_held_bytes=config.sync_buffer_bytes, logger=self.log,
+                                session=self.session)
 
     # ------------------------------------------------------------------ outbound
+
+    @property
+    def closing(self) -> bool:
+        """Whether the socket is closing: nothing more is queued."""
+        return self._closing
 
     def start(self) -> None:
         """Start the writer task (owned here; ended by ``shutdown``)."""
@@ -128,7 +121,7 @@ class Connection:
                 async with asyncio.timeout(self._config.write_stall_s):
                     await self.ws.send_str(data.decode())
             except TimeoutError:
-                self._slow("stalled", f"no write progress for {self._config.write_stall_s}s")
+                self.slow("stalled", f"no write progress for {self._config.write_stall_s}s")
             except (ConnectionError, RuntimeError):
                 self._stop_sending()  # the connection is gone; the read loop ends too
 
@@ -140,7 +133,7 @@ class Connection:
         if self._closing:
             return
         if not self._fits(len(data)):
-            self._slow("send_budget", "send buffer over budget")
+            self.slow("send_budget", "send buffer over budget")
             return
         self._enqueue(data)
 
@@ -157,7 +150,7 @@ class Connection:
         self._queued_bytes += len(data)
         BUFFERED.labels("send").inc(len(data))
 
-    async def _send_paced(self, data: bytes) -> None:
+    async def send_paced(self, data: bytes) -> None:
         """Queue a frame once it fits the send budget: the backlog is paced by the socket.
         A socket that stops reading is closed by the writer's stall timeout meanwhile."""
         while not self._closing and not self._fits(len(data)):
@@ -169,29 +162,11 @@ class Connection:
     def deliver(self, data: bytes) -> None:
         """A live delivery from NATS (a ready frame); held while a sync is running."""
         DELIVERED_OUT.inc()
-        if self._closing:
-            return
-        if self._held is None:
-            self.send_raw(data)
-            return
-        if len(self._held) >= self._config.send_queue * SYNC_BUFFER_LIMIT_FACTOR:
-            self._slow("held_frames", "too many live messages held for a sync")
-            return
-        if self._held_bytes + len(data) > self._config.sync_buffer_bytes:
-            self._slow("held_budget", "live messages held for a sync over budget")
-            return
-        self._held.append((_message_id(data), data))
-        self._held_bytes += len(data)
-        BUFFERED.labels("held").inc(len(data))
+        if not self._closing:
+            self._sync.deliver(data)
 
-    def _take_held(self) -> tuple[str, bytes]:
-        assert self._held is not None
-        message_id, data = self._held.popleft()
-        self._held_bytes -= len(data)
-        BUFFERED.labels("held").dec(len(data))
-        return message_id, data
-
-    def _slow(self, cause: str, reason: str) -> None:
+    def slow(self, cause: str, reason: str) -> None:
+        """Close with ``SLOW_CONSUMER``; ``cause`` labels the metric."""
         if self._closer is None:
             SLOW_CONSUMERS.labels(cause).inc()
         self.close_soon(CloseCode.SLOW_CONSUMER, reason)
@@ -241,15 +216,13 @@ class Connection:
             self.ws.abort()
             raise
         finally:
-            for task in (self._resyncer, self._writer):
-                if task is not None:
-                    task.cancel()
-                    await asyncio.wait([task])
+            await self._sync.stop()
+            if self._writer is not None:
+                self._writer.cancel()
+                await asyncio.wait([self._writer])
             self._release()
 
     def _release(self) -> None:
-        while self._held:
-            self._take_held()
         while not self._queue.empty():
             data = self._queue.get_nowait()
             self._queued_bytes -= len(data)
@@ -307,9 +280,7 @@ class Connection:
         elif isinstance(frame, Read):
             await self._messaging.read(identity, frame)
         elif isinstance(frame, Sync):
-            if self._resyncer is not None and not self._resyncer.done():
-                await asyncio.wait([self._resyncer])  # the server's own sync comes first
-            await self._sync(frame)
+            await self._sync.client_sync(frame)
         elif isinstance(frame, Ping):
             self.send(Pong(id=frame.id))
         elif isinstance(frame, PresenceSubscribe | PresenceUnsubscribe | Typing):
@@ -325,90 +296,5 @@ class Connection:
 
     def resync(self) -> None:
         """Re-read the backlog without being asked (the gateway was away from NATS, so live
-        frames may have been lost): held live frames wait behind it as in a client's sync,
-        and a ``synced`` frame without ``id`` ends it. Before the socket's first sync there
-        is nothing to do (that sync reads everything); during a sync, another follows it."""
-        if self._closing or (self._held is not None and not self._sync_running):
-            return
-        if self._sync_running:
-            self._resync_wanted = True
-            return
-        if self._resyncer is None or self._resyncer.done():
-            self._resyncer = asyncio.get_running_loop().create_task(
-                self._resync_until_done(), name=f"ws-resync-{self.session}")
-
-    async def _resync_until_done(self) -> None:
-        """Server-side sync, retried with back-off while storage or NATS are not back yet."""
-        delay = RESYNC_RETRY_S
-        while not self._closing:
-            try:
-                await self._sync(Sync())
-                return
-            except ProtocolError as exc:
-                if exc.code == ErrorCode.CONFLICT:
-                    return  # the client's own sync started first: it reads past the gap
-                if exc.code not in RETRYABLE:
-                    self.log.warning("resync_failed", code=exc.code, error=exc.message)
-                    return
-            except Exception:
-                self.log.exception("resync_failed")
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RESYNC_MAX_RETRY_S)
-
-    async def _sync(self, frame: Sync) -> None:
-        """Send the backlog page by page, then the live messages that arrived meanwhile.
-
-        The device's live subject has been subscribed since the socket opened, so reading the
-        stream position now and waiting for storage to reach it leaves no gap."""
-        if self._sync_running:
-            raise ProtocolError(ErrorCode.CONFLICT, "a sync is already running")
-        self._sync_running = True
-        if self._held is None:
-            self._held = deque()
-        sent: set[str] = set()
-        count = 0
-        try:
-            barrier = await self._messaging.stream_position()
-            cursor = frame.after or 0
-            while not self._closing:
-                page = await self._messaging.sync_page(self.identity, cursor,
-                                                       self._config.sync_page, barrier)
-                for message in page.messages:
-                    sent.add(message.message_id)
-                    await self._send_paced(encode_frame(message))
-                count += len(page.messages)
-                cursor = page.cursor
-                if not page.more:
-                    break
-            self.send(Synced(cursor=cursor, count=count, id=frame.id))
-        finally:
-            self._sync_running = False
-        # Only a complete sync releases the held frames: after a failed one (an error frame
-        # with retry=true) they stay held, so the retried backlog still comes first. Frames
-        # that arrive while the held ones are released are held behind them, until none is.
-        while self._held and not self._closing:
-            message_id, data = self._take_held()
-            if message_id not in sent:
-                await self._send_paced(data)
-        if not self._closing:
-            self._held = None
-        if self._resync_wanted:
-            self._resync_wanted = False
-            self.resync()
-
-
-class _MessageId(msgspec.Struct):
-    message_id: str = ""
-
-
-_message_id_decoder = msgspec.json.Decoder(_MessageId)
-
-
-def _message_id(frame: bytes) -> str:
-    """The ``message_id`` of a frame from NATS (empty for frames that have none), read only
-    for frames held during a sync, where the backlog may already have carried them."""
-    try:
-        return _message_id_decoder.decode(frame).message_id
-    except msgspec.DecodeError:
-        return ""
+        frames may have been lost): ``DeviceSync.resync``."""
+        self._sync.resync()

@@ -20,8 +20,8 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
 from gateway.auth import Identity
-from gateway.rest import json_response
-from gateway.routing import IdParam
+from gateway.http.responses import json_response
+from gateway.http.routing import IdParam
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.push import (
     WAKEUP_ID_PATTERN,

@@ -1,26 +1,24 @@
 """REST handlers of conversations, history, messages, health and dev registration (routes in
-``gateway.routes``, which authenticates and admits each request): parse, call one function,
+``gateway.http.routes``, which authenticates and admits each request): parse, call one function,
 encode. Errors are problems."""
 
 import secrets
 from collections.abc import Callable
 from typing import Final, get_args
 
-import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Identity, TokenIssuer, TokenVerifier
-from gateway.messaging import Messaging
-from gateway.routing import IdParam, IntParam
-from gateway.sockets import DeviceHub
+from gateway.handlers.messaging import Messaging
+from gateway.http.responses import json_response
+from gateway.http.routing import IdParam, IntParam
 from runtime.rpc import RpcClient
 from schemas import rpc
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.ids import ConversationId
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health
 
-_encoder = msgspec.json.Encoder()
 MAX_PAGE: Final = 200
 LIMIT: Final = IntParam("limit", f"Page size (1-{MAX_PAGE})", low=1, high=MAX_PAGE, default=50)
 BEFORE: Final = IntParam("before", "Page backwards from this seq (exclusive)")
@@ -32,30 +30,26 @@ MESSAGE_ID: Final = IdParam("message_id", "The message's server id", where="path
                             label="message id")
 
 
-def json_response(value: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=_encoder.encode(value),
-                        content_type="application/json")
-
-
 class RestApi:
     """The gateway's HTTP routes besides the WebSocket."""
 
     def __init__(self, gateway_id: str, verifier: TokenVerifier, issuer: TokenIssuer | None,
-                 messaging: Messaging, rpc_client: RpcClient, hub: DeviceHub,
+                 messaging: Messaging, rpc_client: RpcClient, connections: Callable[[], int],
                  app_id: str, nats_connected: Callable[[], bool]) -> None:
         self._gateway_id = gateway_id
         self._verifier = verifier
         self._issuer = issuer
         self._messaging = messaging
         self._rpc = rpc_client
-        self._hub = hub
+        #: How many sockets this gateway holds (``healthz``).
+        self._connections = connections
         self._app_id = app_id
         self._nats_connected = nats_connected
 
     async def healthz(self, request: web.Request) -> web.Response:
         connected = self._nats_connected()
         body = Health(status="ok" if connected else "degraded", gateway=self._gateway_id,
-                      nats=connected, connections=len(self._hub))
+                      nats=connected, connections=self._connections())
         return json_response(body, 200 if connected else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:

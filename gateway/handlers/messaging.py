@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
 from gateway.auth import Identity
-from gateway.permissions import Permissions
+from gateway.handlers.permissions import Permissions
 from runtime.cache import LruCache
 from runtime.rpc import RpcClient
 from schemas import rpc

@@ -4,9 +4,9 @@ service credential (``Authorization: Bearer <COURIER_AUTH_SERVICE_SECRET>``). Th
 
 from aiohttp import web
 
-from gateway.notifications import Notifier
-from gateway.rest import json_response
-from gateway.routing import Service
+from gateway.handlers.notifications import Notifier
+from gateway.http.responses import json_response
+from gateway.http.routing import Service
 from schemas.notifications import NotifyRequest
 
 

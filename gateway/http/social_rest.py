@@ -1,11 +1,10 @@
-"""REST handlers of groups, contacts and presence (routes in ``gateway.routes``): parse, call
+"""REST handlers of groups, contacts and presence (routes in ``gateway.http.routes``): parse, call
 one operation, encode.
 
-Group and contact writes go to the storage worker (``group_write``, ``contact_write``), which
-decides them and answers with typed errors; after a write this gateway drops what it cached
-about it (other gateways hear it on ``grp.changed``/``contacts.changed``). Contact changes are
-pushed live as ``contact`` frames to the connected devices of both users (of the actor only for
-blocks, which the blocked user is not told about).
+Group writes go to the storage worker (``group_write``), which decides them and answers with
+typed errors; after a write this gateway drops what it cached about the group (other gateways
+hear it on ``grp.changed``). Contact writes and their fan-out are
+``gateway.handlers.contacts``, presence look-ups ``gateway.handlers.presence_hub``.
 """
 
 import secrets
@@ -14,24 +13,22 @@ from typing import Final
 from aiohttp import web
 
 from gateway.auth import Identity
-from gateway.messaging import Messaging
-from gateway.permissions import Permissions
-from gateway.presence_hub import PresenceHub
-from gateway.rest import CONVERSATION, MESSAGE_ID, json_response
-from gateway.routing import IdListParam, IdParam
-from gateway.user_channel import UserChannel
+from gateway.handlers.contacts import Contacts
+from gateway.handlers.messaging import Messaging
+from gateway.handlers.permissions import Permissions
+from gateway.handlers.presence_hub import PresenceHub
+from gateway.http.responses import json_response
+from gateway.http.rest import CONVERSATION, MESSAGE_ID
+from gateway.http.routing import IdListParam, IdParam
 from runtime.rpc import RpcClient
 from schemas.contacts import (
     ContactAction,
-    ContactEntry,
     ContactList,
     ContactRequestBody,
     ContactsOf,
-    ContactWrite,
-    ContactWriteResult,
     PresenceList,
 )
-from schemas.frames import MAX_PRESENCE_USERS, Contact
+from schemas.frames import MAX_PRESENCE_USERS
 from schemas.groups import (
     AddMembers,
     AddMembersRequest,
@@ -64,11 +61,11 @@ class SocialRest:
     """``/v1/groups``, ``/v1/contacts``, ``/v1/blocks``, ``/v1/presence`` and group receipts."""
 
     def __init__(self, rpc: RpcClient, messaging: Messaging, permissions: Permissions,
-                 channel: UserChannel, presence: PresenceHub) -> None:
+                 contacts: Contacts, presence: PresenceHub) -> None:
         self._rpc = rpc
         self._messaging = messaging
         self._permissions = permissions
-        self._channel = channel
+        self._contacts = contacts
         self._presence = presence
 
     # ------------------------------------------------------------------ groups
@@ -163,28 +160,12 @@ class SocialRest:
 
     async def _contact_write(self, identity: Identity, other: str,
                              action: ContactAction) -> web.Response:
-        try:
-            result = await self._rpc.call("contact_write", ContactWrite(
-                app=identity.app, user=identity.user, other=other, action=action),
-                ContactWriteResult)
-        finally:
-            self._permissions.forget_relation(identity.app, identity.user, other)
-        await self._channel.publish(identity.app, [identity.user], _contact_frame(result.mine))
-        if action not in ("block", "unblock"):
-            await self._channel.publish(identity.app, [other], _contact_frame(result.theirs))
-        return json_response(result.mine)
+        return json_response(await self._contacts.write(identity, other, action))
 
     # ------------------------------------------------------------------ presence
 
     async def presence(self, request: web.Request, identity: Identity) -> web.Response:
-        users = USERS.value(request)
-        visible = await self._permissions.visible(identity.app, identity.user, users)
-        return json_response(PresenceList(
-            users=[await self._presence.state(identity.app, user) for user in dict.fromkeys(users)
-                   if user in visible],
-            denied=[user for user in dict.fromkeys(users) if user not in visible]))
-
-
-def _contact_frame(entry: ContactEntry) -> Contact:
-    return Contact(user=entry.user, state=entry.state, blocked=entry.blocked, since=entry.since)
+        states, denied = await self._presence.lookup(identity.app, identity.user,
+                                                     USERS.value(request))
+        return json_response(PresenceList(users=states, denied=denied))
 

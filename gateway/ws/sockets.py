@@ -16,14 +16,13 @@ from nats.aio.subscription import Subscription
 from prometheus_client import Counter, Gauge
 
 from gateway.auth import Identity, TokenVerifier
-from gateway.callbacks import CallbackRelay
-from gateway.connection import Connection
-from gateway.control import ControlGuard
-from gateway.limits import Limits
-from gateway.messaging import Messaging
-from gateway.peer import SocialFrames
-from gateway.problems import problem, problem_of
-from gateway.websocket import LingeringWebSocket
+from gateway.handlers.callbacks import CallbackRelay
+from gateway.handlers.control import ControlGuard
+from gateway.handlers.limits import Limits
+from gateway.handlers.messaging import Messaging
+from gateway.handlers.peer import SocialFrames
+from gateway.ws.connection import Connection
+from gateway.ws.websocket import LingeringWebSocket
 from presence.registry import PresenceWriter
 from runtime.config import GatewayConfig
 from schemas.errors import CloseCode, ErrorCode, ProtocolError
@@ -108,8 +107,10 @@ class DeviceHub:
             conn.resync()
 
 
-class SocketEndpoint:
-    """``GET /v1/ws``: authenticate, upgrade, serve frames until the socket closes."""
+class SocketServer:
+    """``GET /v1/ws`` (routed by ``gateway.http.upgrade``): authenticate, upgrade, serve
+    frames until the socket closes. A refused upgrade raises ``ProtocolError``, which the
+    HTTP server's problem middleware answers."""
 
     def __init__(self, config: GatewayConfig, gateway_id: str, verifier: TokenVerifier,
                  messaging: Messaging, hub: DeviceHub, *, guard: ControlGuard,
@@ -131,20 +132,17 @@ class SocketEndpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not self.accepting:
-            return problem(ErrorCode.UNAVAILABLE, "gateway is shutting down")
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "gateway is shutting down")
         asked = request.query.get("protocol", str(PROTOCOL_VERSION))
         if asked != str(PROTOCOL_VERSION):
-            return problem(ErrorCode.UNSUPPORTED_VERSION,
-                           f"protocol {asked!r} not spoken here; this gateway speaks "
-                           f"{PROTOCOL_VERSION}")
-        try:
-            self._limits.check_upgrade(request)
-            identity = self._verifier.verify(_token(request))
-            self._guard.check_connect(identity)
-            self._limits.check_connect(identity)
-            await self._messaging.register(identity)
-        except ProtocolError as exc:
-            return problem_of(exc)
+            raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
+                                f"protocol {asked!r} not spoken here; this gateway speaks "
+                                f"{PROTOCOL_VERSION}")
+        self._limits.check_upgrade(self._limits.address(request.headers, request.remote))
+        identity = self._verifier.verify(_token(request))
+        self._guard.check_connect(identity)
+        self._limits.check_connect(identity)
+        await self._messaging.register(identity)
         ws = LingeringWebSocket(heartbeat=self._config.heartbeat_s,
                                 timeout=self._config.close_timeout_s,
                                 # aiohttp refuses a frame of exactly max_msg_size

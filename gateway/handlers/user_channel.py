@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from prometheus_client import Counter
 
-from gateway.peer import Peer
+from gateway.handlers.peer import Peer
 from schemas.codec import encode_frame
 from schemas.subjects import user_subject
 

@@ -1,4 +1,4 @@
-"""Token buckets, and keyed registries of them with bounded memory (``gateway.limits`` keys
+"""Token buckets, and keyed registries of them with bounded memory (``gateway.handlers.limits`` keys
 them by device, user and source address)."""
 
 import time

@@ -1,0 +1,1 @@
+"""The gateway's work, below its transports: messaging, permissions, presence, limits, control."""

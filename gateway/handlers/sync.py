@@ -1,0 +1,214 @@
+"""The sync of one socket: its backlog first, then what arrived live meanwhile.
+
+From the socket's opening until its first sync completes, and while any sync runs, live
+deliveries are held (bounded in frames and in ``sync_buffer_bytes``): a socket over either
+bound is a slow consumer. A sync reads the stream position as its barrier (the device's live
+subject is subscribed since the socket opened, so there is no gap), sends the backlog page by
+page at the socket's pace, answers ``synced``, then releases the held frames minus those the
+backlog already carried; frames that arrive during the release queue behind the held ones
+until none is left, and the socket goes live. Only a complete sync releases: after a failed
+one the held frames stay held, so the retried backlog still comes first.
+
+A resync is the server's own sync after a NATS reconnect (live frames may have been lost):
+nothing to do before the socket's first sync (that sync reads everything), deferred until the
+end of a running one, and retried with back-off while storage or NATS are not back. A client's
+``sync`` waits for a running resync first.
+"""
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Final, Protocol
+
+import msgspec
+import structlog
+from prometheus_client import Gauge
+
+from gateway.auth import Identity
+from schemas.codec import encode_frame
+from schemas.errors import RETRYABLE, ErrorCode, ProtocolError
+from schemas.frames import Sync, Synced
+from schemas.rpc import SyncPage
+
+BUFFERED: Final = Gauge("courier_gateway_buffered_bytes",
+                        "Bytes held for sockets: send queues (send) and live frames held until "
+                        "a sync completes (held)", ["buffer"])
+_HELD: Final = BUFFERED.labels("held")
+#: Back-off of a server-side resync while storage or NATS are not back yet.
+RESYNC_RETRY_S: Final = 0.2
+RESYNC_MAX_RETRY_S: Final = 5.0
+
+
+class Backlog(Protocol):
+    """Where the backlog is read (``gateway.handlers.messaging.Messaging``)."""
+
+    async def stream_position(self) -> int: ...
+
+    async def sync_page(self, identity: Identity, after: int, limit: int,
+                        barrier: int) -> SyncPage: ...
+
+
+class Outbox(Protocol):
+    """What a sync needs of its socket (``gateway.ws.connection.Connection``)."""
+
+    @property
+    def closing(self) -> bool: ...
+
+    def send(self, frame: msgspec.Struct) -> None: ...
+
+    def send_raw(self, data: bytes) -> None: ...
+
+    async def send_paced(self, data: bytes) -> None:
+        """Queue ``data`` once it fits the socket's send budget."""
+
+    def slow(self, cause: str, reason: str) -> None:
+        """Close the socket as a slow consumer (``cause`` labels the metric)."""
+
+
+class DeviceSync:
+    """The hold-and-release state of one socket, and its syncs."""
+
+    def __init__(self, identity: Identity, backlog: Backlog, outbox: Outbox, *, page: int,
+                 max_held_frames: int, max_held_bytes: int,
+                 logger: structlog.typing.FilteringBoundLogger, session: str = "",
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._identity = identity
+        self._backlog = backlog
+        self._outbox = outbox
+        self._page = page
+        self._max_held_frames = max_held_frames
+        self._max_held_bytes = max_held_bytes
+        self._log = logger
+        self._session = session
+        self._sleep = sleep
+        #: (message id, frame) of live deliveries held back; None once live.
+        self._held: deque[tuple[str, bytes]] | None = deque()
+        self._held_bytes = 0
+        self._running = False
+        #: A NATS reconnect happened during a sync: its backlog may miss what was lost live.
+        self._resync_wanted = False
+        self._resyncer: asyncio.Task[None] | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether live deliveries go straight out (no sync running, the first one done)."""
+        return self._held is None
+
+    def deliver(self, data: bytes) -> None:
+        """A live delivery (a ready frame): sent, or held while a sync is due or running."""
+        if self._held is None:
+            self._outbox.send_raw(data)
+            return
+        if len(self._held) >= self._max_held_frames:
+            self._outbox.slow("held_frames", "too many live messages held for a sync")
+            return
+        if self._held_bytes + len(data) > self._max_held_bytes:
+            self._outbox.slow("held_budget", "live messages held for a sync over budget")
+            return
+        self._held.append((_message_id(data), data))
+        self._held_bytes += len(data)
+        _HELD.inc(len(data))
+
+    async def client_sync(self, frame: Sync) -> None:
+        """A client's ``sync`` frame: after the server's own resync, if one is running."""
+        if self._resyncer is not None and not self._resyncer.done():
+            await asyncio.wait([self._resyncer])
+        await self.sync(frame)
+
+    async def sync(self, frame: Sync) -> None:
+        """Send the backlog after ``frame.after``, ``synced``, then the held live frames.
+        Raises ``CONFLICT`` while another sync runs."""
+        if self._running:
+            raise ProtocolError(ErrorCode.CONFLICT, "a sync is already running")
+        self._running = True
+        if self._held is None:
+            self._held = deque()
+        sent: set[str] = set()
+        count = 0
+        try:
+            barrier = await self._backlog.stream_position()
+            cursor = frame.after or 0
+            while not self._outbox.closing:
+                page = await self._backlog.sync_page(self._identity, cursor, self._page,
+                                                     barrier)
+                for message in page.messages:
+                    sent.add(message.message_id)
+                    await self._outbox.send_paced(encode_frame(message))
+                count += len(page.messages)
+                cursor = page.cursor
+                if not page.more:
+                    break
+            self._outbox.send(Synced(cursor=cursor, count=count, id=frame.id))
+        finally:
+            self._running = False
+        while self._held and not self._outbox.closing:
+            message_id, data = self._take_held()
+            if message_id not in sent:
+                await self._outbox.send_paced(data)
+        if not self._outbox.closing:
+            self._held = None
+        if self._resync_wanted:
+            self._resync_wanted = False
+            self.resync()
+
+    def resync(self) -> None:
+        """Re-read the backlog without being asked: held live frames wait behind it as in a
+        client's sync, and a ``synced`` frame without ``id`` ends it."""
+        if self._outbox.closing or (self._held is not None and not self._running):
+            return
+        if self._running:
+            self._resync_wanted = True
+            return
+        if self._resyncer is None or self._resyncer.done():
+            self._resyncer = asyncio.get_running_loop().create_task(
+                self._resync_until_done(), name=f"ws-resync-{self._session}")
+
+    async def _resync_until_done(self) -> None:
+        """Server-side sync, retried with back-off while storage or NATS are not back yet."""
+        delay = RESYNC_RETRY_S
+        while not self._outbox.closing:
+            try:
+                await self.sync(Sync())
+                return
+            except ProtocolError as exc:
+                if exc.code == ErrorCode.CONFLICT:
+                    return  # the client's own sync started first: it reads past the gap
+                if exc.code not in RETRYABLE:
+                    self._log.warning("resync_failed", code=exc.code, error=exc.message)
+                    return
+            except Exception:
+                self._log.exception("resync_failed")
+                return
+            await self._sleep(delay)
+            delay = min(delay * 2, RESYNC_MAX_RETRY_S)
+
+    async def stop(self) -> None:
+        """End a running resync and release what is held (the socket is gone)."""
+        if self._resyncer is not None:
+            self._resyncer.cancel()
+            await asyncio.wait([self._resyncer])
+        while self._held:
+            self._take_held()
+
+    def _take_held(self) -> tuple[str, bytes]:
+        assert self._held is not None
+        message_id, data = self._held.popleft()
+        self._held_bytes -= len(data)
+        _HELD.dec(len(data))
+        return message_id, data
+
+
+class _MessageId(msgspec.Struct):
+    message_id: str = ""
+
+
+_message_id_decoder = msgspec.json.Decoder(_MessageId)
+
+
+def _message_id(frame: bytes) -> str:
+    """The ``message_id`` of a frame from NATS (empty for frames that have none), read only
+    for frames held during a sync, where the backlog may already have carried them."""
+    try:
+        return _message_id_decoder.decode(frame).message_id
+    except msgspec.DecodeError:
+        return ""

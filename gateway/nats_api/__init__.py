@@ -1,0 +1,1 @@
+"""NATS request/reply transport of the gateway: the service subjects."""
