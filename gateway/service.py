@@ -7,9 +7,15 @@ import structlog
 from aiohttp import web
 from nats.aio.client import Client
 
+from blobs.base import BlobStore
+from blobs.factory import create_blob_store
+from blobs.local import LocalBlobStore
+from blobs.records import BlobRecords
 from gateway.auth import TokenIssuer, TokenVerifier
 from gateway.features import GatewayFeatures
 from gateway.limits import Limits
+from gateway.media import MediaService
+from gateway.media_rest import LocalBlobRoutes, MediaApi
 from gateway.messaging import Messaging
 from gateway.openapi import ApiDocs
 from gateway.permissions import Permissions
@@ -45,6 +51,7 @@ class Gateway:
         self._features: GatewayFeatures | None = None
         self._social: GatewaySocial | None = None
         self._hub: DeviceHub | None = None
+        self._blobs: BlobStore | None = None
         self.port = gw.port
 
     def _on_nats_reconnected(self) -> None:
@@ -64,8 +71,12 @@ class Gateway:
         rpc_client = RpcClient(nc)
         permissions = Permissions(nc, rpc_client, config.contacts)
         await permissions.start()
+        self._blobs = blobs = create_blob_store(config)
+        await blobs.open()
+        media = MediaService(config.media, config.retention, blobs,
+                             await BlobRecords.open(js, config.nats.replicas), permissions)
         messaging = Messaging(js, rpc_client, self.gateway_id, permissions,
-                              cache_ttl_s=config.gateway.recipient_cache_s)
+                              cache_ttl_s=config.gateway.recipient_cache_s, media=media)
         self._presence = PresenceWriter(js, self.gateway_id,
                                         gateway_ttl_s=config.gateway.presence_ttl_s,
                                         replicas=config.nats.replicas)
@@ -86,13 +97,17 @@ class Gateway:
                               client_max_size=config.gateway.max_frame_bytes)
         admission = Admission(verifier, features.guard, limits, config.auth)
         app.add_routes(serve(ROUTES, [rest, self._sockets, ApiDocs(ROUTES), *features.handlers,
-                                      *social.handlers], admission, config))
+                                      *social.handlers, MediaApi(media), LocalBlobRoutes(
+                                          blobs if isinstance(blobs, LocalBlobStore) else None)],
+                           admission, config))
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, config.gateway.host, config.gateway.port)
         await self._site.start()
         for address in self._runner.addresses:  # resolve port 0
             self.port = int(address[1])
+        if isinstance(blobs, LocalBlobStore) and not config.media.public_url:
+            blobs.base_url = f"http://{config.gateway.host}:{self.port}"
         log.info("gateway_listening", url=f"http://{config.gateway.host}:{self.port}",
                  websocket=f"ws://{config.gateway.host}:{self.port}/v1/ws")
 
@@ -118,5 +133,7 @@ class Gateway:
             await self._features.stop()
         if self._social is not None:
             await self._social.stop()
+        if self._blobs is not None:
+            await self._blobs.close()
         if self._nc is not None:
             await close(self._nc)
