@@ -113,7 +113,8 @@ class StorageWorker:
         self._sweeper = MediaSweeper(self._blobs, await BlobRecords.open(
             self._js, self._config.nats.replicas))
         self._tasks.watch(self._sweep_forever, name="media_sweep",
-                          backoff=Backoff(1.0, self._config.media.sweep_interval_s))
+                          backoff=Backoff(min(1.0, self._config.media.sweep_interval_s),
+                                          self._config.media.sweep_interval_s))
 
     async def drain(self) -> None:
         await self._tasks.drain()  # the purge loop: cancelled and awaited
