@@ -23,6 +23,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError as BotoClientError
 from PIL import Image
 
+from client import cli
 from client.attachments import (
     CIPHERTEXT_TYPE,
     AttachmentError,
@@ -291,6 +292,29 @@ async def test_a_download_that_does_not_match_its_hash_is_refused(media: MediaSy
         with pytest.raises(AttachmentError):
             await fetch(bob, forged)
     finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_the_cli_sends_a_file_and_saves_what_it_receives(
+        media: MediaSystem, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    alice, bob, _, bob_id = await _pair(media)
+    document = tmp_path / "report.pdf"
+    document.write_bytes(MARKER + secrets.token_bytes(5000))
+    receiver = asyncio.create_task(cli._receive(bob, tmp_path / "inbox"))
+    try:
+        await cli._send_line(alice, bob_id, f"/file {document}")
+        await cli._send_line(alice, bob_id, "and a line")
+        saved = tmp_path / "inbox" / "report.pdf"
+
+        async def both_arrived() -> bool:
+            return "and a line" in capsys.readouterr().out
+
+        await _until(both_arrived)  # the line came after the file: the file is saved
+        assert saved.read_bytes() == document.read_bytes()
+    finally:
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
         await alice.close()
         await bob.close()
 
