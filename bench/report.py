@@ -19,6 +19,9 @@ EXTRA_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "direct-throughput": ("stored_per_s", "storage_lag_s"),
     "group-fanout": ("members",),
     "offline-catchup": ("seconds", "synced_s"),
+    "media": ("courier_up_mb_s_1mb", "courier_down_mb_s_1mb", "seaweedfs_up_mb_s_1mb",
+              "seaweedfs_down_mb_s_1mb", "courier_up_mb_s_20mb", "courier_down_mb_s_20mb",
+              "seaweedfs_up_mb_s_20mb", "seaweedfs_down_mb_s_20mb"),
     "connections": ("connections", "rss_mb", "kb_per_connection", "heartbeat_cpu_pct"),
 }
 

@@ -29,6 +29,9 @@ class Sizes:
     #: connections: idle sockets on one gateway, and the CPU window (None: 1.25 heartbeats).
     connections: int
     idle_window_s: float | None
+    #: media: file sizes in MB (10^6 bytes) and transfers of each per path.
+    media_sizes_mb: tuple[int, ...]
+    media_rounds: int
     #: Throughput-over-time bins.
     bin_s: float
 
@@ -39,6 +42,7 @@ STANDARD = Sizes(
     group_members=100, group_senders=10, group_window=4, group_s=15,
     catchup_messages=10_000, catchup_senders=50,
     connections=20_000, idle_window_s=None,
+    media_sizes_mb=(1, 20), media_rounds=10,
     bin_s=1.0,
 )
 
@@ -48,5 +52,6 @@ SMOKE = Sizes(
     group_members=5, group_senders=2, group_window=2, group_s=1,
     catchup_messages=100, catchup_senders=4,
     connections=50, idle_window_s=1.0,
+    media_sizes_mb=(1, 2), media_rounds=2,
     bin_s=0.25,
 )

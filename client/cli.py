@@ -1,7 +1,8 @@
 """``python -m client``: try Courier from a terminal.
 
   register --user alice              register a device, print its credentials as JSON
-  chat --user alice --to bob         interactive: lines you type are sent, messages printed
+  chat --user alice --to bob         interactive: lines you type are sent, messages printed;
+                                     "/file PATH" sends a file (encrypted, see attachments)
   send --user alice --to bob TEXT    send one message and print the server's acceptance
   listen --user bob                  print incoming messages until Ctrl-C
 
@@ -9,7 +10,9 @@ Devices are registered through the embedded-mode endpoint; credentials are cache
 and user in ``~/.cache/courier-client`` (``--device LABEL`` keeps another cached device of the
 same user; ``--fresh`` registers a one-off device and leaves the cache alone, so a terminal
 already running as that user keeps its device). Bodies are sent as given: the CLI does not
-encrypt (end-to-end encryption lives in the app).
+encrypt (end-to-end encryption lives in the app); files are encrypted before upload
+(``client.attachments``). Files received by ``chat`` and ``listen`` are saved in
+``--files-dir`` (default ``./courier-files``).
 """
 
 import argparse
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import msgspec
 
+from client.attachments import AttachmentError, download, file_body, send_file
 from client.sdk import ClientError, CourierClient, Credentials, register_device
 from schemas.frames import Message
 
@@ -59,9 +63,32 @@ async def _cli_credentials(args: argparse.Namespace) -> Credentials:
     return await credentials(args.url, args.user, fresh=args.fresh, label=args.device)
 
 
-async def _receive(client: CourierClient) -> None:
+async def _receive(client: CourierClient, files_dir: Path) -> None:
     async for message in client.messages():
-        _print_message(message)
+        body = file_body(message)
+        if body is None:
+            _print_message(message)
+            continue
+        sender = message.sender.user or "?"
+        try:
+            saved = await download(client, message, files_dir)
+        except AttachmentError as exc:
+            print(f"[{message.conversation} #{message.seq}] {sender}: file {body.name!r} not "
+                  f"saved: {exc}", file=sys.stderr, flush=True)
+            continue
+        print(f"[{message.conversation} #{message.seq}] {sender}: file {body.name!r} "
+              f"({body.size} bytes) saved as {saved}", flush=True)
+
+
+async def _send_line(client: CourierClient, to: str, line: str) -> None:
+    """A line as a message, or ``/file PATH`` as an encrypted file."""
+    if line.startswith("/file "):
+        path = await asyncio.to_thread(
+            lambda: Path(line.removeprefix("/file ").strip()).expanduser())
+        accepted = await send_file(client, to, path)
+        print(f"sent {path.name} as message {accepted.message_id}", flush=True)
+        return
+    await client.send(to, line.encode())
 
 
 async def _chat(args: argparse.Namespace) -> None:
@@ -69,15 +96,18 @@ async def _chat(args: argparse.Namespace) -> None:
     async with CourierClient(args.url, creds) as client:
         synced = await client.sync()
         print(f"connected as {creds.user}/{creds.device}; {synced.count} waiting", flush=True)
-        receiver = asyncio.create_task(_receive(client))
+        receiver = asyncio.create_task(_receive(client, args.files_dir))
         loop = asyncio.get_running_loop()
-        while (line := await loop.run_in_executor(None, sys.stdin.readline)):
-            if line.strip():
-                try:
-                    await client.send(args.to, line.rstrip("\n").encode())
-                except ClientError as exc:
-                    print(f"refused: {exc}", file=sys.stderr)
-        receiver.cancel()
+        try:
+            while (line := await loop.run_in_executor(None, sys.stdin.readline)):
+                if line.strip():
+                    try:
+                        await _send_line(client, args.to, line.rstrip("\n"))
+                    except (ClientError, AttachmentError, OSError) as exc:
+                        print(f"refused: {exc}", file=sys.stderr)
+        finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
 
 
 async def _send(args: argparse.Namespace) -> None:
@@ -91,7 +121,7 @@ async def _listen(args: argparse.Namespace) -> None:
     creds = await _cli_credentials(args)
     async with CourierClient(args.url, creds) as client:
         await client.sync()
-        await _receive(client)
+        await _receive(client, args.files_dir)
 
 
 async def _register(args: argparse.Namespace) -> None:
@@ -124,6 +154,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                  "first use), e.g. a second device")
         if name != "listen":
             command.add_argument("--to", required=True, help="recipient user id")
+        if name != "send":
+            command.add_argument("--files-dir", type=Path, default=Path("courier-files"),
+                                 help="where received files are saved (default: "
+                                      "./courier-files)")
     commands.choices["send"].add_argument("text")
     args = parser.parse_args(argv)
     if not args.url.startswith(("http://", "https://")):

@@ -165,12 +165,13 @@ class CourierClient:
     async def send(self, to: str, body: bytes | None = None, *, kind: str = "user",
                    payloads: dict[str, bytes] | None = None, client_id: str | None = None,
                    ttl: int | None = None, receipt: bool = True, module: str = "chat",
-                   timeout: float = 10.0) -> Accepted:
-        """Send and wait until the server stored it; ``ClientError`` if refused."""
+                   blobs: list[str] | None = None, timeout: float = 10.0) -> Accepted:
+        """Send and wait until the server stored it; ``ClientError`` if refused. ``blobs``:
+        the attachments the body refers to (``client.attachments``)."""
         frame = Send(client_id=client_id or uuid.uuid4().hex,
                      to=Destination(kind=kind, id=to),  # type: ignore[arg-type]
                      body=body, payloads=payloads, ttl=ttl, receipt=receipt, module=module,
-                     id=self._next_id())
+                     blobs=blobs, id=self._next_id())
         reply = await self._request(frame.id, encode_frame(frame), timeout)
         assert isinstance(reply, Accepted)
         return reply

@@ -11,6 +11,9 @@ import structlog
 from aiohttp import web
 from nats.js import JetStreamContext
 
+from blobs.factory import create_blob_store
+from blobs.local import LocalBlobStore
+from blobs.records import BlobRecords
 from control.admin import ControlAdmin
 from control.dead_letters import DeadLetterAdmin
 from control.view import ControlView
@@ -19,6 +22,7 @@ from gateway.handlers.callbacks import CallbackRelay
 from gateway.handlers.contacts import Contacts
 from gateway.handlers.control import ControlGuard
 from gateway.handlers.limits import Limits
+from gateway.handlers.media import MediaService
 from gateway.handlers.messaging import Messaging
 from gateway.handlers.notifications import Notifier
 from gateway.handlers.permissions import Permissions
@@ -27,6 +31,7 @@ from gateway.handlers.social_frames import SocialSockets
 from gateway.handlers.typing_relay import TypingRelay
 from gateway.handlers.user_channel import UserChannel
 from gateway.http.admin_rest import AdminApi
+from gateway.http.media_rest import LocalBlobRoutes, MediaApi
 from gateway.http.notify_rest import NotifyApi
 from gateway.http.openapi import ApiDocs
 from gateway.http.problems import problem_middleware
@@ -94,8 +99,13 @@ class Gateway:
         # ------------------------------------------------------------ handlers
         permissions = Permissions(nc, rpc_client, config.contacts)
         await permissions.start()
+        blobs = create_blob_store(config)
+        await blobs.open()
+        started.push_async_callback(blobs.close)
+        media = MediaService(config.media, config.retention, blobs,
+                             await BlobRecords.open(js, replicas), permissions)
         messaging = Messaging(js, rpc_client, self.gateway_id, permissions,
-                              cache_ttl_s=config.gateway.recipient_cache_s)
+                              cache_ttl_s=config.gateway.recipient_cache_s, media=media)
         presence = PresenceWriter(js, self.gateway_id,
                                   gateway_ttl_s=config.gateway.presence_ttl_s,
                                   replicas=replicas)
@@ -142,7 +152,9 @@ class Gateway:
                                 await ensure_bucket(js, PUSH_WAKEUPS, replicas)),
             NotifyApi(notifier), AdminApi(admin, DeadLetterAdmin(js)),
             SocialRest(rpc_client, messaging, permissions,
-                       Contacts(rpc_client, permissions, channel), presence_hub)]
+                       Contacts(rpc_client, permissions, channel), presence_hub),
+            MediaApi(media),
+            LocalBlobRoutes(blobs if isinstance(blobs, LocalBlobStore) else None)]
         app = web.Application(middlewares=[problem_middleware],
                               client_max_size=config.gateway.max_frame_bytes)
         admission = Admission(verifier, guard, limits, config.auth)
@@ -154,6 +166,8 @@ class Gateway:
         await site.start()
         for address in runner.addresses:  # resolve port 0
             self.port = int(address[1])
+        if isinstance(blobs, LocalBlobStore) and not config.media.public_url:
+            blobs.base_url = f"http://{config.gateway.host}:{self.port}"
         log.info("gateway_listening", url=f"http://{config.gateway.host}:{self.port}",
                  websocket=f"ws://{config.gateway.host}:{self.port}/v1/ws")
 

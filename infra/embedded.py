@@ -61,8 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path(".data"),
-                        help="where NATS, SQLite and logs live (default: .data); one running "
-                        "system per data directory")
+                        help="where NATS, SQLite, media and logs live (default: .data); one "
+                        "running system per data directory")
     parser.add_argument("--port", type=_port, default=None,
                         help=f"gateway HTTP/WebSocket port (default {DEFAULT_GATEWAY_PORT})")
     parser.add_argument("--nats-port", type=_port, default=None,
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "COURIER_AUTH_SECRET": _dev_secret(data_dir),
         "COURIER_AUTH_DEV_REGISTRATION": "true",
         "COURIER_STORE_SQLITE_PATH": str(data_dir / "courier.db"),
+        "COURIER_MEDIA_LOCAL_DIR": str(data_dir / "media"),
         "COURIER_GATEWAY_PORT": str(port),
         **{key: str(metrics[service]) for service, key in METRICS_KEYS},
     }

@@ -419,6 +419,59 @@ class LimitsConfig(_Section, frozen=True):
     client_address_header: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9\-]{0,64}$")] = ""
 
 
+class MediaConfig(_Section, frozen=True):
+    """Attachments (see docs/media.md): where blobs live, the limits the gateway applies when
+    it hands out an upload slot, and the sweeper (in the storage worker) that deletes them."""
+
+    #: Blob store: ``local`` files served by the gateway (embedded mode) or an ``s3`` bucket.
+    backend: Literal["local", "s3"] = "local"
+    #: Directory of the local blob store (gateways and the storage worker share it).
+    local_dir: str = ".data/media"
+    #: Base URL of the gateway in local upload and download URLs, as clients reach it (empty:
+    #: ``http://<gateway.host>:<gateway.port>``).
+    public_url: str = ""
+    #: HMAC-SHA256 key of local upload and download URLs (32+ bytes; empty: derived from
+    #: ``auth.secret``).
+    url_secret: str = ""
+    #: S3 bucket of the blobs.
+    s3_bucket: str = ""
+    #: S3 endpoint URL (empty: AWS; set for SeaweedFS or MinIO).
+    s3_endpoint_url: str = ""
+    #: AWS region of the bucket.
+    s3_region: str = "us-east-1"
+    #: S3 access key id (empty: boto3's default credential chain).
+    s3_access_key: str = ""
+    #: S3 secret access key.
+    s3_secret_key: str = ""
+    #: Create the bucket at start when it is missing.
+    s3_create_bucket: bool = False
+    #: Largest blob in bytes, for apps without their own entry in ``max_bytes_by_app``
+    #: (at most 5 GiB, S3's largest single PUT).
+    max_bytes: Annotated[int, msgspec.Meta(ge=1, le=5 * 1024**3)] = 100 * 1024**2
+    #: ``app=bytes`` pairs overriding ``max_bytes`` (each 1 to 5 GiB).
+    max_bytes_by_app: dict[str, int] = {}
+    #: Bytes of live blobs (uploaded or reserved, not yet swept) one user may hold.
+    user_quota_bytes: Annotated[int, msgspec.Meta(ge=1, le=2**62)] = 1024**3
+    #: Content types an upload may declare: ``type/subtype`` or ``type/*``.
+    content_types: list[str] = msgspec.field(default_factory=lambda: [
+        "application/octet-stream", "image/*", "video/*", "audio/*", "application/pdf",
+        "text/plain"])
+    #: Lifetime of presigned upload and download URLs.
+    url_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)] = 300
+    #: A blob no message references this long after its upload slot was made is deleted.
+    unreferenced_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] = 24 * 3600
+    #: How often the storage worker's sweeper deletes expired blobs.
+    sweep_interval_s: Annotated[float, msgspec.Meta(ge=0.1, le=86_400.0)] = 60.0
+
+    def max_bytes_for(self, app: str) -> int:
+        return self.max_bytes_by_app.get(app, self.max_bytes)
+
+    def allows(self, content_type: str) -> bool:
+        """Whether ``content_type`` matches one of ``content_types``."""
+        kind = content_type.partition("/")[0]
+        return any(allowed in (content_type, f"{kind}/*") for allowed in self.content_types)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The whole configuration tree."""
 
@@ -440,6 +493,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     contacts: ContactsConfig = ContactsConfig()
     presence: PresenceConfig = PresenceConfig()
     limits: LimitsConfig = LimitsConfig()
+    media: MediaConfig = MediaConfig()
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -533,6 +587,7 @@ def _check(config: Config) -> None:
     _check_nats(config.nats)
     _check_cassandra(config.store)
     _check_notifications(config)
+    _check_media(config.media, config.auth)
 
 
 def _check_nats(nats: NatsConfig) -> None:
@@ -654,3 +709,36 @@ def _check_notifications(config: Config) -> None:
         if not _SUBJECT_TOKEN.match(handler):
             raise ConfigError(f"COURIER_CALLBACKS_HANDLERS: {handler!r} is not a handler name "
                               "(1-64 of A-Z a-z 0-9 _ -)")
+
+
+_CONTENT_TYPE = re.compile(
+    r"^[a-z0-9][a-z0-9!#$&^_.+\-]{0,63}/(\*|[a-z0-9][a-z0-9!#$&^_.+\-]{0,126})$")
+
+
+def _check_media(media: MediaConfig, auth: AuthConfig) -> None:
+    prefix = "COURIER_MEDIA_"
+    if 0 < len(media.url_secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{prefix}URL_SECRET: at least {MIN_SECRET_BYTES} bytes")
+    if media.backend == "local" and not media.url_secret and auth.public_key_file:
+        raise ConfigError(f"{prefix}URL_SECRET: needed by the local backend when tokens are "
+                          "verified with a public key (there is no auth.secret to derive it)")
+    if media.backend == "s3" and not media.s3_bucket:
+        raise ConfigError(f"{prefix}S3_BUCKET: the s3 backend needs a bucket")
+    if bool(media.s3_access_key) != bool(media.s3_secret_key):
+        missing = "SECRET_KEY" if media.s3_access_key else "ACCESS_KEY"
+        raise ConfigError(f"{prefix}S3_{missing}: access key and secret key go together")
+    if media.public_url and not media.public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{prefix}PUBLIC_URL: an http(s) URL")
+    for app, size in media.max_bytes_by_app.items():
+        if not 0 < size <= 5 * 1024**3:
+            raise ConfigError(f"{prefix}MAX_BYTES_BY_APP: bytes for {app!r} must be within "
+                              "[1, 5 GiB]")
+    if media.unreferenced_ttl_s <= media.url_ttl_s:
+        raise ConfigError(f"{prefix}UNREFERENCED_TTL_S: must exceed url_ttl_s (a blob must "
+                          "outlive its upload URL)")
+    if not media.content_types:
+        raise ConfigError(f"{prefix}CONTENT_TYPES: at least one content type")
+    for content_type in media.content_types:
+        if not _CONTENT_TYPE.match(content_type):
+            raise ConfigError(f"{prefix}CONTENT_TYPES: {content_type!r} is not type/subtype "
+                              "or type/*")

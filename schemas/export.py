@@ -17,6 +17,7 @@ from schemas import (
     dead_letters,
     frames,
     groups,
+    media,
     notifications,
     push,
     rest,
@@ -52,6 +53,7 @@ GROUPS: dict[str, list[Any]] = {
                  contacts.PresenceList, contacts.ContactWrite, contacts.ContactWriteResult,
                  contacts.ContactsOf, contacts.RelationsRequest, contacts.Relations,
                  contacts.RelationChanged],
+    "media": [media.UploadRequest, media.UploadSlot, media.DownloadGrant, media.BlobRecord],
 }
 
 

@@ -12,6 +12,7 @@ import msgspec
 
 from schemas.bounds import MAX_INT
 from schemas.ids import ClientId, ConversationId, DeviceId, ModuleId, UserId
+from schemas.media import MAX_MESSAGE_BLOBS, BlobId
 
 RequestId = Annotated[
     str, msgspec.Meta(max_length=64, description="Echoed in the reply and in any error.")
@@ -60,7 +61,10 @@ class Sender(msgspec.Struct, omit_defaults=True):
 
 class Send(_Frame, tag="send"):
     """Send a message. Exactly one of ``body`` (one ciphertext for every recipient device,
-    e.g. a group sender key) or ``payloads`` (device id -> ciphertext, pairwise sessions)."""
+    e.g. a group sender key) or ``payloads`` (device id -> ciphertext, pairwise sessions).
+    ``blobs``: the ids of the attachments the (encrypted) body refers to, in plaintext so the
+    server can check they are the sender's, let the conversation's members download them and
+    keep them as long as the message (docs/media.md); the keys stay inside the body."""
 
     client_id: ClientId
     to: Destination
@@ -72,6 +76,8 @@ class Send(_Frame, tag="send"):
     module: ModuleId = "chat"
     ttl: Annotated[int, msgspec.Meta(ge=1, le=31_536_000)] | None = None
     receipt: bool = True
+    blobs: (Annotated[list[BlobId], msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_BLOBS)]
+            | None) = None
     id: RequestId | None = None
 
 

@@ -24,6 +24,7 @@ import msgspec
 from schemas.callbacks import CALLBACK_PREFIX, CALLBACKS_STREAM
 from schemas.control import AUDIT_CONTROL, AUDIT_STREAM, CONTROL, CONTROL_APPLY
 from schemas.dead_letters import DLQ_STREAM
+from schemas.media import MEDIA_BLOBS, MEDIA_USAGE
 from schemas.notifications import MSG_NOTIFY, NOTIFY_SEND
 from schemas.presence import DEVICES_BUCKET, GATEWAYS_BUCKET, LAST_SEEN_BUCKET
 from schemas.push import (
@@ -204,6 +205,7 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         bucket(CONTROL.name, write=True),
         bucket(PUSH_TOKENS.name, write=True),
         bucket(PUSH_WAKEUPS.name, write=False),
+        *(bucket(spec.name, write=True) for spec in (MEDIA_BLOBS, MEDIA_USAGE)),
         stream(DLQ_STREAM, owner=False),
         read_messages(DLQ_STREAM),
         Grant("operators' dead-letter API: delete a dead letter, replay it to its subject",
@@ -232,6 +234,7 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         publish("dead letters", dead_letter("storage")),
         publish("cache invalidation", DIRECTORY_CHANGED, GROUPS_CHANGED, CONTACTS_CHANGED),
         serve("serve the storage RPC", f"{STORE_RPC_PREFIX}.*", (GATEWAY, ROUTER)),
+        *(bucket(spec.name, write=True) for spec in (MEDIA_BLOBS, MEDIA_USAGE)),
     )),
     Credential(PUSH, "every push worker", (
         stream(PUSH_STREAM, owner=True),

@@ -8,6 +8,8 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from blobs.factory import create_blob_store
+from blobs.records import BlobRecords
 from runtime.backoff import Backoff
 from runtime.config import Config
 from runtime.consumer import PullLoop
@@ -27,6 +29,7 @@ from storage_worker.contacts import ContactService
 from storage_worker.group_apply import GroupApplier
 from storage_worker.group_service import GroupService
 from storage_worker.listing import app_users_handler
+from storage_worker.media_sweeper import MediaSweeper
 from storage_worker.store.base import MessageStore, retention_policy
 from storage_worker.store.social_factory import create_social_store
 
@@ -69,6 +72,8 @@ class StorageWorker:
         self._tasks = TaskGroup("storage")
         self._ack_floor = 0
         self._policy = retention_policy(config.retention)
+        self._blobs = create_blob_store(config)
+        self._sweeper: MediaSweeper | None = None
 
     async def start(self) -> None:
         await self._store.open()
@@ -104,6 +109,12 @@ class StorageWorker:
         await self._rpc.start()
         self._tasks.watch(self._purge_forever, name="purge",
                           backoff=Backoff(1.0, self._config.retention.purge_interval_s))
+        await self._blobs.open()
+        self._sweeper = MediaSweeper(self._blobs, await BlobRecords.open(
+            self._js, self._config.nats.replicas))
+        self._tasks.watch(self._sweep_forever, name="media_sweep",
+                          backoff=Backoff(min(1.0, self._config.media.sweep_interval_s),
+                                          self._config.media.sweep_interval_s))
 
     async def drain(self) -> None:
         await self._tasks.drain()  # the purge loop: cancelled and awaited
@@ -122,6 +133,7 @@ class StorageWorker:
             await close(self._nc)
         await self._social.close()
         await self._store.close()
+        await self._blobs.close()
 
     # ------------------------------------------------------------------ RPC handlers
 
@@ -229,6 +241,14 @@ class StorageWorker:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "storage is catching up; retry")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    async def _sweep_forever(self) -> None:
+        """Delete expired blobs every ``media.sweep_interval_s`` (``media_sweeper``); a
+        failed sweep raises, and the task group runs the loop again after a back-off."""
+        assert self._sweeper is not None
+        while True:
+            await asyncio.sleep(self._config.media.sweep_interval_s)
+            await self._sweeper.sweep()
 
     async def _purge_forever(self) -> None:
         """Apply retention every ``purge_interval_s``; a failed purge raises, and the task

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from infra.cassandra_node import CassandraNode, fetch
+from infra.seaweedfs import SeaweedFs
 from tests.harness import System, cassandra_env
 
 #: Schema changes without flushing the schema tables each time: a keyspace with all its
@@ -27,6 +28,14 @@ def cassandra_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cassand
                          jvm_options=CASSANDRA_TEST_JVM_OPTIONS)
     with node:
         yield node
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFs]:
+    """One real SeaweedFS (S3 with a static identity) for the session, started on first use;
+    tests isolate themselves with a bucket each."""
+    with SeaweedFs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 def store_env(request: pytest.FixtureRequest) -> dict[str, str]:

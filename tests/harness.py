@@ -62,6 +62,7 @@ class System:
             "COURIER_AUTH_SECRET": self.secret,
             "COURIER_AUTH_DEV_REGISTRATION": "true",
             "COURIER_STORE_SQLITE_PATH": str(self.root / "courier.db"),
+            "COURIER_MEDIA_LOCAL_DIR": str(self.root / "media"),
             "COURIER_METRICS_ROUTER_PORT": "0",
             "COURIER_METRICS_STORAGE_PORT": "0",
             "COURIER_METRICS_PUSH_PORT": "0",

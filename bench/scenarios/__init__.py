@@ -11,6 +11,7 @@ from bench.scenarios import (
     direct_throughput,
     floor_nats,
     group_fanout,
+    media,
     offline_catchup,
 )
 
@@ -19,5 +20,5 @@ ScenarioRun = Callable[[Context], Awaitable[Outcome]]
 SCENARIOS: Final[dict[str, ScenarioRun]] = {
     module.NAME: module.run
     for module in (floor_nats, direct_latency, direct_throughput, group_fanout,
-                   offline_catchup, connections)
+                   offline_catchup, connections, media)
 }

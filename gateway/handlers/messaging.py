@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
 from gateway.auth import Identity
+from gateway.handlers.media import MediaService
 from gateway.handlers.permissions import Permissions
 from runtime.cache import LruCache
 from runtime.rpc import RpcClient
@@ -23,10 +24,7 @@ from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import Accepted, Ack, Read, Send, Sender
 from schemas.ids import (
     direct_conversation,
-    direct_members,
-    group_of,
     message_id,
-    notification_members,
 )
 from schemas.subjects import MSG_CHAT, MSG_RECEIPT, MSGS_STREAM
 
@@ -58,8 +56,9 @@ class Messaging:
 
     def __init__(self, js: JetStreamContext, rpc_client: RpcClient, gateway_id: str,
                  permissions: Permissions, cache_ttl_s: float = 30.0,
-                 max_cached: int = MAX_CACHED) -> None:
+                 max_cached: int = MAX_CACHED, media: MediaService | None = None) -> None:
         self._js = js
+        self._media = media
         self._rpc = rpc_client
         self._gateway_id = gateway_id
         self._permissions = permissions
@@ -85,6 +84,12 @@ class Messaging:
             raise ProtocolError(ErrorCode.INVALID, "exactly one of 'body' or 'payloads'")
         conversation, payloads = await self._resolve(identity, frame)
         ts = now_ms()
+        expires_at = ts + frame.ttl * 1000 if frame.ttl else None
+        if frame.blobs:
+            if self._media is None:
+                raise ProtocolError(ErrorCode.INVALID, "this gateway takes no attachments")
+            await self._media.attach(identity, frame.blobs, conversation,
+                                     self._media.retained_until(identity.app, ts, expires_at))
         envelope = MessageEnvelope(
             id=message_id(identity.app, identity.user, frame.client_id),
             kind="chat",
@@ -98,7 +103,7 @@ class Messaging:
             body=None if payloads is not None else frame.body,
             payloads=payloads,
             client_id=frame.client_id,
-            expires_at=ts + frame.ttl * 1000 if frame.ttl else None,
+            expires_at=expires_at,
             gateway=self._gateway_id,
         )
         seq = await self._publish(MSG_CHAT, encode_envelope(envelope), msg_id=envelope.id)
@@ -108,13 +113,14 @@ class Messaging:
 
     async def ack(self, identity: Identity, frame: Ack) -> None:
         for conversation in {item.conversation for item in frame.messages}:
-            await self._check_member(identity, conversation)
+            await self._permissions.check_member(identity.app, identity.user, conversation)
         await self._publish(MSG_RECEIPT, encode_envelope(ReceiptEnvelope(
             status="delivered", app=identity.app, by_user=identity.user,
             by_device=identity.device, ts=now_ms(), items=frame.messages)))
 
     async def read(self, identity: Identity, frame: Read) -> None:
-        await self._check_member(identity, frame.conversation)
+        await self._permissions.check_member(identity.app, identity.user,
+                                              frame.conversation)
         await self._publish(MSG_RECEIPT, encode_envelope(ReceiptEnvelope(
             status="read", app=identity.app, by_user=identity.user, by_device=identity.device,
             ts=now_ms(), conversation=frame.conversation, seq=frame.seq)))
@@ -181,14 +187,6 @@ class Messaging:
             owner = reply.user
             self._device_owners.put((app, device), owner)
         return owner
-
-    async def _check_member(self, identity: Identity, conversation: str) -> None:
-        if group_of(conversation) is not None:
-            await self._permissions.check_reader(identity.app, identity.user, conversation)
-            return
-        members = direct_members(conversation) or notification_members(conversation)
-        if members is None or identity.user not in members:
-            raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
 
     async def _publish(self, subject: str, data: bytes, msg_id: str | None = None) -> int:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None

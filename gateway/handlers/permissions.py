@@ -24,7 +24,13 @@ from runtime.rpc import RpcClient
 from schemas.contacts import Relation, RelationChanged, Relations, RelationsRequest
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.groups import GroupRoster, GroupRosterRequest
-from schemas.ids import direct_members, group_conversation, group_of, unscoped
+from schemas.ids import (
+    direct_members,
+    group_conversation,
+    group_of,
+    notification_members,
+    unscoped,
+)
 from schemas.subjects import CONTACTS_CHANGED, GROUPS_CHANGED
 
 LOOKUPS = Counter("courier_gateway_permission_lookups_total", "Permission look-ups",
@@ -126,6 +132,16 @@ class Permissions:
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
 
     # ------------------------------------------------------------------ relations
+
+    async def check_member(self, app: str, user: str, conversation: str) -> None:
+        """May ``user`` read what was sent in ``conversation``: one of its two users, its
+        notification user, or a current or former member of its group."""
+        if group_of(conversation) is not None:
+            await self.check_reader(app, user, conversation)
+            return
+        members = direct_members(conversation) or notification_members(conversation)
+        if members is None or user not in members:
+            raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
 
     async def relations(self, app: str, user: str, others: list[str]) -> dict[str, Relation]:
         """How ``user`` relates to each of ``others`` (``a`` is ``user``), all of ``app``."""

@@ -5,7 +5,8 @@ route because the table's wrapper applies them, not the handlers.
 
 Modules of device routes (what an administrator disables with ``target.kind: module``):
 ``chat`` conversations, history, messages and their receipts; ``groups``; ``contacts``
-(contacts and blocks); ``presence``; ``push`` (push registration and wake-ups).
+(contacts and blocks); ``presence``; ``push`` (push registration and wake-ups); ``media``
+(upload slots and download grants; docs/media.md).
 """
 
 from typing import Any, Final
@@ -18,6 +19,17 @@ from gateway.http.admin_rest import (
     SEQ,
     AdminApi,
 )
+from gateway.http.media_rest import (
+    APP,
+    BLOB,
+    EXPIRES,
+    SIG,
+    SIZE,
+    TYPE,
+    LocalBlobRoutes,
+    MediaApi,
+)
+from gateway.http.media_rest import MAX_BODY as MEDIA_MAX_BODY
 from gateway.http.notify_rest import NotifyApi
 from gateway.http.openapi import ApiDocs
 from gateway.http.push_rest import WAKEUP, PushRegistrationApi
@@ -39,6 +51,7 @@ from schemas.groups import (
     RenameGroupRequest,
     SetRoleRequest,
 )
+from schemas.media import DownloadGrant, UploadRequest, UploadSlot
 from schemas.notifications import NotifyRequest, NotifyResult
 from schemas.push import PushRegistration, PushRegistrationRequest, WakeUpDetails
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health
@@ -221,6 +234,44 @@ ROUTES: Final[tuple[Route, ...]] = (
           module="presence", bucket="read",
           summary="Presence of users I may see (contacts who do not block me)",
           params=(USERS,), replies=ok(PresenceList, "Presence"), problems=(UNAVAILABLE,)),
+    # ------------------------------------------------------------ media
+    Route(method="POST", path="/v1/media/uploads", handler=MediaApi.upload, credential="device",
+          module="media", bucket="write",
+          summary="Get an upload slot for an (encrypted) attachment",
+          description="The caller must be able to write to `conversation`. 413 past the app's "
+                      "`media.max_bytes`; 422 for a content type `media.content_types` does "
+                      "not allow; 409 when the user's `media.user_quota_bytes` would be "
+                      "exceeded. Upload with the slot's method, URL and headers, a body of "
+                      "exactly `size` bytes, before `expires_at`: the storage refuses anything "
+                      "else (403). A blob no send references within "
+                      "`media.unreferenced_ttl_s` is deleted.",
+          body=UploadRequest, body_limit=MEDIA_MAX_BODY, replies=ok(UploadSlot, "A slot", 201),
+          problems=(403, 409, 413, UNAVAILABLE)),
+    Route(method="GET", path="/v1/media/{blob}/download", handler=MediaApi.download,
+          credential="device", module="media", bucket="read",
+          summary="A short-lived download URL of a blob (its owner and the members of a "
+                  "conversation it was sent in)",
+          description="The URL answers `Range` requests. For anyone else, and for an unknown "
+                      "or expired blob, the same 404.",
+          params=(BLOB,), replies=ok(DownloadGrant, "A download URL"),
+          problems=(404, UNAVAILABLE)),
+    Route(method="PUT", path="/v1/media/local/{app}/{blob}", handler=LocalBlobRoutes.put,
+          credential="none",
+          summary="Upload to the local blob store through a signed URL (embedded mode)",
+          description="The URL from an upload slot; the body must have the signed size and "
+                      "`Content-Type`. 403 for a changed or expired URL; 404 where blobs are "
+                      "on S3.",
+          params=(APP, BLOB, EXPIRES, SIZE, TYPE, SIG), replies=ok(None, "Stored", 204),
+          problems=(403, 404, 413)),
+    Route(method="GET", path="/v1/media/local/{app}/{blob}", handler=LocalBlobRoutes.get,
+          credential="none",
+          summary="Download from the local blob store through a signed URL (embedded mode)",
+          description="The URL from a download grant; `Range` requests are answered with 206. "
+                      "403 for a changed or expired URL; 404 for a missing blob or where "
+                      "blobs are on S3.",
+          params=(APP, BLOB, EXPIRES, SIG),
+          replies=(Reply(200, "The blob's bytes", bytes, media="application/octet-stream"),),
+          problems=(403, 404)),
     # ------------------------------------------------------------ service
     Route(method="POST", path="/v1/notifications", handler=NotifyApi.send,
           credential="service",

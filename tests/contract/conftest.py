@@ -1,15 +1,27 @@
-"""One store fixture per backend: the contract suite runs against each.
+"""One store fixture per backend: the contract suite runs against each (message stores,
+social stores, blob stores).
 
 The Cassandra backend uses the session's node (``tests/conftest.py``) and a fresh keyspace
 per test; ``-m "not cassandra"`` runs SQLite alone without starting Java.
 """
 
+import secrets
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from blobs.base import BlobStore
+from blobs.local import LocalBlobStore
+from blobs.s3 import S3BlobStore
+from gateway.http.media_rest import LocalBlobRoutes
+from gateway.http.problems import problem_middleware
 from infra.cassandra_node import CassandraNode
+from infra.seaweedfs import SeaweedFs
 from runtime.config import StoreConfig
 from storage_worker.store.base import MessageStore
 from storage_worker.store.cassandra import CassandraStore
@@ -50,3 +62,54 @@ async def social(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield backend
     finally:
         await backend.close()
+
+
+# ---------------------------------------------------------------------- blob stores
+
+
+@dataclass
+class BlobBackend:
+    """A blob store under test and what fetches its URLs."""
+
+    store: BlobStore
+    http: aiohttp.ClientSession
+
+
+async def _serve_local(store: LocalBlobStore) -> web.AppRunner:
+    """The gateway's two local-blob routes on a port of their own."""
+    routes = LocalBlobRoutes(store)
+    app = web.Application(middlewares=[problem_middleware])
+    app.router.add_put("/v1/media/local/{app}/{blob}", routes.put)
+    app.router.add_get("/v1/media/local/{app}/{blob}", routes.get)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    store.base_url = f"http://127.0.0.1:{port}"
+    return runner
+
+
+@pytest.fixture(params=["local", "s3"])
+async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobBackend]:
+    """Each blob store: local files behind a real aiohttp server, S3 on a real SeaweedFS (a
+    fresh bucket per test)."""
+    runner: web.AppRunner | None = None
+    backend: BlobStore
+    if request.param == "s3":
+        server: SeaweedFs = request.getfixturevalue("seaweedfs")
+        backend = S3BlobStore(f"t-{uuid.uuid4().hex[:20]}", endpoint_url=server.endpoint_url,
+                              access_key=server.access_key, secret_key=server.secret_key,
+                              create_bucket=True)
+    else:
+        local = LocalBlobStore(tmp_path / "media", secrets.token_bytes(32))
+        runner = await _serve_local(local)
+        backend = local
+    await backend.open()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield BlobBackend(backend, http)
+    finally:
+        await backend.close()
+        if runner is not None:
+            await runner.cleanup()

@@ -19,7 +19,7 @@ from tests.harness import System
 from tests.pushkit import ADMIN_SECRET
 
 #: Values tried for a parameter, the first that matches its pattern is used.
-EXAMPLES = ("hal", "d:gina:hal", "w" + "0" * 32)
+EXAMPLES = ("hal", "d:gina:hal", "w" + "0" * 32, "b" + "0" * 32)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ def test_embedded_bad_flags(argv: list[str]) -> None:
     ["chat", "--user", "a", "--to", "b", "--device", "x" * 33],
     ["chat", "--user", "a", "--to", "b", "--device", ""],
     ["listen", "--user", "a", "--fresh", "--device", "tablet"],
+    ["send", "--user", "a", "--to", "b", "--files-dir", "x", "hi"],
+    ["listen", "--user", "a", "--files-dir"],
 ])
 def test_client_bad_flags(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -44,3 +46,9 @@ def test_client_good_flags() -> None:
 
 def test_client_device_label_at_the_bound() -> None:
     assert client_args(["listen", "--user", "a", "--device", "x" * 32]).device == "x" * 32
+
+
+def test_client_files_dir() -> None:
+    assert str(client_args(["listen", "--user", "a"]).files_dir) == "courier-files"
+    args = client_args(["chat", "--user", "a", "--to", "b", "--files-dir", "/tmp/in"])
+    assert str(args.files_dir) == "/tmp/in"

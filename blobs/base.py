@@ -1,0 +1,44 @@
+"""The blob store interface: presigned upload and download URLs, the size of what was stored,
+deletion. The store never sees who may read a blob: the gateway checks that before it signs.
+"""
+
+from typing import Protocol
+
+import msgspec
+
+
+class PresignedUpload(msgspec.Struct, frozen=True):
+    """An upload the storage itself will accept: ``method`` on ``url`` with exactly
+    ``headers``, a body of the signed size, before the signature expires."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+
+
+class BlobStore(Protocol):
+    """Where blob bytes live. Keys are ``<app>/<blob>`` (``schemas.media.object_key``).
+
+    Signing is local computation (no I/O); ``size_of`` and ``delete`` talk to the storage.
+    """
+
+    async def open(self) -> None:
+        """Make the store usable (create its directory or bucket if allowed)."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    def upload(self, key: str, size: int, content_type: str, expires_s: int) -> PresignedUpload:
+        """A signed request that stores exactly ``size`` bytes of ``content_type`` at ``key``
+        within ``expires_s`` seconds. The storage refuses another size, another content type,
+        a changed URL or a late request (403), whatever the gateway said before."""
+
+    def download_url(self, key: str, expires_s: int) -> str:
+        """A URL that GETs ``key`` (with ``Range`` support) for ``expires_s`` seconds; a
+        changed or late URL is refused (403)."""
+
+    async def size_of(self, key: str) -> int | None:
+        """The size of the object stored at ``key``, or None when nothing is stored there."""
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; removing what is not there succeeds (the sweeper retries)."""

@@ -1,0 +1,126 @@
+"""Blobs as files on local disk (embedded mode), behind gateway URLs signed with HMAC-SHA256.
+
+An upload URL signs the method, key, expiry, size and content type; a download URL the method,
+key and expiry. The gateway's ``/v1/media/local/...`` routes (``gateway.http.media_rest``) check the
+signature before they touch a file: a changed or late URL is 403, a body of another size or
+type is refused as S3 refuses it. Files are written to a temporary name and renamed, so a
+reader never sees half an upload.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import os
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from blobs.base import PresignedUpload
+from schemas.errors import ErrorCode, ProtocolError
+
+#: Bytes read from the request per write to disk.
+CHUNK: Final = 256 * 1024
+ROUTE_PREFIX: Final = "/v1/media/local"
+
+
+class LocalBlobStore:
+    """Files under ``root`` (``<root>/<app>/<blob>``); URLs under ``base_url``."""
+
+    def __init__(self, root: Path, secret: bytes, base_url: str = "") -> None:
+        self.root = root
+        self._secret = secret
+        #: Where the gateway serving the URLs listens (set once its port is known).
+        self.base_url = base_url.rstrip("/")
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ signing
+
+    def _sign(self, *parts: object) -> str:
+        message = "\n".join(str(part) for part in parts).encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def _url(self, key: str, query: dict[str, str]) -> str:
+        return f"{self.base_url}{ROUTE_PREFIX}/{key}?{urllib.parse.urlencode(query)}"
+
+    def upload(self, key: str, size: int, content_type: str, expires_s: int) -> PresignedUpload:
+        expires = int(time.time()) + expires_s
+        sig = self._sign("PUT", key, expires, size, content_type)
+        return PresignedUpload(method="PUT", url=self._url(key, {
+            "expires": str(expires), "size": str(size), "type": content_type, "sig": sig}),
+            headers={"Content-Type": content_type})
+
+    def download_url(self, key: str, expires_s: int) -> str:
+        expires = int(time.time()) + expires_s
+        return self._url(key, {"expires": str(expires), "sig": self._sign("GET", key, expires)})
+
+    def _check(self, sig: str, expires: int, *parts: object) -> None:
+        if not hmac.compare_digest(sig, self._sign(*parts)):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the URL's signature does not match")
+        if expires < time.time():
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the URL has expired")
+
+    # ------------------------------------------------------------------ serving
+
+    def _path(self, key: str) -> Path:
+        app, _, blob = key.partition("/")
+        return self.root / app / blob
+
+    async def receive(self, request: web.Request, key: str, *, expires: int, size: int,
+                      content_type: str, sig: str) -> None:
+        """Store the body of a signed PUT: exactly ``size`` bytes of ``content_type``."""
+        self._check(sig, expires, "PUT", key, expires, size, content_type)
+        if request.content_type != content_type:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"Content-Type must be {content_type}, "
+                                "as signed")
+        if request.content_length is not None and request.content_length != size:
+            raise ProtocolError(ErrorCode.TOO_LARGE if request.content_length > size
+                                else ErrorCode.INVALID,
+                                f"the body must be {size} bytes, as signed")
+        path = self._path(key)
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{id(request)}")
+        try:
+            fh = await asyncio.to_thread(partial.open, "wb")
+            written = 0
+            try:
+                async for chunk in request.content.iter_chunked(CHUNK):
+                    written += len(chunk)
+                    if written > size:
+                        raise ProtocolError(ErrorCode.TOO_LARGE,
+                                            f"the body must be {size} bytes, as signed")
+                    await asyncio.to_thread(fh.write, chunk)
+            finally:
+                await asyncio.to_thread(fh.close)
+            if written != size:
+                raise ProtocolError(ErrorCode.INVALID, f"the body must be {size} bytes, "
+                                    f"as signed; {written} arrived")
+            await asyncio.to_thread(os.replace, partial, path)
+        finally:
+            await asyncio.to_thread(partial.unlink, missing_ok=True)
+
+    def file(self, key: str, *, expires: int, sig: str) -> Path:
+        """The file a signed GET may read (``FileResponse`` serves ranges)."""
+        self._check(sig, expires, "GET", key, expires)
+        path = self._path(key)
+        if not path.is_file():
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such blob")
+        return path
+
+    # ------------------------------------------------------------------ management
+
+    async def size_of(self, key: str) -> int | None:
+        try:
+            return (await asyncio.to_thread(self._path(key).stat)).st_size
+        except FileNotFoundError:
+            return None
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)

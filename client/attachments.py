@@ -1,0 +1,182 @@
+"""Encrypted attachments on top of ``CourierClient``: ``send_file`` and ``download``.
+
+As Matrix's encrypted attachments: each file is encrypted with AES-256-CTR under a random
+key and IV (the counter half of the IV starts at zero), and the SHA-256 of the ciphertext is
+kept. The ciphertext goes to the blob store through an upload slot; key, IV, hash, blob id,
+file name, type and size travel in the message body, which is what end-to-end encryption
+encrypts, so the server sees only ciphertext of known size. Images get a thumbnail (Pillow,
+at most ``THUMBNAIL_PX`` on a side, JPEG), encrypted and uploaded as a blob of its own. The
+send lists the blob ids in plaintext (``Send.blobs``), the ids only: that is how the server
+knows who may download them and how long to keep them.
+
+Everything is read and encrypted in memory: files up to the server's ``media.max_bytes``.
+"""
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import io
+import mimetypes
+import secrets
+from pathlib import Path
+from typing import Final, Literal
+
+import aiohttp
+import msgspec
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from PIL import Image, UnidentifiedImageError
+
+from client.sdk import CourierClient
+from schemas.frames import Accepted, Message
+from schemas.ids import direct_conversation, group_conversation
+from schemas.media import DownloadGrant, UploadRequest, UploadSlot
+
+#: Longest side of a thumbnail in pixels.
+THUMBNAIL_PX: Final = 320
+#: What every upload declares: the server stores ciphertext, whatever the file was.
+CIPHERTEXT_TYPE: Final = "application/octet-stream"
+FILE_TYPE: Final = "courier.file"
+
+
+class AttachmentError(Exception):
+    """An upload or download failed, or a downloaded file does not match its hash."""
+
+
+class EncryptedBlob(msgspec.Struct, frozen=True):
+    """How to fetch and decrypt one blob (inside the encrypted body)."""
+
+    blob: str
+    key: str  # base64url, 32 bytes
+    iv: str  # base64url, 16 bytes
+    sha256: str  # base64url of the ciphertext's SHA-256
+    size: int  # ciphertext bytes
+
+
+class FileBody(msgspec.Struct, frozen=True, tag_field="type", tag=FILE_TYPE):
+    """The body of a file message (JSON; E2EE encrypts it like any other body)."""
+
+    name: str
+    mimetype: str
+    size: int
+    file: EncryptedBlob
+    thumbnail: EncryptedBlob | None = None
+
+
+_body_decoder: Final = msgspec.json.Decoder(FileBody)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def encrypt(plaintext: bytes) -> tuple[bytes, bytes, bytes]:
+    """(ciphertext, key, iv): AES-256-CTR with a random key and a random 64-bit nonce whose
+    64-bit counter starts at zero."""
+    key, iv = secrets.token_bytes(32), secrets.token_bytes(8) + bytes(8)
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+    return encryptor.update(plaintext) + encryptor.finalize(), key, iv
+
+
+def decrypt(ciphertext: bytes, info: EncryptedBlob) -> bytes:
+    """The plaintext, once the ciphertext's hash matches ``info``; else ``AttachmentError``."""
+    if not hmac.compare_digest(hashlib.sha256(ciphertext).digest(), _unb64(info.sha256)):
+        raise AttachmentError(f"blob {info.blob}: the downloaded bytes do not match their hash")
+    decryptor = Cipher(algorithms.AES(_unb64(info.key)), modes.CTR(_unb64(info.iv))).decryptor()
+    return decryptor.update(ciphertext) + decryptor.finalize()
+
+
+def thumbnail(data: bytes) -> bytes | None:
+    """A JPEG thumbnail of an image, or None when ``data`` is not an image Pillow reads."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="JPEG", quality=80)
+            return out.getvalue()
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def file_body(message: Message) -> FileBody | None:
+    """The file a message carries, or None when its body is not a file body."""
+    try:
+        return _body_decoder.decode(message.body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+async def _upload(client: CourierClient, conversation: str, plaintext: bytes) -> EncryptedBlob:
+    ciphertext, key, iv = await asyncio.to_thread(encrypt, plaintext)
+    status, reply = await client.api("POST", "/v1/media/uploads", UploadRequest(
+        size=len(ciphertext), content_type=CIPHERTEXT_TYPE, conversation=conversation))
+    if status != 201:
+        raise AttachmentError(f"no upload slot ({status}): {reply}")
+    slot = msgspec.convert(reply, UploadSlot)
+    async with aiohttp.ClientSession() as session, session.request(
+            slot.method, slot.url, data=io.BytesIO(ciphertext),
+            headers=slot.headers) as response:
+        if response.status not in (200, 204):
+            raise AttachmentError(f"upload refused ({response.status}): "
+                                  f"{(await response.read())[:200]!r}")
+    return EncryptedBlob(blob=slot.blob, key=_b64(key), iv=_b64(iv), size=len(ciphertext),
+                         sha256=_b64(hashlib.sha256(ciphertext).digest()))
+
+
+async def send_file(client: CourierClient, to: str, path: Path, *,
+                    kind: Literal["user", "group"] = "user") -> Accepted:
+    """Encrypt and upload ``path`` (and a thumbnail if it is an image), then send a message
+    to user or group ``to`` whose body says how to fetch and decrypt them."""
+    data = await asyncio.to_thread(path.read_bytes)
+    conversation = (direct_conversation(client.credentials.user, to) if kind == "user"
+                    else group_conversation(to))
+    mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    stored = await _upload(client, conversation, data)
+    preview = await asyncio.to_thread(thumbnail, data) if mimetype.startswith("image/") else None
+    thumb = await _upload(client, conversation, preview) if preview is not None else None
+    body = FileBody(name=path.name, mimetype=mimetype, size=len(data), file=stored,
+                    thumbnail=thumb)
+    blobs = [stored.blob] + ([thumb.blob] if thumb is not None else [])
+    return await client.send(to, msgspec.json.encode(body), kind=kind, blobs=blobs)
+
+
+async def fetch(client: CourierClient, info: EncryptedBlob) -> bytes:
+    """Download one blob through a download grant, verify its hash and decrypt it."""
+    status, reply = await client.api("GET", f"/v1/media/{info.blob}/download")
+    if status != 200:
+        raise AttachmentError(f"no download URL for {info.blob} ({status}): {reply}")
+    grant = msgspec.convert(reply, DownloadGrant)
+    async with aiohttp.ClientSession() as session, session.get(grant.url) as response:
+        if response.status != 200:
+            raise AttachmentError(f"download refused ({response.status})")
+        ciphertext = await response.read()
+    return await asyncio.to_thread(decrypt, ciphertext, info)
+
+
+async def download(client: CourierClient, message: Message, directory: Path) -> Path:
+    """Save the file ``message`` carries in ``directory`` (under its base name; a name taken
+    gets a numbered one) and return its path; ``AttachmentError`` if it carries none."""
+    body = file_body(message)
+    if body is None:
+        raise AttachmentError(f"message {message.message_id} carries no file")
+    plaintext = await fetch(client, body.file)
+    return await asyncio.to_thread(_save, directory, body.name, plaintext)
+
+
+def _save(directory: Path, name: str, data: bytes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    base = Path(name).name.lstrip(".") or "file"
+    stem, suffix = Path(base).stem, Path(base).suffix
+    for n in range(10_000):
+        path = directory / (base if n == 0 else f"{stem} ({n}){suffix}")
+        try:
+            with path.open("xb") as fh:
+                fh.write(data)
+            return path
+        except FileExistsError:
+            continue
+    raise AttachmentError(f"no free name for {base!r} in {directory}")
