@@ -27,20 +27,16 @@ _MEMBER_AT = "m.joined_seq <= :seq AND (m.left_seq IS NULL OR m.left_seq > :seq)
 
 @unavailable_on(sqlite3.OperationalError)
 class SqliteSocialStore:
-    """Groups and contacts in the database of ``sqlite``. With ``owned`` the store opens and
-    closes that database itself (a side file when messages live in another backend)."""
+    """Groups and contacts in the database of ``sqlite`` (opened and closed by its owner)."""
 
-    def __init__(self, sqlite: SqliteStore, *, owned: bool = False) -> None:
+    def __init__(self, sqlite: SqliteStore) -> None:
         self._sqlite = sqlite
-        self._owned = owned
 
     async def open(self) -> None:
-        if self._owned:
-            await self._sqlite.open()
+        """Nothing to do: the message store's migrations create the tables."""
 
     async def close(self) -> None:
-        if self._owned:
-            await self._sqlite.close()
+        """Nothing to do: the connection is the message store's."""
 
     async def _all(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
         async with self._sqlite.db.execute(sql, params) as cur:
