@@ -1,9 +1,11 @@
 """Contacts and blocks: the rules of each action and the storage worker's contact RPC.
 
-Contact writes are not ordered with messages, so they are plain RPC writes, serialized in this
-process (two users accepting and cancelling at once see one order). After each write the worker
-announces the pair on ``contacts.changed``; gateways drop their cached relation and re-check
-presence subscriptions.
+Contact writes are not ordered with messages, so they are plain RPC writes, serialized by the
+store: each is decided against the relation it read and written as a compare-and-set of the
+pair (``SocialStore.change_relation``); a writer that lost a race, in this storage worker or
+another, reads the pair again and decides again, so two users accepting and cancelling at once
+see one order. After each write the worker announces the pair on ``contacts.changed``;
+gateways drop their cached relation and re-check presence subscriptions.
 """
 
 import asyncio
@@ -39,6 +41,10 @@ log = structlog.get_logger(__name__)
 
 CONTACT_WRITES = Counter("courier_storage_contact_writes_total", "Contact writes applied",
                          ["action"])
+CONTACT_RACES = Counter("courier_storage_contact_races_total",
+                        "Contact writes decided again: another writer changed the pair first")
+#: Decisions per contact write before it gives up (each lost race means the pair changed).
+MAX_ATTEMPTS = 8
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -92,6 +98,27 @@ async def group_blockers(contacts: ContactStore, app: str, actor: str,
     return frozenset(relation.b for relation in relations if relation.b_blocks_a)
 
 
+async def apply_contact_action(social: ContactStore, app: str, user: str, other: str,
+                               action: ContactAction, now: int) -> tuple[Relation, Relation]:
+    """Decide ``action`` of ``user`` towards ``other`` and write it; the relation before and
+    after. ``ProtocolError`` when the action makes no sense in the relation it meets."""
+    for attempt in range(MAX_ATTEMPTS):
+        before = await social.relation(app, user, other)
+        decision = decide_contact(before, action)
+        block = None if decision.block == before.a_blocks_b else decision.block
+        if (decision.mine, decision.theirs) == (before.state, mirror(before.state)) \
+                and block is None:
+            return before, before
+        if await social.change_relation(app, before, decision.mine, decision.theirs, block,
+                                        now):
+            return before, await social.relation(app, user, other)
+        CONTACT_RACES.inc()
+        log.info("contact_write_race", app=app, user=user, other=other, action=action,
+                 attempt=attempt)
+    raise ProtocolError(ErrorCode.UNAVAILABLE,
+                        f"the relation with {other} keeps changing; try again")
+
+
 def _entry(relation: Relation) -> ContactEntry:
     return ContactEntry(user=relation.b, state=relation.state, blocked=relation.a_blocks_b)
 
@@ -103,7 +130,6 @@ class ContactService:
         self._social = social
         self._messages = messages
         self._nc = nc
-        self._lock = asyncio.Lock()
 
     def handlers(self) -> dict[str, Handler]:
         return {"contact_write": self._write, "contacts": self._contacts,
@@ -116,16 +142,8 @@ class ContactService:
         exists, _ = await self._messages.user_devices(app, other)
         if not exists:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no user {other!r}")
-        async with self._lock:
-            before = await self._social.relation(app, user, other)
-            decision = decide_contact(before, request.action)
-            now = int(time.time() * 1000)
-            if (decision.mine, decision.theirs) != (before.state, mirror(before.state)):
-                await self._social.set_contact(app, user, other, decision.mine,
-                                               decision.theirs, now)
-            if decision.block is not None and decision.block != before.a_blocks_b:
-                await self._social.set_block(app, user, other, decision.block, now)
-            after = await self._social.relation(app, user, other)
+        before, after = await apply_contact_action(self._social, app, user, other,
+                                                   request.action, int(time.time() * 1000))
         CONTACT_WRITES.labels(request.action).inc()
         if after != before:
             log.info("relation_changed", app=app, user=user, other=other,

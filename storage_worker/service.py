@@ -63,7 +63,7 @@ class StorageWorker:
     def __init__(self, config: Config, store: MessageStore) -> None:
         self._config = config
         self._store = store
-        self._social = create_social_store(config.store, store, default_app=config.app)
+        self._social = create_social_store(store)
         self._groups: GroupService | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None

@@ -19,7 +19,7 @@ import time
 import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -91,9 +91,6 @@ _INDEXED_MAX: Final = 200_000
 #: Rows per single-partition batch (and a soft byte budget): one mutation each.
 _BATCH_ROWS: Final = 100
 _BATCH_BYTES: Final = 512 * 1024
-#: Packs of small single-partition batches for one replica (see ``_Writes``).
-_PACK_PARTITIONS: Final = 10
-_PACK_BYTES: Final = 4096
 #: Seqs per ``IN`` list when fetching messages of one partition.
 _IN_LIMIT: Final = 100
 _BUCKET_PAGE: Final = 64
@@ -336,11 +333,12 @@ _Later = tuple[PreparedStatement, tuple[Any, ...]]
 class _Writes:
     """Writes grouped by partition, bound and batched off the event loop.
 
-    The rows of one partition go out as single-partition unlogged batches (one mutation:
-    atomic per partition, and cheap). Small ones are then packed, up to ``_PACK_PARTITIONS``
-    partitions with the same primary replica, into one request: the Python driver's cost per
-    request is the limit of a storage worker, and packs stay under Cassandra's warnings for
-    unlogged batches (more than 10 partitions, more than 5 KiB).
+    A batch never spans partitions: the rows of one partition go out as single-partition
+    unlogged batches (one mutation: atomic for that partition, and one request to its
+    replicas), at most ``_BATCH_ROWS`` rows and about ``_BATCH_BYTES`` each. A batch of
+    several partitions would make its coordinator fan the rows out to other replicas and
+    hold them all until the slowest answers: the cost moves to the cluster, where it does
+    not scale out.
     """
 
     def __init__(self) -> None:
@@ -349,42 +347,26 @@ class _Writes:
     def add(self, partition: tuple[Any, ...], statement: _Later) -> None:
         self.groups[partition].append(statement)
 
-    def batches(self, replica: Callable[[Any], Any]) -> list[Any]:
-        out: list[Any] = []
-        packs: dict[Any, list[tuple[list[Any], int]]] = defaultdict(list)
-        for group in self.groups.values():
-            for chunk, size in _chunked(group):
-                if size <= _PACK_BYTES:
-                    packs[replica(chunk[0])].append((chunk, size))
-                else:
-                    out.append(_batch(chunk))
-        for pending in packs.values():
-            statements: list[Any] = []
-            budget = partitions = 0
-            for chunk, size in pending:
-                if partitions == _PACK_PARTITIONS or budget + size > _PACK_BYTES:
-                    out.append(_batch(statements))
-                    statements, budget, partitions = [], 0, 0
-                statements.extend(chunk)
-                budget += size
-                partitions += 1
-            out.append(_batch(statements))
-        return out
+    def count(self) -> int:
+        return sum(len(group) for group in self.groups.values())
+
+    def batches(self) -> list[Any]:
+        return [_batch(chunk) for group in self.groups.values() for chunk in _chunked(group)]
 
 
-def _chunked(group: list[_Later]) -> Iterator[tuple[list[Any], int]]:
+def _chunked(group: list[_Later]) -> Iterator[list[Any]]:
     """Bound statements of one partition in chunks of at most ``_BATCH_ROWS`` rows and
-    about ``_BATCH_BYTES``, with their estimated sizes."""
+    about ``_BATCH_BYTES``."""
     chunk: list[Any] = []
     budget = 0
     for prepared, params in group:
         size = _size(params)
         if chunk and (len(chunk) == _BATCH_ROWS or budget + size > _BATCH_BYTES):
-            yield chunk, budget
+            yield chunk
             chunk, budget = [], 0
         chunk.append(prepared.bind(params))
         budget += size
-    yield chunk, budget
+    yield chunk
 
 
 def _size(params: tuple[Any, ...]) -> int:
@@ -692,24 +674,14 @@ class CassandraStore:
         driver chains the requests on its I/O thread (``execute_concurrent``), so the event
         loop does none of the per-request work. A handful of writes (a receipt) go out from
         the loop directly: handing them to a thread would cost more than it saves."""
-        if sum(len(group) for group in writes.groups.values()) <= _INLINE_WRITES:
-            await asyncio.gather(*(self._execute(batch)
-                                   for batch in writes.batches(self._replica)))
+        if writes.count() <= _INLINE_WRITES:
+            await asyncio.gather(*(self._execute(batch) for batch in writes.batches()))
         else:
             await asyncio.to_thread(self._send, writes)
 
     def _send(self, writes: _Writes) -> None:
-        batches = writes.batches(self._replica)
-        execute_concurrent(self.session, [(batch, None) for batch in batches],
+        execute_concurrent(self.session, [(batch, None) for batch in writes.batches()],
                            concurrency=_IN_FLIGHT, raise_on_first_error=True)
-
-    def _replica(self, statement: Any) -> Any:
-        """The primary replica of a bound statement's partition (None if not known)."""
-        key = statement.routing_key
-        if key is None or self._cluster is None:  # a partition key given as a literal
-            return None
-        replicas = self._cluster.metadata.get_replicas(self._config.cassandra_keyspace, key)
-        return replicas[0] if replicas else None
 
     # ------------------------------------------------------------------ retention helpers
 

@@ -148,4 +148,44 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             app text, conversation text, user text, seq bigint,
             PRIMARY KEY ((app, conversation), user))""",
     ), copy="tenancy"),
+    # Groups and contacts (``CassandraSocialStore``, docs/cassandra.md "Groups and contacts"):
+    # the app leads every partition key but that of ``group_events``, keyed by the stream seq
+    # (assigned once for the deployment, like ``payloads``).
+    Migration(3, "social", (
+        # The group now; ``version`` (the seq of its latest applied write) only moves forward,
+        # by compare-and-set: the fence that keeps a group's writes in seq order.
+        """CREATE TABLE IF NOT EXISTS social_groups (
+            app text, group_id text, name text, owner text, created_at bigint, version bigint,
+            PRIMARY KEY ((app, group_id)))""",
+        # Membership intervals, never deleted: one partition per group, so a write's changes
+        # go in one single-partition batch.
+        """CREATE TABLE IF NOT EXISTS group_members (
+            app text, group_id text, user text, joined_seq bigint, left_seq bigint, role text,
+            PRIMARY KEY ((app, group_id), user, joined_seq))""",
+        # Groups a user is a member of now: written and deleted USING TIMESTAMP <seq>.
+        f"""CREATE TABLE IF NOT EXISTS user_groups (
+            app text, user text, group_id text, PRIMARY KEY ((app, user), group_id))
+            WITH {_INDEX}""",
+        """CREATE TABLE IF NOT EXISTS group_events (
+            seq bigint PRIMARY KEY, id text, group_id text, app text, actor text, ts bigint,
+            code text, detail text, body blob)""",
+        """CREATE TABLE IF NOT EXISTS group_messages (
+            app text, group_id text, id text, seq bigint, sender text, recipients int,
+            PRIMARY KEY ((app, group_id), id))""",
+        # Each marker cell written USING TIMESTAMP <its seq>: markers never move back.
+        """CREATE TABLE IF NOT EXISTS group_markers (
+            app text, group_id text, user text, delivered_seq bigint, read_seq bigint,
+            PRIMARY KEY ((app, group_id), user))""",
+        # A contact pair (``low`` < ``high``), the truth, written by compare-and-set on
+        # ``version``; ``synced``: the version the per-user rows below were written from.
+        """CREATE TABLE IF NOT EXISTS contact_pairs (
+            app text, low text, high text, version bigint, low_state text, high_state text,
+            low_since bigint, high_since bigint, low_blocks boolean, high_blocks boolean,
+            low_block_since bigint, high_block_since bigint, synced bigint,
+            PRIMARY KEY ((app, low, high)))""",
+        # The pair as each user sees it, for listing: written USING TIMESTAMP <version>.
+        f"""CREATE TABLE IF NOT EXISTS contacts_by_user (
+            app text, user text, other text, state text, since bigint, blocked boolean,
+            block_since bigint, PRIMARY KEY ((app, user), other)) WITH {_INDEX}""",
+    )),
 )

@@ -10,8 +10,10 @@ or refused, so a redelivered write is recognised and its outcome can be read bac
 receipts are counters, not rows per recipient: one metadata row per group message and, per
 (group, user), the highest seq its devices acknowledged and the user's read marker.
 
-Contacts are a row per direction: ``(user, other) -> state`` where ``state`` is what ``user``
-sees (``outgoing``/``incoming``/``contact``); a block is one row ``(user, blocked)``.
+Contacts: each user of a pair has a state, what that user sees (``outgoing``/``incoming``/
+``contact``), and may block the other. A contact write is a compare-and-set of the whole pair
+(``change_relation``): serialized by the database, so any number of storage workers may
+serve contact writes at once.
 
 Decisions (who may do what, what a write changes) are not made here: the storage worker
 decides (``storage_worker/group_rules.py``, ``storage_worker/contacts.py``) and the store
@@ -123,7 +125,9 @@ class GroupStore(Protocol):
     async def apply_group_event(self, record: GroupEventRecord,
                                 change: GroupChange | None) -> None:
         """Record the outcome of a group write and, when ``change`` is given, apply it. A seq
-        already recorded is skipped; a partially applied change is completed."""
+        already recorded is skipped; a partially applied change is completed. A change at a
+        seq below the group's version raises ``GroupWriteOutOfOrder``: a group's writes apply
+        in seq order only."""
 
     async def record_group_messages(self, messages: Sequence[GroupMessageMeta]) -> None:
         """Remember group messages for their receipt counters (a known id is skipped)."""
@@ -147,13 +151,23 @@ class ContactStore(Protocol):
     async def contacts(self, app: str, user: str) -> list[ContactEntry]:
         """Every user ``user`` has a contact state with or blocks, by user id."""
 
-    async def set_contact(self, app: str, a: str, b: str, a_state: ContactState,
-                          b_state: ContactState, now: int) -> None:
-        """Set both directions of a contact relation at once (``none`` deletes one)."""
+    async def change_relation(self, app: str, before: Relation, mine: ContactState,
+                              theirs: ContactState, block: bool | None, now: int) -> bool:
+        """Move the pair ``before.a``/``before.b`` from ``before`` (as ``relation`` read it) to
+        ``mine`` (as ``a`` sees it) and ``theirs``, and set ``a``'s block of ``b`` unless
+        ``block`` is None. A compare-and-set: False, and nothing written, when the pair is no
+        longer ``before`` (another writer, maybe another storage worker, got there first:
+        read it again and decide again). A state that stays keeps its ``since``."""
 
-    async def set_block(self, app: str, user: str, other: str, blocked: bool,
-                        now: int) -> None:
-        """``user`` blocks (or stops blocking) ``other``."""
+
+class GroupWriteOutOfOrder(RuntimeError):
+    """A group write reached the store after a later write of the same group was applied:
+    two writers applied one group's stream out of order. Nothing of it is applied."""
+
+    def __init__(self, app: str, group: str, seq: int, version: int) -> None:
+        super().__init__(f"group {app}/{group}: write at seq {seq} after version {version}")
+        self.seq = seq
+        self.version = version
 
 
 class SocialStore(GroupStore, ContactStore, Protocol):

@@ -16,6 +16,7 @@ from storage_worker.store.social import (
     GroupEventRecord,
     GroupMessageMeta,
     GroupState,
+    GroupWriteOutOfOrder,
     MemberState,
 )
 from storage_worker.store.sqlite import SqliteStore
@@ -26,20 +27,16 @@ _MEMBER_AT = "m.joined_seq <= :seq AND (m.left_seq IS NULL OR m.left_seq > :seq)
 
 @unavailable_on(sqlite3.OperationalError)
 class SqliteSocialStore:
-    """Groups and contacts in the database of ``sqlite``. With ``owned`` the store opens and
-    closes that database itself (a side file when messages live in another backend)."""
+    """Groups and contacts in the database of ``sqlite`` (opened and closed by its owner)."""
 
-    def __init__(self, sqlite: SqliteStore, *, owned: bool = False) -> None:
+    def __init__(self, sqlite: SqliteStore) -> None:
         self._sqlite = sqlite
-        self._owned = owned
 
     async def open(self) -> None:
-        if self._owned:
-            await self._sqlite.open()
+        """Nothing to do: the message store's migrations create the tables."""
 
     async def close(self) -> None:
-        if self._owned:
-            await self._sqlite.close()
+        """Nothing to do: the connection is the message store's."""
 
     async def _all(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
         async with self._sqlite.db.execute(sql, params) as cur:
@@ -118,6 +115,10 @@ class SqliteSocialStore:
     async def _apply(self, change: GroupChange) -> None:
         db = self._sqlite.db
         params: dict[str, Any] = {"app": change.app, "group": change.group, "seq": change.seq}
+        version = await self._one("SELECT version FROM groups WHERE app = ? AND group_id = ?",
+                                  (change.app, change.group))
+        if version is not None and version[0] > change.seq:
+            raise GroupWriteOutOfOrder(change.app, change.group, change.seq, version[0])
         if change.created:
             await db.execute(
                 "INSERT OR IGNORE INTO groups (app, group_id, name, owner, created_at, version) "
@@ -204,10 +205,15 @@ class SqliteSocialStore:
                                                    since=entry.since)
         return [entries[key] for key in sorted(entries)]
 
-    async def set_contact(self, app: str, a: str, b: str, a_state: ContactState,
-                          b_state: ContactState, now: int) -> None:
+    async def change_relation(self, app: str, before: Relation, mine: ContactState,
+                              theirs: ContactState, block: bool | None, now: int) -> bool:
+        a, b = before.a, before.b
+        # One transaction of the one writer of this file: the comparison and the writes
+        # cannot interleave with another contact write.
         async with self._sqlite.atomic() as db:
-            for user, other, state in ((a, b, a_state), (b, a, b_state)):
+            if await self.relation(app, a, b) != before:
+                return False
+            for user, other, state in ((a, b, mine), (b, a, theirs)):
                 if state == "none":
                     await db.execute("DELETE FROM contacts WHERE app = ? AND user = ? "
                                      "AND other = ?", (app, user, other))
@@ -217,14 +223,11 @@ class SqliteSocialStore:
                     "ON CONFLICT (app, user, other) DO UPDATE SET since = CASE WHEN state = "
                     "excluded.state THEN since ELSE excluded.since END, state = excluded.state",
                     (app, user, other, state, now))
-
-    async def set_block(self, app: str, user: str, other: str, blocked: bool,
-                        now: int) -> None:
-        async with self._sqlite.atomic() as db:
-            if blocked:
+            if block is True:
                 await db.execute(
                     "INSERT OR IGNORE INTO blocks (app, user, blocked, since) VALUES (?,?,?,?)",
-                    (app, user, other, now))
-            else:
+                    (app, a, b, now))
+            elif block is False:
                 await db.execute("DELETE FROM blocks WHERE app = ? AND user = ? "
-                                 "AND blocked = ?", (app, user, other))
+                                 "AND blocked = ?", (app, a, b))
+        return True

@@ -26,23 +26,28 @@ from runtime.config import StoreConfig
 from storage_worker.store.base import MessageStore
 from storage_worker.store.cassandra import CassandraStore
 from storage_worker.store.social import SocialStore
-from storage_worker.store.social_sqlite import SqliteSocialStore
+from storage_worker.store.social_factory import create_social_store
 from storage_worker.store.sqlite import SqliteStore
 from tests.harness import fresh_keyspace
 
 BACKENDS = ["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)]
 
 
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
-    backend: MessageStore
+def message_store(request: pytest.FixtureRequest, path: Path,
+                  keyspace: str | None = None) -> MessageStore:
+    """A closed message store of the backend ``request`` is parametrized with: SQLite at
+    ``path``, or Cassandra in ``keyspace`` (default: a fresh one) on the session's node."""
     if request.param == "cassandra":
         node: CassandraNode = request.getfixturevalue("cassandra_node")
-        backend = CassandraStore(StoreConfig(
+        return CassandraStore(StoreConfig(
             backend="cassandra", cassandra_contact_points=[node.contact_point],
-            cassandra_keyspace=fresh_keyspace()))
-    else:
-        backend = SqliteStore(tmp_path / "store.db")
+            cassandra_keyspace=keyspace or fresh_keyspace()))
+    return SqliteStore(path)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
+    backend = message_store(request, tmp_path / "store.db")
     await backend.open()
     try:
         yield backend
@@ -50,18 +55,18 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await backend.close()
 
 
-#: Groups and contacts backends (``SocialStore``); a Cassandra one joins this list when written.
-SOCIAL_BACKENDS = ["sqlite"]
-
-
-@pytest.fixture(params=SOCIAL_BACKENDS)
+@pytest.fixture(params=BACKENDS)
 async def social(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SocialStore]:
-    backend = SqliteSocialStore(SqliteStore(tmp_path / "social.db"), owned=True)
-    await backend.open()
+    """A ``SocialStore`` of each backend, in the database of a message store of its own."""
+    messages = message_store(request, tmp_path / "social.db")
+    await messages.open()
+    backend = create_social_store(messages)
     try:
+        await backend.open()
         yield backend
     finally:
         await backend.close()
+        await messages.close()
 
 
 # ---------------------------------------------------------------------- blob stores

@@ -1,10 +1,15 @@
 """The groups and contacts storage contract: every ``SocialStore`` backend passes every test."""
 
+import pytest
+
+from schemas.contacts import Relation
+from schemas.frames import ContactState
 from schemas.groups import Role
 from storage_worker.store.social import (
     GroupChange,
     GroupEventRecord,
     GroupMessageMeta,
+    GroupWriteOutOfOrder,
     SocialStore,
 )
 
@@ -124,26 +129,81 @@ async def test_receipt_counters(social: SocialStore) -> None:
     assert counts.conversation == "g:team" and counts.message_id == "m11"
 
 
+async def change(social: SocialStore, a: str, b: str, mine: ContactState,
+                 theirs: ContactState, block: bool | None, now: int, app: str = APP) -> None:
+    """Move the pair from what it is now; the compare-and-set must succeed."""
+    before = await social.relation(app, a, b)
+    assert await social.change_relation(app, before, mine, theirs, block, now)
+
+
 async def test_contacts_and_blocks(social: SocialStore) -> None:
     empty = await social.relation(APP, "alice", "bob")
     assert (empty.state, empty.a_blocks_b, empty.b_blocks_a) == ("none", False, False)
-    await social.set_contact(APP, "alice", "bob", "outgoing", "incoming", NOW)
+    await change(social, "alice", "bob", "outgoing", "incoming", None, NOW)
     assert (await social.relation(APP, "alice", "bob")).state == "outgoing"
     assert (await social.relation(APP, "bob", "alice")).state == "incoming"
-    await social.set_contact(APP, "bob", "alice", "contact", "contact", NOW + 1)
+    await change(social, "bob", "alice", "contact", "contact", None, NOW + 1)
     assert (await social.relation(APP, "alice", "bob")).state == "contact"
-    await social.set_block(APP, "carol", "alice", True, NOW + 2)
-    await social.set_block(APP, "carol", "alice", True, NOW + 3)  # idempotent
+    await change(social, "carol", "alice", "none", "none", True, NOW + 2)
+    await change(social, "carol", "alice", "none", "none", True, NOW + 3)  # idempotent
     relation = await social.relation(APP, "alice", "carol")
     assert (relation.state, relation.a_blocks_b, relation.b_blocks_a) == ("none", False, True)
     assert [(e.user, e.state, e.blocked, e.since) for e in await social.contacts(APP, "carol")] == [
         ("alice", "none", True, NOW + 2)]
     assert [(e.user, e.state, e.blocked, e.since) for e in await social.contacts(APP, "alice")] == [
         ("bob", "contact", False, NOW + 1)]
-    await social.set_contact(APP, "alice", "bob", "none", "none", NOW + 4)
-    await social.set_block(APP, "carol", "alice", False, NOW + 5)
+    await change(social, "bob", "alice", "contact", "contact", True, NOW + 4)  # state kept
+    assert [(e.user, e.state, e.blocked, e.since) for e in await social.contacts(APP, "bob")] == [
+        ("alice", "contact", True, NOW + 1)]
+    assert (await social.relation(APP, "alice", "bob")).b_blocks_a
+    await change(social, "alice", "bob", "none", "none", None, NOW + 5)
+    await change(social, "bob", "alice", "none", "none", False, NOW + 6)
+    await change(social, "carol", "alice", "none", "none", False, NOW + 7)
     assert await social.contacts(APP, "alice") == []
+    assert await social.contacts(APP, "bob") == []
     assert await social.contacts(APP, "carol") == []
+    assert await social.relation(APP, "alice", "carol") == Relation(a="alice", b="carol")
+
+
+async def test_change_relation_is_a_compare_and_set(social: SocialStore) -> None:
+    """A write decided against a relation that has changed since is refused, writing
+    nothing: the writer that lost must read again and decide again."""
+    stale = await social.relation(APP, "alice", "bob")
+    await change(social, "alice", "bob", "outgoing", "incoming", None, NOW)
+    # bob decided "request" against the empty relation alice's request replaced:
+    assert not await social.change_relation(APP, stale.seen_by("bob"), "outgoing",
+                                            "incoming", None, NOW + 1)
+    assert (await social.relation(APP, "alice", "bob")).state == "outgoing"
+    current = await social.relation(APP, "bob", "alice")
+    assert current.state == "incoming"
+    assert await social.change_relation(APP, current, "contact", "contact", None, NOW + 2)
+    # a decision against the old request (alice cancelling it) now finds a contact:
+    outdated = Relation(a="alice", b="bob", state="outgoing")
+    assert not await social.change_relation(APP, outdated, "none", "none", None, NOW + 3)
+    assert not await social.change_relation(APP, outdated.seen_by("bob"), "none", "none",
+                                            True, NOW + 3)
+    assert [(e.user, e.state, e.since) for e in await social.contacts(APP, "alice")] == [
+        ("bob", "contact", NOW + 2)]
+    assert not (await social.relation(APP, "alice", "bob")).b_blocks_a
+
+
+async def test_group_writes_apply_in_seq_order(social: SocialStore) -> None:
+    """A group write that arrives after a later one of the same group was applied (two
+    writers out of order) is refused whole; other groups and replays are unaffected."""
+    await create_team(social)
+    await apply(social, 30, added={"dave": "member"})
+    with pytest.raises(GroupWriteOutOfOrder) as raised:
+        await apply(social, 20, removed=["bob"], name="Late")
+    assert (raised.value.seq, raised.value.version) == (20, 30)
+    state = await social.group(APP, "team")
+    assert state is not None and (state.version, state.name) == (30, "Team")
+    assert await social.members_at(APP, "team", 30) == ["alice", "bob", "carol", "dave"]
+    assert await social.group_event(20) is None
+    with pytest.raises(GroupWriteOutOfOrder):  # a second creation at an older seq
+        await apply(social, 5, created=True, owner="zed", added={"zed": "owner"})
+    assert await social.members_at(APP, "team", 40) == ["alice", "bob", "carol", "dave"]
+    await apply(social, 20, group="other", created=True, owner="bob", added={"bob": "owner"})
+    assert await social.members_at(APP, "other", 20) == ["bob"]
 
 
 async def test_apps_are_isolated(social: SocialStore) -> None:
@@ -168,8 +228,8 @@ async def test_apps_are_isolated(social: SocialStore) -> None:
     await social.advance_markers("two", "team", "bob", 11, 11)  # bob of app two: nobody here
     counts = await social.receipts("one", "team", "m1")
     assert counts is not None and (counts.delivered, counts.read) == (0, 0)
-    await social.set_contact("one", "alice", "bob", "contact", "contact", NOW)
-    await social.set_block("one", "carol", "alice", True, NOW)
+    await change(social, "alice", "bob", "contact", "contact", None, NOW, app="one")
+    await change(social, "carol", "alice", "none", "none", True, NOW, app="one")
     assert (await social.relation("two", "alice", "bob")).state == "none"
     assert not (await social.relation("two", "alice", "carol")).b_blocks_a
     assert await social.contacts("two", "alice") == []

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 from cassandra.cluster import NoHostAvailable
+from cassandra.query import BatchStatement
 
 from infra.cassandra_node import CassandraNode
 from infra.nats_server import free_port
 from runtime.config import StoreConfig
 from schemas.frames import AckItem
 from storage_worker.store.base import RetentionPolicy, StoreUnavailable
-from storage_worker.store.cassandra import CassandraStore
+from storage_worker.store.cassandra import CassandraStore, _Writes
 from storage_worker.store.cassandra_schema import BUCKET_SEQS, MIGRATIONS
 from tests.contract.test_store_contract import AB, APP, DAY, NOW, envelope, setup_users
 from tests.harness import fresh_keyspace
@@ -199,3 +200,28 @@ async def test_ephemeral_purge_removes_acknowledged_rows_in_any_order(
     assert await cql(store, "SELECT seq FROM {ks}.purge_index WHERE app = 'eph'"
                             " AND bucket = 0") == []
     assert await store.purge(policy, NOW) == 0
+
+
+async def test_a_batch_never_spans_partitions(store: CassandraStore) -> None:
+    """Writes of many small partitions go out as one request per partition (a batch of
+    several partitions would make its coordinator fan out and wait for every replica); a
+    big partition goes out in chunks of at most 100 rows, each one mutation."""
+    writes = _Writes()
+    for user in range(30):
+        writes.add(("inbox", APP, f"u{user}", 0), store._later(
+            "inbox_put", APP, f"u{user}", 0, 1, AB, "alice", "a1", None, True, None, 0))
+    for seq in range(250):
+        writes.add(("inbox", APP, "bob", 0), store._later(
+            "inbox_put", APP, "bob", 0, seq, AB, "alice", "a1", None, True, None, 0))
+    batches = writes.batches()
+    partitions = [{tuple(values[:3]) for values in _rows(batch)} for batch in batches]
+    assert all(len(keys) == 1 for keys in partitions)  # (app, user, bucket), serialized
+    assert len(batches) == 30 + 3
+    assert sorted(len(_rows(batch)) for batch in batches)[-3:] == [50, 100, 100]
+
+
+def _rows(request: Any) -> list[list[bytes]]:
+    """The bound values of each row a request carries (one statement, or a batch's)."""
+    if isinstance(request, BatchStatement):
+        return [list(values) for _prepared, _id, values in request._statements_and_parameters]
+    return [list(request.values)]
