@@ -8,9 +8,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-from infra.processes import supervised_popen_options, terminate
+from infra.processes import ServerProcess, supervised_popen_options
 
 #: JetStream limits: unlimited would reserve 75% of the machine's memory.
 DEFAULT_MAX_MEMORY = "256M"
@@ -53,7 +52,7 @@ class ServerTls:
         return "tls {\n" + "\n".join(lines) + "\n}\n"
 
 
-class NatsServer:
+class NatsServer(ServerProcess):
     """One nats-server child process; ``sync_always`` fsyncs every JetStream write;
     ``authorization`` is an ``authorization {}`` block (``infra.nats_auth``), without which
     anyone may connect; ``tls`` serves the client port over TLS.
@@ -74,15 +73,11 @@ class NatsServer:
         self.tls = tls
         self.log_file = log_file or store_dir / "nats-server.log"
         self.supervised = supervised
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
         return f"{'tls' if self.tls is not None else 'nats'}://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def start(self, timeout: float = 10.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -126,28 +121,9 @@ class NatsServer:
         except OSError:
             return False
 
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def returncode(self) -> int | None:
-        return None if self._process is None else self._process.poll()
-
     def kill(self) -> None:
         """SIGKILL (a crash, or a server that stopped answering)."""
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
 
-    def stop(self) -> None:
-        """Terminate the process this object started (and only it)."""
-        if self._process is not None:
-            terminate(self._process, grace=10)
-        self._process = None
-
-    def __enter__(self) -> "NatsServer":
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

@@ -13,7 +13,8 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -56,6 +57,44 @@ def terminate(process: "subprocess.Popen[bytes]", grace: float) -> bool:
         process.kill()
         process.wait()
         return True
+
+
+class ServerProcess:
+    """A dependency server run as one child process (nats-server, SeaweedFS): subclasses
+    start it into ``_process``; this stops it by PID, on ``stop`` or on leaving ``with``."""
+
+    #: Stop grace before SIGKILL.
+    grace_s: float = 10.0
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def stop(self) -> None:
+        """Terminate the process this object started (and only it)."""
+        if self._process is not None:
+            terminate(self._process, grace=self.grace_s)
+        self._process = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
 
 class ServiceProcess:

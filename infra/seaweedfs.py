@@ -15,9 +15,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
-from infra.processes import supervised_popen_options, terminate
+from infra.processes import ServerProcess, supervised_popen_options
 
 #: gRPC twin of an HTTP port.
 GRPC_OFFSET = 10_000
@@ -57,7 +56,7 @@ def free_port_pair(host: str = "127.0.0.1", taken: set[int] | None = None) -> in
     raise RuntimeError("no free port pair for SeaweedFS")
 
 
-class SeaweedFs:
+class SeaweedFs(ServerProcess):
     """One ``weed mini`` child process with S3 on ``s3_port`` and credentials
     ``access_key``/``secret_key`` (random unless given)."""
 
@@ -75,15 +74,11 @@ class SeaweedFs:
                       for role in ("master", "volume", "filer", "s3")}
         self.log_file = log_file or data_dir / "seaweedfs.log"
         self.supervised = supervised
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__()
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.ports['s3']}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def command(self) -> list[str]:
         config = self.data_dir / "s3.json"
@@ -131,22 +126,3 @@ class SeaweedFs:
         except OSError:
             return False
 
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def returncode(self) -> int | None:
-        return None if self._process is None else self._process.poll()
-
-    def stop(self) -> None:
-        """Terminate the process this object started (and only it)."""
-        if self._process is not None:
-            terminate(self._process, grace=10)
-        self._process = None
-
-    def __enter__(self) -> "SeaweedFs":
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
