@@ -11,7 +11,7 @@ from typing import Final, Generic, TypeVar
 
 import msgspec
 
-from schemas import contacts, groups
+from schemas import contacts, groups, keys
 from schemas.frames import Message
 from schemas.notifications import AppUsers, AppUsersRequest
 
@@ -188,4 +188,8 @@ OPERATIONS: Final[dict[str, tuple[type[msgspec.Struct], type]]] = {
     "contact_write": (contacts.ContactWrite, contacts.ContactWriteResult),
     "contacts": (contacts.ContactsOf, contacts.ContactList),
     "relations": (contacts.RelationsRequest, contacts.Relations),
+    # end-to-end encryption key directory (schemas.keys)
+    "keys_upload": (keys.KeysUploadRequest, keys.KeysUploadResult),
+    "keys_query": (keys.KeysQueryRequest, keys.KeysQueryResult),
+    "keys_claim": (keys.KeysClaimRequest, keys.KeysClaimResult),
 }

@@ -26,8 +26,10 @@ from storage_worker.consumer import EnvelopeApplier
 from storage_worker.contacts import ContactService
 from storage_worker.group_apply import GroupApplier
 from storage_worker.group_service import GroupService
+from storage_worker.keys import KeyService
 from storage_worker.listing import app_users_handler
 from storage_worker.store.base import MessageStore, retention_policy
+from storage_worker.store.keys_factory import create_key_store
 from storage_worker.store.social_factory import create_social_store
 
 log = structlog.get_logger(__name__)
@@ -61,6 +63,7 @@ class StorageWorker:
         self._config = config
         self._store = store
         self._social = create_social_store(config.store, store, default_app=config.app)
+        self._keys = create_key_store(store)
         self._groups: GroupService | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -73,6 +76,7 @@ class StorageWorker:
     async def start(self) -> None:
         await self._store.open()
         await self._social.open()
+        await self._keys.open()
         self._nc = await connect(self._config.nats, "storage_worker", STORAGE)
         self._js = self._nc.jetstream()
         await ensure_stream(self._js, MSGS, self._config.nats)
@@ -100,6 +104,7 @@ class StorageWorker:
             "app_users": app_users_handler(self._store),
             **self._groups.handlers(),
             **ContactService(self._social, self._store, self._nc).handlers(),
+            **KeyService(self._keys).handlers(),
         }, concurrency=self._config.store.rpc_concurrency)
         await self._rpc.start()
         self._tasks.watch(self._purge_forever, name="purge",
@@ -120,6 +125,7 @@ class StorageWorker:
             await self._loop.stop()
         if self._nc is not None:
             await close(self._nc)
+        await self._keys.close()
         await self._social.close()
         await self._store.close()
 

@@ -13,6 +13,8 @@ from infra.cassandra_node import CassandraNode
 from runtime.config import StoreConfig
 from storage_worker.store.base import MessageStore
 from storage_worker.store.cassandra import CassandraStore
+from storage_worker.store.keys import KeyStore
+from storage_worker.store.keys_factory import create_key_store
 from storage_worker.store.social import SocialStore
 from storage_worker.store.social_sqlite import SqliteSocialStore
 from storage_worker.store.sqlite import SqliteStore
@@ -45,6 +47,17 @@ SOCIAL_BACKENDS = ["sqlite"]
 @pytest.fixture(params=SOCIAL_BACKENDS)
 async def social(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SocialStore]:
     backend = SqliteSocialStore(SqliteStore(tmp_path / "social.db"), owned=True)
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+async def keys(store: MessageStore) -> AsyncIterator[KeyStore]:
+    """The key directory of each backend, in the database of that backend's ``store``."""
+    backend = create_key_store(store)
     await backend.open()
     try:
         yield backend
