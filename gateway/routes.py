@@ -32,15 +32,6 @@ from schemas import rpc
 from schemas.contacts import ContactEntry, ContactList, ContactRequestBody, PresenceList
 from schemas.control import AuditPage, ControlList, ControlRequest, ControlResult
 from schemas.dead_letters import DeadLetterDetail, DeadLetterPage, ReplayResult
-from schemas.keys import (
-    DeviceList,
-    KeysClaim,
-    KeysClaimResult,
-    KeysQuery,
-    KeysQueryResult,
-    KeysUpload,
-    KeysUploadResult,
-)
 from schemas.groups import (
     AddMembersRequest,
     CreateGroupRequest,
@@ -49,6 +40,15 @@ from schemas.groups import (
     GroupReceipts,
     RenameGroupRequest,
     SetRoleRequest,
+)
+from schemas.keys import (
+    DeviceList,
+    KeysClaim,
+    KeysClaimResult,
+    KeysQuery,
+    KeysQueryResult,
+    KeysUpload,
+    KeysUploadResult,
 )
 from schemas.notifications import NotifyRequest, NotifyResult
 from schemas.push import PushRegistration, PushRegistrationRequest, WakeUpDetails
@@ -179,7 +179,7 @@ ROUTES: Final[tuple[Route, ...]] = (
           body=KeysUpload, body_limit=MAX_BODY, replies=ok(KeysUploadResult, "Stored"),
           problems=(409, UNAVAILABLE)),
     Route(method="POST", path="/v1/keys/query", handler=KeysRest.query, credential="device",
-          module="keys", bucket="read",
+          module="keys", bucket="write",
           summary="The devices of these users and their signed identity keys",
           body=KeysQuery, replies=ok(KeysQueryResult, "Devices"), problems=(UNAVAILABLE,)),
     Route(method="POST", path="/v1/keys/claim", handler=KeysRest.claim, credential="device",
