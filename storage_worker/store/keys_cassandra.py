@@ -7,11 +7,16 @@ tables, created in ``open``).
 - ``one_time_keys``, partition ``(app, user, device)``: a row per key. A claim reads the first
   key and removes it with ``DELETE ... IF EXISTS``: of concurrent claims of one key exactly one
   is applied, the others read the next key and try again. The partition is bounded (a device
-  holds at most ``MAX_ONE_TIME_KEYS`` keys), so its tombstones stay few.
+  holds at most ``MAX_ONE_TIME_KEYS`` keys), so its tombstones stay few. Uploads are plain
+  inserts in one unlogged batch (one partition): a lightweight transaction per key contends
+  with itself (50 at once time out); a key id is never uploaded again once claimed (the
+  device's account publishes each key once), so an insert cannot revive a claimed key.
 """
 
 import asyncio
 from typing import Any, Final
+
+from cassandra.query import BatchStatement, BatchType
 
 from schemas.keys import ClaimedKey, DeviceKeys, OneTimeKey
 from storage_worker.store.base import unavailable_on
@@ -35,7 +40,7 @@ _QUERIES: Final = {
     "devices": "SELECT user, device, curve25519, ed25519, signature FROM {ks}.device_keys "
                "WHERE app = ? AND user = ?",
     "add_key": "INSERT INTO {ks}.one_time_keys (app, user, device, key_id, key, signature) "
-               "VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+               "VALUES (?, ?, ?, ?, ?, ?)",
     "set_fallback": "UPDATE {ks}.device_keys SET fallback_id = ?, fallback_key = ?, "
                     "fallback_signature = ? WHERE app = ? AND user = ? AND device = ? IF EXISTS",
     "fallback": "SELECT fallback_id, fallback_key, fallback_signature FROM {ks}.device_keys "
@@ -50,7 +55,7 @@ _QUERIES: Final = {
     "drop_keys": "DELETE FROM {ks}.one_time_keys WHERE app = ? AND user = ? AND device = ?",
 }
 #: Statements that are lightweight transactions (not idempotent: never retried blindly).
-_LWT: Final = frozenset({"put_identity", "add_key", "set_fallback", "take_key",
+_LWT: Final = frozenset({"put_identity", "set_fallback", "take_key",
                          "drop_identity"})
 
 
@@ -97,8 +102,14 @@ class CassandraKeyStore:
 
     async def add_one_time_keys(self, app: str, user: str, device: str,
                                 keys: list[OneTimeKey]) -> int:
-        await asyncio.gather(*(self._run("add_key", app, user, device, k.key_id, k.key,
-                                         k.signature) for k in keys))
+        if keys:  # one partition: one unlogged batch, one request
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for k in keys:
+                batch.add(self._queries["add_key"], (app, user, device, k.key_id, k.key,
+                                                     k.signature))
+            batch.is_idempotent = True
+            await _as_future(self._cassandra.session.execute_async(batch),
+                             asyncio.get_running_loop())
         return await self.count(app, user, device)
 
     async def set_fallback(self, app: str, user: str, device: str, key: OneTimeKey) -> None:
