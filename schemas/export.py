@@ -17,6 +17,7 @@ from schemas import (
     dead_letters,
     frames,
     groups,
+    keys,
     notifications,
     push,
     rest,
@@ -52,6 +53,9 @@ GROUPS: dict[str, list[Any]] = {
                  contacts.PresenceList, contacts.ContactWrite, contacts.ContactWriteResult,
                  contacts.ContactsOf, contacts.RelationsRequest, contacts.Relations,
                  contacts.RelationChanged],
+    "keys": [keys.KeysUpload, keys.KeysUploadResult, keys.KeysQuery, keys.KeysQueryResult,
+             keys.KeysClaim, keys.KeysClaimResult, keys.DeviceList, keys.KeysUploadRequest,
+             keys.KeysQueryRequest, keys.KeysClaimRequest],
 }
 
 
