@@ -128,9 +128,13 @@ class CourierClient:
         self._session = aiohttp.ClientSession()
         self._welcomed = asyncio.get_running_loop().create_future()
         self.close_code = None
-        self._ws = await self._session.ws_connect(
-            ws_url, headers={"Authorization": f"Bearer {self.credentials.token}"},
-            max_msg_size=0, heartbeat=None)
+        try:
+            self._ws = await self._session.ws_connect(
+                ws_url, headers={"Authorization": f"Bearer {self.credentials.token}"},
+                max_msg_size=0, heartbeat=None)
+        except BaseException:  # a refused upgrade: leave no session open behind
+            await self._session.close()
+            raise
         self._reader = asyncio.create_task(self._read_forever())
         self.welcome = await asyncio.wait_for(self._welcomed, 10)
         return self.welcome

@@ -13,6 +13,7 @@ from control.view import ControlView
 from gateway.admin_rest import AdminApi
 from gateway.callbacks import CallbackRelay
 from gateway.control import ControlGuard, Socket
+from gateway.keys_rest import KeysRest
 from gateway.notifications import Notifier
 from gateway.notify_rest import NotifyApi
 from gateway.push_rest import PushRegistrationApi
@@ -63,7 +64,8 @@ class GatewayFeatures:
         tokens = await ensure_bucket(js, PUSH_TOKENS, replicas)
         wakeups = await ensure_bucket(js, PUSH_WAKEUPS, replicas)
         handlers: list[object] = [PushRegistrationApi(tokens, wakeups), NotifyApi(notifier),
-                                  AdminApi(admin, DeadLetterAdmin(js))]
+                                  AdminApi(admin, DeadLetterAdmin(js)),
+                                  KeysRest(rpc_client, admin)]
         return cls(view, guard, CallbackRelay(js, config.callbacks, gateway_id), subjects,
                    handlers)
 

@@ -1,12 +1,24 @@
-"""REST handlers of the end-to-end encryption key directory (routes in ``gateway.routes``):
-parse, call one storage RPC (``keys_*``, where the signatures are checked), encode. The user,
-device and app always come from the token."""
+"""REST handlers of the end-to-end encryption key directory and of a user's devices (routes
+in ``gateway.routes``): parse, call one storage RPC (``keys_*``, where the signatures are
+checked), encode. The user, device and app always come from the token.
+
+Removing a device drops its keys from the directory and disables it (a control action with the
+user as actor, audited like an administrator's): its token is refused from then on and its
+sockets are closed with ``disabled``, on every gateway.
+"""
+
+from typing import Final
 
 from aiohttp import web
 
+from control.admin import ControlAdmin
 from gateway.auth import Identity
 from gateway.rest import json_response
+from gateway.routing import IdParam
 from runtime.rpc import RpcClient
+from schemas import rpc
+from schemas.control import ControlRequest, ControlTarget
+from schemas.errors import ErrorCode, ProtocolError
 from schemas.keys import (
     DeviceList,
     KeysClaim,
@@ -15,17 +27,22 @@ from schemas.keys import (
     KeysQuery,
     KeysQueryRequest,
     KeysQueryResult,
+    KeysRemoved,
+    KeysRemoveRequest,
     KeysUpload,
     KeysUploadRequest,
     KeysUploadResult,
 )
 
+DEVICE: Final = IdParam("device", "One of the caller's devices", where="path", label="device")
+
 
 class KeysRest:
-    """``/v1/keys``, ``/v1/keys/query``, ``/v1/keys/claim`` and ``GET /v1/devices``."""
+    """``/v1/keys``, ``/v1/keys/query``, ``/v1/keys/claim`` and ``/v1/devices``."""
 
-    def __init__(self, rpc: RpcClient) -> None:
+    def __init__(self, rpc: RpcClient, admin: ControlAdmin) -> None:
         self._rpc = rpc
+        self._admin = admin
 
     async def upload(self, request: web.Request, identity: Identity,
                      body: KeysUpload) -> web.Response:
@@ -45,6 +62,19 @@ class KeysRest:
     async def devices(self, request: web.Request, identity: Identity) -> web.Response:
         found = await self._query(identity.app, [identity.user])
         return json_response(DeviceList(devices=found.devices.get(identity.user, [])))
+
+    async def remove_device(self, request: web.Request, identity: Identity) -> web.Response:
+        device = DEVICE.value(request)
+        owner = await self._rpc.call("device_owner", rpc.DeviceOwner(
+            app=identity.app, device=device), rpc.Owner)
+        if owner.user != identity.user:  # another user's device looks like no device
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"you have no device {device!r}")
+        await self._rpc.call("keys_remove", KeysRemoveRequest(
+            app=identity.app, user=identity.user, device=device), KeysRemoved)
+        await self._admin.apply(ControlRequest(
+            action="disable", target=ControlTarget(kind="device", id=device, app=identity.app),
+            actor=f"user:{identity.user}", reason="removed by its user"), via="rest")
+        return web.Response(status=204)
 
     async def _query(self, app: str, users: list[str]) -> KeysQueryResult:
         return await self._rpc.call("keys_query", KeysQueryRequest(app=app, users=users),

@@ -19,7 +19,7 @@ from gateway.admin_rest import (
     SEQ,
     AdminApi,
 )
-from gateway.keys_rest import KeysRest
+from gateway.keys_rest import DEVICE, KeysRest
 from gateway.notify_rest import NotifyApi
 from gateway.openapi import ApiDocs
 from gateway.push_rest import WAKEUP, PushRegistrationApi
@@ -193,6 +193,13 @@ ROUTES: Final[tuple[Route, ...]] = (
           module="keys", bucket="read",
           summary="My devices that published identity keys",
           replies=ok(DeviceList, "Devices"), problems=(UNAVAILABLE,)),
+    Route(method="DELETE", path="/v1/devices/{device}", handler=KeysRest.remove_device,
+          credential="device", module="keys", bucket="write",
+          summary="Remove one of my devices (a lost one, or this one)",
+          description="Its keys leave the directory, its token is refused from then on and its "
+                      "sockets close with `disabled` (4103); audited as a control action with "
+                      "actor `user:<me>`. 404 when the caller has no such device.",
+          params=(DEVICE,), replies=ok(None, "Removed", 204), problems=(404, UNAVAILABLE)),
     # ------------------------------------------------------------ groups
     _group("POST", "/v1/groups", SocialRest.create_group,
            "Create a group; the caller becomes its owner", GroupInfo, "Created", status=201,

@@ -9,7 +9,6 @@ from nats.aio.client import Client
 
 from gateway.auth import TokenIssuer, TokenVerifier
 from gateway.features import GatewayFeatures
-from gateway.keys_rest import KeysRest
 from gateway.limits import Limits
 from gateway.messaging import Messaging
 from gateway.openapi import ApiDocs
@@ -87,8 +86,7 @@ class Gateway:
                               client_max_size=config.gateway.max_frame_bytes)
         admission = Admission(verifier, features.guard, limits, config.auth)
         app.add_routes(serve(ROUTES, [rest, self._sockets, ApiDocs(ROUTES), *features.handlers,
-                                      *social.handlers, KeysRest(rpc_client)], admission,
-                                     config))
+                                      *social.handlers], admission, config))
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, config.gateway.host, config.gateway.port)

@@ -157,6 +157,20 @@ class KeysQueryRequest(msgspec.Struct):
     users: list[str]
 
 
+class KeysRemoveRequest(msgspec.Struct):
+    """``store.rpc.keys_remove``: drop a device's keys from the directory."""
+
+    app: str
+    user: str
+    device: str
+
+
+class KeysRemoved(msgspec.Struct):
+    """Reply to ``KeysRemoveRequest``."""
+
+    device: str
+
+
 class KeysClaimRequest(msgspec.Struct):
     """``store.rpc.keys_claim``."""
 

@@ -192,4 +192,5 @@ OPERATIONS: Final[dict[str, tuple[type[msgspec.Struct], type]]] = {
     "keys_upload": (keys.KeysUploadRequest, keys.KeysUploadResult),
     "keys_query": (keys.KeysQueryRequest, keys.KeysQueryResult),
     "keys_claim": (keys.KeysClaimRequest, keys.KeysClaimResult),
+    "keys_remove": (keys.KeysRemoveRequest, keys.KeysRemoved),
 }

@@ -23,6 +23,8 @@ from schemas.keys import (
     KeysClaimResult,
     KeysQueryRequest,
     KeysQueryResult,
+    KeysRemoved,
+    KeysRemoveRequest,
     KeysUploadRequest,
     KeysUploadResult,
     OneTimeKey,
@@ -55,7 +57,7 @@ class KeyService:
 
     def handlers(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
         return {"keys_upload": self.upload, "keys_query": self.query,
-                "keys_claim": self.claim}
+                "keys_claim": self.claim, "keys_remove": self.remove}
 
     async def upload(self, request: KeysUploadRequest) -> KeysUploadResult:
         try:
@@ -121,3 +123,9 @@ class KeyService:
             CLAIMED.labels("missing" if claimed is None
                            else "fallback" if claimed.fallback else "one_time").inc()
         return KeysClaimResult(keys=keys, missing=missing)
+
+    async def remove(self, request: KeysRemoveRequest) -> KeysRemoved:
+        await self._keys.remove_device(request.app, request.user, request.device)
+        log.info("device_keys_removed", app=request.app, user=request.user,
+                 device=request.device)
+        return KeysRemoved(device=request.device)

@@ -6,7 +6,9 @@ import asyncio
 import base64
 from pathlib import Path
 
+import aiohttp
 import msgspec
+import pytest
 
 from client.crypto import wire
 from client.crypto.machine import Decrypted, Undecryptable
@@ -20,7 +22,7 @@ from tests.e2e.e2ee_helpers import (
     secure_device,
     signed_identity,
 )
-from tests.e2e.social_helpers import call, refused
+from tests.e2e.social_helpers import call, refused, wait_for
 from tests.harness import System
 
 
@@ -237,3 +239,31 @@ async def test_changed_device_keys_are_flagged(system: System, tmp_path: Path) -
             ("bob", "bob-phone")] * 2  # and back: flagged as well
     finally:
         await close_all(alice, bob)
+
+
+async def test_a_removed_device_leaves_the_directory_and_is_refused(
+        system: System, tmp_path: Path) -> None:
+    alice = await secure_device(system, "alice", "alice-phone", tmp_path)
+    bob = await secure_device(system, "bob", "bob-phone", tmp_path)
+    tablet = await secure_device(system, "bob", "bob-tablet", tmp_path)
+    try:
+        await call(alice.client, "POST", "/v1/groups", {"id": "fam", "members": ["bob"]}, 201)
+        await alice.send_group_text("fam", "to both")
+        assert await next_text(tablet) == "to both"
+        await refused(alice.client, "DELETE", "/v1/devices/bob-tablet", None, 404, "not_found")
+        await refused(bob.client, "DELETE", "/v1/devices/nope", None, 404, "not_found")
+        await refused(bob.client, "DELETE", "/v1/devices/a:b", None, 422, "invalid")
+        await call(bob.client, "DELETE", "/v1/devices/bob-tablet", None, 204)
+        await wait_for(lambda: tablet.client.closed)
+        assert tablet.client.close_code == 4103  # disabled: do not reconnect
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refusal:  # its token is refused
+            await system.connect(tablet.client.credentials)
+        assert refusal.value.status == 403
+        listed = await call(bob.client, "GET", "/v1/devices")
+        assert [d["device"] for d in listed["devices"]] == ["bob-phone"]
+        await alice.send_group_text("fam", "after removal")  # rotated: the tablet is gone
+        assert [d.device for d in alice.machine.devices_of("bob")] == ["bob-phone"]
+        assert await next_text(bob) == "to both"
+        assert await next_text(bob) == "after removal"
+    finally:
+        await close_all(alice, bob, tablet)
