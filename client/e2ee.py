@@ -12,7 +12,9 @@ to (``POST /v1/keys/query``), opens Olm sessions with claimed one-time keys
 
 Received messages come back decrypted, or as ``Undecryptable`` with the reason; room keys
 are consumed silently. The machine is saved after every change. One-time keys are topped up
-when the server's count falls below ``LOW_WATER``.
+when the server's count falls below ``LOW_WATER``: known from ``welcome``, from ``keys_low``
+frames (sent when claims leave a device below the deployment's ``keys.low_water``) and from
+the count of Olm sessions peers opened.
 """
 
 from collections.abc import Iterable
@@ -50,6 +52,7 @@ class SecureClient:
         self.client = client
         self.machine = machine
         self._keys_left = 0
+        self._welcome_used = False
 
     @property
     def user(self) -> str:
@@ -67,8 +70,7 @@ class SecureClient:
         Returns the count the server holds."""
         identity = self.machine.identity_keys()
         if identity is None:
-            held = await self._call("PUT", "/v1/keys", KeysUpload(), KeysUploadResult)
-            self._keys_left = held.one_time_keys_left
+            self._keys_left = await self._held()
             if self._keys_left >= LOW_WATER:
                 return self._keys_left
             upload = KeysUpload(
@@ -81,6 +83,22 @@ class SecureClient:
         self.machine.save()
         self._keys_left = result.one_time_keys_left
         return self._keys_left
+
+    async def _held(self) -> int:
+        """The count the server holds: from ``welcome`` or a ``keys_low`` frame if one came
+        since, else asked (an empty upload)."""
+        welcome = self.client.welcome
+        known = (welcome.one_time_keys_left if welcome is not None
+                 and not self._welcome_used else None)
+        self._welcome_used = True
+        while not self.client.keys_low.empty():
+            low = self.client.keys_low.get_nowait()
+            if low.device == self.machine.device:
+                known = low.one_time_keys_left
+        if known is not None:
+            return known
+        held = await self._call("PUT", "/v1/keys", KeysUpload(), KeysUploadResult)
+        return held.one_time_keys_left
 
     async def refresh(self, users: Iterable[str]) -> list[KeyChange]:
         """Query the directory for ``users``' devices; returns the key changes seen (also
@@ -132,6 +150,8 @@ class SecureClient:
         system/notification ``Message`` as is (those are not end-to-end encrypted). Room keys
         are stored and skipped."""
         while True:
+            if not self.client.keys_low.empty():
+                await self.publish_keys()  # a keys_low frame came: top up if it was ours
             message = await self.client.next_message(timeout)
             if message.kind != "chat":
                 return message

@@ -18,6 +18,7 @@ from gateway.notifications import Notifier
 from gateway.notify_rest import NotifyApi
 from gateway.push_rest import PushRegistrationApi
 from gateway.service_subjects import ServiceSubjects
+from gateway.user_channel import UserChannel
 from runtime.config import Config
 from runtime.deadletter import ensure_dlq
 from runtime.kv import ensure_bucket
@@ -65,7 +66,8 @@ class GatewayFeatures:
         wakeups = await ensure_bucket(js, PUSH_WAKEUPS, replicas)
         handlers: list[object] = [PushRegistrationApi(tokens, wakeups), NotifyApi(notifier),
                                   AdminApi(admin, DeadLetterAdmin(js)),
-                                  KeysRest(rpc_client, admin)]
+                                  KeysRest(rpc_client, admin, UserChannel(nc),
+                                           config.keys.low_water)]
         return cls(view, guard, CallbackRelay(js, config.callbacks, gateway_id), subjects,
                    handlers)
 

@@ -55,7 +55,8 @@ GROUPS: dict[str, list[Any]] = {
                  contacts.RelationChanged],
     "keys": [keys.KeysUpload, keys.KeysUploadResult, keys.KeysQuery, keys.KeysQueryResult,
              keys.KeysClaim, keys.KeysClaimResult, keys.DeviceList, keys.KeysUploadRequest,
-             keys.KeysQueryRequest, keys.KeysClaimRequest, keys.KeysRemoveRequest,
+             keys.KeysQueryRequest, keys.KeysClaimRequest, keys.KeysClaimOutcome,
+             keys.KeysRemoveRequest,
              keys.KeysRemoved],
 }
 

@@ -176,3 +176,19 @@ class KeysClaimRequest(msgspec.Struct):
 
     app: str
     devices: list[DeviceRef]
+
+
+class KeysLeft(msgspec.Struct):
+    """A device a claim took a one-time key of, and how many it has left."""
+
+    user: str
+    device: str
+    left: int
+
+
+class KeysClaimOutcome(msgspec.Struct):
+    """Reply to ``KeysClaimRequest``: the claimer's answer, and the counts of the devices
+    whose one-time keys were taken (the gateway tells those running low)."""
+
+    result: KeysClaimResult
+    left: list[KeysLeft] = []

@@ -33,6 +33,8 @@ class DeviceInfo(msgspec.Struct):
     app: str
     created_at: int
     disabled: bool = False
+    #: ``register_device`` only: one-time keys the directory holds for the device.
+    one_time_keys_left: int | None = None
 
 
 class RegisterDevice(msgspec.Struct):
@@ -191,6 +193,6 @@ OPERATIONS: Final[dict[str, tuple[type[msgspec.Struct], type]]] = {
     # end-to-end encryption key directory (schemas.keys)
     "keys_upload": (keys.KeysUploadRequest, keys.KeysUploadResult),
     "keys_query": (keys.KeysQueryRequest, keys.KeysQueryResult),
-    "keys_claim": (keys.KeysClaimRequest, keys.KeysClaimResult),
+    "keys_claim": (keys.KeysClaimRequest, keys.KeysClaimOutcome),
     "keys_remove": (keys.KeysRemoveRequest, keys.KeysRemoved),
 }

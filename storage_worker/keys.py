@@ -19,8 +19,10 @@ from schemas.keys import (
     ClaimedKey,
     DeviceKeys,
     DeviceRef,
+    KeysClaimOutcome,
     KeysClaimRequest,
     KeysClaimResult,
+    KeysLeft,
     KeysQueryRequest,
     KeysQueryResult,
     KeysRemoved,
@@ -111,18 +113,22 @@ class KeyService:
                 devices[user] = found
         return KeysQueryResult(devices=devices)
 
-    async def claim(self, request: KeysClaimRequest) -> KeysClaimResult:
+    async def claim(self, request: KeysClaimRequest) -> KeysClaimOutcome:
         keys: list[ClaimedKey] = []
         missing: list[DeviceRef] = []
+        left: list[KeysLeft] = []
         for ref in dict.fromkeys(request.devices):
             claimed = await self._keys.claim(request.app, ref.user, ref.device)
             if claimed is None:
                 missing.append(ref)
             else:
                 keys.append(claimed)
+                left.append(KeysLeft(user=ref.user, device=ref.device,
+                                     left=await self._keys.count(request.app, ref.user,
+                                                                 ref.device)))
             CLAIMED.labels("missing" if claimed is None
                            else "fallback" if claimed.fallback else "one_time").inc()
-        return KeysClaimResult(keys=keys, missing=missing)
+        return KeysClaimOutcome(result=KeysClaimResult(keys=keys, missing=missing), left=left)
 
     async def remove(self, request: KeysRemoveRequest) -> KeysRemoved:
         await self._keys.remove_device(request.app, request.user, request.device)

@@ -93,6 +93,7 @@ class StorageWorker:
         await self._loop.start()
         self._groups = GroupService(self._social, self._store, self._js, self._wait_stored,
                                     self._config.groups.max_members)
+        self._key_service = KeyService(self._keys)
         self._rpc = RpcServer(self._nc, STORE_QUEUE, {
             "register_device": self._register_device,
             "get_user": self._get_user,
@@ -104,7 +105,7 @@ class StorageWorker:
             "app_users": app_users_handler(self._store),
             **self._groups.handlers(),
             **ContactService(self._social, self._store, self._nc).handlers(),
-            **KeyService(self._keys).handlers(),
+            **self._key_service.handlers(),
         }, concurrency=self._config.store.rpc_concurrency)
         await self._rpc.start()
         self._tasks.watch(self._purge_forever, name="purge",
@@ -142,6 +143,8 @@ class StorageWorker:
         info = await self._store.register_device(request.app, request.user, request.device,
                                                  now_ms(), start_after=int(position))
         await self._nc.publish(DIRECTORY_CHANGED, scoped(request.app, request.user).encode())
+        info.one_time_keys_left = await self._keys.count(request.app, request.user,
+                                                         request.device)
         return info
 
     async def _get_user(self, request: rpc.GetUser) -> rpc.UserDevices:

@@ -206,7 +206,13 @@ async def test_one_time_keys_are_topped_up_and_each_claimed_once(
         assert len(ids) == ONE_TIME_KEYS and len(set(ids)) == ONE_TIME_KEYS
         assert all(c["keys"][0]["fallback"] for c in claims
                    if c["keys"][0].get("fallback"))  # past the last one: the fallback key
+        low = await asyncio.wait_for(bob.client.keys_low.get(), 10)  # below keys.low_water
+        assert low.device == "bob-phone" and low.one_time_keys_left == 9
         assert await bob.publish_keys() == ONE_TIME_KEYS  # topped up
+        await bob.client.close()
+        bob = await secure_device(system, "bob", "bob-phone", tmp_path)
+        assert bob.client.welcome is not None
+        assert bob.client.welcome.one_time_keys_left == ONE_TIME_KEYS
     finally:
         await close_all(bob)
         for client in others:
