@@ -20,6 +20,7 @@ EXTRA_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "group-fanout": ("members",),
     "offline-catchup": ("seconds", "synced_s"),
     "connections": ("connections", "rss_mb", "kb_per_connection", "heartbeat_cpu_pct"),
+    "e2ee-cost": ("olm_1to1_us", "megolm_group_us", "group_members", "group_setup_ms"),
 }
 
 
