@@ -25,22 +25,17 @@ CREATE TABLE IF NOT EXISTS one_time_keys (
 
 @unavailable_on(sqlite3.OperationalError)
 class SqliteKeyStore:
-    """The key directory in ``sqlite``'s file. With ``owned`` the store opens and closes that
-    database itself (a side file when messages live in another backend)."""
+    """The key directory in the file of ``sqlite`` (opened and closed by its owner)."""
 
-    def __init__(self, sqlite: SqliteStore, *, owned: bool = False) -> None:
+    def __init__(self, sqlite: SqliteStore) -> None:
         self._sqlite = sqlite
-        self._owned = owned
 
     async def open(self) -> None:
-        if self._owned:
-            await self._sqlite.open()
         async with self._sqlite.atomic() as db:
             await db.executescript(_TABLES)
 
     async def close(self) -> None:
-        if self._owned:
-            await self._sqlite.close()
+        """Nothing of its own to close."""
 
     async def put_identity(self, app: str, keys: DeviceKeys) -> None:
         async with self._sqlite.atomic() as db:

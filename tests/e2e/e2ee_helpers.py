@@ -1,5 +1,7 @@
 """Helpers of the end-to-end encryption tests: encrypted devices on a real system."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import vodozemac
@@ -49,3 +51,16 @@ def signed_identity(user: str, device: str) -> IdentityKeys:
     curve, ed = account.curve25519_key.to_base64(), account.ed25519_key.to_base64()
     return IdentityKeys(curve25519=curve, ed25519=ed, signature=account.sign(
         signed_bytes("device", user, device, curve, ed)).to_base64())
+
+
+@asynccontextmanager
+async def secure_devices(system: System, state_dir: Path,
+                         *devices: str) -> AsyncIterator[list[SecureClient]]:
+    """``secure_device`` for each of ``devices`` (named ``<user>-<label>``), closed after."""
+    opened: list[SecureClient] = []
+    try:
+        for device in devices:
+            opened.append(await secure_device(system, device.split("-")[0], device, state_dir))
+        yield opened
+    finally:
+        await close_all(*opened)

@@ -20,6 +20,7 @@ from tests.e2e.e2ee_helpers import (
     next_chat,
     next_text,
     secure_device,
+    secure_devices,
     signed_identity,
 )
 from tests.e2e.social_helpers import call, refused, wait_for
@@ -36,10 +37,8 @@ def as_received(by: SecureClient, message: Message, body: bytes) -> Message:
 
 async def test_direct_message_reaches_every_device_and_only_as_ciphertext(
         system: System, tmp_path: Path) -> None:
-    alice = await secure_device(system, "alice", "alice-phone", tmp_path)
-    alice2 = await secure_device(system, "alice", "alice-laptop", tmp_path)
-    bob = await secure_device(system, "bob", "bob-phone", tmp_path)
-    try:
+    async with secure_devices(system, tmp_path, "alice-phone", "alice-laptop",
+                              "bob-phone") as (alice, alice2, bob):
         accepted = await alice.send_text("bob", "hello bob")
         got = await next_chat(bob)
         assert isinstance(got, Decrypted)
@@ -55,16 +54,12 @@ async def test_direct_message_reaches_every_device_and_only_as_ciphertext(
         stored = base64.b64decode(item["message"]["body"])
         assert isinstance(wire.decode_ciphertext(stored), wire.OlmCiphertext)
         assert b"hello bob" not in stored
-    finally:
-        await close_all(alice, alice2, bob)
 
 
 async def test_new_device_reads_what_is_sent_after_it_registered(
         system: System, tmp_path: Path) -> None:
-    alice = await secure_device(system, "alice", "alice-phone", tmp_path)
-    bob = await secure_device(system, "bob", "bob-phone", tmp_path)
-    carol = await secure_device(system, "carol", "carol-phone", tmp_path)
-    try:
+    async with secure_devices(system, tmp_path, "alice-phone", "bob-phone",
+                              "carol-phone") as (alice, bob, carol):
         await call(alice.client, "POST", "/v1/groups",
                    {"id": "trio", "members": ["bob", "carol"]}, 201)
         await alice.send_text("bob", "before")
@@ -83,16 +78,12 @@ async def test_new_device_reads_what_is_sent_after_it_registered(
             assert await next_text(carol) == "group after"  # same session: no rotation
         finally:
             await close_all(bob_tablet)
-    finally:
-        await close_all(alice, bob, carol)
 
 
 async def test_removed_member_cannot_decrypt_what_is_sent_after(
         system: System, tmp_path: Path) -> None:
-    alice = await secure_device(system, "alice", "alice-phone", tmp_path)
-    bob = await secure_device(system, "bob", "bob-phone", tmp_path)
-    carol = await secure_device(system, "carol", "carol-phone", tmp_path)
-    try:
+    async with secure_devices(system, tmp_path, "alice-phone", "bob-phone",
+                              "carol-phone") as (alice, bob, carol):
         await call(alice.client, "POST", "/v1/groups",
                    {"id": "team", "members": ["bob", "carol"]}, 201)
         await alice.send_group_text("team", "everyone")
@@ -109,15 +100,11 @@ async def test_removed_member_cannot_decrypt_what_is_sent_after(
         # never got (the removal rotated it), even handed its exact bytes.
         leaked = carol.machine.decrypt(as_received(carol, received, received.body))
         assert isinstance(leaked, Undecryptable) and leaked.reason == "unknown_session"
-    finally:
-        await close_all(alice, bob, carol)
 
 
 async def test_tampered_and_replayed_ciphertext_are_refused_and_the_client_goes_on(
         system: System, tmp_path: Path) -> None:
-    alice = await secure_device(system, "alice", "alice-phone", tmp_path)
-    bob = await secure_device(system, "bob", "bob-phone", tmp_path)
-    try:
+    async with secure_devices(system, tmp_path, "alice-phone", "bob-phone") as (alice, bob):
         await alice.refresh(["bob", "alice"])
         payloads = alice.machine.encrypt_direct("d:alice:bob", ["bob"], "original")
         olm = wire.decode_ciphertext(payloads["bob-phone"])
@@ -156,15 +143,11 @@ async def test_tampered_and_replayed_ciphertext_are_refused_and_the_client_goes_
         assert isinstance(got, Undecryptable) and got.reason == "tampered", got
         await alice.send_text("bob", "still fine")
         assert await next_text(bob) == "still fine"
-    finally:
-        await close_all(alice, bob)
 
 
 async def test_offline_device_gets_the_group_key_and_message_on_sync(
         system: System, tmp_path: Path) -> None:
-    alice = await secure_device(system, "alice", "alice-phone", tmp_path)
-    bob = await secure_device(system, "bob", "bob-phone", tmp_path)
-    try:
+    async with secure_devices(system, tmp_path, "alice-phone", "bob-phone") as (alice, bob):
         await call(alice.client, "POST", "/v1/groups", {"id": "off", "members": ["bob"]}, 201)
         await bob.client.close()  # offline: the key share and the message wait in its inbox
         await alice.send_group_text("off", "while you were away")
@@ -172,25 +155,18 @@ async def test_offline_device_gets_the_group_key_and_message_on_sync(
         bob.client = await system.connect(bob.client.credentials)
         assert await next_text(bob) == "while you were away"
         assert await next_text(bob) == "direct while away"
-    finally:
-        await close_all(alice, bob)
 
 
 async def test_state_survives_a_restart_of_the_client(system: System, tmp_path: Path) -> None:
-    alice = await secure_device(system, "alice", "alice-phone", tmp_path)
-    bob = await secure_device(system, "bob", "bob-phone", tmp_path)
-    try:
+    async with secure_devices(system, tmp_path, "alice-phone", "bob-phone") as (alice, bob):
         await alice.send_text("bob", "one")
         assert await next_text(bob) == "one"
         await bob.client.close()
-        again = await secure_device(system, "bob", "bob-phone", tmp_path)  # reloads the file
-        bob = again
-        await alice.send_text("bob", "two")
-        assert await next_text(bob) == "two"
-        await bob.send_text("alice", "three")
-        assert await next_text(alice) == "three"
-    finally:
-        await close_all(alice, bob)
+        async with secure_devices(system, tmp_path, "bob-phone") as (again,):  # reloads the file
+            await alice.send_text("bob", "two")
+            assert await next_text(again) == "two"
+            await again.send_text("alice", "three")
+            assert await next_text(alice) == "three"
 
 
 async def test_one_time_keys_are_topped_up_and_each_claimed_once(
@@ -220,9 +196,7 @@ async def test_one_time_keys_are_topped_up_and_each_claimed_once(
 
 
 async def test_changed_device_keys_are_flagged(system: System, tmp_path: Path) -> None:
-    alice = await secure_device(system, "alice", "alice-phone", tmp_path)
-    bob = await secure_device(system, "bob", "bob-phone", tmp_path)
-    try:
+    async with secure_devices(system, tmp_path, "alice-phone", "bob-phone") as (alice, bob):
         before = await alice.safety_number("bob")
         assert before == await bob.safety_number("alice")  # both ends read the same digits
         assert await alice.refresh(["bob"]) == []
@@ -243,16 +217,12 @@ async def test_changed_device_keys_are_flagged(system: System, tmp_path: Path) -
         assert await alice.safety_number("bob") == before  # the directory's keys again
         assert [(c.user, c.device) for c in alice.machine.key_changes] == [
             ("bob", "bob-phone")] * 2  # and back: flagged as well
-    finally:
-        await close_all(alice, bob)
 
 
 async def test_a_removed_device_leaves_the_directory_and_is_refused(
         system: System, tmp_path: Path) -> None:
-    alice = await secure_device(system, "alice", "alice-phone", tmp_path)
-    bob = await secure_device(system, "bob", "bob-phone", tmp_path)
-    tablet = await secure_device(system, "bob", "bob-tablet", tmp_path)
-    try:
+    async with secure_devices(system, tmp_path, "alice-phone", "bob-phone",
+                              "bob-tablet") as (alice, bob, tablet):
         await call(alice.client, "POST", "/v1/groups", {"id": "fam", "members": ["bob"]}, 201)
         await alice.send_group_text("fam", "to both")
         assert await next_text(tablet) == "to both"
@@ -271,5 +241,3 @@ async def test_a_removed_device_leaves_the_directory_and_is_refused(
         assert [d.device for d in alice.machine.devices_of("bob")] == ["bob-phone"]
         assert await next_text(bob) == "to both"
         assert await next_text(bob) == "after removal"
-    finally:
-        await close_all(alice, bob, tablet)
