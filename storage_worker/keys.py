@@ -84,6 +84,8 @@ class KeyService:
             held = DeviceKeys(user=user, device=device, curve25519=new.curve25519,
                               ed25519=new.ed25519, signature=new.signature)
         if held is None:
+            if not upload.one_time_keys and upload.fallback_key is None:
+                return KeysUploadResult(one_time_keys_left=0)  # an empty upload: the count
             raise ProtocolError(ErrorCode.INVALID, "the first upload of a device must carry "
                                 "its device_keys")
         self._check_keys(held, upload.one_time_keys, "one_time")

@@ -53,7 +53,9 @@ async def test_upload_refuses_bad_keys_and_signatures(system: System) -> None:
     account = vodozemac.Account()
     mine = identity(account, "alice", "alice-phone")
     try:
-        await refused(client, "PUT", "/v1/keys", {}, 422, "invalid")  # no identity yet
+        assert await count_left(client) == 0  # an empty upload reads the count
+        await refused(client, "PUT", "/v1/keys", body(one_time_keys=one_time_keys(
+            account, "alice", "alice-phone", 1)), 422, "invalid")  # no identity keys yet
         forged = msgspec.structs.replace(mine, signature=identity(
             vodozemac.Account(), "alice", "alice-phone").signature)
         await refused(client, "PUT", "/v1/keys", body(device_keys=forged), 422, "invalid")
