@@ -1,13 +1,13 @@
-"""Encrypted attachments on top of ``CourierClient``: ``send_file`` and ``download``.
+"""Encrypted attachments on top of ``SecureClient``: ``send_file`` and ``download``.
 
 As Matrix's encrypted attachments: each file is encrypted with AES-256-CTR under a random
 key and IV (the counter half of the IV starts at zero), and the SHA-256 of the ciphertext is
 kept. The ciphertext goes to the blob store through an upload slot; key, IV, hash, blob id,
-file name, type and size travel in the message body, which is what end-to-end encryption
-encrypts, so the server sees only ciphertext of known size. Images get a thumbnail (Pillow,
-at most ``THUMBNAIL_PX`` on a side, JPEG), encrypted and uploaded as a blob of its own. The
-send lists the blob ids in plaintext (``Send.blobs``), the ids only: that is how the server
-knows who may download them and how long to keep them.
+file name, type and size travel in the text of an end-to-end encrypted message (Olm or
+Megolm, ``client.e2ee``), so the server sees only ciphertext of known size. Images get a
+thumbnail (Pillow, at most ``THUMBNAIL_PX`` on a side, JPEG), encrypted and uploaded as a blob
+of its own. The send lists the blob ids in plaintext (``Send.blobs``), the ids only: that is
+how the server knows who may download them and how long to keep them.
 
 Everything is read and encrypted in memory: files up to the server's ``media.max_bytes``.
 """
@@ -27,8 +27,9 @@ import msgspec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from PIL import Image, UnidentifiedImageError
 
+from client.e2ee import SecureClient
 from client.sdk import CourierClient
-from schemas.frames import Accepted, Message
+from schemas.frames import Accepted
 from schemas.ids import direct_conversation, group_conversation
 from schemas.media import DownloadGrant, UploadRequest, UploadSlot
 
@@ -54,7 +55,7 @@ class EncryptedBlob(msgspec.Struct, frozen=True):
 
 
 class FileBody(msgspec.Struct, frozen=True, tag_field="type", tag=FILE_TYPE):
-    """The body of a file message (JSON; E2EE encrypts it like any other body)."""
+    """The text of a file message (JSON; end-to-end encrypted like any other text)."""
 
     name: str
     mimetype: str
@@ -102,10 +103,10 @@ def thumbnail(data: bytes) -> bytes | None:
         return None
 
 
-def file_body(message: Message) -> FileBody | None:
-    """The file a message carries, or None when its body is not a file body."""
+def file_body(text: str) -> FileBody | None:
+    """The file a decrypted message's text describes, or None when it is not a file body."""
     try:
-        return _body_decoder.decode(message.body)
+        return _body_decoder.decode(text)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 
@@ -127,10 +128,11 @@ async def _upload(client: CourierClient, conversation: str, plaintext: bytes) ->
                          sha256=_b64(hashlib.sha256(ciphertext).digest()))
 
 
-async def send_file(client: CourierClient, to: str, path: Path, *,
+async def send_file(secure: SecureClient, to: str, path: Path, *,
                     kind: Literal["user", "group"] = "user") -> Accepted:
-    """Encrypt and upload ``path`` (and a thumbnail if it is an image), then send a message
-    to user or group ``to`` whose body says how to fetch and decrypt them."""
+    """Encrypt and upload ``path`` (and a thumbnail if it is an image), then send user or
+    group ``to`` an end-to-end encrypted message that says how to fetch and decrypt them."""
+    client = secure.client
     data = await asyncio.to_thread(path.read_bytes)
     conversation = (direct_conversation(client.credentials.user, to) if kind == "user"
                     else group_conversation(to))
@@ -138,10 +140,12 @@ async def send_file(client: CourierClient, to: str, path: Path, *,
     stored = await _upload(client, conversation, data)
     preview = await asyncio.to_thread(thumbnail, data) if mimetype.startswith("image/") else None
     thumb = await _upload(client, conversation, preview) if preview is not None else None
-    body = FileBody(name=path.name, mimetype=mimetype, size=len(data), file=stored,
-                    thumbnail=thumb)
+    text = msgspec.json.encode(FileBody(name=path.name, mimetype=mimetype, size=len(data),
+                                        file=stored, thumbnail=thumb)).decode()
     blobs = [stored.blob] + ([thumb.blob] if thumb is not None else [])
-    return await client.send(to, msgspec.json.encode(body), kind=kind, blobs=blobs)
+    if kind == "group":
+        return await secure.send_group_text(to, text, blobs=blobs)
+    return await secure.send_text(to, text, blobs=blobs)
 
 
 async def fetch(client: CourierClient, info: EncryptedBlob) -> bytes:
@@ -157,12 +161,9 @@ async def fetch(client: CourierClient, info: EncryptedBlob) -> bytes:
     return await asyncio.to_thread(decrypt, ciphertext, info)
 
 
-async def download(client: CourierClient, message: Message, directory: Path) -> Path:
-    """Save the file ``message`` carries in ``directory`` (under its base name; a name taken
-    gets a numbered one) and return its path; ``AttachmentError`` if it carries none."""
-    body = file_body(message)
-    if body is None:
-        raise AttachmentError(f"message {message.message_id} carries no file")
+async def download(client: CourierClient, body: FileBody, directory: Path) -> Path:
+    """Save the file ``body`` describes in ``directory`` (under its base name; a name taken
+    gets a numbered one) and return its path."""
     plaintext = await fetch(client, body.file)
     return await asyncio.to_thread(_save, directory, body.name, plaintext)
 

@@ -3,27 +3,37 @@
   register --user alice              register a device, print its credentials as JSON
   chat --user alice --to bob         interactive: lines you type are sent, messages printed;
                                      "/file PATH" sends a file (encrypted, see attachments)
+  chat --user alice --group team     the same in a group (``/verify USER`` works there too)
   send --user alice --to bob TEXT    send one message and print the server's acceptance
   listen --user bob                  print incoming messages until Ctrl-C
 
 Devices are registered through the embedded-mode endpoint; credentials are cached per server
 and user in ``~/.cache/courier-client`` (``--device LABEL`` keeps another cached device of the
 same user; ``--fresh`` registers a one-off device and leaves the cache alone, so a terminal
-already running as that user keeps its device). Bodies are sent as given: the CLI does not
-encrypt (end-to-end encryption lives in the app); files are encrypted before upload
-(``client.attachments``). Files received by ``chat`` and ``listen`` are saved in
-``--files-dir`` (default ``./courier-files``).
+already running as that user keeps its device).
+
+Messages are end-to-end encrypted (``client.e2ee``, docs/e2ee.md): each device's keys and
+sessions live beside its credentials (``<device>.e2ee``, pickled with the random key in
+``<device>.key``; an app keeps that key in the platform's keychain instead). In ``chat``,
+``/verify USER`` prints the safety number to compare with USER's, ``/trust USER`` records that
+they matched; a warning is printed when a device's keys change.
+Files sent with ``/file PATH`` are encrypted before upload (``client.attachments``); the key
+travels inside the end-to-end encrypted message. Files received by ``chat`` and ``listen`` are
+saved in ``--files-dir`` (default ``./courier-files``).
 """
 
 import argparse
 import asyncio
+import os
 import re
 import sys
 from pathlib import Path
 
 import msgspec
 
-from client.attachments import AttachmentError, download, file_body, send_file
+from client.attachments import AttachmentError, FileBody, download, file_body, send_file
+from client.crypto.machine import Decrypted, OlmMachine, Undecryptable
+from client.e2ee import E2eeError, SecureClient
 from client.sdk import ClientError, CourierClient, Credentials, register_device
 from schemas.frames import Message
 
@@ -36,11 +46,38 @@ def _print_message(message: Message) -> None:
     print(f"[{message.conversation} #{message.seq}] {sender}: {text}", flush=True)
 
 
+def _print_result(result: Decrypted | Undecryptable | Message) -> None:
+    if isinstance(result, Message):
+        _print_message(result)
+    elif isinstance(result, Decrypted):
+        print(f"[{result.conversation} #{result.seq}] {result.sender}: {result.text}",
+              flush=True)
+    else:
+        print(f"[{result.conversation} #{result.seq}] {result.sender}: <cannot decrypt: "
+              f"{result.reason}: {result.detail}>", flush=True)
+
+
+def _server_dir(url: str) -> Path:
+    return CACHE / re.sub(r"[^A-Za-z0-9]+", "_", url.split("://", 1)[-1]).strip("_")
+
+
 def cache_path(url: str, user: str, label: str | None) -> Path:
     """Where the credentials of ``user``'s device ``label`` on the server at ``url`` live:
     tokens of one server are useless on another, so each server has its own folder."""
-    server = re.sub(r"[^A-Za-z0-9]+", "_", url.split("://", 1)[-1]).strip("_")
-    return CACHE / server / (f"{user}.json" if label is None else f"{user}.{label}.json")
+    return _server_dir(url) / (f"{user}.json" if label is None else f"{user}.{label}.json")
+
+
+def machine_for(url: str, creds: Credentials) -> OlmMachine:
+    """The device's encryption state, and its pickle key (made on first use, mode 0600)."""
+    folder = _server_dir(url) / "e2ee"
+    folder.mkdir(parents=True, exist_ok=True)
+    key_path = folder / f"{creds.device}.key"
+    if not key_path.exists():
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(os.urandom(32))
+    return OlmMachine.open(creds.user, creds.device, key_path.read_bytes(),
+                           folder / f"{creds.device}.e2ee")
 
 
 async def credentials(url: str, user: str, *, fresh: bool = False,
@@ -63,65 +100,125 @@ async def _cli_credentials(args: argparse.Namespace) -> Credentials:
     return await credentials(args.url, args.user, fresh=args.fresh, label=args.device)
 
 
-async def _receive(client: CourierClient, files_dir: Path) -> None:
-    async for message in client.messages():
-        body = file_body(message)
-        if body is None:
-            _print_message(message)
-            continue
-        sender = message.sender.user or "?"
+class _Session:
+    """A connected, encrypting device of the CLI."""
+
+    def __init__(self, client: CourierClient, secure: SecureClient, files_dir: Path) -> None:
+        self.client = client
+        self.secure = secure
+        self.files_dir = files_dir
+        self._warned = len(secure.machine.key_changes)
+
+    def warn_key_changes(self) -> None:
+        changes = self.secure.machine.key_changes
+        for change in changes[self._warned:]:
+            print(f"warning: {change.user}'s device {change.device} has new keys; "
+                  f"compare safety numbers again (/verify {change.user})", file=sys.stderr,
+                  flush=True)
+        self._warned = len(changes)
+
+    async def send(self, args: argparse.Namespace, text: str) -> None:
         try:
-            saved = await download(client, message, files_dir)
+            if text.startswith("/file "):
+                path = await asyncio.to_thread(
+                    lambda: Path(text.removeprefix("/file ").strip()).expanduser())
+                accepted = await (send_file(self.secure, args.group, path, kind="group")
+                                  if args.group else send_file(self.secure, args.to, path))
+                print(f"sent {path.name} as message {accepted.message_id}", flush=True)
+            elif args.group:
+                await self.secure.send_group_text(args.group, text)
+            else:
+                await self.secure.send_text(args.to, text)
+        finally:
+            self.warn_key_changes()
+
+    async def command(self, line: str) -> None:
+        name, _, user = line.partition(" ")
+        user = user.strip()
+        if name not in ("/verify", "/trust") or not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", user):
+            print("commands: /file PATH, /verify USER, /trust USER", file=sys.stderr)
+            return
+        if name == "/verify":
+            number = await self.secure.safety_number(user)
+            print(f"safety number with {user}: {number}\n(the same on {user}'s screen: "
+                  f"/trust {user})", flush=True)
+        else:
+            await self.secure.refresh([user])
+            self.secure.machine.set_verified(user)
+            self.secure.machine.save()
+            print(f"{user}'s devices are verified", flush=True)
+        self.warn_key_changes()
+
+    async def receive(self) -> None:
+        while True:
+            try:
+                result = await self.secure.next_message(timeout=3600)
+            except (TimeoutError, E2eeError) as exc:  # keep listening: the next one may work
+                if isinstance(exc, E2eeError):
+                    print(f"error: {exc}", file=sys.stderr, flush=True)
+                continue
+            if isinstance(result, Decrypted) and (body := file_body(result.text)) is not None:
+                await self._save(result, body)
+            else:
+                _print_result(result)
+            self.warn_key_changes()
+
+    async def _save(self, message: Decrypted, body: FileBody) -> None:
+        where = f"[{message.conversation} #{message.seq}] {message.sender}: file {body.name!r}"
+        try:
+            saved = await download(self.client, body, self.files_dir)
         except AttachmentError as exc:
-            print(f"[{message.conversation} #{message.seq}] {sender}: file {body.name!r} not "
-                  f"saved: {exc}", file=sys.stderr, flush=True)
-            continue
-        print(f"[{message.conversation} #{message.seq}] {sender}: file {body.name!r} "
-              f"({body.size} bytes) saved as {saved}", flush=True)
+            print(f"{where} not saved: {exc}", file=sys.stderr, flush=True)
+            return
+        print(f"{where} ({body.size} bytes) saved as {saved}", flush=True)
 
 
-async def _send_line(client: CourierClient, to: str, line: str) -> None:
-    """A line as a message, or ``/file PATH`` as an encrypted file."""
-    if line.startswith("/file "):
-        path = await asyncio.to_thread(
-            lambda: Path(line.removeprefix("/file ").strip()).expanduser())
-        accepted = await send_file(client, to, path)
-        print(f"sent {path.name} as message {accepted.message_id}", flush=True)
-        return
-    await client.send(to, line.encode())
+async def _open(args: argparse.Namespace, client: CourierClient) -> _Session:
+    secure = SecureClient(client, machine_for(args.url, client.credentials))
+    await secure.publish_keys()
+    return _Session(client, secure, getattr(args, "files_dir", Path("courier-files")))
 
 
 async def _chat(args: argparse.Namespace) -> None:
-    creds = await _cli_credentials(args)
-    async with CourierClient(args.url, creds) as client:
+    async with CourierClient(args.url, await _cli_credentials(args)) as client:
+        session = await _open(args, client)
         synced = await client.sync()
-        print(f"connected as {creds.user}/{creds.device}; {synced.count} waiting", flush=True)
-        receiver = asyncio.create_task(_receive(client, args.files_dir))
+        creds = client.credentials
+        print(f"connected as {creds.user}/{creds.device}; {synced.count} waiting; messages "
+              "are end-to-end encrypted", flush=True)
+        receiver = asyncio.create_task(session.receive())
         loop = asyncio.get_running_loop()
         try:
             while (line := await loop.run_in_executor(None, sys.stdin.readline)):
-                if line.strip():
-                    try:
-                        await _send_line(client, args.to, line.rstrip("\n"))
-                    except (ClientError, AttachmentError, OSError) as exc:
-                        print(f"refused: {exc}", file=sys.stderr)
+                text = line.rstrip("\n")
+                if not text.strip():
+                    continue
+                try:
+                    if text.startswith("/"):
+                        await session.command(text)
+                    else:
+                        await session.send(args, text)
+                except (ClientError, E2eeError, AttachmentError, OSError) as exc:
+                    print(f"refused: {exc}", file=sys.stderr)
         finally:
             receiver.cancel()
             await asyncio.gather(receiver, return_exceptions=True)
 
 
 async def _send(args: argparse.Namespace) -> None:
-    creds = await _cli_credentials(args)
-    async with CourierClient(args.url, creds) as client:
-        accepted = await client.send(args.to, args.text.encode())
+    async with CourierClient(args.url, await _cli_credentials(args)) as client:
+        session = await _open(args, client)
+        accepted = await (session.secure.send_group_text(args.group, args.text) if args.group
+                          else session.secure.send_text(args.to, args.text))
+        session.warn_key_changes()
         print(msgspec.json.encode(accepted).decode())
 
 
 async def _listen(args: argparse.Namespace) -> None:
-    creds = await _cli_credentials(args)
-    async with CourierClient(args.url, creds) as client:
+    async with CourierClient(args.url, await _cli_credentials(args)) as client:
+        session = await _open(args, client)
         await client.sync()
-        await _receive(client, args.files_dir)
+        await session.receive()
 
 
 async def _register(args: argparse.Namespace) -> None:
@@ -132,6 +229,12 @@ async def _register(args: argparse.Namespace) -> None:
 def _label(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_\-]{1,32}", value):
         raise argparse.ArgumentTypeError("1-32 of A-Z a-z 0-9 _ -")
+    return value
+
+
+def _id(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", value):
+        raise argparse.ArgumentTypeError("1-64 of A-Z a-z 0-9 _ -")
     return value
 
 
@@ -153,7 +256,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             help="use the cached device LABEL of this user (registered on "
                                  "first use), e.g. a second device")
         if name != "listen":
-            command.add_argument("--to", required=True, help="recipient user id")
+            target = command.add_mutually_exclusive_group(required=True)
+            target.add_argument("--to", type=_id, help="recipient user id")
+            target.add_argument("--group", type=_id, help="recipient group id")
         if name != "send":
             command.add_argument("--files-dir", type=Path, default=Path("courier-files"),
                                  help="where received files are saved (default: "
@@ -172,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(handler[args.command](args))
     except KeyboardInterrupt:
         return 0
-    except (ClientError, RuntimeError, OSError) as exc:
+    except (ClientError, E2eeError, RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -25,6 +25,7 @@ from schemas.frames import (
     Contact,
     Destination,
     Error,
+    KeysLow,
     Message,
     Ping,
     Pong,
@@ -100,6 +101,8 @@ class CourierClient:
         self.presence: asyncio.Queue[Presence] = asyncio.Queue()
         self.typing: asyncio.Queue[UserTyping] = asyncio.Queue()
         self.contacts: asyncio.Queue[Contact] = asyncio.Queue()
+        #: ``keys_low`` frames: a device of this user should upload one-time keys.
+        self.keys_low: asyncio.Queue[KeysLow] = asyncio.Queue()
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._pending: dict[str, asyncio.Future[ServerFrame]] = {}
@@ -128,9 +131,13 @@ class CourierClient:
         self._session = aiohttp.ClientSession()
         self._welcomed = asyncio.get_running_loop().create_future()
         self.close_code = None
-        self._ws = await self._session.ws_connect(
-            ws_url, headers={"Authorization": f"Bearer {self.credentials.token}"},
-            max_msg_size=0, heartbeat=None)
+        try:
+            self._ws = await self._session.ws_connect(
+                ws_url, headers={"Authorization": f"Bearer {self.credentials.token}"},
+                max_msg_size=0, heartbeat=None)
+        except BaseException:  # a refused upgrade: leave no session open behind
+            await self._session.close()
+            raise
         self._reader = asyncio.create_task(self._read_forever())
         self.welcome = await asyncio.wait_for(self._welcomed, 10)
         return self.welcome
@@ -327,6 +334,8 @@ class CourierClient:
             self.typing.put_nowait(frame)
         elif isinstance(frame, Contact):
             self.contacts.put_nowait(frame)
+        elif isinstance(frame, KeysLow):
+            self.keys_low.put_nowait(frame)
         elif isinstance(frame, Welcome):
             if self._welcomed is not None and not self._welcomed.done():
                 self._welcomed.set_result(frame)

@@ -21,6 +21,7 @@ from gateway.auth import TokenIssuer, TokenVerifier
 from gateway.handlers.callbacks import CallbackRelay
 from gateway.handlers.contacts import Contacts
 from gateway.handlers.control import ControlGuard
+from gateway.handlers.keys import KeyDirectory
 from gateway.handlers.limits import Limits
 from gateway.handlers.media import MediaService
 from gateway.handlers.messaging import Messaging
@@ -31,6 +32,7 @@ from gateway.handlers.social_frames import SocialSockets
 from gateway.handlers.typing_relay import TypingRelay
 from gateway.handlers.user_channel import UserChannel
 from gateway.http.admin_rest import AdminApi
+from gateway.http.keys_rest import KeysRest
 from gateway.http.media_rest import LocalBlobRoutes, MediaApi
 from gateway.http.notify_rest import NotifyApi
 from gateway.http.openapi import ApiDocs
@@ -154,6 +156,7 @@ class Gateway:
             SocialRest(rpc_client, messaging, permissions,
                        Contacts(rpc_client, permissions, channel), presence_hub),
             MediaApi(media),
+            KeysRest(KeyDirectory(rpc_client, admin, channel, config.keys.low_water)),
             LocalBlobRoutes(blobs if isinstance(blobs, LocalBlobStore) else None)]
         app = web.Application(middlewares=[problem_middleware],
                               client_max_size=config.gateway.max_frame_bytes)

@@ -344,6 +344,14 @@ class GroupsConfig(_Section, frozen=True):
 StrangerPolicy = Literal["allow", "contacts_only"]
 
 
+class KeysConfig(_Section, frozen=True):
+    """The end-to-end encryption key directory (docs/e2ee.md)."""
+
+    #: A claim that leaves a device fewer one-time keys than this sends it a ``keys_low`` frame
+    #: (0: never).
+    low_water: Annotated[int, msgspec.Meta(ge=0, le=100)] = 10
+
+
 class ContactsConfig(_Section, frozen=True):
     """Who may open a 1:1 conversation (enforced by the gateway)."""
 
@@ -491,6 +499,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     dlq: DlqConfig = DlqConfig()
     groups: GroupsConfig = GroupsConfig()
     contacts: ContactsConfig = ContactsConfig()
+    keys: KeysConfig = KeysConfig()
     presence: PresenceConfig = PresenceConfig()
     limits: LimitsConfig = LimitsConfig()
     media: MediaConfig = MediaConfig()

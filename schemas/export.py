@@ -17,6 +17,7 @@ from schemas import (
     dead_letters,
     frames,
     groups,
+    keys,
     media,
     notifications,
     push,
@@ -54,6 +55,11 @@ GROUPS: dict[str, list[Any]] = {
                  contacts.ContactsOf, contacts.RelationsRequest, contacts.Relations,
                  contacts.RelationChanged],
     "media": [media.UploadRequest, media.UploadSlot, media.DownloadGrant, media.BlobRecord],
+    "keys": [keys.KeysUpload, keys.KeysUploadResult, keys.KeysQuery, keys.KeysQueryResult,
+             keys.KeysClaim, keys.KeysClaimResult, keys.DeviceList, keys.KeysUploadRequest,
+             keys.KeysQueryRequest, keys.KeysClaimRequest, keys.KeysClaimOutcome,
+             keys.KeysRemoveRequest,
+             keys.KeysRemoved],
 }
 
 

@@ -172,6 +172,8 @@ class Welcome(_ServerFrame, tag="welcome"):
     heartbeat_s: float
     max_frame_bytes: int
     gateway: str
+    #: One-time keys the key directory holds for this device (docs/e2ee.md); 0 before any.
+    one_time_keys_left: int | None = None
 
 
 class Accepted(_ServerFrame, tag="accepted"):
@@ -293,14 +295,22 @@ class Contact(_ServerFrame, tag="contact"):
     since: int = 0
 
 
+class KeysLow(_ServerFrame, tag="keys_low"):
+    """A claim left ``device`` (of this user) fewer one-time keys than the deployment's
+    ``keys.low_water``: that device uploads more (``PUT /v1/keys``); others ignore it."""
+
+    device: DeviceId
+    one_time_keys_left: int
+
+
 ServerFrame = (Welcome | Accepted | Message | Receipt | Synced | Pong | Error | CallbackAccepted
-               | PresenceSubscribed | Presence | UserTyping | Contact)
+               | PresenceSubscribed | Presence | UserTyping | Contact | KeysLow)
 
 FRAME_TYPES: Final[dict[str, type[_Frame]]] = {
     t.__struct_config__.tag: t  # type: ignore[misc]
     for t in (Send, Ack, Read, Sync, Ping, Callback, Welcome, Accepted, Message, Receipt, Synced,
               Pong, Error, CallbackAccepted, PresenceSubscribe, PresenceUnsubscribe, Typing,
-              PresenceSubscribed, Presence, UserTyping, Contact)
+              PresenceSubscribed, Presence, UserTyping, Contact, KeysLow)
 }
 CLIENT_FRAME_TYPES: Final = frozenset({"send", "ack", "read", "sync", "ping", "callback",
                                        "presence_subscribe", "presence_unsubscribe", "typing"})

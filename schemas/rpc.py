@@ -11,7 +11,7 @@ from typing import Final, Generic, TypeVar
 
 import msgspec
 
-from schemas import contacts, groups
+from schemas import contacts, groups, keys
 from schemas.frames import Message
 from schemas.notifications import AppUsers, AppUsersRequest
 
@@ -33,6 +33,8 @@ class DeviceInfo(msgspec.Struct):
     app: str
     created_at: int
     disabled: bool = False
+    #: ``register_device`` only: one-time keys the directory holds for the device.
+    one_time_keys_left: int | None = None
 
 
 class RegisterDevice(msgspec.Struct):
@@ -188,4 +190,9 @@ OPERATIONS: Final[dict[str, tuple[type[msgspec.Struct], type]]] = {
     "contact_write": (contacts.ContactWrite, contacts.ContactWriteResult),
     "contacts": (contacts.ContactsOf, contacts.ContactList),
     "relations": (contacts.RelationsRequest, contacts.Relations),
+    # end-to-end encryption key directory (schemas.keys)
+    "keys_upload": (keys.KeysUploadRequest, keys.KeysUploadResult),
+    "keys_query": (keys.KeysQueryRequest, keys.KeysQueryResult),
+    "keys_claim": (keys.KeysClaimRequest, keys.KeysClaimOutcome),
+    "keys_remove": (keys.KeysRemoveRequest, keys.KeysRemoved),
 }

@@ -28,9 +28,11 @@ from storage_worker.consumer import EnvelopeApplier
 from storage_worker.contacts import ContactService
 from storage_worker.group_apply import GroupApplier
 from storage_worker.group_service import GroupService
+from storage_worker.keys import KeyService
 from storage_worker.listing import app_users_handler
 from storage_worker.media_sweeper import MediaSweeper
 from storage_worker.store.base import MessageStore, retention_policy
+from storage_worker.store.keys_factory import create_key_store
 from storage_worker.store.social_factory import create_social_store
 
 log = structlog.get_logger(__name__)
@@ -64,6 +66,7 @@ class StorageWorker:
         self._config = config
         self._store = store
         self._social = create_social_store(store)
+        self._keys = create_key_store(store)
         self._groups: GroupService | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -78,6 +81,7 @@ class StorageWorker:
     async def start(self) -> None:
         await self._store.open()
         await self._social.open()
+        await self._keys.open()
         self._nc = await connect(self._config.nats, "storage_worker", STORAGE)
         self._js = self._nc.jetstream()
         await ensure_stream(self._js, MSGS, self._config.nats)
@@ -94,6 +98,7 @@ class StorageWorker:
         await self._loop.start()
         self._groups = GroupService(self._social, self._store, self._js, self._wait_stored,
                                     self._config.groups.max_members)
+        self._key_service = KeyService(self._keys)
         self._rpc = RpcServer(self._nc, STORE_QUEUE, {
             "register_device": self._register_device,
             "get_user": self._get_user,
@@ -105,6 +110,7 @@ class StorageWorker:
             "app_users": app_users_handler(self._store),
             **self._groups.handlers(),
             **ContactService(self._social, self._store, self._nc).handlers(),
+            **self._key_service.handlers(),
         }, concurrency=self._config.store.rpc_concurrency)
         await self._rpc.start()
         self._tasks.watch(self._purge_forever, name="purge",
@@ -131,6 +137,7 @@ class StorageWorker:
             await self._loop.stop()
         if self._nc is not None:
             await close(self._nc)
+        await self._keys.close()
         await self._social.close()
         await self._store.close()
         await self._blobs.close()
@@ -148,6 +155,8 @@ class StorageWorker:
         info = await self._store.register_device(request.app, request.user, request.device,
                                                  now_ms(), start_after=int(position))
         await self._nc.publish(DIRECTORY_CHANGED, scoped(request.app, request.user).encode())
+        info.one_time_keys_left = await self._keys.count(request.app, request.user,
+                                                         request.device)
         return info
 
     async def _get_user(self, request: rpc.GetUser) -> rpc.UserDevices:

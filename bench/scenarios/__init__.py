@@ -9,6 +9,7 @@ from bench.scenarios import (
     connections,
     direct_latency,
     direct_throughput,
+    e2ee_cost,
     floor_nats,
     group_fanout,
     media,
@@ -20,5 +21,5 @@ ScenarioRun = Callable[[Context], Awaitable[Outcome]]
 SCENARIOS: Final[dict[str, ScenarioRun]] = {
     module.NAME: module.run
     for module in (floor_nats, direct_latency, direct_throughput, group_fanout,
-                   offline_catchup, connections, media)
+                   offline_catchup, connections, media, e2ee_cost)
 }

@@ -69,15 +69,17 @@ class Messaging:
         #: (app, device) -> its user.
         self._device_owners: LruCache[tuple[str, str], str] = LruCache(max_cached)
 
-    async def register(self, identity: Identity) -> None:
-        """Make sure the token's user and device exist in the registry."""
-        await self._rpc.call(
+    async def register(self, identity: Identity) -> int | None:
+        """Make sure the token's user and device exist in the registry; returns the count of
+        one-time keys the key directory holds for the device."""
+        info = await self._rpc.call(
             "register_device",
             rpc.RegisterDevice(user=identity.user, device=identity.device, app=identity.app),
             rpc.DeviceInfo,
         )
         self._known_users.put((identity.app, identity.user),
                               time.monotonic() + self._cache_ttl_s)
+        return info.one_time_keys_left
 
     async def send(self, identity: Identity, frame: Send) -> Accepted:
         if (frame.body is None) == (frame.payloads is None):

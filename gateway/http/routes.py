@@ -6,7 +6,8 @@ route because the table's wrapper applies them, not the handlers.
 Modules of device routes (what an administrator disables with ``target.kind: module``):
 ``chat`` conversations, history, messages and their receipts; ``groups``; ``contacts``
 (contacts and blocks); ``presence``; ``push`` (push registration and wake-ups); ``media``
-(upload slots and download grants; docs/media.md).
+(upload slots and download grants; docs/media.md); ``keys`` (the end-to-end encryption key
+directory; docs/e2ee.md).
 """
 
 from typing import Any, Final
@@ -19,6 +20,7 @@ from gateway.http.admin_rest import (
     SEQ,
     AdminApi,
 )
+from gateway.http.keys_rest import DEVICE, KeysRest
 from gateway.http.media_rest import (
     APP,
     BLOB,
@@ -50,6 +52,15 @@ from schemas.groups import (
     GroupReceipts,
     RenameGroupRequest,
     SetRoleRequest,
+)
+from schemas.keys import (
+    DeviceList,
+    KeysClaim,
+    KeysClaimResult,
+    KeysQuery,
+    KeysQueryResult,
+    KeysUpload,
+    KeysUploadResult,
 )
 from schemas.media import DownloadGrant, UploadRequest, UploadSlot
 from schemas.notifications import NotifyRequest, NotifyResult
@@ -170,6 +181,38 @@ ROUTES: Final[tuple[Route, ...]] = (
                       "get the same 404.",
           params=(WAKEUP,), replies=ok(WakeUpDetails, "What the wake-up stands for"),
           problems=(404, UNAVAILABLE)),
+    # ------------------------------------------------------------ keys
+    Route(method="PUT", path="/v1/keys", handler=KeysRest.upload, credential="device",
+          module="keys", bucket="write",
+          summary="Publish this device's identity keys, one-time keys and fallback key",
+          description="The first upload of a device carries `device_keys`; later ones the "
+                      "same keys or none. Each key is signed by the device's Ed25519 key "
+                      "(docs/e2ee.md); a bad signature is 422 `invalid`, other identity keys "
+                      "for a device that has some are 409 `conflict`.",
+          body=KeysUpload, body_limit=MAX_BODY, replies=ok(KeysUploadResult, "Stored"),
+          problems=(409, UNAVAILABLE)),
+    Route(method="POST", path="/v1/keys/query", handler=KeysRest.query, credential="device",
+          module="keys", bucket="write",
+          summary="The devices of these users and their signed identity keys",
+          body=KeysQuery, replies=ok(KeysQueryResult, "Devices"), problems=(UNAVAILABLE,)),
+    Route(method="POST", path="/v1/keys/claim", handler=KeysRest.claim, credential="device",
+          module="keys", bucket="write",
+          summary="Take one one-time key of each of these devices (never handed out twice)",
+          description="A device without one-time keys left gives its fallback key (flagged "
+                      "`fallback`); one without either is listed in `missing`.",
+          body=KeysClaim, replies=ok(KeysClaimResult, "Claimed keys"),
+          problems=(UNAVAILABLE,)),
+    Route(method="GET", path="/v1/devices", handler=KeysRest.devices, credential="device",
+          module="keys", bucket="read",
+          summary="My devices that published identity keys",
+          replies=ok(DeviceList, "Devices"), problems=(UNAVAILABLE,)),
+    Route(method="DELETE", path="/v1/devices/{device}", handler=KeysRest.remove_device,
+          credential="device", module="keys", bucket="write",
+          summary="Remove one of my devices (a lost one, or this one)",
+          description="Its keys leave the directory, its token is refused from then on and its "
+                      "sockets close with `disabled` (4103); audited as a control action with "
+                      "actor `user:<me>`. 404 when the caller has no such device.",
+          params=(DEVICE,), replies=ok(None, "Removed", 204), problems=(404, UNAVAILABLE)),
     # ------------------------------------------------------------ groups
     _group("POST", "/v1/groups", SocialRest.create_group,
            "Create a group; the caller becomes its owner", GroupInfo, "Created", status=201,

@@ -142,16 +142,17 @@ class SocketServer:
         identity = self._verifier.verify(_token(request))
         self._guard.check_connect(identity)
         self._limits.check_connect(identity)
-        await self._messaging.register(identity)
+        keys_left = await self._messaging.register(identity)
         ws = LingeringWebSocket(heartbeat=self._config.heartbeat_s,
                                 timeout=self._config.close_timeout_s,
                                 # aiohttp refuses a frame of exactly max_msg_size
                                 max_msg_size=self._config.max_frame_bytes + 1)
         await ws.prepare(request)
-        await self._serve(ws, identity)
+        await self._serve(ws, identity, keys_left)
         return ws
 
-    async def _serve(self, ws: LingeringWebSocket, identity: Identity) -> None:
+    async def _serve(self, ws: LingeringWebSocket, identity: Identity,
+                     keys_left: int | None) -> None:
         conn = Connection(ws, identity, self._messaging, self._config, guard=self._guard,
                           callbacks=self._callbacks, social=self._social, limits=self._limits)
         conn.start()
@@ -163,7 +164,7 @@ class SocketServer:
             conn.send(Welcome(user=identity.user, device=identity.device, app=identity.app,
                               protocol=PROTOCOL_VERSION, heartbeat_s=self._config.heartbeat_s,
                               max_frame_bytes=self._config.max_frame_bytes,
-                              gateway=self._gateway_id))
+                              gateway=self._gateway_id, one_time_keys_left=keys_left))
             await self._hub.attach(conn)  # after welcome: live frames follow it
             await self._social.attach(conn)
             self._guard.recheck(conn)  # disabled while the socket was being set up

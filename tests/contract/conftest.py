@@ -25,6 +25,8 @@ from infra.seaweedfs import SeaweedFs
 from runtime.config import StoreConfig
 from storage_worker.store.base import MessageStore
 from storage_worker.store.cassandra import CassandraStore
+from storage_worker.store.keys import KeyStore
+from storage_worker.store.keys_factory import create_key_store
 from storage_worker.store.social import SocialStore
 from storage_worker.store.social_factory import create_social_store
 from storage_worker.store.sqlite import SqliteStore
@@ -118,3 +120,14 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await backend.close()
         if runner is not None:
             await runner.cleanup()
+
+
+@pytest.fixture
+async def keys(store: MessageStore) -> AsyncIterator[KeyStore]:
+    """The key directory of each backend, in the database of that backend's ``store``."""
+    backend = create_key_store(store)
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()

@@ -5,6 +5,7 @@ the signature does not allow; only the owner and members of a conversation the b
 in get a download URL; blobs never referenced are collected, referenced ones follow their
 message's retention; the stored object holds no plaintext."""
 
+import argparse
 import asyncio
 import io
 import json
@@ -33,9 +34,11 @@ from client.attachments import (
     file_body,
     send_file,
 )
+from client.e2ee import SecureClient
 from client.sdk import ClientError, CourierClient
 from infra.seaweedfs import SeaweedFs
 from schemas.ids import direct_conversation
+from tests.e2e.e2ee_helpers import close_all, next_text, secure_device
 from tests.harness import System
 
 MAX_BYTES = 4 * 1024 * 1024
@@ -109,6 +112,14 @@ async def _pair(media: MediaSystem) -> tuple[CourierClient, CourierClient, str, 
     return alice, bob, alice_id, bob_id
 
 
+async def _secure_pair(media: MediaSystem, state: Path) -> tuple[SecureClient, SecureClient]:
+    """Alice and Bob on encrypting devices (files are sent in end-to-end encrypted messages)."""
+    tag = secrets.token_hex(3)
+    alice = await secure_device(media.system, f"alice-{tag}", f"alice-{tag}-phone", state)
+    bob = await secure_device(media.system, f"bob-{tag}", f"bob-{tag}-phone", state)
+    return alice, bob
+
+
 async def _slot(client: CourierClient, conversation: str, size: int,
                 content_type: str = CIPHERTEXT_TYPE) -> tuple[int, Any]:
     return await client.api("POST", "/v1/media/uploads", {
@@ -152,27 +163,27 @@ def _png(marker: bytes = b"") -> bytes:
 
 async def test_a_file_and_its_thumbnail_go_end_to_end_encrypted(
         media: MediaSystem, tmp_path: Path) -> None:
-    alice, bob, _, _ = await _pair(media)
+    alice, bob = await _secure_pair(media, tmp_path / "e2ee")
     picture = tmp_path / "holiday.png"
     picture.write_bytes(_png(MARKER * 50))
     try:
-        await send_file(alice, bob.credentials.user, picture)
-        message = await bob.next_message()
-        body = file_body(message)
+        await send_file(alice, bob.user, picture)
+        body = file_body(await next_text(bob))
         assert body is not None and body.thumbnail is not None
         assert (body.name, body.mimetype, body.size) == ("holiday.png", "image/png",
                                                          picture.stat().st_size)
-        saved = await download(bob, message, tmp_path / "received")
+        saved = await download(bob.client, body, tmp_path / "received")
         assert saved.read_bytes() == picture.read_bytes()
-        with Image.open(io.BytesIO(await fetch(bob, body.thumbnail))) as thumb:
+        with Image.open(io.BytesIO(await fetch(bob.client, body.thumbnail))) as thumb:
             assert thumb.format == "JPEG" and max(thumb.size) <= 320
         stored = media.stored(body.file.blob)
         assert stored is not None and len(stored) == body.file.size
         assert MARKER not in stored  # the marker search: ciphertext only
         assert decrypt(stored, body.file) == picture.read_bytes()
+        key = body.file.key.encode()
+        assert key not in media.system.root.joinpath("courier.db").read_bytes()  # key: E2EE
     finally:
-        await alice.close()
-        await bob.close()
+        await close_all(alice, bob)
 
 
 async def test_only_the_owner_and_members_get_a_download_url(media: MediaSystem) -> None:
@@ -280,31 +291,32 @@ async def test_a_blob_follows_the_retention_of_its_message(media: MediaSystem) -
 
 async def test_a_download_that_does_not_match_its_hash_is_refused(media: MediaSystem,
                                                                   tmp_path: Path) -> None:
-    alice, bob, _, _ = await _pair(media)
+    alice, bob = await _secure_pair(media, tmp_path / "e2ee")
     document = tmp_path / "notes.txt"
     document.write_bytes(b"plain notes" * 100)
     try:
-        await send_file(alice, bob.credentials.user, document)
-        body = file_body(await bob.next_message())
+        await send_file(alice, bob.user, document)
+        body = file_body(await next_text(bob))
         assert body is not None and body.thumbnail is None  # not an image
         forged = type(body.file)(blob=body.file.blob, key=body.file.key, iv=body.file.iv,
                                  sha256="A" * 43, size=body.file.size)
         with pytest.raises(AttachmentError):
-            await fetch(bob, forged)
+            await fetch(bob.client, forged)
     finally:
-        await alice.close()
-        await bob.close()
+        await close_all(alice, bob)
 
 
 async def test_the_cli_sends_a_file_and_saves_what_it_receives(
         media: MediaSystem, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    alice, bob, _, bob_id = await _pair(media)
+    alice, bob = await _secure_pair(media, tmp_path / "e2ee")
     document = tmp_path / "report.pdf"
     document.write_bytes(MARKER + secrets.token_bytes(5000))
-    receiver = asyncio.create_task(cli._receive(bob, tmp_path / "inbox"))
+    sender = cli._Session(alice.client, alice, tmp_path / "unused")
+    receiver = asyncio.create_task(cli._Session(bob.client, bob, tmp_path / "inbox").receive())
+    to_bob = argparse.Namespace(to=bob.user, group=None)
     try:
-        await cli._send_line(alice, bob_id, f"/file {document}")
-        await cli._send_line(alice, bob_id, "and a line")
+        await sender.send(to_bob, f"/file {document}")
+        await sender.send(to_bob, "and a line")
         saved = tmp_path / "inbox" / "report.pdf"
 
         async def both_arrived() -> bool:
@@ -315,8 +327,7 @@ async def test_the_cli_sends_a_file_and_saves_what_it_receives(
     finally:
         receiver.cancel()
         await asyncio.gather(receiver, return_exceptions=True)
-        await alice.close()
-        await bob.close()
+        await close_all(alice, bob)
 
 
 # ---------------------------------------------------------------------- bad input
@@ -367,12 +378,12 @@ async def test_sends_refuse_blobs_that_are_not_the_senders(media: MediaSystem) -
             with pytest.raises(ClientError) as refused:
                 await sender.send(to, b"x", blobs=blobs)
             assert refused.value.code == "forbidden", (blobs, refused.value)
-        for blobs in (["nope"], [], [blob] * 17, "b" + "1" * 32, [None]):
+        for bad in (["nope"], [], [blob] * 17, "b" + "1" * 32, [None]):
             await alice.send_raw(json.dumps({
                 "type": "send", "client_id": secrets.token_hex(8),
-                "to": {"kind": "user", "id": bob_id}, "body": "eA==", "blobs": blobs}))
+                "to": {"kind": "user", "id": bob_id}, "body": "eA==", "blobs": bad}))
             error = await asyncio.wait_for(alice.errors.get(), 10)
-            assert error.code == "invalid", (blobs, error)
+            assert error.code == "invalid", (bad, error)
         accepted = await alice.send(bob_id, b"ok", blobs=[blob] * 16)  # at the bound
         assert accepted.message_id
     finally:

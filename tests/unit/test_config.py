@@ -58,6 +58,9 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ({"COURIER_STORE_RPC_CONCURRENCY": "0"}, "COURIER_STORE_RPC_CONCURRENCY"),
         ({"COURIER_STORE_RPC_CONCURRENCY": "10001"}, "COURIER_STORE_RPC_CONCURRENCY"),
         ({"COURIER_STORE_RPC_CONCURRENCY": "many"}, "COURIER_STORE_RPC_CONCURRENCY"),
+        ({"COURIER_KEYS_LOW_WATER": "-1"}, "COURIER_KEYS_LOW_WATER"),
+        ({"COURIER_KEYS_LOW_WATER": "101"}, "COURIER_KEYS_LOW_WATER"),
+        ({"COURIER_KEYS_LOW_WATER": "few"}, "COURIER_KEYS_LOW_WATER"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
@@ -70,6 +73,11 @@ def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
 def test_rpc_concurrency_bounds_are_accepted(value: int) -> None:
     config = load_config({"COURIER_STORE_RPC_CONCURRENCY": str(value)})
     assert config.store.rpc_concurrency == value
+
+
+@pytest.mark.parametrize("value", [0, 100])
+def test_keys_low_water_bounds_are_accepted(value: int) -> None:
+    assert load_config({"COURIER_KEYS_LOW_WATER": str(value)}).keys.low_water == value
 
 
 def test_bad_file(tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ def test_the_table_itself_is_well_formed() -> None:
     assert len({(route.method, route.path) for route in ROUTES}) == len(ROUTES)
     assert {route.credential for route in ROUTES} == {"device", "service", "admin", "none"}
     modules = {route.module for route in ROUTES if route.credential == "device"}
-    assert modules == {"chat", "groups", "contacts", "presence", "push", "media"}
+    assert modules == {"chat", "groups", "contacts", "presence", "push", "media", "keys"}
 
 
 def request(query: str = "", **match: str) -> web.Request:
