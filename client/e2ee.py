@@ -15,8 +15,14 @@ are consumed silently. The machine is saved after every change. One-time keys ar
 when the server's count falls below ``LOW_WATER``: known from ``welcome``, from ``keys_low``
 frames (sent when claims leave a device below the deployment's ``keys.low_water``) and from
 the count of Olm sessions peers opened.
+
+A ``device_list_changed`` frame (a user this one shares a conversation, group or contact
+with gained or lost a device) re-queries that user's devices (``refresh_device_lists``, also
+done by ``next_message`` as frames come): a new device is known, and gets a session, before the
+next send; a device gone retires the group sessions whose key it had.
 """
 
+import asyncio
 from collections.abc import Iterable
 from typing import Final, TypeVar
 
@@ -117,6 +123,23 @@ class SecureClient:
         self.machine.save()
         return changes
 
+    async def refresh_device_lists(self) -> list[str]:
+        """Refresh the users named by the ``device_list_changed`` frames that came (without
+        waiting for any); returns them."""
+        users: list[str] = []
+        while not self.client.device_lists.empty():
+            users.append(self.client.device_lists.get_nowait().user)
+        if users:
+            await self.refresh(users)
+        return list(dict.fromkeys(users))
+
+    async def next_device_list_change(self, timeout: float = 10.0) -> list[str]:
+        """Wait for a ``device_list_changed`` frame, then ``refresh_device_lists`` (that
+        user and any other that came)."""
+        first = await asyncio.wait_for(self.client.device_lists.get(), timeout)
+        self.client.device_lists.put_nowait(first)
+        return await self.refresh_device_lists()
+
     async def send_text(self, to: str, text: str, blobs: list[str] | None = None) -> Accepted:
         """Send ``text`` to user ``to``, encrypted for each of its devices and this user's
         other devices; ``blobs``: the ids of the attachments it references (plaintext, ids
@@ -154,6 +177,7 @@ class SecureClient:
         while True:
             if not self.client.keys_low.empty():
                 await self.publish_keys()  # a keys_low frame came: top up if it was ours
+            await self.refresh_device_lists()
             message = await self.client.next_message(timeout)
             if message.kind != "chat":
                 return message

@@ -24,6 +24,7 @@ from schemas.frames import (
     CallbackAccepted,
     Contact,
     Destination,
+    DeviceListChanged,
     Error,
     KeysLow,
     Message,
@@ -103,6 +104,8 @@ class CourierClient:
         self.contacts: asyncio.Queue[Contact] = asyncio.Queue()
         #: ``keys_low`` frames: a device of this user should upload one-time keys.
         self.keys_low: asyncio.Queue[KeysLow] = asyncio.Queue()
+        #: ``device_list_changed`` frames: a user gained or lost a device (re-query its keys).
+        self.device_lists: asyncio.Queue[DeviceListChanged] = asyncio.Queue()
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._pending: dict[str, asyncio.Future[ServerFrame]] = {}
@@ -336,6 +339,8 @@ class CourierClient:
             self.contacts.put_nowait(frame)
         elif isinstance(frame, KeysLow):
             self.keys_low.put_nowait(frame)
+        elif isinstance(frame, DeviceListChanged):
+            self.device_lists.put_nowait(frame)
         elif isinstance(frame, Welcome):
             if self._welcomed is not None and not self._welcomed.done():
                 self._welcomed.set_result(frame)

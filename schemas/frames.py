@@ -303,14 +303,25 @@ class KeysLow(_ServerFrame, tag="keys_low"):
     one_time_keys_left: int
 
 
+class DeviceListChanged(_ServerFrame, tag="device_list_changed"):
+    """``user`` (this user, or one sharing a direct conversation, a group or a contact with
+    it) gained a device in the key directory or lost one: query its devices
+    (``POST /v1/keys/query``) before the next send to it. Best effort: a user past the
+    audience bound (``schemas.keys.MAX_KEY_AUDIENCE``) or not connected is not told, and
+    learns it at its next query (senders query before every send)."""
+
+    user: UserId
+
+
 ServerFrame = (Welcome | Accepted | Message | Receipt | Synced | Pong | Error | CallbackAccepted
-               | PresenceSubscribed | Presence | UserTyping | Contact | KeysLow)
+               | PresenceSubscribed | Presence | UserTyping | Contact | KeysLow
+               | DeviceListChanged)
 
 FRAME_TYPES: Final[dict[str, type[_Frame]]] = {
     t.__struct_config__.tag: t  # type: ignore[misc]
     for t in (Send, Ack, Read, Sync, Ping, Callback, Welcome, Accepted, Message, Receipt, Synced,
               Pong, Error, CallbackAccepted, PresenceSubscribe, PresenceUnsubscribe, Typing,
-              PresenceSubscribed, Presence, UserTyping, Contact, KeysLow)
+              PresenceSubscribed, Presence, UserTyping, Contact, KeysLow, DeviceListChanged)
 }
 CLIENT_FRAME_TYPES: Final = frozenset({"send", "ack", "read", "sync", "ping", "callback",
                                        "presence_subscribe", "presence_unsubscribe", "typing"})

@@ -32,6 +32,12 @@ MAX_ONE_TIME_KEYS: Final = 100
 MAX_QUERY_USERS: Final = 100
 #: Most devices in one ``keys/claim``.
 MAX_CLAIM_DEVICES: Final = 256
+#: Most users told of one device-list change (``device_list_changed``), the user itself
+#: included: direct peers (most recent conversations first), then contacts, then fellow group
+#: members; the rest learn of it at their next query.
+MAX_KEY_AUDIENCE: Final = 1000
+#: Most direct conversations and groups of the user read to compute that audience.
+MAX_KEY_AUDIENCE_SOURCES: Final = 500
 
 
 def signed_bytes(kind: str, user: str, device: str, *fields: str) -> bytes:
@@ -148,6 +154,32 @@ class KeysUploadRequest(msgspec.Struct):
     user: str
     device: str
     upload: KeysUpload
+
+
+class KeysUploadOutcome(msgspec.Struct):
+    """Reply to ``KeysUploadRequest``: the uploader's answer, and whether the upload put a
+    new device in the directory (its first identity keys: the gateway sends
+    ``device_list_changed``)."""
+
+    result: KeysUploadResult
+    new_device: bool = False
+
+
+class KeyAudienceRequest(msgspec.Struct):
+    """``store.rpc.key_audience``: who to tell that ``user``'s device list changed."""
+
+    app: str
+    user: str
+    device: str
+
+
+class KeyAudience(msgspec.Struct):
+    """Reply to ``KeyAudienceRequest``: ``user`` and the users who share a direct
+    conversation, a contact or a group with it, at most ``MAX_KEY_AUDIENCE``
+    (``truncated``: some were left out)."""
+
+    users: list[str]
+    truncated: bool = False
 
 
 class KeysQueryRequest(msgspec.Struct):

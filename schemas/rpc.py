@@ -191,8 +191,9 @@ OPERATIONS: Final[dict[str, tuple[type[msgspec.Struct], type]]] = {
     "contacts": (contacts.ContactsOf, contacts.ContactList),
     "relations": (contacts.RelationsRequest, contacts.Relations),
     # end-to-end encryption key directory (schemas.keys)
-    "keys_upload": (keys.KeysUploadRequest, keys.KeysUploadResult),
+    "keys_upload": (keys.KeysUploadRequest, keys.KeysUploadOutcome),
     "keys_query": (keys.KeysQueryRequest, keys.KeysQueryResult),
     "keys_claim": (keys.KeysClaimRequest, keys.KeysClaimOutcome),
     "keys_remove": (keys.KeysRemoveRequest, keys.KeysRemoved),
+    "key_audience": (keys.KeyAudienceRequest, keys.KeyAudience),
 }

@@ -27,6 +27,7 @@ from schemas.keys import (
     KeysQueryResult,
     KeysRemoved,
     KeysRemoveRequest,
+    KeysUploadOutcome,
     KeysUploadRequest,
     KeysUploadResult,
     OneTimeKey,
@@ -61,7 +62,7 @@ class KeyService:
         return {"keys_upload": self.upload, "keys_query": self.query,
                 "keys_claim": self.claim, "keys_remove": self.remove}
 
-    async def upload(self, request: KeysUploadRequest) -> KeysUploadResult:
+    async def upload(self, request: KeysUploadRequest) -> KeysUploadOutcome:
         try:
             return await self._upload(request)
         except ProtocolError as exc:
@@ -70,9 +71,10 @@ class KeyService:
                      device=request.device, code=exc.code, reason=exc.message)
             raise
 
-    async def _upload(self, request: KeysUploadRequest) -> KeysUploadResult:
+    async def _upload(self, request: KeysUploadRequest) -> KeysUploadOutcome:
         app, user, device, upload = request.app, request.user, request.device, request.upload
         held = await self._keys.identity(app, user, device)
+        new_device = held is None and upload.device_keys is not None
         if upload.device_keys is not None:
             new = upload.device_keys
             verify(new.ed25519, signed_bytes("device", user, device, new.curve25519,
@@ -85,7 +87,8 @@ class KeyService:
                               ed25519=new.ed25519, signature=new.signature)
         if held is None:
             if not upload.one_time_keys and upload.fallback_key is None:
-                return KeysUploadResult(one_time_keys_left=0)  # an empty upload: the count
+                return KeysUploadOutcome(  # an empty upload: the count
+                    result=KeysUploadResult(one_time_keys_left=0))
             raise ProtocolError(ErrorCode.INVALID, "the first upload of a device must carry "
                                 "its device_keys")
         self._check_keys(held, upload.one_time_keys, "one_time")
@@ -99,7 +102,10 @@ class KeyService:
         if upload.fallback_key is not None:
             await self._keys.set_fallback(app, user, device, upload.fallback_key)
         UPLOADED.labels("ok").inc()
-        return KeysUploadResult(one_time_keys_left=left)
+        if new_device:
+            log.info("device_keys_added", app=app, user=user, device=device)
+        return KeysUploadOutcome(result=KeysUploadResult(one_time_keys_left=left),
+                                 new_device=new_device)
 
     @staticmethod
     def _check_keys(identity: DeviceKeys, keys: list[OneTimeKey], kind: str) -> None:

@@ -28,6 +28,7 @@ from storage_worker.consumer import EnvelopeApplier
 from storage_worker.contacts import ContactService
 from storage_worker.group_apply import GroupApplier
 from storage_worker.group_service import GroupService
+from storage_worker.key_audience import KeyAudienceService
 from storage_worker.keys import KeyService
 from storage_worker.listing import app_users_handler
 from storage_worker.media_sweeper import MediaSweeper
@@ -111,6 +112,7 @@ class StorageWorker:
             **self._groups.handlers(),
             **ContactService(self._social, self._store, self._nc).handlers(),
             **self._key_service.handlers(),
+            **KeyAudienceService(self._store, self._social).handlers(),
         }, concurrency=self._config.store.rpc_concurrency)
         await self._rpc.start()
         self._tasks.watch(self._purge_forever, name="purge",

@@ -232,9 +232,26 @@ class OlmMachine:
                                          old_ed25519=before.ed25519, new_ed25519=keys.ed25519))
             current[keys.device] = KnownDevice(user=user, device=keys.device,
                                                curve25519=keys.curve25519, ed25519=keys.ed25519)
+        gone = {device: d.curve25519 for device, d in known.items()
+                if device not in current or current[device].curve25519 != d.curve25519}
         self._state.devices[user] = current  # devices gone from the directory are forgotten
         self._state.key_changes.extend(changes)
+        self._retire_outbound(gone)
         return changes
+
+    def _retire_outbound(self, gone: dict[str, str]) -> None:
+        """Drop the outbound group sessions whose key went to a device now gone from the
+        directory (or re-keyed; ``gone``: device -> the Curve25519 key it had): the next
+        ``share_group_key`` starts a new session, which that device never gets."""
+        for conversation, meta in list(self._state.outbound.items()):
+            if any(meta.shared_with.get(device) == key for device, key in gone.items()):
+                del self._state.outbound[conversation]
+                self._outbound.pop(conversation, None)
+
+    def group_session_id(self, conversation: str) -> str | None:
+        """The id of this device's current outbound Megolm session in ``conversation``."""
+        session = self._outbound.get(conversation)
+        return None if session is None else session.session_id
 
     def devices_of(self, user: str) -> list[KnownDevice]:
         return list(self._state.devices.get(user, {}).values())

@@ -3,11 +3,17 @@ one storage RPC each (``keys_*``, where the signatures are checked); the user, d
 always come from the token. A claim that leaves a device fewer one-time keys than
 ``keys.low_water`` sends its user's sockets a ``keys_low`` frame naming it.
 
+A device's first identity keys (a new device in the directory) and a device's removal send
+``device_list_changed`` {user} to the audience the storage worker computes (``key_audience``:
+the user, its direct peers, contacts and fellow group members, bounded), so their clients
+re-query the user's devices before the next send. A re-upload of the same keys sends nothing.
+
 Removing a device drops its keys from the directory and disables it (a control action with the
 user as actor, audited like an administrator's): its token is refused from then on and its
 sockets are closed with ``disabled``, on every gateway.
 """
 
+import structlog
 from prometheus_client import Counter
 
 from control.admin import ControlAdmin
@@ -17,9 +23,11 @@ from runtime.rpc import RpcClient
 from schemas import rpc
 from schemas.control import ControlRequest, ControlTarget
 from schemas.errors import ErrorCode, ProtocolError
-from schemas.frames import KeysLow
+from schemas.frames import DeviceListChanged, KeysLow
 from schemas.keys import (
     DeviceList,
+    KeyAudience,
+    KeyAudienceRequest,
     KeysClaim,
     KeysClaimOutcome,
     KeysClaimRequest,
@@ -30,12 +38,20 @@ from schemas.keys import (
     KeysRemoved,
     KeysRemoveRequest,
     KeysUpload,
+    KeysUploadOutcome,
     KeysUploadRequest,
     KeysUploadResult,
 )
 
 KEYS_LOW = Counter("courier_gateway_keys_low_total",
                    "keys_low frames sent: a claim left a device below keys.low_water")
+DEVICE_LIST_CHANGED = Counter("courier_gateway_device_list_changed_total",
+                              "device_list_changed frames published, by cause (added, removed)",
+                              ["cause"])
+DEVICE_LIST_UNSENT = Counter("courier_gateway_device_list_unsent_total",
+                             "Device-list changes not announced: the audience lookup failed")
+
+log = structlog.get_logger(__name__)
 
 
 class KeyDirectory:
@@ -49,9 +65,12 @@ class KeyDirectory:
         self._low_water = low_water
 
     async def upload(self, identity: Identity, body: KeysUpload) -> KeysUploadResult:
-        return await self._rpc.call("keys_upload", KeysUploadRequest(
+        outcome = await self._rpc.call("keys_upload", KeysUploadRequest(
             app=identity.app, user=identity.user, device=identity.device, upload=body),
-            KeysUploadResult)
+            KeysUploadOutcome)
+        if outcome.new_device:
+            await self._device_list_changed(identity, "added")
+        return outcome.result
 
     async def query(self, identity: Identity, body: KeysQuery) -> KeysQueryResult:
         return await self._query(identity.app, body.users)
@@ -80,6 +99,22 @@ class KeyDirectory:
         await self._admin.apply(ControlRequest(
             action="disable", target=ControlTarget(kind="device", id=device, app=identity.app),
             actor=f"user:{identity.user}", reason="removed by its user"), via="rest")
+        await self._device_list_changed(identity, "removed")
+
+    async def _device_list_changed(self, identity: Identity, cause: str) -> None:
+        """Tell the audience; best effort: the change is stored already, and senders query
+        before every send, so a storage failure here is logged, not the caller's error."""
+        try:
+            audience = await self._rpc.call("key_audience", KeyAudienceRequest(
+                app=identity.app, user=identity.user, device=identity.device), KeyAudience)
+        except ProtocolError as exc:
+            DEVICE_LIST_UNSENT.inc()
+            log.warning("device_list_changed_unsent", app=identity.app, user=identity.user,
+                        device=identity.device, cause=cause, code=exc.code)
+            return
+        DEVICE_LIST_CHANGED.labels(cause).inc(len(audience.users))
+        await self._channel.publish(identity.app, audience.users,
+                                    DeviceListChanged(user=identity.user))
 
     async def _query(self, app: str, users: list[str]) -> KeysQueryResult:
         return await self._rpc.call("keys_query", KeysQueryRequest(app=app, users=users),

@@ -125,3 +125,22 @@ def test_safety_numbers_agree_and_change_with_any_key() -> None:
     assert one == safety_number("bob", ["k3"], "alice", ["k2", "k1"])
     assert one != safety_number("alice", ["k1", "k2"], "bob", ["k4"])
     assert len(one.replace(" ", "")) == 60
+
+
+def test_a_directory_refresh_without_a_device_retires_the_group_session_it_had() -> None:
+    alice = OlmMachine.create("alice", "a1", KEY)
+    bob, bob2, carol = (OlmMachine.create(user, device, KEY)
+                        for user, device in (("bob", "b1"), ("bob", "b2"), ("carol", "c1")))
+    b1, b2, c1 = (directory_entry(m) for m in (bob, bob2, carol))
+    introduce(alice, bob, carol)
+    alice.update_devices("bob", [b1, b2])
+    alice.add_claimed_keys([claim(bob2)])
+    assert set(alice.share_group_key("g:t", ["bob", "carol"])) == {"b1", "b2", "c1"}
+    before = alice.group_session_id("g:t")
+    assert before is not None
+    alice.update_devices("carol", [c1])  # nothing gone: the session stays
+    assert alice.group_session_id("g:t") == before
+    alice.update_devices("bob", [b1])  # b2 was removed: retired before any send
+    assert alice.group_session_id("g:t") is None
+    assert set(alice.share_group_key("g:t", ["bob", "carol"])) == {"b1", "c1"}
+    assert alice.group_session_id("g:t") not in (None, before)
