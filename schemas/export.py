@@ -58,8 +58,8 @@ GROUPS: dict[str, list[Any]] = {
     "keys": [keys.KeysUpload, keys.KeysUploadResult, keys.KeysQuery, keys.KeysQueryResult,
              keys.KeysClaim, keys.KeysClaimResult, keys.DeviceList, keys.KeysUploadRequest,
              keys.KeysQueryRequest, keys.KeysClaimRequest, keys.KeysClaimOutcome,
-             keys.KeysRemoveRequest,
-             keys.KeysRemoved],
+             keys.KeysRemoveRequest, keys.KeysRemoved, keys.KeysUploadOutcome,
+             keys.KeyAudienceRequest, keys.KeyAudience],
 }
 
 
