@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -178,6 +179,9 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return bool(response.status == 200)
+    except urllib.error.HTTPError as exc:  # holds the response: close it, or its socket leaks
+        exc.close()
+        return False
     except OSError:
         return False
 

@@ -121,8 +121,9 @@ class SeaweedFs(ServerProcess):
         try:
             with urllib.request.urlopen(f"{self.endpoint_url}/", timeout=1.0):
                 return True
-        except urllib.error.HTTPError:
-            return True  # an S3 error document: the gateway is up
+        except urllib.error.HTTPError as exc:  # an S3 error document: the gateway is up
+            exc.close()  # it holds the response: close it, or its socket leaks
+            return True
         except OSError:
             return False
 

@@ -1,6 +1,7 @@
 """The shared device presence registry: online on connect, offline on close or gateway death."""
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,13 +69,17 @@ async def test_presence_and_control_views_follow_across_a_nats_server_restart(
             await wait_for(lambda: view.is_online("default", "a1"), 5)
             server.kill()  # SIGKILL
             server.start()  # same port, same store
-            async with asyncio.timeout(30):
-                while True:  # the writer's connection is coming back
-                    try:
-                        await writer.device_online("default", "bob", "b1")
-                        break
-                    except nats.errors.Error:
-                        await asyncio.sleep(0.2)
+            # the writer's connection is coming back. A deadline, not asyncio.timeout: on 3.11
+            # nats-py's wait_for can turn the timeout's cancellation into nats' TimeoutError,
+            # which this loop retries, and the loop would then never end.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await writer.device_online("default", "bob", "b1")
+                    break
+                except nats.errors.Error:
+                    assert time.monotonic() < deadline, "the writer did not come back in 30 s"
+                    await asyncio.sleep(0.2)
             await wait_for(lambda: view.is_online("default", "b1"), 20)  # watched again, beat back
             assert view.is_online("default", "a1")  # still held by a gateway that beats
             kv = await ensure_bucket(writer_nc.jetstream(), CONTROL, 1)
