@@ -5,15 +5,19 @@ The Cassandra backend uses the session's node (``tests/conftest.py``) and a fres
 per test; ``-m "not cassandra"`` runs SQLite alone without starting Java.
 """
 
+import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import boto3
 import pytest
 from aiohttp import web
+from botocore.config import Config as BotoConfig
 
 from blobs.base import BlobStore
 from blobs.local import LocalBlobStore
@@ -78,14 +82,44 @@ class BlobBackend:
 
     store: BlobStore
     http: aiohttp.ClientSession
+    #: What the storage holds, read past the store: objects, open multipart uploads, parts.
+    held: Callable[[], list[str]]
+
+    async def leftovers(self) -> list[str]:
+        return await asyncio.to_thread(self.held)
+
+
+def _s3_held(server: SeaweedFs, bucket: str) -> Callable[[], list[str]]:
+    s3: Any = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id=server.access_key,
+                           aws_secret_access_key=server.secret_key,
+                           config=BotoConfig(signature_version="s3v4",
+                                             s3={"addressing_style": "path"}))
+
+    def held() -> list[str]:
+        objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+        uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        return ([f"object {o['Key']}" for o in objects]
+                + [f"upload {u['Key']} {u['UploadId']}" for u in uploads])
+
+    return held
+
+
+def _local_held(root: Path) -> Callable[[], list[str]]:
+    def held() -> list[str]:
+        return sorted(str(path.relative_to(root)) for path in root.rglob("*")
+                      if path.is_file())
+
+    return held
 
 
 async def _serve_local(store: LocalBlobStore) -> web.AppRunner:
-    """The gateway's two local-blob routes on a port of their own."""
+    """The gateway's local-blob routes on a port of their own."""
     routes = LocalBlobRoutes(store)
     app = web.Application(middlewares=[problem_middleware])
     app.router.add_put("/v1/media/local/{app}/{blob}", routes.put)
     app.router.add_get("/v1/media/local/{app}/{blob}", routes.get)
+    app.router.add_put("/v1/media/local/{app}/{blob}/parts/{part}", routes.put_part)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -103,17 +137,20 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     backend: BlobStore
     if request.param == "s3":
         server: SeaweedFs = request.getfixturevalue("seaweedfs")
-        backend = S3BlobStore(f"t-{uuid.uuid4().hex[:20]}", endpoint_url=server.endpoint_url,
+        bucket = f"t-{uuid.uuid4().hex[:20]}"
+        backend = S3BlobStore(bucket, endpoint_url=server.endpoint_url,
                               access_key=server.access_key, secret_key=server.secret_key,
                               create_bucket=True)
+        held = _s3_held(server, bucket)
     else:
         local = LocalBlobStore(tmp_path / "media", secrets.token_bytes(32))
         runner = await _serve_local(local)
         backend = local
+        held = _local_held(local.root)
     await backend.open()
     try:
         async with aiohttp.ClientSession() as http:
-            yield BlobBackend(backend, http)
+            yield BlobBackend(backend, http, held)
     finally:
         await backend.close()
         if runner is not None:
