@@ -53,7 +53,8 @@ GROUPS: dict[str, list[Any]] = {
                  contacts.PresenceList, contacts.ContactWrite, contacts.ContactWriteResult,
                  contacts.ContactsOf, contacts.RelationsRequest, contacts.Relations,
                  contacts.RelationChanged],
-    "media": [media.UploadRequest, media.UploadSlot, media.DownloadGrant, media.BlobRecord],
+    "media": [media.UploadRequest, media.UploadSlot, media.CompleteUpload, media.UploadComplete,
+              media.DownloadGrant, media.BlobRecord],
 }
 
 

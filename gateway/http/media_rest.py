@@ -1,6 +1,7 @@
-"""``/v1/media``: upload slots and download grants (device routes, module ``media``), and the
-signed upload and download URLs of the local blob store (``/v1/media/local/...``: no token,
-the URL's signature is the credential; 404 when the blob store is S3). See docs/media.md."""
+"""``/v1/media``: upload slots, multipart completions and aborts, download grants (device
+routes, module ``media``), and the signed upload (whole or part) and download URLs of the
+local blob store (``/v1/media/local/...``: no token, the URL's signature is the credential;
+404 when the blob store is S3). See docs/media.md."""
 
 from typing import Final
 

@@ -6,7 +6,7 @@ route because the table's wrapper applies them, not the handlers.
 Modules of device routes (what an administrator disables with ``target.kind: module``):
 ``chat`` conversations, history, messages and their receipts; ``groups``; ``contacts``
 (contacts and blocks); ``presence``; ``push`` (push registration and wake-ups); ``media``
-(upload slots and download grants; docs/media.md).
+(upload slots, multipart completions and download grants; docs/media.md).
 """
 
 from typing import Any, Final

@@ -11,13 +11,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 from aiohttp import web
-from botocore.config import Config as BotoConfig
 
 from blobs.base import BlobStore
 from blobs.local import LocalBlobStore
@@ -32,6 +29,7 @@ from storage_worker.store.cassandra import CassandraStore
 from storage_worker.store.social import SocialStore
 from storage_worker.store.social_factory import create_social_store
 from storage_worker.store.sqlite import SqliteStore
+from tests.blob_helpers import local_held, s3_held
 from tests.harness import fresh_keyspace
 
 BACKENDS = ["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)]
@@ -89,30 +87,6 @@ class BlobBackend:
         return await asyncio.to_thread(self.held)
 
 
-def _s3_held(server: SeaweedFs, bucket: str) -> Callable[[], list[str]]:
-    s3: Any = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
-                           aws_access_key_id=server.access_key,
-                           aws_secret_access_key=server.secret_key,
-                           config=BotoConfig(signature_version="s3v4",
-                                             s3={"addressing_style": "path"}))
-
-    def held() -> list[str]:
-        objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
-        uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-        return ([f"object {o['Key']}" for o in objects]
-                + [f"upload {u['Key']} {u['UploadId']}" for u in uploads])
-
-    return held
-
-
-def _local_held(root: Path) -> Callable[[], list[str]]:
-    def held() -> list[str]:
-        return sorted(str(path.relative_to(root)) for path in root.rglob("*")
-                      if path.is_file())
-
-    return held
-
-
 async def _serve_local(store: LocalBlobStore) -> web.AppRunner:
     """The gateway's local-blob routes on a port of their own."""
     routes = LocalBlobRoutes(store)
@@ -141,12 +115,12 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         backend = S3BlobStore(bucket, endpoint_url=server.endpoint_url,
                               access_key=server.access_key, secret_key=server.secret_key,
                               create_bucket=True)
-        held = _s3_held(server, bucket)
+        held = s3_held(server, bucket)
     else:
         local = LocalBlobStore(tmp_path / "media", secrets.token_bytes(32))
         runner = await _serve_local(local)
         backend = local
-        held = _local_held(local.root)
+        held = local_held(local.root)
     await backend.open()
     try:
         async with aiohttp.ClientSession() as http:
