@@ -243,3 +243,44 @@ async def test_an_upload_given_up_or_never_completed_leaves_nothing(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_multipart_slots_at_and_past_the_bounds(media: MediaSystem) -> None:
+    alice, bob, alice_id, bob_id = await _pair(media)
+    conversation = direct_conversation(alice_id, bob_id)
+    try:
+        status, slot = await _slot(alice, conversation, MAX_BYTES)
+        assert status == 201
+        assert [p["size"] for p in slot["parts"]] == [PART, PART, PART, 1024]
+        assert (await _slot(alice, conversation, MAX_BYTES + 1))[0] == 413
+        assert (await _slot(alice, conversation, PART + 1))[0] == 201
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_local_part_urls_refuse_bad_queries(media: MediaSystem) -> None:
+    """The local store's part route: 422 for a malformed part number or query, 403 for a
+    wrong signature, 404 for an upload that is not open; on S3 it is not served (404)."""
+    alice, bob, alice_id, bob_id = await _pair(media)
+    try:
+        status, slot = await _slot(alice, direct_conversation(alice_id, bob_id), PART + 1)
+        assert status == 201
+        local = "/v1/media/local/" in slot["parts"][0]["url"]
+        base = f"{media.system.url}/v1/media/local/default/{slot['blob']}/parts"
+        signed = f"upload={'0' * 32}&expires=9999999999&size=1"
+        cases = [(f"1?{signed}&sig={'0' * 64}", 403), (f"0?{signed}&sig={'0' * 64}", 422),
+                 (f"10001?{signed}&sig={'0' * 64}", 422), (f"x?{signed}&sig={'0' * 64}", 422),
+                 (f"1?upload=zz&expires=1&size=1&sig={'0' * 64}", 422),
+                 (f"1?expires=1&size=1&sig={'0' * 64}", 422), (f"1?{signed}", 422)]
+        async with aiohttp.ClientSession() as session:
+            for query, expected in cases:
+                async with session.put(f"{base}/{query}", data=b"z") as response:
+                    assert response.status == (expected if local else 404), (
+                        query, await response.text())
+            if local:  # a well-signed part of an upload given up: not found
+                assert (await alice.api("DELETE", f"/v1/media/uploads/{slot['blob']}"))[0] == 204
+                assert (await _put_part(slot["parts"][1], b"z"))[0] == 404
+    finally:
+        await alice.close()
+        await bob.close()
