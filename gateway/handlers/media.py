@@ -51,7 +51,8 @@ GRANTS = Counter("courier_media_grants_total", "Download grants asked for, by ou
                  ["outcome"])
 ATTACHED = Counter("courier_media_attached_total", "Blobs referenced by accepted sends")
 MULTIPART = Counter("courier_media_multipart_total",
-                    "Multipart uploads: created, completed, aborted, refused (by code)",
+                    "Multipart uploads created and completed, refused completions (by code), "
+                    "uploads given up (aborted)",
                     ["outcome"])
 DAY_MS: Final = 86_400_000
 
