@@ -1,5 +1,6 @@
-"""The blob store interface: presigned upload and download URLs, the size of what was stored,
-deletion. The store never sees who may read a blob: the gateway checks that before it signs.
+"""The blob store interface: presigned upload and download URLs, multipart uploads (one signed
+URL per part, then a completion), the size of what was stored, deletion. The store never sees
+who may read a blob: the gateway checks that before it signs.
 """
 
 from typing import Protocol
@@ -42,3 +43,25 @@ class BlobStore(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove ``key``; removing what is not there succeeds (the sweeper retries)."""
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload of ``content_type`` at ``key``; its upload id. Nothing is
+        stored at ``key`` until ``complete_multipart``."""
+
+    def upload_part(self, key: str, upload_id: str, number: int, size: int,
+                    expires_s: int) -> PresignedUpload:
+        """A signed request that stores part ``number`` (1 to ``schemas.media.MAX_PARTS``)
+        of exactly ``size`` bytes within ``expires_s`` seconds; the response's ``ETag``
+        header names the part for the completion. The storage refuses another size, a
+        changed URL or a late request (403)."""
+
+    async def complete_multipart(self, key: str, upload_id: str,
+                                 parts: list[tuple[int, str]]) -> None:
+        """Join the listed ``(number, etag)`` parts, in ascending order, into the object at
+        ``key``. ``invalid`` when a part is missing, its ETag does not match, the list is not
+        ascending or a part before the last is under ``schemas.media.MIN_PART_BYTES``;
+        ``not_found`` when the upload is unknown (aborted, completed)."""
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop the upload and its parts; aborting what is not there succeeds (the sweeper
+        retries)."""

@@ -8,6 +8,10 @@ ranges that would fight it.
 
 The upload URL signs ``Content-Length`` and ``Content-Type`` (``X-Amz-SignedHeaders``), so the
 storage itself refuses a body of another size or type with 403, whatever the client claims.
+Multipart uploads: ``CreateMultipartUpload`` (the content type is set there), one presigned
+``UploadPart`` URL per part with its ``Content-Length`` signed, ``CompleteMultipartUpload``
+(S3 checks the ETags, the order and the size of every part but the last) and
+``AbortMultipartUpload``.
 """
 
 import asyncio
@@ -78,6 +82,47 @@ class S3BlobStore:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=key)
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        try:
+            created = await asyncio.to_thread(self._client.create_multipart_upload,
+                                              Bucket=self.bucket, Key=key,
+                                              ContentType=content_type)
+        except (ClientError, BotoCoreError) as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"blob storage: {exc}") from None
+        return str(created["UploadId"])
+
+    def upload_part(self, key: str, upload_id: str, number: int, size: int,
+                    expires_s: int) -> PresignedUpload:
+        url = self._client.generate_presigned_url("upload_part", Params={
+            "Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
+            "ContentLength": size}, ExpiresIn=expires_s)
+        return PresignedUpload(method="PUT", url=str(url), headers={})
+
+    async def complete_multipart(self, key: str, upload_id: str,
+                                 parts: list[tuple[int, str]]) -> None:
+        try:
+            await asyncio.to_thread(
+                self._client.complete_multipart_upload, Bucket=self.bucket, Key=key,
+                UploadId=upload_id, MultipartUpload={"Parts": [
+                    {"PartNumber": number, "ETag": etag} for number, etag in parts]})
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "NoSuchUpload":
+                raise ProtocolError(ErrorCode.NOT_FOUND, "no such multipart upload") from None
+            if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
+                raise ProtocolError(ErrorCode.INVALID, f"parts refused: {code}") from None
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"blob storage: {exc}") from None
+        except BotoCoreError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"blob storage: {exc}") from None
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            await asyncio.to_thread(self._client.abort_multipart_upload, Bucket=self.bucket,
+                                    Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if _status(exc) != 404:
+                raise
 
 
 def _status(exc: ClientError) -> int:

@@ -9,7 +9,13 @@ thumbnail (Pillow, at most ``THUMBNAIL_PX`` on a side, JPEG), encrypted and uplo
 of its own. The send lists the blob ids in plaintext (``Send.blobs``), the ids only: that is
 how the server knows who may download them and how long to keep them.
 
-Everything is read and encrypted in memory: files up to the server's ``media.max_bytes``.
+A slot for a large file (over the server's ``media.part_bytes``) is multipart: the parts are
+uploaded ``PART_CONCURRENCY`` at a time, a part that fails (network, 5xx) is retried up to
+``PART_ATTEMPTS`` times, then the upload is completed with the parts' ETags (or given up, so
+the server frees the quota). The hash still covers the whole ciphertext.
+
+Everything is read and encrypted in memory: files that fit in memory, up to the server's
+``media.max_bytes``.
 """
 
 import asyncio
@@ -31,17 +37,33 @@ from client.e2ee import SecureClient
 from client.sdk import CourierClient
 from schemas.frames import Accepted
 from schemas.ids import direct_conversation, group_conversation
-from schemas.media import DownloadGrant, UploadRequest, UploadSlot
+from schemas.media import (
+    CompletedPart,
+    CompleteUpload,
+    DownloadGrant,
+    UploadRequest,
+    UploadSlot,
+)
 
 #: Longest side of a thumbnail in pixels.
 THUMBNAIL_PX: Final = 320
 #: What every upload declares: the server stores ciphertext, whatever the file was.
 CIPHERTEXT_TYPE: Final = "application/octet-stream"
 FILE_TYPE: Final = "courier.file"
+#: Parts of a multipart upload in flight at once.
+PART_CONCURRENCY: Final = 4
+#: Tries of one part before the upload is given up.
+PART_ATTEMPTS: Final = 4
+#: Wait before the second try of a part, doubled for each further one (seconds).
+PART_RETRY_S: Final = 0.2
 
 
 class AttachmentError(Exception):
     """An upload or download failed, or a downloaded file does not match its hash."""
+
+
+class _Transient(Exception):
+    """A try that may succeed again: the connection failed or the storage answered 5xx."""
 
 
 class EncryptedBlob(msgspec.Struct, frozen=True):
@@ -111,6 +133,56 @@ def file_body(text: str) -> FileBody | None:
         return None
 
 
+async def _store(session: aiohttp.ClientSession, method: str, url: str,
+                 headers: dict[str, str], body: bytes) -> str:
+    """One signed upload; the ETag answered. ``_Transient`` for what a retry may fix."""
+    try:
+        async with session.request(method, url, data=io.BytesIO(body),
+                                   headers=headers) as response:
+            detail = (await response.read())[:200]
+            if response.status >= 500:
+                raise _Transient(f"upload failed ({response.status}): {detail!r}")
+            if response.status not in (200, 204):
+                raise AttachmentError(f"upload refused ({response.status}): {detail!r}")
+            return response.headers.get("ETag", "")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _Transient(f"upload failed: {exc!r}") from None
+
+
+async def upload_parts(session: aiohttp.ClientSession, slot: UploadSlot,
+                       ciphertext: bytes) -> list[CompletedPart]:
+    """Upload the parts of a multipart slot, ``PART_CONCURRENCY`` at a time, each tried up
+    to ``PART_ATTEMPTS`` times; their numbers and ETags, in order."""
+    gate = asyncio.Semaphore(PART_CONCURRENCY)
+
+    async def one(number: int, size: int, method: str, url: str,
+                  headers: dict[str, str]) -> CompletedPart:
+        start = (number - 1) * slot.part_bytes
+        body = ciphertext[start:start + size]
+        attempt = 1
+        async with gate:
+            while True:
+                try:
+                    etag = await _store(session, method, url, headers, body)
+                except _Transient as exc:
+                    if attempt == PART_ATTEMPTS:
+                        raise AttachmentError(f"part {number}: {exc}") from None
+                    await asyncio.sleep(PART_RETRY_S * 2 ** (attempt - 1))
+                    attempt += 1
+                    continue
+                if not etag:
+                    raise AttachmentError(f"part {number}: the storage answered no ETag")
+                return CompletedPart(number=number, etag=etag)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(part.number, part.size, part.method, part.url,
+                                           part.headers)) for part in slot.parts]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
 async def _upload(client: CourierClient, conversation: str, plaintext: bytes) -> EncryptedBlob:
     ciphertext, key, iv = await asyncio.to_thread(encrypt, plaintext)
     status, reply = await client.api("POST", "/v1/media/uploads", UploadRequest(
@@ -118,14 +190,31 @@ async def _upload(client: CourierClient, conversation: str, plaintext: bytes) ->
     if status != 201:
         raise AttachmentError(f"no upload slot ({status}): {reply}")
     slot = msgspec.convert(reply, UploadSlot)
-    async with aiohttp.ClientSession() as session, session.request(
-            slot.method, slot.url, data=io.BytesIO(ciphertext),
-            headers=slot.headers) as response:
-        if response.status not in (200, 204):
-            raise AttachmentError(f"upload refused ({response.status}): "
-                                  f"{(await response.read())[:200]!r}")
+    async with aiohttp.ClientSession() as session:
+        if slot.parts:
+            await _multipart(client, session, slot, ciphertext)
+        else:
+            try:
+                await _store(session, slot.method, slot.url, slot.headers, ciphertext)
+            except _Transient as exc:
+                raise AttachmentError(str(exc)) from None
     return EncryptedBlob(blob=slot.blob, key=_b64(key), iv=_b64(iv), size=len(ciphertext),
                          sha256=_b64(hashlib.sha256(ciphertext).digest()))
+
+
+async def _multipart(client: CourierClient, session: aiohttp.ClientSession, slot: UploadSlot,
+                     ciphertext: bytes) -> None:
+    """Upload the parts and complete; on failure give the upload up (the server aborts it
+    and frees the quota) and raise."""
+    try:
+        parts = await upload_parts(session, slot, ciphertext)
+        status, reply = await client.api("POST", f"/v1/media/uploads/{slot.blob}/complete",
+                                         CompleteUpload(parts=parts))
+        if status != 200:
+            raise AttachmentError(f"upload not completed ({status}): {reply}")
+    except AttachmentError:
+        await client.api("DELETE", f"/v1/media/uploads/{slot.blob}")
+        raise
 
 
 async def send_file(secure: SecureClient, to: str, path: Path, *,

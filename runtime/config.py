@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from runtime.nkey import user_public_key
+from schemas.media import MAX_PART_BYTES, MAX_PARTS, MIN_PART_BYTES
 
 ENV_PREFIX = "COURIER_"
 CONFIG_FILE_ENV = "COURIER_CONFIG"
@@ -454,10 +455,14 @@ class MediaConfig(_Section, frozen=True):
     #: Create the bucket at start when it is missing.
     s3_create_bucket: bool = False
     #: Largest blob in bytes, for apps without their own entry in ``max_bytes_by_app``
-    #: (at most 5 GiB, S3's largest single PUT).
-    max_bytes: Annotated[int, msgspec.Meta(ge=1, le=5 * 1024**3)] = 100 * 1024**2
-    #: ``app=bytes`` pairs overriding ``max_bytes`` (each 1 to 5 GiB).
+    #: (at most 10,000 parts of ``part_bytes``: S3 allows 10,000 parts, 48.8 TiB at 5 GiB).
+    max_bytes: Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTS * MAX_PART_BYTES)] = 100 * 1024**2
+    #: ``app=bytes`` pairs overriding ``max_bytes`` (each 1 to 10,000 parts of ``part_bytes``).
     max_bytes_by_app: dict[str, int] = {}
+    #: Part size of multipart uploads: a blob larger than this is uploaded in parts of this
+    #: size (the last smaller), each its own presigned URL (5 MiB, S3's smallest part, to
+    #: 5 GiB, its largest).
+    part_bytes: Annotated[int, msgspec.Meta(ge=MIN_PART_BYTES, le=MAX_PART_BYTES)] = 64 * 1024**2
     #: Bytes of live blobs (uploaded or reserved, not yet swept) one user may hold.
     user_quota_bytes: Annotated[int, msgspec.Meta(ge=1, le=2**62)] = 1024**3
     #: Content types an upload may declare: ``type/subtype`` or ``type/*``.
@@ -738,10 +743,14 @@ def _check_media(media: MediaConfig, auth: AuthConfig) -> None:
         raise ConfigError(f"{prefix}S3_{missing}: access key and secret key go together")
     if media.public_url and not media.public_url.startswith(("http://", "https://")):
         raise ConfigError(f"{prefix}PUBLIC_URL: an http(s) URL")
+    most = MAX_PARTS * media.part_bytes
+    if media.max_bytes > most:
+        raise ConfigError(f"{prefix}MAX_BYTES: at most {MAX_PARTS} parts of part_bytes "
+                          f"({most} bytes)")
     for app, size in media.max_bytes_by_app.items():
-        if not 0 < size <= 5 * 1024**3:
+        if not 0 < size <= most:
             raise ConfigError(f"{prefix}MAX_BYTES_BY_APP: bytes for {app!r} must be within "
-                              "[1, 5 GiB]")
+                              f"[1, {most}] ({MAX_PARTS} parts of part_bytes)")
     if media.unreferenced_ttl_s <= media.url_ttl_s:
         raise ConfigError(f"{prefix}UNREFERENCED_TTL_S: must exceed url_ttl_s (a blob must "
                           "outlive its upload URL)")

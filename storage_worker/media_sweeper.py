@@ -1,6 +1,7 @@
 """The media sweeper: deletes blobs whose record expired (uploaded but never referenced within
 ``media.unreferenced_ttl_s``, or past the retention of the newest message that referenced
-them), then their record, then gives the bytes back to the owner's quota.
+them), then their record, then gives the bytes back to the owner's quota. A multipart upload
+never completed (or given up) is aborted first, so its parts go too.
 
 It runs in the storage worker (the process that applies message retention) as an owned task,
 every ``media.sweep_interval_s``. A send refuses an expired blob (``gateway.handlers.media``), so
@@ -40,7 +41,10 @@ class MediaSweeper:
         async for record, revision in self._records.all():
             if record.expires_at > now:
                 continue
-            await self._store.delete(object_key(record.app, record.id))
+            key = object_key(record.app, record.id)
+            if record.multipart:  # never completed: its parts; completed: nothing
+                await self._store.abort_multipart(key, record.upload_id)
+            await self._store.delete(key)
             if not await self._records.remove(record, revision):
                 continue  # referenced meanwhile: the next sweep sees its new expiry
             await self._records.add_usage(record.app, record.owner, -record.size)

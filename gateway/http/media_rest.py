@@ -1,6 +1,7 @@
-"""``/v1/media``: upload slots and download grants (device routes, module ``media``), and the
-signed upload and download URLs of the local blob store (``/v1/media/local/...``: no token,
-the URL's signature is the credential; 404 when the blob store is S3). See docs/media.md."""
+"""``/v1/media``: upload slots, multipart completions and aborts, download grants (device
+routes, module ``media``), and the signed upload (whole or part) and download URLs of the
+local blob store (``/v1/media/local/...``: no token, the URL's signature is the credential;
+404 when the blob store is S3). See docs/media.md."""
 
 from typing import Final
 
@@ -13,7 +14,7 @@ from gateway.http.responses import json_response
 from gateway.http.routing import IdParam, IntParam
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.ids import ID_PATTERN
-from schemas.media import BLOB_ID_PATTERN, UploadRequest
+from schemas.media import BLOB_ID_PATTERN, MAX_PARTS, CompleteUpload, UploadRequest
 
 BLOB: Final = IdParam("blob", "The blob id", where="path", pattern=BLOB_ID_PATTERN,
                       label="blob id")
@@ -24,10 +25,15 @@ SIZE: Final = IntParam("size", "The body's exact size in bytes (signed)")
 TYPE: Final = IdParam("type", "The body's content type (signed)",
                       pattern=r"^[a-z0-9][a-z0-9!#$&^_.+\-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+\-]{0,126}$",
                       label="content type")
+PART: Final = IntParam("part", "The part number", where="path", low=1, high=MAX_PARTS)
+UPLOAD: Final = IdParam("upload", "The multipart upload id (signed)", pattern=r"^[0-9a-f]{32}$",
+                        label="upload id")
 SIG: Final = IdParam("sig", "HMAC-SHA256 of the request (hex)", pattern=r"^[0-9a-f]{64}$",
                      label="signature")
 #: Largest JSON body of ``POST /v1/media/uploads``.
 MAX_BODY: Final = 4 * 1024
+#: Largest JSON body of ``POST /v1/media/uploads/{blob}/complete`` (10,000 parts).
+MAX_COMPLETE_BODY: Final = 1024 * 1024
 
 
 class MediaApi:
@@ -39,6 +45,14 @@ class MediaApi:
     async def upload(self, request: web.Request, identity: Identity,
                      body: UploadRequest) -> web.Response:
         return json_response(await self._media.slot(identity, body), 201)
+
+    async def complete(self, request: web.Request, identity: Identity,
+                       body: CompleteUpload) -> web.Response:
+        return json_response(await self._media.complete(identity, BLOB.value(request), body))
+
+    async def abort(self, request: web.Request, identity: Identity) -> web.Response:
+        await self._media.abort(identity, BLOB.value(request))
+        return web.Response(status=204)
 
     async def download(self, request: web.Request, identity: Identity) -> web.Response:
         return json_response(await self._media.grant(identity, BLOB.value(request)))
@@ -61,6 +75,14 @@ class LocalBlobRoutes:
                             size=SIZE.value(request), content_type=TYPE.value(request),
                             sig=SIG.value(request))
         return web.Response(status=204)
+
+    async def put_part(self, request: web.Request) -> web.Response:
+        store, key = self._local(request)
+        etag = await store.receive_part(request, key, upload=UPLOAD.value(request),
+                                        part=PART.value(request),
+                                        expires=EXPIRES.value(request),
+                                        size=SIZE.value(request), sig=SIG.value(request))
+        return web.Response(status=200, headers={"ETag": etag})
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         store, key = self._local(request)

@@ -6,8 +6,8 @@ route because the table's wrapper applies them, not the handlers.
 Modules of device routes (what an administrator disables with ``target.kind: module``):
 ``chat`` conversations, history, messages and their receipts; ``groups``; ``contacts``
 (contacts and blocks); ``presence``; ``push`` (push registration and wake-ups); ``media``
-(upload slots and download grants; docs/media.md); ``keys`` (the end-to-end encryption key
-directory; docs/e2ee.md).
+(upload slots, multipart completions and download grants; docs/media.md); ``keys`` (the
+end-to-end encryption key directory; docs/e2ee.md).
 """
 
 from typing import Any, Final
@@ -25,9 +25,12 @@ from gateway.http.media_rest import (
     APP,
     BLOB,
     EXPIRES,
+    MAX_COMPLETE_BODY,
+    PART,
     SIG,
     SIZE,
     TYPE,
+    UPLOAD,
     LocalBlobRoutes,
     MediaApi,
 )
@@ -62,7 +65,13 @@ from schemas.keys import (
     KeysUpload,
     KeysUploadResult,
 )
-from schemas.media import DownloadGrant, UploadRequest, UploadSlot
+from schemas.media import (
+    CompleteUpload,
+    DownloadGrant,
+    UploadComplete,
+    UploadRequest,
+    UploadSlot,
+)
 from schemas.notifications import NotifyRequest, NotifyResult
 from schemas.push import PushRegistration, PushRegistrationRequest, WakeUpDetails
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health
@@ -287,9 +296,28 @@ ROUTES: Final[tuple[Route, ...]] = (
                       "exceeded. Upload with the slot's method, URL and headers, a body of "
                       "exactly `size` bytes, before `expires_at`: the storage refuses anything "
                       "else (403). A blob no send references within "
-                      "`media.unreferenced_ttl_s` is deleted.",
+                      "`media.unreferenced_ttl_s` is deleted. A size over "
+                      "`media.part_bytes` gets a multipart slot: `parts` lists one URL per "
+                      "part, each signed with its size; then complete the upload.",
           body=UploadRequest, body_limit=MEDIA_MAX_BODY, replies=ok(UploadSlot, "A slot", 201),
           problems=(403, 409, 413, UNAVAILABLE)),
+    Route(method="POST", path="/v1/media/uploads/{blob}/complete", handler=MediaApi.complete,
+          credential="device", module="media", bucket="write",
+          summary="Complete a multipart upload with the ETags of its parts",
+          description="List every part of the slot, 1 to the last, in order, with the ETag "
+                      "its upload returned: 422 otherwise, and when the storage refuses the "
+                      "parts (one missing, an ETag that does not match). 409 for a single "
+                      "upload's blob; 404 for anyone but the owner and an expired or aborted "
+                      "blob. Completing again succeeds.",
+          params=(BLOB,), body=CompleteUpload, body_limit=MAX_COMPLETE_BODY,
+          replies=ok(UploadComplete, "Stored"), problems=(404, 409, UNAVAILABLE)),
+    Route(method="DELETE", path="/v1/media/uploads/{blob}", handler=MediaApi.abort,
+          credential="device", module="media", bucket="write",
+          summary="Give up an upload (a multipart upload is aborted)",
+          description="The blob expires now: the sweeper deletes what was stored and gives "
+                      "its bytes back to the quota. 409 once a send referenced it; 404 for "
+                      "anyone but the owner and an expired blob.",
+          params=(BLOB,), replies=ok(None, "Given up", 204), problems=(404, 409, UNAVAILABLE)),
     Route(method="GET", path="/v1/media/{blob}/download", handler=MediaApi.download,
           credential="device", module="media", bucket="read",
           summary="A short-lived download URL of a blob (its owner and the members of a "
@@ -305,6 +333,16 @@ ROUTES: Final[tuple[Route, ...]] = (
                       "`Content-Type`. 403 for a changed or expired URL; 404 where blobs are "
                       "on S3.",
           params=(APP, BLOB, EXPIRES, SIZE, TYPE, SIG), replies=ok(None, "Stored", 204),
+          problems=(403, 404, 413)),
+    Route(method="PUT", path="/v1/media/local/{app}/{blob}/parts/{part}",
+          handler=LocalBlobRoutes.put_part, credential="none",
+          summary="Upload a part of a multipart upload to the local blob store (embedded "
+                  "mode)",
+          description="The URL from a multipart slot's part; the body must have the signed "
+                      "size. The `ETag` header of the answer names the part for the "
+                      "completion. 403 for a changed or expired URL; 404 for an upload "
+                      "aborted or completed, and where blobs are on S3.",
+          params=(APP, BLOB, PART, UPLOAD, EXPIRES, SIZE, SIG), replies=ok(None, "Stored"),
           problems=(403, 404, 413)),
     Route(method="GET", path="/v1/media/local/{app}/{blob}", handler=LocalBlobRoutes.get,
           credential="none",

@@ -5,9 +5,10 @@ The Cassandra backend uses the session's node (``tests/conftest.py``) and a fres
 per test; ``-m "not cassandra"`` runs SQLite alone without starting Java.
 """
 
+import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from storage_worker.store.keys_factory import create_key_store
 from storage_worker.store.social import SocialStore
 from storage_worker.store.social_factory import create_social_store
 from storage_worker.store.sqlite import SqliteStore
+from tests.blob_helpers import local_held, s3_held
 from tests.harness import fresh_keyspace
 
 BACKENDS = ["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)]
@@ -80,14 +82,20 @@ class BlobBackend:
 
     store: BlobStore
     http: aiohttp.ClientSession
+    #: What the storage holds, read past the store: objects, open multipart uploads, parts.
+    held: Callable[[], list[str]]
+
+    async def leftovers(self) -> list[str]:
+        return await asyncio.to_thread(self.held)
 
 
 async def _serve_local(store: LocalBlobStore) -> web.AppRunner:
-    """The gateway's two local-blob routes on a port of their own."""
+    """The gateway's local-blob routes on a port of their own."""
     routes = LocalBlobRoutes(store)
     app = web.Application(middlewares=[problem_middleware])
     app.router.add_put("/v1/media/local/{app}/{blob}", routes.put)
     app.router.add_get("/v1/media/local/{app}/{blob}", routes.get)
+    app.router.add_put("/v1/media/local/{app}/{blob}/parts/{part}", routes.put_part)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -105,17 +113,20 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     backend: BlobStore
     if request.param == "s3":
         server: SeaweedFs = request.getfixturevalue("seaweedfs")
-        backend = S3BlobStore(f"t-{uuid.uuid4().hex[:20]}", endpoint_url=server.endpoint_url,
+        bucket = f"t-{uuid.uuid4().hex[:20]}"
+        backend = S3BlobStore(bucket, endpoint_url=server.endpoint_url,
                               access_key=server.access_key, secret_key=server.secret_key,
                               create_bucket=True)
+        held = s3_held(server, bucket)
     else:
         local = LocalBlobStore(tmp_path / "media", secrets.token_bytes(32))
         runner = await _serve_local(local)
         backend = local
+        held = local_held(local.root)
     await backend.open()
     try:
         async with aiohttp.ClientSession() as http:
-            yield BlobBackend(backend, http)
+            yield BlobBackend(backend, http, held)
     finally:
         await backend.close()
         if runner is not None:

@@ -1,15 +1,21 @@
 """The blob store contract (``blobs.base.BlobStore``), run against local files behind a real
 aiohttp server and S3 on a real SeaweedFS: uploads and downloads through the signed URLs,
 ranges, and the storage itself refusing what the signature does not allow (403 for a changed
-or late URL, a body of another size or content type never stored)."""
+or late URL, a body of another size or content type never stored); multipart uploads (parts
+of another size refused by the storage, a completion with a missing, reordered or changed
+part refused, an abort leaves nothing)."""
 
 import asyncio
+import io
 import secrets
 import time
 import urllib.parse
+from collections.abc import Awaitable
 
 import pytest
 
+from schemas.errors import ErrorCode, ProtocolError
+from schemas.media import MIN_PART_BYTES
 from tests.contract.conftest import BlobBackend
 
 TYPE = "application/octet-stream"
@@ -130,3 +136,122 @@ async def test_keys_of_two_apps_are_apart(blobs: BlobBackend) -> None:
     assert await blobs.store.size_of(second) is None
     assert await _put(blobs, second, b"second!") in (200, 204)
     assert await _get(blobs, blobs.store.download_url(first, 60)) == (200, b"first")
+
+
+# ---------------------------------------------------------------------- multipart
+
+PART = MIN_PART_BYTES
+
+
+async def _put_part(backend: BlobBackend, key: str, upload_id: str, number: int, body: bytes,
+                    *, size: int | None = None) -> tuple[int, str]:
+    """PUT one part through its signed URL: the status and the ETag answered."""
+    upload = backend.store.upload_part(key, upload_id, number,
+                                       len(body) if size is None else size, 60)
+    async with backend.http.request(upload.method, upload.url, data=io.BytesIO(body),
+                                    headers=upload.headers) as response:
+        await response.read()
+        return response.status, response.headers.get("ETag", "")
+
+
+async def _parts(backend: BlobBackend, key: str, upload_id: str,
+                 bodies: list[bytes]) -> list[tuple[int, str]]:
+    """Upload ``bodies`` as parts 1, 2, ...: their (number, ETag)."""
+    etags = []
+    for number, body in enumerate(bodies, 1):
+        status, etag = await _put_part(backend, key, upload_id, number, body)
+        assert status == 200, status
+        etags.append((number, etag))
+    return etags
+
+
+async def _refused(call: Awaitable[None], code: ErrorCode) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        await call
+    assert refused.value.code == code
+
+
+async def test_a_multipart_upload_joins_its_parts_in_order(blobs: BlobBackend) -> None:
+    key = _key()
+    bodies = [secrets.token_bytes(PART), secrets.token_bytes(PART), secrets.token_bytes(1000)]
+    upload_id = await blobs.store.create_multipart(key, TYPE)
+    etags = await _parts(blobs, key, upload_id, bodies)
+    assert await blobs.store.size_of(key) is None  # nothing stored before the completion
+    await blobs.store.complete_multipart(key, upload_id, etags)
+    whole = b"".join(bodies)
+    assert await blobs.store.size_of(key) == len(whole)
+    url = blobs.store.download_url(key, 60)
+    assert await _get(blobs, url) == (200, whole)
+    assert await _get(blobs, url, {"Range": f"bytes={PART - 10}-{PART + 9}"}) == (
+        206, whole[PART - 10:PART + 10])
+    # completing again is not_found (local) or a no-op (SeaweedFS, as AWS for a while);
+    # aborting a completed upload (the sweeper does) leaves the object either way
+    try:
+        await blobs.store.complete_multipart(key, upload_id, etags)
+    except ProtocolError as exc:
+        assert exc.code == ErrorCode.NOT_FOUND
+    await blobs.store.abort_multipart(key, upload_id)
+    assert await _get(blobs, url) == (200, whole)
+
+
+@pytest.mark.parametrize("extra", [1, -1])
+async def test_the_storage_refuses_a_part_of_another_size_than_signed(blobs: BlobBackend,
+                                                                      extra: int) -> None:
+    key = _key()
+    upload_id = await blobs.store.create_multipart(key, TYPE)
+    status, _ = await _put_part(blobs, key, upload_id, 1, secrets.token_bytes(1000 + extra),
+                                size=1000)
+    assert status in (403, 413, 422), status
+    good = secrets.token_bytes(1000)
+    status, etag = await _put_part(blobs, key, upload_id, 1, good)
+    assert status == 200
+    await blobs.store.complete_multipart(key, upload_id, [(1, etag)])
+    assert await _get(blobs, blobs.store.download_url(key, 60)) == (200, good)
+
+
+async def test_a_tampered_part_url_is_refused(blobs: BlobBackend) -> None:
+    key = _key()
+    upload_id = await blobs.store.create_multipart(key, TYPE)
+    upload = blobs.store.upload_part(key, upload_id, 1, 10, 60)
+    async with blobs.http.put(_tamper(upload.url), data=b"x" * 10) as response:
+        assert response.status == 403
+
+
+async def test_completion_refuses_a_missing_a_reordered_or_a_changed_part(
+        blobs: BlobBackend) -> None:
+    key = _key()
+    upload_id = await blobs.store.create_multipart(key, TYPE)
+    etags = await _parts(blobs, key, upload_id, [secrets.token_bytes(PART),
+                                                 secrets.token_bytes(500)])
+    (one, first), (two, second) = etags
+    never = '"0123456789abcdef0123456789abcdef"'
+    for parts in ([(one, first), (3, never)],  # part 3 was never uploaded
+                  [(two, second), (one, first)],  # reordered
+                  [(one, first), (two, never)],  # another ETag
+                  [(one, second), (two, first)]):  # ETags swapped
+        await _refused(blobs.store.complete_multipart(key, upload_id, parts),
+                       ErrorCode.INVALID)
+        assert await blobs.store.size_of(key) is None
+    await blobs.store.complete_multipart(key, upload_id, etags)  # still completes
+    assert await blobs.store.size_of(key) == PART + 500
+
+
+async def test_completion_refuses_a_small_part_before_the_last(blobs: BlobBackend) -> None:
+    key = _key()
+    upload_id = await blobs.store.create_multipart(key, TYPE)
+    etags = await _parts(blobs, key, upload_id, [b"a" * 100, b"b" * 100])
+    await _refused(blobs.store.complete_multipart(key, upload_id, etags), ErrorCode.INVALID)
+    assert await blobs.store.size_of(key) is None
+
+
+async def test_abort_leaves_nothing_and_is_idempotent(blobs: BlobBackend) -> None:
+    key = _key()
+    upload_id = await blobs.store.create_multipart(key, TYPE)
+    etags = await _parts(blobs, key, upload_id, [b"c" * 100])
+    await blobs.store.abort_multipart(key, upload_id)
+    await blobs.store.abort_multipart(key, upload_id)
+    await _refused(blobs.store.complete_multipart(key, upload_id, etags), ErrorCode.NOT_FOUND)
+    status, _ = await _put_part(blobs, key, upload_id, 2, b"late")
+    assert status in (403, 404), status
+    assert await blobs.store.size_of(key) is None
+    assert await blobs.leftovers() == []

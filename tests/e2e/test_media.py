@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError as BotoClientError
 from PIL import Image
 
@@ -38,6 +36,7 @@ from client.e2ee import SecureClient
 from client.sdk import ClientError, CourierClient
 from infra.seaweedfs import SeaweedFs
 from schemas.ids import direct_conversation
+from tests.blob_helpers import local_held, s3_client, s3_held
 from tests.e2e.e2ee_helpers import close_all, next_text, secure_device
 from tests.harness import System
 
@@ -61,14 +60,12 @@ class MediaSystem:
     system: System
     #: The bytes stored for a blob of the default app, or None.
     stored: Callable[[str], bytes | None]
+    #: Everything the storage holds: objects, open multipart uploads, their parts.
+    held: Callable[[], list[str]]
 
 
 def _s3_reader(server: SeaweedFs, bucket: str) -> Callable[[str], bytes | None]:
-    s3: Any = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
-                           aws_access_key_id=server.access_key,
-                           aws_secret_access_key=server.secret_key,
-                           config=BotoConfig(signature_version="s3v4",
-                                             s3={"addressing_style": "path"}))
+    s3 = s3_client(server)
 
     def stored(blob: str) -> bytes | None:
         try:
@@ -84,8 +81,15 @@ def _s3_reader(server: SeaweedFs, bucket: str) -> Callable[[str], bytes | None]:
 @pytest.fixture(scope="module", params=["local", "s3"])
 def media(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaSystem]:
+    yield from media_system(request, tmp_path_factory, MEDIA_ENV)
+
+
+def media_system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 media_env: dict[str, str]) -> Iterator[MediaSystem]:
+    """A whole system with the blob store ``request.param`` names (``local``, ``s3`` on the
+    session's SeaweedFS) and ``media_env``."""
     root = tmp_path_factory.mktemp(f"media-{request.param}")
-    env = dict(MEDIA_ENV)
+    env = dict(media_env)
     if request.param == "s3":
         server: SeaweedFs = request.getfixturevalue("seaweedfs")
         bucket = f"media-{secrets.token_hex(6)}"
@@ -95,12 +99,14 @@ def media(request: pytest.FixtureRequest,
                     "COURIER_MEDIA_S3_SECRET_KEY": server.secret_key,
                     "COURIER_MEDIA_S3_CREATE_BUCKET": "true"})
         stored = _s3_reader(server, bucket)
+        held = s3_held(server, bucket)
     else:
         def stored(blob: str) -> bytes | None:
             path = root / "media" / "default" / blob
             return path.read_bytes() if path.exists() else None
+        held = local_held(root / "media")
     with System(root, env) as system:
-        yield MediaSystem(system, stored)
+        yield MediaSystem(system, stored, held)
     assert not system.permission_violations(), "a service was refused by NATS permissions"
 
 

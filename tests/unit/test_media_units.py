@@ -23,8 +23,10 @@ from client.attachments import (
 )
 from runtime.config import ConfigError, load_config
 from schemas.errors import ProtocolError
+from schemas.media import part_sizes
 
 GIB = 1024**3
+MIB = 1024**2
 SECRET = "s" * 32
 
 
@@ -43,12 +45,28 @@ SECRET = "s" * 32
     ({"COURIER_MEDIA_PUBLIC_URL": "https://media.example"}, True),
     ({"COURIER_MEDIA_MAX_BYTES": "0"}, False),
     ({"COURIER_MEDIA_MAX_BYTES": "1"}, True),
-    ({"COURIER_MEDIA_MAX_BYTES": str(5 * GIB)}, True),
-    ({"COURIER_MEDIA_MAX_BYTES": str(5 * GIB + 1)}, False),
+    ({"COURIER_MEDIA_MAX_BYTES": str(5 * GIB + 1)}, True),  # past one PUT: multipart
+    # at most 10,000 parts of part_bytes (64 MiB by default), 10,000 x 5 GiB at most
+    ({"COURIER_MEDIA_MAX_BYTES": str(10_000 * 64 * MIB)}, True),
+    ({"COURIER_MEDIA_MAX_BYTES": str(10_000 * 64 * MIB + 1)}, False),
+    ({"COURIER_MEDIA_MAX_BYTES": str(10_000 * 5 * GIB), "COURIER_MEDIA_PART_BYTES": str(5 * GIB)},
+     True),
+    ({"COURIER_MEDIA_MAX_BYTES": str(10_000 * 5 * GIB + 1),
+      "COURIER_MEDIA_PART_BYTES": str(5 * GIB)}, False),
     ({"COURIER_MEDIA_MAX_BYTES": "lots"}, False),
+    ({"COURIER_MEDIA_PART_BYTES": str(5 * MIB - 1)}, False),
+    ({"COURIER_MEDIA_PART_BYTES": str(5 * MIB), "COURIER_MEDIA_MAX_BYTES": str(10_000 * 5 * MIB)},
+     True),
+    ({"COURIER_MEDIA_PART_BYTES": str(5 * MIB),
+      "COURIER_MEDIA_MAX_BYTES": str(10_000 * 5 * MIB + 1)}, False),
+    ({"COURIER_MEDIA_PART_BYTES": str(5 * GIB)}, True),
+    ({"COURIER_MEDIA_PART_BYTES": str(5 * GIB + 1)}, False),
+    ({"COURIER_MEDIA_PART_BYTES": "0"}, False),
+    ({"COURIER_MEDIA_PART_BYTES": "big"}, False),
     ({"COURIER_MEDIA_MAX_BYTES_BY_APP": "a=1"}, True),
     ({"COURIER_MEDIA_MAX_BYTES_BY_APP": "a=0"}, False),
-    ({"COURIER_MEDIA_MAX_BYTES_BY_APP": f"a={5 * GIB + 1}"}, False),
+    ({"COURIER_MEDIA_MAX_BYTES_BY_APP": f"a={10_000 * 64 * MIB}"}, True),
+    ({"COURIER_MEDIA_MAX_BYTES_BY_APP": f"a={10_000 * 64 * MIB + 1}"}, False),
     ({"COURIER_MEDIA_MAX_BYTES_BY_APP": "a"}, False),
     ({"COURIER_MEDIA_USER_QUOTA_BYTES": "0"}, False),
     ({"COURIER_MEDIA_USER_QUOTA_BYTES": str(2**62)}, True),
@@ -171,3 +189,14 @@ def test_local_signatures_bind_method_key_and_expiry(tmp_path: Path) -> None:
     with pytest.raises(ProtocolError, match="expired"):
         late.file("app/b" + "0" * 32, expires=int(late_query["expires"]),
                   sig=late_query["sig"])
+
+
+@pytest.mark.parametrize(("size", "part", "sizes"), [
+    (10, 10, [10]),
+    (11, 10, [10, 1]),
+    (20, 10, [10, 10]),
+    (21, 10, [10, 10, 1]),
+])
+def test_objects_are_cut_into_parts_of_part_bytes(size: int, part: int,
+                                                  sizes: list[int]) -> None:
+    assert part_sizes(size, part) == sizes
