@@ -1,8 +1,10 @@
 """Typed request/reply over core NATS (MessagePack), used for the storage worker's RPC.
 
-The server side maps each ``ProtocolError`` to a ``Failed`` reply with its code; any other
-exception becomes ``internal`` with a fixed message and an error id that is also logged (with
-the traceback), never the exception's text, and the subscription keeps serving.
+The server side maps each ``ProtocolError`` to a ``Failed`` reply with its code; a transient
+failure (``runtime.transient``: the store or NATS away, e.g. ``StoreUnavailable``) to
+``unavailable``, which the gateway answers with 503 and ``retry``; any other exception becomes
+``internal`` with a fixed message and an error id that is also logged (with the traceback),
+never the exception's text, and the subscription keeps serving.
 
 At most ``concurrency`` requests are served at once (``COURIER_STORE_RPC_CONCURRENCY``). When all
 slots are busy the next request waits for one; requests that arrive meanwhile wait in the NATS
@@ -23,6 +25,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import Counter, Gauge
 
 from runtime.tasks import TaskGroup
+from runtime.transient import is_transient
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.rpc import OPERATIONS, Failed, Ok
 from schemas.subjects import store_rpc
@@ -164,7 +167,12 @@ class RpcServer:
         except ProtocolError as exc:
             RPC_SERVED.labels(op, exc.code).inc()
             reply = Failed(code=exc.code, message=exc.message)
-        except Exception:
-            RPC_SERVED.labels(op, "internal").inc()
-            reply = internal_failure("rpc_failed", op=op)
+        except Exception as exc:
+            if not is_transient(exc):
+                RPC_SERVED.labels(op, "internal").inc()
+                return internal_failure("rpc_failed", op=op)
+            # the store or NATS is away, not the request's fault: the caller may retry
+            RPC_SERVED.labels(op, ErrorCode.UNAVAILABLE).inc()
+            log.warning("rpc_unavailable", op=op, error=repr(exc))
+            reply = Failed(code=ErrorCode.UNAVAILABLE, message="storage unavailable; retry")
         return reply

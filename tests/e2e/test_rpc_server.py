@@ -16,6 +16,7 @@ from runtime.natsconn import close, connect
 from runtime.rpc import RpcClient, RpcServer
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.rpc import DeviceOwner, Owner
+from storage_worker.store.base import StoreUnavailable
 
 
 @pytest.fixture
@@ -45,6 +46,26 @@ async def test_an_internal_error_gives_an_id_and_never_the_exception(nc: Client)
         assert match, info.value.message
         [logged] = [entry for entry in logs if entry["event"] == "rpc_failed"]
         assert logged["error_id"] == match.group(1) and logged["op"] == "device_owner"
+    finally:
+        await server.drain()
+        await server.stop()
+
+
+async def test_a_store_outage_is_unavailable_not_internal(nc: Client) -> None:
+    """A store that cannot be reached (``StoreUnavailable``) is the world's fault: the caller
+    gets ``unavailable`` (503, retry), not ``internal`` (seen as a 500 on ``PUT /v1/keys``
+    during a Cassandra timeout)."""
+    async def away(request: DeviceOwner) -> Owner:
+        raise StoreUnavailable("cassandra: OperationTimedOut")
+
+    server = RpcServer(nc, "test", {"device_owner": away})
+    await server.start()
+    try:
+        with pytest.raises(ProtocolError) as info:
+            await RpcClient(nc, timeout_s=5).call(
+                "device_owner", DeviceOwner(app="app", device="d"), Owner)
+        assert info.value.code == ErrorCode.UNAVAILABLE
+        assert "OperationTimedOut" not in info.value.message
     finally:
         await server.drain()
         await server.stop()
