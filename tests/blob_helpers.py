@@ -1,6 +1,8 @@
 """What a blob storage holds, read past the blob store (the tests' view of the bucket or the
 directory): objects, open multipart uploads, their parts."""
 
+import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,3 +41,9 @@ def local_held(root: Path) -> Callable[[], list[str]]:
                       if path.is_file())
 
     return held
+
+
+async def wait_past(deadline: float) -> None:
+    """Until the wall clock is past ``deadline`` (a signed URL's expiry, in Unix seconds)."""
+    while time.time() <= deadline:
+        await asyncio.sleep(0.1)

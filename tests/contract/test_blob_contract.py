@@ -5,7 +5,6 @@ or late URL, a body of another size or content type never stored); multipart upl
 of another size refused by the storage, a completion with a missing, reordered or changed
 part refused, an abort leaves nothing)."""
 
-import asyncio
 import io
 import secrets
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.media import MIN_PART_BYTES
+from tests.blob_helpers import wait_past
 from tests.contract.conftest import BlobBackend
 
 TYPE = "application/octet-stream"
@@ -50,12 +50,6 @@ def _tamper(url: str) -> str:
     query[name] = [signature[:-1] + ("0" if signature[-1] != "0" else "1")]
     return urllib.parse.urlunsplit(parts._replace(
         query=urllib.parse.urlencode(query, doseq=True)))
-
-
-async def _wait_past(deadline: float) -> None:
-    """Wait, with a bound, until the wall clock is past ``deadline`` (a URL's expiry)."""
-    while time.time() <= deadline:
-        await asyncio.sleep(0.1)
 
 
 async def test_upload_then_download_whole_and_by_range(blobs: BlobBackend) -> None:
@@ -93,7 +87,7 @@ async def test_an_expired_url_is_refused(blobs: BlobBackend) -> None:
     upload = blobs.store.upload(key, len(body), TYPE, 1)
     assert await _put(blobs, key, body) in (200, 204)
     download = blobs.store.download_url(key, 1)
-    await _wait_past(time.time() + 2.1)
+    await wait_past(time.time() + 2.1)
     async with blobs.http.put(upload.url, data=body, headers=upload.headers) as response:
         assert response.status == 403
     status, _ = await _get(blobs, download)

@@ -10,7 +10,6 @@ import asyncio
 import io
 import json
 import secrets
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,8 +35,9 @@ from client.e2ee import SecureClient
 from client.sdk import ClientError, CourierClient
 from infra.seaweedfs import SeaweedFs
 from schemas.ids import direct_conversation
-from tests.blob_helpers import local_held, s3_client, s3_held
+from tests.blob_helpers import local_held, s3_client, s3_held, wait_past
 from tests.e2e.e2ee_helpers import close_all, next_text, secure_device
+from tests.e2e.social_helpers import wait_for
 from tests.harness import System
 
 MAX_BYTES = 4 * 1024 * 1024
@@ -153,13 +153,6 @@ async def _uploaded(client: CourierClient, conversation: str, body: bytes) -> st
     return str(slot["blob"])
 
 
-async def _until(condition: Callable[[], Any], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.2)
-
-
 def _png(marker: bytes = b"") -> bytes:
     image = Image.new("RGB", (800, 600), (200, 40, 90))
     out = io.BytesIO()
@@ -227,8 +220,7 @@ async def test_download_urls_answer_ranges_and_refuse_tampering_and_expiry(
             query=urllib.parse.urlencode(query, doseq=True)))
         assert (await _get(tampered))[0] == 403
         expires = int(grant["expires_at"]) / 1000  # type: ignore[index]
-        while time.time() <= expires + 1.2:  # past the signed expiry (second resolution)
-            await asyncio.sleep(0.2)
+        await wait_past(expires + 1.2)  # past the signed expiry (second resolution)
         assert (await _get(url))[0] == 403
     finally:
         await alice.close()
@@ -268,7 +260,7 @@ async def test_unreferenced_blobs_are_collected_and_give_their_quota_back(
         async def collected() -> bool:
             return media.stored(orphan) is None and media.stored(slot["blob"]) is None
 
-        await _until(collected, timeout=UNREFERENCED_TTL_S + 30)
+        await wait_for(collected, within=UNREFERENCED_TTL_S + 30)
         assert (await alice.api("GET", f"/v1/media/{orphan}/download"))[0] == 404
         # the sweeper went past it: the referenced blob of the same age is still there
         assert media.stored(kept) == b"kept" * 1000
@@ -288,7 +280,7 @@ async def test_a_blob_follows_the_retention_of_its_message(media: MediaSystem) -
         async def gone() -> bool:
             return media.stored(blob) is None
 
-        await _until(gone)
+        await wait_for(gone, within=30)
         assert (await bob.api("GET", f"/v1/media/{blob}/download"))[0] == 404
     finally:
         await alice.close()
@@ -328,7 +320,7 @@ async def test_the_cli_sends_a_file_and_saves_what_it_receives(
         async def both_arrived() -> bool:
             return "and a line" in capsys.readouterr().out
 
-        await _until(both_arrived)  # the line came after the file: the file is saved
+        await wait_for(both_arrived, within=30)  # the line came after the file: the file is saved
         assert saved.read_bytes() == document.read_bytes()
     finally:
         receiver.cancel()

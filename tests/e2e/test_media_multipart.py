@@ -22,7 +22,8 @@ from client.sdk import ClientError
 from schemas.ids import direct_conversation
 from schemas.media import MIN_PART_BYTES, UploadSlot
 from tests.e2e.e2ee_helpers import close_all, next_text
-from tests.e2e.test_media import MediaSystem, _pair, _secure_pair, _slot, _until, media_system
+from tests.e2e.social_helpers import wait_for
+from tests.e2e.test_media import MediaSystem, _pair, _secure_pair, _slot, media_system
 
 PART = MIN_PART_BYTES
 MAX_BYTES = 3 * PART + 1024
@@ -236,7 +237,7 @@ async def test_an_upload_given_up_or_never_completed_leaves_nothing(
                            for slot in given_up + forgotten)
 
         assert _held_of(media, forgotten[0]["blob"])  # its part is held until the sweep
-        await _until(swept, timeout=UNREFERENCED_TTL_S + 30)
+        await wait_for(swept, within=UNREFERENCED_TTL_S + 30)
         for slot in given_up + forgotten:
             assert (await alice.api("GET", f"/v1/media/{slot['blob']}/download"))[0] == 404
     finally:
