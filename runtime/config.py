@@ -485,6 +485,18 @@ class MediaConfig(_Section, frozen=True):
         return any(allowed in (content_type, f"{kind}/*") for allowed in self.content_types)
 
 
+class PartitionsConfig(_Section, frozen=True):
+    """How messages are split over streams and workers (docs/architecture.md)."""
+
+    #: Partitions (P): conversations map to P streams, each consumed by one storage worker and
+    #: one router at a time. Fixed for a deployment's life: stored positions depend on it
+    #: (docs/architecture.md, "Changing the partition count").
+    count: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
+    #: A partition's lease lapses this long after its owner's last renewal; another worker
+    #: then takes it over. Owners renew every third of it.
+    lease_ttl_s: Annotated[float, msgspec.Meta(ge=1.0, le=120.0)] = 6.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The whole configuration tree."""
 
@@ -503,6 +515,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     control: ControlConfig = ControlConfig()
     dlq: DlqConfig = DlqConfig()
     groups: GroupsConfig = GroupsConfig()
+    partitions: PartitionsConfig = PartitionsConfig()
     contacts: ContactsConfig = ContactsConfig()
     keys: KeysConfig = KeysConfig()
     presence: PresenceConfig = PresenceConfig()
