@@ -1,5 +1,6 @@
 """What the orchestrator reads of the system besides the protocol: a process's memory and CPU
-time (``/proc``), and how far the storage worker and the router are behind ``MSGS``."""
+time (``/proc``), and how far the storage worker and the router are behind the partition
+streams."""
 
 import asyncio
 import os
@@ -7,7 +8,7 @@ import time
 from pathlib import Path
 
 from bench.system import SystemUnderTest
-from schemas.subjects import MSGS_STREAM, STORAGE_CONSUMER
+from schemas.subjects import STORAGE_CONSUMER, msgs_stream
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -27,21 +28,23 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def wait_consumed(system: SystemUnderTest, wait_s: float,
-                        consumers: tuple[str, ...] = (STORAGE_CONSUMER,)) -> float:
+                        consumers: tuple[str, ...] = (STORAGE_CONSUMER,),
+                        partitions: int | None = None) -> float:
     """Wait until ``consumers`` (default: the storage worker's) have processed every envelope
-    of the stream; returns the monotonic time (seconds) at which they had. Raises
+    of every partition stream (``partitions``: the system's count by default); returns the monotonic time (seconds) at which they had. Raises
     ``TimeoutError`` after ``wait_s``."""
     nc = await system.nats_credentials.connect(system.nats_url, "admin", connect_timeout=5,
                                                max_reconnect_attempts=0)
     try:
         js = nc.jetstream()
         async with asyncio.timeout(wait_s):
-            for consumer in consumers:
-                while True:
-                    info = await js.consumer_info(MSGS_STREAM, consumer)
-                    if not info.num_pending and not info.num_ack_pending:
-                        break
-                    await asyncio.sleep(0.02)
+            for partition in range(partitions or system.partitions):
+                for consumer in consumers:
+                    while True:
+                        info = await js.consumer_info(msgs_stream(partition), consumer)
+                        if not info.num_pending and not info.num_ack_pending:
+                            break
+                        await asyncio.sleep(0.02)
             return time.monotonic()
     finally:
         await nc.close()

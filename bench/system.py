@@ -27,6 +27,7 @@ import msgspec
 from infra.loadenv import lifted_limits
 from infra.nats_auth import NatsCredentials
 from infra.nats_server import free_port
+from runtime.config import PartitionsConfig
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -80,6 +81,12 @@ class SystemUnderTest:
     @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def partitions(self) -> int:
+        """The partition count the system runs with (its environment, else the default)."""
+        raw = self._extra_env.get("COURIER_PARTITIONS_COUNT")
+        return int(raw) if raw else PartitionsConfig().count
 
     @property
     def nats_credentials(self) -> NatsCredentials:

@@ -91,7 +91,8 @@ class CourierClient:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.auto_ack = auto_ack
-        self.cursor = 0
+        #: The opaque cursor of the last ``synced`` frame (None before the first sync).
+        self.cursor: str | None = None
         #: Message frames dropped because their id was seen before (at-least-once on the wire).
         self.duplicates = 0
         self.welcome: Welcome | None = None
@@ -189,15 +190,15 @@ class CourierClient:
     async def sync(self, timeout: float = 60.0) -> Synced:
         """Ask for the backlog after ``cursor``; returns when it has all arrived."""
         request_id = self._next_id()
-        frame = Sync(after=self.cursor or None, id=request_id)
+        frame = Sync(after=self.cursor, id=request_id)
         reply = await self._request(request_id, encode_frame(frame), timeout)
         assert isinstance(reply, Synced)
-        self.cursor = max(self.cursor, reply.cursor)
+        self.cursor = reply.cursor
         return reply
 
     async def start_sync(self) -> None:
         """Ask for the backlog without waiting for ``synced`` (tests cut the socket midway)."""
-        await self.send_raw(encode_frame(Sync(after=self.cursor or None)))
+        await self.send_raw(encode_frame(Sync(after=self.cursor)))
 
     async def read(self, conversation: str, seq: int) -> None:
         await self.send_raw(encode_frame(Read(conversation=conversation, seq=seq)))

@@ -50,13 +50,14 @@ from runtime.config import Config
 from runtime.deadletter import ensure_dlq
 from runtime.kv import ensure_bucket
 from runtime.natsconn import close, connect, ensure_stream
+from runtime.partitions import PartitionStreams
 from runtime.rpc import RpcClient
 from schemas.callbacks import CALLBACKS
 from schemas.control import AUDIT, CONTROL
 from schemas.errors import CloseCode
 from schemas.nats_permissions import GATEWAY
 from schemas.push import PUSH_TOKENS, PUSH_WAKEUPS
-from schemas.streams import MSGS
+from schemas.streams import partition_stream
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +95,9 @@ class Gateway:
                            on_reconnected=self._on_nats_reconnected)
         started.push_async_callback(close, nc)
         js = nc.jetstream()
-        await ensure_stream(js, MSGS, config.nats, update=False)
+        for partition in range(config.partitions.count):
+            await ensure_stream(js, partition_stream(partition), config.nats, update=False)
+        streams = PartitionStreams(js, config.partitions.count)
         await _ensure_feature_streams(js, config)
         rpc_client = RpcClient(nc)
 
@@ -106,7 +109,7 @@ class Gateway:
         started.push_async_callback(blobs.close)
         media = MediaService(config.media, config.retention, blobs,
                              await BlobRecords.open(js, replicas), permissions)
-        messaging = Messaging(js, rpc_client, self.gateway_id, permissions,
+        messaging = Messaging(streams, rpc_client, self.gateway_id, permissions,
                               cache_ttl_s=config.gateway.recipient_cache_s, media=media)
         presence = PresenceWriter(js, self.gateway_id,
                                   gateway_ttl_s=config.gateway.presence_ttl_s,
@@ -120,7 +123,7 @@ class Gateway:
         await control_view.start()
         started.push_async_callback(control_view.stop)
         guard = ControlGuard(control_view, hub.connections)
-        notifier = Notifier(js, rpc_client, control_view, config.notify, default_app=config.app,
+        notifier = Notifier(streams, rpc_client, control_view, config.notify, default_app=config.app,
                             gateway_id=self.gateway_id)
         admin = ControlAdmin(js, await ensure_bucket(js, CONTROL, replicas), rpc_client,
                              control_view, default_app=config.app, gateway_id=self.gateway_id)
@@ -195,7 +198,7 @@ class Gateway:
 
 
 async def _ensure_feature_streams(js: JetStreamContext, config: Config) -> None:
-    """The streams the gateway writes besides ``MSGS``: the control audit, callbacks and the
+    """The streams the gateway writes besides the partitions: the control audit, callbacks and the
     dead-letter queue (owned elsewhere)."""
     await ensure_stream(js, msgspec.structs.replace(
         AUDIT, max_age_s=config.control.audit_max_age_days * DAY_S), config.nats)

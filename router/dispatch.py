@@ -2,6 +2,7 @@
 devices, disabled state) is made in the envelope's app, so one app's message never reaches
 another app's devices, whatever ids they share."""
 
+import functools
 import time
 from collections import defaultdict
 
@@ -14,6 +15,7 @@ from control.view import ControlView
 from router.directory import DeviceDirectory
 from router.membership import GroupMembership
 from router.push_jobs import PushJobs
+from runtime.consumer import BatchHandler
 from runtime.deadletter import DeadLetters
 from schemas.codec import encode_frame
 from schemas.envelopes import (
@@ -26,6 +28,7 @@ from schemas.envelopes import (
 from schemas.frames import Receipt
 from schemas.groups import GroupEnvelope
 from schemas.ids import direct_members, group_of, notification_members
+from schemas.partitions import position
 from schemas.subjects import deliver_subject
 
 DELIVERIES = Counter("courier_router_deliveries_total", "Frames published to devices", ["type"])
@@ -39,23 +42,29 @@ class Dispatcher:
 
     def __init__(self, nc: Client, directory: DeviceDirectory, push: PushJobs,
                  control: ControlView, groups: GroupMembership,
-                 dead_letters: DeadLetters) -> None:
+                 dead_letters: DeadLetters, partitions: int) -> None:
         self._nc = nc
+        self._partitions = partitions
         self._directory = directory
         self._push = push
         self._control = control
         self._groups = groups
         self._dead_letters = dead_letters
 
-    async def __call__(self, msgs: list[Msg]) -> None:
-        """Deliver a batch in order. Raises what delivery raised (RPC, NATS, ...): the pull
-        loop retries or isolates it; only an envelope that cannot be decoded is buried here."""
+    def for_partition(self, partition: int) -> BatchHandler:
+        """The batch handler of one partition's pull loop."""
+        return functools.partial(self.handle, partition)
+
+    async def handle(self, partition: int, msgs: list[Msg]) -> None:
+        """Deliver a batch of ``partition`` in order. Raises what delivery raised (RPC,
+        NATS, ...): the pull loop retries or isolates it; only an envelope that cannot be
+        decoded is buried here."""
         handled: list[Msg] = []
         for msg in msgs:
             envelope = await self._decode_or_bury(msg)
             if envelope is None:
                 continue
-            seq = msg.metadata.sequence.stream
+            seq = position(msg.metadata.sequence.stream, partition, self._partitions)
             if isinstance(envelope, MessageEnvelope):
                 await self._deliver_message(envelope, seq)
             elif isinstance(envelope, GroupEnvelope):

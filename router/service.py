@@ -9,33 +9,36 @@ from router.dispatch import Dispatcher
 from router.membership import GroupMembership
 from router.push_jobs import PushJobs
 from runtime.config import Config
-from runtime.consumer import PullLoop
 from runtime.deadletter import DeadLetters
-from runtime.natsconn import close, connect, ensure_pull_consumer, ensure_stream
+from runtime.natsconn import close, connect, ensure_stream
+from runtime.partitions import LeaseHolder, PartitionConsumers, open_leases
 from runtime.rpc import RpcClient
+from runtime.tasks import TaskGroup
 from schemas.nats_permissions import ROUTER
 from schemas.push import push_stream
-from schemas.streams import MSGS
-from schemas.subjects import MSGS_STREAM, ROUTER_CONSUMER
+from schemas.streams import partition_stream
+from schemas.subjects import ROUTER_CONSUMER
 
 
 class Router:
-    """Consumes ``MSGS`` and publishes frames to device subjects."""
+    """Consumes the partitions it holds and publishes frames to device subjects."""
 
     def __init__(self, config: Config) -> None:
         self._config = config
         self._nc: Client | None = None
-        self._loop: PullLoop | None = None
+        self._consumers: PartitionConsumers | None = None
+        self._leases: LeaseHolder | None = None
+        self._tasks = TaskGroup("router")
         self._presence: PresenceView | None = None
         self._control: ControlView | None = None
 
     async def start(self) -> None:
         self._nc = await connect(self._config.nats, "router", ROUTER)
         js = self._nc.jetstream()
-        await ensure_stream(js, MSGS, self._config.nats, update=False)
-        await ensure_pull_consumer(js, MSGS_STREAM, ROUTER_CONSUMER,
-                                   ack_wait_s=self._config.nats.ack_wait_s,
-                                   max_ack_pending=20_000)
+        partitions = self._config.partitions
+        for partition in range(partitions.count):
+            await ensure_stream(js, partition_stream(partition), self._config.nats,
+                                update=False)
         directory = DeviceDirectory(self._nc, RpcClient(self._nc))
         await directory.start()
         groups = GroupMembership(self._nc, RpcClient(self._nc))
@@ -49,18 +52,27 @@ class Router:
         await self._control.start()
         dead_letters = await DeadLetters.open(js, self._config, ROUTER_CONSUMER)
         dispatcher = Dispatcher(self._nc, directory, PushJobs(js, self._presence), self._control,
-                                groups, dead_letters)
-        self._loop = PullLoop(js, MSGS_STREAM, ROUTER_CONSUMER, dispatcher, batch=256,
-                              dead_letters=dead_letters)
-        await self._loop.start()
+                                groups, dead_letters, partitions.count)
+        self._consumers = PartitionConsumers(
+            js, ROUTER_CONSUMER, dispatcher.for_partition, batch=256, dead_letters=dead_letters,
+            ack_wait_s=self._config.nats.ack_wait_s, max_ack_pending=20_000)
+        self._leases = LeaseHolder(
+            js, await open_leases(js, partitions.lease_ttl_s, self._config.nats.replicas),
+            service="router", count=partitions.count, ttl_s=partitions.lease_ttl_s,
+            work=self._consumers)
+        self._consumers.holds = self._leases.holds
+        await self._leases.tick()
+        self._tasks.watch(self._leases.run, name="leases")
 
     async def drain(self) -> None:
-        if self._loop is not None:
-            await self._loop.drain()
+        await self._tasks.drain()
+        if self._leases is not None:
+            await self._leases.release_all()
 
     async def stop(self) -> None:
-        if self._loop is not None:
-            await self._loop.stop()
+        await self._tasks.stop()
+        if self._consumers is not None:
+            await self._consumers.stop_all()
         if self._control is not None:
             await self._control.stop()
         if self._presence is not None:

@@ -11,4 +11,11 @@ class BucketSpec(msgspec.Struct, frozen=True):
     #: Revisions kept per key (1: only the current value).
     history: int = 1
     #: Seconds a key lives after its last write (0: for ever).
-    ttl_s: int = 0
+    ttl_s: float = 0
+
+
+#: Partition leases (``lease.<service>.<p>``: the holder's member id) and the live members of
+#: each service (``member.<service>.<id>``), ``runtime.partitions``. Keys live
+#: ``partitions.lease_ttl_s`` after their last renewal (the bucket's TTL comes from there).
+LEASES = BucketSpec(name="leases", description="Partition leases of routers and storage "
+                    "workers, and their live members.")

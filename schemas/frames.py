@@ -1,4 +1,4 @@
-"""WebSocket frames between a client and a gateway, protocol v1.
+"""WebSocket frames between a client and a gateway, protocol v2.
 
 Each frame is a JSON object whose ``type`` names its struct. Decoding is strict: unknown fields,
 missing fields and wrong types are errors, so identity fields a client might add (``sender``,
@@ -13,12 +13,17 @@ import msgspec
 from schemas.bounds import MAX_INT
 from schemas.ids import ClientId, ConversationId, DeviceId, ModuleId, UserId
 from schemas.media import MAX_MESSAGE_BLOBS, BlobId
+from schemas.partitions import MAX_CURSOR_CHARS
 
 RequestId = Annotated[
     str, msgspec.Meta(max_length=64, description="Echoed in the reply and in any error.")
 ]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT,
                                    description="Position in the conversation's order.")]
+SyncCursor = Annotated[str, msgspec.Meta(
+    min_length=3, max_length=MAX_CURSOR_CHARS, pattern=r"^c1\.[A-Za-z0-9_\-]*$",
+    description="Opaque sync position (one per partition of the deployment): pass back "
+                "what ``synced.cursor`` gave, never build or compare it.")]
 
 #: Upper bound of recipient devices in one per-device send (pairwise-encrypted payloads).
 MAX_PAYLOADS: Final = 256
@@ -111,7 +116,7 @@ class Sync(_Frame, tag="sync"):
     is the cursor the client holds (the ``cursor`` of its last ``synced`` frame); the server
     also remembers each device's acknowledgements, so ``after`` may be omitted."""
 
-    after: Seq | None = None
+    after: SyncCursor | None = None
     id: RequestId | None = None
 
 
@@ -220,7 +225,7 @@ class Receipt(_ServerFrame, tag="receipt"):
 class Synced(_ServerFrame, tag="synced"):
     """The backlog has been sent. Hold ``cursor`` and pass it as ``after`` next time."""
 
-    cursor: Seq
+    cursor: SyncCursor
     count: int
     id: RequestId | None = None
 

@@ -265,4 +265,4 @@ class GroupReceiptsRequest(msgspec.Struct):
     user: str
     conversation: str
     message_id: str
-    barrier: int = 0
+    barrier: list[int] = []

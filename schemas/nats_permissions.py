@@ -21,11 +21,13 @@ from typing import Final
 
 import msgspec
 
+from schemas.buckets import LEASES
 from schemas.callbacks import CALLBACK_PREFIX, CALLBACKS_STREAM
 from schemas.control import AUDIT_CONTROL, AUDIT_STREAM, CONTROL, CONTROL_APPLY
 from schemas.dead_letters import DLQ_STREAM
 from schemas.media import MEDIA_BLOBS, MEDIA_USAGE
-from schemas.notifications import MSG_NOTIFY, NOTIFY_SEND
+from schemas.notifications import NOTIFY_SEND
+from schemas.partitions import MAX_PARTITIONS
 from schemas.presence import DEVICES_BUCKET, GATEWAYS_BUCKET, LAST_SEEN_BUCKET
 from schemas.push import (
     PUSH_CONSUMER,
@@ -36,20 +38,23 @@ from schemas.push import (
     PUSH_WAKEUPS,
 )
 from schemas.subjects import (
+    CHAT,
     CONTACTS_CHANGED,
     DEAD_LETTER_PREFIX,
     DEVICE_CONNECTED_PREFIX,
     DIRECTORY_CHANGED,
+    GROUP,
     GROUPS_CHANGED,
-    MSG_CHAT,
-    MSG_GROUP,
-    MSG_RECEIPT,
-    MSGS_STREAM,
+    NOTIFY,
+    PARTITION_TOKEN,
+    RECEIPT,
     ROUTER_CONSUMER,
     STORAGE_CONSUMER,
     STORE_RPC_PREFIX,
     dead_letter,
     deliver_subject,
+    msgs_stream,
+    msgs_subject,
     store_rpc,
     user_subject,
 )
@@ -86,11 +91,12 @@ class Credential(msgspec.Struct, frozen=True):
         """Prefix of the inboxes this credential's connections create (replies, JetStream)."""
         return inbox(self.name)
 
-    def publish(self) -> list[str]:
-        return _union(grant.publish for grant in self.all_grants())
+    def publish(self, partitions: int = MAX_PARTITIONS) -> list[str]:
+        """What it may publish, templates expanded for ``partitions`` partitions."""
+        return _union(_expand(grant.publish, partitions) for grant in self.all_grants())
 
-    def subscribe(self) -> list[str]:
-        return _union(grant.subscribe for grant in self.all_grants())
+    def subscribe(self, partitions: int = MAX_PARTITIONS) -> list[str]:
+        return _union(_expand(grant.subscribe, partitions) for grant in self.all_grants())
 
     def all_grants(self) -> tuple[Grant, ...]:
         """The grants plus what every credential has: its own inbox, JetStream account info."""
@@ -105,6 +111,18 @@ def _union(groups: Iterable[tuple[str, ...]]) -> list[str]:
     for group in groups:
         seen.update(dict.fromkeys(group))
     return list(seen)
+
+
+def _expand(subjects: tuple[str, ...], partitions: int) -> tuple[str, ...]:
+    """Each subject, a ``{p}`` template once per partition: a stream name is one token, so
+    "every partition stream" cannot be a wildcard without granting every stream."""
+    out: list[str] = []
+    for subject in subjects:
+        if PARTITION_TOKEN in subject:
+            out.extend(subject.replace(PARTITION_TOKEN, str(p)) for p in range(partitions))
+        else:
+            out.append(subject)
+    return tuple(out)
 
 
 def inbox(credential: str) -> str:
@@ -147,6 +165,18 @@ def durable(stream_name: str, consumer: str) -> Grant:
         f"$JS.ACK.{stream_name}.{consumer}.>"))
 
 
+#: Every partition's stream, as a permission template.
+PARTITION_STREAM: Final = msgs_stream(PARTITION_TOKEN)
+
+
+def partition_durable(consumer: str) -> Grant:
+    """``durable`` on every partition's stream, plus deleting it: the worker that takes a
+    partition over recreates its consumer at the acknowledged floor (``runtime.partitions``)."""
+    grant = durable(PARTITION_STREAM, consumer)
+    return Grant(grant.purpose, publish=(
+        *grant.publish, f"{JS_API}.CONSUMER.DELETE.{PARTITION_STREAM}.{consumer}"))
+
+
 def read_messages(stream_name: str) -> Grant:
     """Get single messages of a stream by sequence or subject."""
     return Grant(f"read messages of `{stream_name}`", publish=(
@@ -183,9 +213,9 @@ JS_READ_ONLY: Final = Grant("JetStream inspection: stream and consumer state, re
 
 CREDENTIALS: Final[tuple[Credential, ...]] = (
     Credential(GATEWAY, "every gateway process", (
-        publish("accepted sends and receipts, service notifications (stream `MSGS`)",
-                MSG_CHAT, MSG_RECEIPT, MSG_NOTIFY),
-        stream(MSGS_STREAM, owner=False),
+        publish("accepted sends and receipts, service notifications (streams `MSGS_{p}`)",
+                *(msgs_subject("*", kind) for kind in (CHAT, RECEIPT, NOTIFY))),
+        stream(PARTITION_STREAM, owner=False),
         publish("storage RPC requests", store_rpc("*")),
         listen("the last hop to the devices it holds", deliver_subject("*", "*")),
         Grant("a device connected elsewhere: close the older socket",
@@ -209,11 +239,12 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         stream(DLQ_STREAM, owner=False),
         read_messages(DLQ_STREAM),
         Grant("operators' dead-letter API: delete a dead letter, replay it to its subject",
-              publish=(f"{JS_API}.STREAM.MSG.DELETE.{DLQ_STREAM}", MSG_GROUP)),
+              publish=(f"{JS_API}.STREAM.MSG.DELETE.{DLQ_STREAM}", msgs_subject("*", GROUP))),
     )),
     Credential(ROUTER, "every router replica", (
-        stream(MSGS_STREAM, owner=False),
-        durable(MSGS_STREAM, ROUTER_CONSUMER),
+        stream(PARTITION_STREAM, owner=False),
+        partition_durable(ROUTER_CONSUMER),
+        bucket(LEASES.name, write=True),
         publish("deliveries to devices", deliver_subject("*", "*")),
         stream(DLQ_STREAM, owner=False),
         publish("dead letters", dead_letter("router")),
@@ -227,9 +258,10 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         bucket(CONTROL.name, write=False),
     )),
     Credential(STORAGE, "every storage worker", (
-        stream(MSGS_STREAM, owner=True),
-        durable(MSGS_STREAM, STORAGE_CONSUMER),
-        publish("group writes it decided (stream `MSGS`)", MSG_GROUP),
+        stream(PARTITION_STREAM, owner=True),
+        partition_durable(STORAGE_CONSUMER),
+        bucket(LEASES.name, write=True),
+        publish("group writes it decided (streams `MSGS_{p}`)", msgs_subject("*", GROUP)),
         stream(DLQ_STREAM, owner=True),
         publish("dead letters", dead_letter("storage")),
         publish("cache invalidation", DIRECTORY_CHANGED, GROUPS_CHANGED, CONTACTS_CHANGED),

@@ -17,8 +17,6 @@ import msgspec
 
 from schemas.ids import AppId, ClientId, DeviceId, GroupId, ModuleId, UserId
 
-#: Subject of notification envelopes inside the ``MSGS`` stream.
-MSG_NOTIFY: Final = "msgs.notify"
 #: Request/reply subject where services send notification batches (JSON).
 NOTIFY_SEND: Final = "notify.send"
 #: Queue group of the gateways serving ``notify.send``.

@@ -73,25 +73,28 @@ class Owner(msgspec.Struct):
 
 
 class SyncRequest(msgspec.Struct):
-    """Backlog of one device: messages it has not acknowledged with ``seq > after``.
+    """Backlog of one device: messages it has not acknowledged past the cursor ``after``
+    (one position per partition, ``schemas.partitions``; empty: from the device's own).
 
-    ``barrier`` is the stream sequence the gateway read after subscribing the device's live
-    subject; the worker answers only once it has stored everything up to it, so nothing that
-    arrives during the read is missed (subscribe before fetch)."""
+    ``barrier`` is each partition stream's last sequence, read by the gateway after
+    subscribing the device's live subject; the worker answers only once it has stored
+    everything up to it, so nothing that arrives during the read is missed (subscribe
+    before fetch)."""
 
     app: str
     user: str
     device: str
-    after: int
+    after: list[int]
     limit: int
-    barrier: int
+    barrier: list[int]
 
 
 class SyncPage(msgspec.Struct):
-    """Up to ``limit`` messages oldest first; ``cursor`` is the last seq covered."""
+    """Up to ``limit`` messages oldest first; ``cursor`` is what the page covered, one
+    position per partition."""
 
     messages: list[Message]
-    cursor: int
+    cursor: list[int]
     more: bool
 
 
@@ -105,8 +108,9 @@ class HistoryRequest(msgspec.Struct):
     direction: str  # "backward" | "forward"
     seq: int | None
     limit: int
-    #: Read-your-writes: answer once everything up to this stream sequence is stored.
-    barrier: int = 0
+    #: Read-your-writes: answer once everything up to these stream sequences (one per
+    #: partition) is stored.
+    barrier: list[int] = []
 
 
 class MessageRequest(msgspec.Struct):
@@ -117,8 +121,9 @@ class MessageRequest(msgspec.Struct):
     user: str
     device: str
     message_id: str
-    #: Read-your-writes: answer once everything up to this stream sequence is stored.
-    barrier: int = 0
+    #: Read-your-writes: answer once everything up to these stream sequences (one per
+    #: partition) is stored.
+    barrier: list[int] = []
 
 
 class HistoryItem(msgspec.Struct, omit_defaults=True):
@@ -143,7 +148,7 @@ class ConversationsRequest(msgspec.Struct):
     user: str
     device: str
     limit: int
-    barrier: int = 0
+    barrier: list[int] = []
 
 
 class ConversationSummary(msgspec.Struct, omit_defaults=True):

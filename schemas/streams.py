@@ -1,10 +1,8 @@
 """JetStream stream definitions, as plain data (``runtime.jetstream`` applies them)."""
 
-from typing import Final
-
 import msgspec
 
-from schemas.subjects import MSGS_STREAM, MSGS_SUBJECTS
+from schemas.subjects import msgs_stream, msgs_subject
 
 
 class StreamSpec(msgspec.Struct, frozen=True):
@@ -19,8 +17,11 @@ class StreamSpec(msgspec.Struct, frozen=True):
     max_age_s: int | None = None
 
 
-MSGS: Final = StreamSpec(
-    name=MSGS_STREAM,
-    subjects=(MSGS_SUBJECTS,),
-    description="Accepted messages and receipts; consumed by the router and the storage worker.",
-)
+def partition_stream(partition: int) -> StreamSpec:
+    """The stream of one partition: its accepted messages, receipts and group writes,
+    consumed by the router and the storage worker that hold its lease."""
+    return StreamSpec(
+        name=msgs_stream(partition),
+        subjects=(msgs_subject(partition, ">"),),
+        description=f"Partition {partition}: accepted messages, receipts and group writes.",
+    )

@@ -2,13 +2,36 @@
 
 from typing import Final
 
-#: JetStream stream holding every accepted message and receipt.
-MSGS_STREAM: Final = "MSGS"
-MSGS_SUBJECTS: Final = "msgs.>"
-MSG_CHAT: Final = "msgs.chat"
-MSG_RECEIPT: Final = "msgs.receipt"
+#: Partition ``p`` of accepted messages, receipts and group writes is the JetStream stream
+#: ``MSGS_<p>`` with subjects ``msgs.<p>.<kind>`` (``schemas.partitions``). In permission
+#: templates (``schemas.nats_permissions``) ``{p}`` stands for every partition.
+MSGS_STREAM_PREFIX: Final = "MSGS_"
+PARTITION_TOKEN: Final = "{p}"
+CHAT: Final = "chat"
+RECEIPT: Final = "receipt"
+GROUP: Final = "group"
+NOTIFY: Final = "notify"
 
-#: Durable consumer names on ``MSGS``.
+
+def msgs_stream(partition: int | str) -> str:
+    """The stream of one partition."""
+    return f"{MSGS_STREAM_PREFIX}{partition}"
+
+
+def msgs_subject(partition: int | str, kind: str) -> str:
+    """The subject of one kind of envelope (``CHAT``, ``RECEIPT``, ``GROUP``, ``NOTIFY``) in
+    one partition."""
+    return f"msgs.{partition}.{kind}"
+
+
+def partition_of_stream(stream: str) -> int:
+    """The partition a ``MSGS_<p>`` stream carries (``ValueError`` for any other name)."""
+    if not stream.startswith(MSGS_STREAM_PREFIX):
+        raise ValueError(f"not a partition stream: {stream!r}")
+    return int(stream[len(MSGS_STREAM_PREFIX):])
+
+
+#: Durable consumer names on each ``MSGS_<p>``.
 ROUTER_CONSUMER: Final = "router"
 STORAGE_CONSUMER: Final = "storage"
 
@@ -50,9 +73,6 @@ def dead_letter(worker: str) -> str:
     """Where ``worker`` publishes envelopes it gave up on."""
     return f"{DEAD_LETTER_PREFIX}.{worker}"
 
-
-#: Group writes on ``MSGS`` (``GroupEnvelope``), published by the storage worker.
-MSG_GROUP: Final = "msgs.group"
 
 #: Published by the storage worker when a group changed (payload ``<app>.<group>``,
 #: ``schemas.ids.scoped``); routers and gateways drop what they cached about it.

@@ -3,5 +3,6 @@
 from typing import Final
 
 #: Bumped on any incompatible change to frames or envelopes. Gateways reject clients that ask
-#: for a version they do not speak (see ``ErrorCode.UNSUPPORTED_VERSION``).
-PROTOCOL_VERSION: Final = 1
+#: for a version they do not speak (see ``ErrorCode.UNSUPPORTED_VERSION``). 2: the sync cursor
+#: became an opaque string (one position per partition; docs/protocol.md, "Versioning").
+PROTOCOL_VERSION: Final = 2

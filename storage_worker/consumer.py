@@ -1,5 +1,6 @@
-"""Applies batches of ``MSGS`` envelopes to the store."""
+"""Applies batches of a partition's envelopes to the store."""
 
+import functools
 import time
 from collections import defaultdict
 
@@ -7,10 +8,12 @@ import msgspec
 from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
+from runtime.consumer import BatchHandler
 from runtime.deadletter import DeadLetters
 from schemas.envelopes import Envelope, MessageEnvelope, ReceiptEnvelope, decode_envelope
 from schemas.frames import AckItem
 from schemas.ids import group_of
+from schemas.partitions import position
 from storage_worker.group_apply import GroupApplier
 from storage_worker.recipients import inbox_users
 from storage_worker.store.base import MessageStore, StoredMessage
@@ -24,12 +27,17 @@ class EnvelopeApplier:
     """The batch handler of the storage worker's pull loop."""
 
     def __init__(self, store: MessageStore, dead_letters: DeadLetters,
-                 groups: GroupApplier) -> None:
+                 groups: GroupApplier, partitions: int) -> None:
         self._store = store
         self._dead_letters = dead_letters
         self._groups = groups
+        self._partitions = partitions
 
-    async def __call__(self, msgs: list[Msg]) -> None:
+    def for_partition(self, partition: int) -> BatchHandler:
+        """The batch handler of one partition's pull loop."""
+        return functools.partial(self.handle, partition)
+
+    async def handle(self, partition: int, msgs: list[Msg]) -> None:
         with BATCH_SECONDS.time():
             pending: list[StoredMessage] = []
             receipts: list[ReceiptEnvelope] = []
@@ -37,7 +45,7 @@ class EnvelopeApplier:
                 envelope = await self._decode_or_term(msg)
                 if envelope is None:
                     continue
-                seq = msg.metadata.sequence.stream
+                seq = position(msg.metadata.sequence.stream, partition, self._partitions)
                 if isinstance(envelope, MessageEnvelope):
                     recipients = await self._recipients(envelope)
                     if recipients is not None:

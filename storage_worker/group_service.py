@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 
+from runtime.partitions import PartitionStreams
 from runtime.rpc import Handler
 from schemas.envelopes import encode_envelope, message_frame
 from schemas.errors import ErrorCode, ProtocolError
@@ -37,14 +37,18 @@ from schemas.groups import (
     UserGroups,
 )
 from schemas.ids import group_conversation, group_of
-from schemas.subjects import MSG_GROUP, MSGS_STREAM
+from schemas.subjects import GROUP
 from storage_worker.contacts import group_blockers
 from storage_worker.group_apply import system_envelope
 from storage_worker.group_rules import decide, named_users
 from storage_worker.store.base import MessageStore
 from storage_worker.store.social import GroupState, SocialStore
 
-WaitStored = Callable[[int], Awaitable[None]]
+#: Returns once the envelope at a position (``inclusive``) or every one before it in its
+#: partition is applied (``StorageWorker.wait_position``).
+WaitPosition = Callable[[int, bool], Awaitable[None]]
+#: Returns once everything up to a barrier (stream sequences by partition) is applied.
+WaitStored = Callable[[list[int]], Awaitable[None]]
 
 
 def now_ms() -> int:
@@ -54,11 +58,13 @@ def now_ms() -> int:
 class GroupService:
     """Handlers of the ``group_*`` storage operations."""
 
-    def __init__(self, social: SocialStore, messages: MessageStore, js: JetStreamContext,
-                 wait_stored: WaitStored, max_members: int) -> None:
+    def __init__(self, social: SocialStore, messages: MessageStore, streams: PartitionStreams,
+                 wait_position: WaitPosition, wait_stored: WaitStored,
+                 max_members: int) -> None:
         self._social = social
         self._messages = messages
-        self._js = js
+        self._streams = streams
+        self._wait_position = wait_position
         self._wait_stored = wait_stored
         self._max_members = max_members
 
@@ -91,7 +97,7 @@ class GroupService:
                await group_blockers(self._social, request.app, request.actor, users))
         await self._require_users(request.app, users)
         seq = await self._publish(envelope)
-        await self._wait_stored(seq)
+        await self._wait_position(seq, True)
         record = await self._social.group_event(seq)
         if record is None:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "the group write is not applied yet")
@@ -120,12 +126,12 @@ class GroupService:
                            former=state.former)
 
     async def _members(self, request: GroupMembersAt) -> GroupMembers:
-        await self._wait_stored(request.seq - 1)
+        await self._wait_position(request.seq, False)
         return GroupMembers(members=await self._social.members_at(request.app, request.group,
                                                                   request.seq))
 
     async def _event(self, request: GroupEventRequest) -> GroupEventOutcome:
-        await self._wait_stored(request.seq)
+        await self._wait_position(request.seq, True)
         record = await self._social.group_event(request.seq)
         if record is None:  # not a group write (or one that could not be decoded)
             return GroupEventOutcome(applied=False, group="", code=ErrorCode.NOT_FOUND,
@@ -163,12 +169,13 @@ class GroupService:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no user {user!r}")
 
     async def _publish(self, envelope: GroupEnvelope) -> int:
+        """Publish into the group conversation's partition; returns the write's position."""
+        partition = self._streams.of(envelope.app, group_conversation(envelope.group))
         try:
-            ack = await self._js.publish(MSG_GROUP, encode_envelope(envelope), stream=MSGS_STREAM,
-                                         timeout=5.0, headers={"Nats-Msg-Id": envelope.id})
+            return await self._streams.publish(partition, GROUP, encode_envelope(envelope),
+                                               msg_id=envelope.id)
         except NatsError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"group write not stored: {exc!r}") from None
-        return int(ack.seq)
 
     def _info(self, state: GroupState) -> GroupInfo:
         return GroupInfo(

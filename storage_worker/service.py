@@ -12,9 +12,9 @@ from blobs.factory import create_blob_store
 from blobs.records import BlobRecords
 from runtime.backoff import Backoff
 from runtime.config import Config
-from runtime.consumer import PullLoop
 from runtime.deadletter import DeadLetters
-from runtime.natsconn import close, connect, ensure_pull_consumer, ensure_stream
+from runtime.natsconn import close, connect, ensure_stream
+from runtime.partitions import LeaseHolder, PartitionConsumers, PartitionStreams, open_leases
 from runtime.rpc import RpcServer
 from runtime.tasks import TaskGroup
 from schemas import rpc
@@ -22,8 +22,9 @@ from schemas.envelopes import message_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.ids import direct_members, group_of, notification_members, scoped
 from schemas.nats_permissions import STORAGE
-from schemas.streams import MSGS
-from schemas.subjects import DIRECTORY_CHANGED, MSGS_STREAM, STORAGE_CONSUMER, STORE_QUEUE
+from schemas.partitions import partition_of_position, position, stream_seq_of
+from schemas.streams import partition_stream
+from schemas.subjects import DIRECTORY_CHANGED, STORAGE_CONSUMER, STORE_QUEUE, msgs_stream
 from storage_worker.consumer import EnvelopeApplier
 from storage_worker.contacts import ContactService
 from storage_worker.group_apply import GroupApplier
@@ -32,7 +33,7 @@ from storage_worker.key_audience import KeyAudienceService
 from storage_worker.keys import KeyService
 from storage_worker.listing import app_users_handler
 from storage_worker.media_sweeper import MediaSweeper
-from storage_worker.store.base import MessageStore, retention_policy
+from storage_worker.store.base import DeliverableMessage, MessageStore, retention_policy
 from storage_worker.store.keys_factory import create_key_store
 from storage_worker.store.social_factory import create_social_store
 
@@ -56,12 +57,24 @@ def _fit_page(body_sizes: list[int], *, newest_first: bool) -> int:
     return len(body_sizes)
 
 
+def _cursor_through(after: list[int], messages: list[DeliverableMessage],
+                    partitions: int) -> list[int]:
+    """The cursor after a page cut short by its byte budget: each partition moves only over
+    the messages the page kept."""
+    cursor = list(after) or [0] * partitions
+    for message in messages:
+        partition = partition_of_position(message.seq, partitions)
+        cursor[partition] = max(cursor[partition], message.seq)
+    return cursor
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
 class StorageWorker:
-    """Consumes ``MSGS`` into the store, serves the storage RPC, applies retention."""
+    """Consumes the partitions it holds into the store, serves the storage RPC (for every
+    partition: the store is shared), applies retention."""
 
     def __init__(self, config: Config, store: MessageStore) -> None:
         self._config = config
@@ -71,10 +84,13 @@ class StorageWorker:
         self._groups: GroupService | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._loop: PullLoop | None = None
+        self._consumers: PartitionConsumers | None = None
+        self._leases: LeaseHolder | None = None
         self._rpc: RpcServer | None = None
         self._tasks = TaskGroup("storage")
-        self._ack_floor = 0
+        self._partitions = config.partitions.count
+        #: Highest acknowledged floor seen per partition (stream sequences).
+        self._ack_floors = [0] * self._partitions
         self._policy = retention_policy(config.retention)
         self._blobs = create_blob_store(config)
         self._sweeper: MediaSweeper | None = None
@@ -85,19 +101,28 @@ class StorageWorker:
         await self._keys.open()
         self._nc = await connect(self._config.nats, "storage_worker", STORAGE)
         self._js = self._nc.jetstream()
-        await ensure_stream(self._js, MSGS, self._config.nats)
-        await ensure_pull_consumer(self._js, MSGS_STREAM, STORAGE_CONSUMER,
-                                   ack_wait_s=self._config.nats.ack_wait_s,
-                                   max_ack_pending=20_000)
+        for partition in range(self._partitions):
+            await ensure_stream(self._js, partition_stream(partition), self._config.nats)
         dead_letters = await DeadLetters.open(self._js, self._config, STORAGE_CONSUMER,
                                               owner=True)
-        self._loop = PullLoop(self._js, MSGS_STREAM, STORAGE_CONSUMER,
-                              EnvelopeApplier(self._store, dead_letters, GroupApplier(
-                                  self._social, self._store, self._nc,
-                                  self._config.groups.max_members)),
-                              batch=self._config.store.batch, dead_letters=dead_letters)
-        await self._loop.start()
-        self._groups = GroupService(self._social, self._store, self._js, self._wait_stored,
+        applier = EnvelopeApplier(self._store, dead_letters, GroupApplier(
+            self._social, self._store, self._nc, self._config.groups.max_members),
+            self._partitions)
+        self._consumers = PartitionConsumers(
+            self._js, STORAGE_CONSUMER, applier.for_partition, batch=self._config.store.batch,
+            dead_letters=dead_letters, ack_wait_s=self._config.nats.ack_wait_s,
+            max_ack_pending=20_000)
+        leases = self._config.partitions
+        self._leases = LeaseHolder(
+            self._js, await open_leases(self._js, leases.lease_ttl_s, self._config.nats.replicas),
+            service="storage", count=self._partitions, ttl_s=leases.lease_ttl_s,
+            work=self._consumers)
+        self._consumers.holds = self._leases.holds
+        await self._leases.tick()
+        self._tasks.watch(self._leases.run, name="leases")
+        self._streams = PartitionStreams(self._js, self._partitions)
+        self._groups = GroupService(self._social, self._store, self._streams,
+                                    self.wait_position, self._wait_stored,
                                     self._config.groups.max_members)
         self._key_service = KeyService(self._keys)
         self._rpc = RpcServer(self._nc, STORE_QUEUE, {
@@ -125,18 +150,18 @@ class StorageWorker:
                                           self._config.media.sweep_interval_s))
 
     async def drain(self) -> None:
-        await self._tasks.drain()  # the purge loop: cancelled and awaited
+        await self._tasks.drain()  # the purge and lease loops: cancelled and awaited
         if self._rpc is not None:
             await self._rpc.drain()
-        if self._loop is not None:
-            await self._loop.drain()
+        if self._leases is not None:
+            await self._leases.release_all()  # each partition drained, then handed over
 
     async def stop(self) -> None:
         await self._tasks.stop()
         if self._rpc is not None:
             await self._rpc.stop()
-        if self._loop is not None:
-            await self._loop.stop()
+        if self._consumers is not None:
+            await self._consumers.stop_all()
         if self._nc is not None:
             await close(self._nc)
         await self._keys.close()
@@ -147,15 +172,13 @@ class StorageWorker:
     # ------------------------------------------------------------------ RPC handlers
 
     async def _register_device(self, request: rpc.RegisterDevice) -> rpc.DeviceInfo:
-        # Messages accepted before this call but not stored yet have stream sequences up to
-        # the stream's last one: a new device starts after it, so it never gets them.
-        assert self._js is not None and self._nc is not None
-        try:
-            position = (await self._js.stream_info(MSGS_STREAM)).state.last_seq
-        except NatsError as exc:
-            raise ProtocolError(ErrorCode.UNAVAILABLE, "stream unavailable") from exc
+        # Messages accepted before this call but not stored yet are at most each partition
+        # stream's last one: a new device starts after them, so it never gets them.
+        assert self._nc is not None
+        start_after = [position(seq, partition, self._partitions) if seq else 0
+                       for partition, seq in enumerate(await self._stream_positions())]
         info = await self._store.register_device(request.app, request.user, request.device,
-                                                 now_ms(), start_after=int(position))
+                                                 now_ms(), start_after=start_after)
         await self._nc.publish(DIRECTORY_CHANGED, scoped(request.app, request.user).encode())
         info.one_time_keys_left = await self._keys.count(request.app, request.user,
                                                          request.device)
@@ -176,7 +199,8 @@ class StorageWorker:
         more = len(messages) == request.limit
         keep = _fit_page([len(m.body) for m in messages], newest_first=False)
         if keep < len(messages):
-            messages, cursor, more = messages[:keep], messages[keep - 1].seq, True
+            messages, more = messages[:keep], True
+            cursor = _cursor_through(request.after, messages, self._partitions)
         return rpc.SyncPage(
             messages=[message_frame(m.envelope, m.seq, m.body) for m in messages],
             cursor=cursor,
@@ -237,16 +261,44 @@ class StorageWorker:
         if members is None or user not in members:
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {conversation}")
 
-    async def _wait_stored(self, barrier: int) -> None:
-        """Return once every envelope up to stream sequence ``barrier`` has been applied (the
-        consumer's ack floor covers it), or fail with ``unavailable``."""
+    async def _stream_positions(self) -> list[int]:
+        """The last stream sequence of every partition."""
         assert self._js is not None
+        try:
+            return await self._streams.last_sequences()
+        except NatsError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "stream unavailable") from exc
+
+    async def wait_position(self, seq: int, inclusive: bool) -> None:
+        """Return once the envelope at position ``seq`` (``inclusive``) or every envelope
+        before it in its partition has been applied."""
+        barrier = [0] * self._partitions
+        stream_seq = stream_seq_of(seq, self._partitions)
+        barrier[partition_of_position(seq, self._partitions)] = (
+            stream_seq if inclusive else stream_seq - 1)
+        await self._wait_stored(barrier)
+
+    async def _wait_stored(self, barrier: list[int]) -> None:
+        """Return once every envelope up to ``barrier[p]`` (a stream sequence) of each
+        partition p has been applied (the partition consumer's ack floor covers it), or fail
+        with ``unavailable``. Any storage worker answers: the floors are read from NATS."""
+        assert self._js is not None
+        if len(barrier) > self._partitions:
+            raise ProtocolError(ErrorCode.INVALID, "a barrier of another partition count")
         deadline = time.monotonic() + self._config.store.barrier_timeout_s
         delay = 0.002
-        while self._ack_floor < barrier:
-            info = await self._js.consumer_info(MSGS_STREAM, STORAGE_CONSUMER)
-            self._ack_floor = max(self._ack_floor, info.ack_floor.stream_seq or 0)
-            if self._ack_floor >= barrier:
+        while behind := [p for p, seq in enumerate(barrier) if self._ack_floors[p] < seq]:
+            infos = await asyncio.gather(*(self._js.consumer_info(msgs_stream(p),
+                                                                  STORAGE_CONSUMER)
+                                           for p in behind), return_exceptions=True)
+            for partition, info in zip(behind, infos, strict=True):
+                if isinstance(info, BaseException):
+                    if not isinstance(info, NatsError):
+                        raise info
+                    continue  # no consumer yet (nobody took the partition) or NATS trouble
+                self._ack_floors[partition] = max(self._ack_floors[partition],
+                                                  info.ack_floor.stream_seq or 0)
+            if all(self._ack_floors[p] >= seq for p, seq in enumerate(barrier)):
                 return
             if time.monotonic() > deadline:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "storage is catching up; retry")

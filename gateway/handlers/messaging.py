@@ -10,23 +10,23 @@ from typing import Final
 
 import structlog
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
 from gateway.auth import Identity
 from gateway.handlers.media import MediaService
 from gateway.handlers.permissions import Permissions
 from runtime.cache import LruCache
+from runtime.partitions import PartitionStreams
 from runtime.rpc import RpcClient
 from schemas import rpc
 from schemas.envelopes import MessageEnvelope, ReceiptEnvelope, encode_envelope
 from schemas.errors import ErrorCode, ProtocolError
-from schemas.frames import Accepted, Ack, Read, Send, Sender
+from schemas.frames import Accepted, Ack, AckItem, Read, Send, Sender
 from schemas.ids import (
     direct_conversation,
     message_id,
 )
-from schemas.subjects import MSG_CHAT, MSG_RECEIPT, MSGS_STREAM
+from schemas.subjects import CHAT, RECEIPT
 
 log = structlog.get_logger(__name__)
 
@@ -54,10 +54,10 @@ def now_ms() -> int:
 class Messaging:
     """Accepts sends, receipts and read markers; reads backlogs."""
 
-    def __init__(self, js: JetStreamContext, rpc_client: RpcClient, gateway_id: str,
+    def __init__(self, streams: PartitionStreams, rpc_client: RpcClient, gateway_id: str,
                  permissions: Permissions, cache_ttl_s: float = 30.0,
                  max_cached: int = MAX_CACHED, media: MediaService | None = None) -> None:
-        self._js = js
+        self._streams = streams
         self._media = media
         self._rpc = rpc_client
         self._gateway_id = gateway_id
@@ -108,35 +108,49 @@ class Messaging:
             expires_at=expires_at,
             gateway=self._gateway_id,
         )
-        seq = await self._publish(MSG_CHAT, encode_envelope(envelope), msg_id=envelope.id)
+        seq = await self._publish(self._streams.of(identity.app, conversation), CHAT,
+                                  encode_envelope(envelope), msg_id=envelope.id)
         ACCEPTED.inc()
         return Accepted(client_id=frame.client_id, message_id=envelope.id, seq=seq,
                         conversation=conversation, ts=ts, id=frame.id)
 
     async def ack(self, identity: Identity, frame: Ack) -> None:
+        """One receipt per partition the acknowledged messages are in: each partition's
+        storage worker records its own (a device's cursor is one position per partition)."""
+        by_partition: dict[int, list[AckItem]] = {}
         for conversation in {item.conversation for item in frame.messages}:
             await self._permissions.check_member(identity.app, identity.user, conversation)
-        await self._publish(MSG_RECEIPT, encode_envelope(ReceiptEnvelope(
-            status="delivered", app=identity.app, by_user=identity.user,
-            by_device=identity.device, ts=now_ms(), items=frame.messages)))
+        for item in frame.messages:
+            by_partition.setdefault(self._streams.of(identity.app, item.conversation),
+                                    []).append(item)
+        for partition, items in by_partition.items():
+            await self._publish(partition, RECEIPT, encode_envelope(ReceiptEnvelope(
+                status="delivered", app=identity.app, by_user=identity.user,
+                by_device=identity.device, ts=now_ms(), items=items)))
 
     async def read(self, identity: Identity, frame: Read) -> None:
         await self._permissions.check_member(identity.app, identity.user,
                                               frame.conversation)
-        await self._publish(MSG_RECEIPT, encode_envelope(ReceiptEnvelope(
-            status="read", app=identity.app, by_user=identity.user, by_device=identity.device,
-            ts=now_ms(), conversation=frame.conversation, seq=frame.seq)))
+        await self._publish(
+            self._streams.of(identity.app, frame.conversation), RECEIPT,
+            encode_envelope(ReceiptEnvelope(
+                status="read", app=identity.app, by_user=identity.user,
+                by_device=identity.device, ts=now_ms(), conversation=frame.conversation,
+                seq=frame.seq)))
 
-    async def stream_position(self) -> int:
-        """The last sequence JetStream assigned: the subscribe-before-fetch barrier."""
+    @property
+    def partitions(self) -> int:
+        return self._streams.count
+
+    async def stream_position(self) -> list[int]:
+        """Each partition's last sequence: the subscribe-before-fetch barrier."""
         try:
-            info = await self._js.stream_info(MSGS_STREAM)
+            return await self._streams.last_sequences()
         except NatsError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"stream unavailable: {exc!r}") from None
-        return int(info.state.last_seq)
 
-    async def sync_page(self, identity: Identity, after: int, limit: int,
-                        barrier: int) -> rpc.SyncPage:
+    async def sync_page(self, identity: Identity, after: list[int], limit: int,
+                        barrier: list[int]) -> rpc.SyncPage:
         return await self._rpc.call("sync", rpc.SyncRequest(
             app=identity.app, user=identity.user, device=identity.device, after=after, limit=limit,
             barrier=barrier), rpc.SyncPage)
@@ -190,15 +204,14 @@ class Messaging:
             self._device_owners.put((app, device), owner)
         return owner
 
-    async def _publish(self, subject: str, data: bytes, msg_id: str | None = None) -> int:
-        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+    async def _publish(self, partition: int, kind: str, data: bytes,
+                       msg_id: str | None = None) -> int:
+        """Publish into a partition; returns the envelope's position."""
         started = time.perf_counter()
         try:
-            ack = await self._js.publish(subject, data, stream=MSGS_STREAM, timeout=5.0,
-                                         headers=headers)
+            return await self._streams.publish(partition, kind, data, msg_id=msg_id)
         except NatsError as exc:
-            log.warning("publish_failed", subject=subject, error=repr(exc))
+            log.warning("publish_failed", partition=partition, kind=kind, error=repr(exc))
             raise ProtocolError(ErrorCode.UNAVAILABLE, "message not stored; retry") from None
         finally:
             PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        return int(ack.seq)

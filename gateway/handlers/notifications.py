@@ -1,5 +1,6 @@
 """Business notifications: validate a batch, resolve each item's recipients, publish one
-envelope per recipient user into ``MSGS`` (subject ``msgs.notify``).
+envelope per recipient user into its notification conversation's partition
+(subject ``msgs.<p>.notify``).
 
 Each item is all-or-nothing: its recipients are resolved first (an unknown user, device, group
 or an app without devices fails the item with ``unknown_recipient``), then its envelopes are
@@ -18,11 +19,11 @@ from typing import Final, TypeVar
 
 import structlog
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 from prometheus_client import Counter
 
 from control.view import ControlView
 from runtime.config import NotifyConfig
+from runtime.partitions import PartitionStreams
 from runtime.rpc import RpcClient
 from schemas import groups, rpc
 from schemas.envelopes import MessageEnvelope, encode_envelope
@@ -30,7 +31,6 @@ from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import Destination, Sender
 from schemas.ids import notification_conversation
 from schemas.notifications import (
-    MSG_NOTIFY,
     AppUsers,
     AppUsersRequest,
     Notification,
@@ -44,7 +44,7 @@ from schemas.notifications import (
     ToUsers,
     notification_message_id,
 )
-from schemas.subjects import MSGS_STREAM
+from schemas.subjects import NOTIFY
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +62,9 @@ Recipient = tuple[str, Destination, str | None]  # (user, destination, only this
 class Notifier:
     """Turns ``NotifyRequest`` batches into stored notification envelopes."""
 
-    def __init__(self, js: JetStreamContext, rpc_client: RpcClient, control: ControlView,
+    def __init__(self, streams: PartitionStreams, rpc_client: RpcClient, control: ControlView,
                  config: NotifyConfig, *, default_app: str, gateway_id: str) -> None:
-        self._js = js
+        self._streams = streams
         self._rpc = rpc_client
         self._control = control
         self._config = config
@@ -163,9 +163,9 @@ class Notifier:
         """One envelope per recipient; returns user -> message id."""
         envelopes = [self._envelope(service, item, app, ts, r) for r in recipients]
         try:
-            await _bounded([partial(self._js.publish, MSG_NOTIFY, encode_envelope(e),
-                                    stream=MSGS_STREAM, timeout=5.0,
-                                    headers={"Nats-Msg-Id": e.id}) for e in envelopes])
+            await _bounded([partial(self._streams.publish,
+                                    self._streams.of(e.app, e.conversation), NOTIFY,
+                                    encode_envelope(e), msg_id=e.id) for e in envelopes])
         except NatsError as exc:
             log.warning("notification_publish_failed", id=item.id, error=repr(exc))
             raise ProtocolError(ErrorCode.UNAVAILABLE,

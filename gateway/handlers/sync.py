@@ -28,6 +28,7 @@ from gateway.auth import Identity
 from schemas.codec import encode_frame
 from schemas.errors import RETRYABLE, ErrorCode, ProtocolError
 from schemas.frames import Sync, Synced
+from schemas.partitions import decode_cursor, empty_cursor, encode_cursor
 from schemas.rpc import SyncPage
 
 BUFFERED: Final = Gauge("courier_gateway_buffered_bytes",
@@ -42,10 +43,13 @@ RESYNC_MAX_RETRY_S: Final = 5.0
 class Backlog(Protocol):
     """Where the backlog is read (``gateway.handlers.messaging.Messaging``)."""
 
-    async def stream_position(self) -> int: ...
+    @property
+    def partitions(self) -> int: ...
 
-    async def sync_page(self, identity: Identity, after: int, limit: int,
-                        barrier: int) -> SyncPage: ...
+    async def stream_position(self) -> list[int]: ...
+
+    async def sync_page(self, identity: Identity, after: list[int], limit: int,
+                        barrier: list[int]) -> SyncPage: ...
 
 
 class Outbox(Protocol):
@@ -126,8 +130,8 @@ class DeviceSync:
         sent: set[str] = set()
         count = 0
         try:
+            cursor = self._cursor(frame.after)
             barrier = await self._backlog.stream_position()
-            cursor = frame.after or 0
             while not self._outbox.closing:
                 page = await self._backlog.sync_page(self._identity, cursor, self._page,
                                                      barrier)
@@ -138,7 +142,7 @@ class DeviceSync:
                 cursor = page.cursor
                 if not page.more:
                     break
-            self._outbox.send(Synced(cursor=cursor, count=count, id=frame.id))
+            self._outbox.send(Synced(cursor=encode_cursor(cursor), count=count, id=frame.id))
         finally:
             self._running = False
         while self._held and not self._outbox.closing:
@@ -150,6 +154,14 @@ class DeviceSync:
         if self._resync_wanted:
             self._resync_wanted = False
             self.resync()
+
+    def _cursor(self, after: str | None) -> list[int]:
+        if after is None:
+            return empty_cursor(self._backlog.partitions)
+        try:
+            return decode_cursor(after, self._backlog.partitions)
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.INVALID, f"after: {exc}") from None
 
     def resync(self) -> None:
         """Re-read the backlog without being asked: held live frames wait behind it as in a

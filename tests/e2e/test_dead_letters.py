@@ -23,16 +23,21 @@ import pytest
 from nats.js.api import PubAck
 
 from client.sdk import ClientError, CourierClient
+from runtime.config import PartitionsConfig
 from schemas.bounds import MAX_INT
 from schemas.envelopes import MessageEnvelope, decode_envelope
 from schemas.errors import ErrorCode
 from schemas.frames import Error
+from schemas.partitions import partition_of_position, stream_seq_of
+from schemas.subjects import msgs_stream
 from tests.conftest import store_env
 from tests.harness import System
 from tests.pushkit import ADMIN_SECRET
 
 DEAD_LETTERS = "/v1/admin/dead-letters"
 POISONED = "d:alice:bob"
+#: The test systems run with the default partition count.
+PARTITIONS = PartitionsConfig().count
 
 
 @pytest.fixture(scope="module")
@@ -190,14 +195,21 @@ class Chat:
             await asyncio.sleep(0.02)
 
 
-async def dead_letter_of(system: System, stream_seq: int, worker: str,
+def stream_of(seq: int) -> tuple[str, int]:
+    """The partition stream and stream sequence of an accepted message's position."""
+    return (msgs_stream(partition_of_position(seq, PARTITIONS)),
+            stream_seq_of(seq, PARTITIONS))
+
+
+async def dead_letter_of(system: System, stream: str, stream_seq: int, worker: str,
                          within_s: float = 30.0) -> dict[str, Any]:
     deadline = time.monotonic() + within_s
     while True:
         status, page = await call(system, "GET", f"{DEAD_LETTERS}?limit=200")
         assert status == 200, page
         for letter in page["dead_letters"]:
-            if letter["stream_seq"] == stream_seq and letter["worker"] == worker:
+            if (letter["stream"], letter["stream_seq"], letter["worker"]) == (
+                    stream, stream_seq, worker):
                 return dict(letter)
         assert time.monotonic() < deadline, f"no dead letter for {stream_seq}: {page}"
         await asyncio.sleep(0.1)
@@ -231,14 +243,16 @@ async def test_an_envelope_the_store_refuses_is_dead_lettered_while_others_keep_
         try:
             await chat.until(5)
             poisoned = await alice.send("bob", b"refused by the store")
-            letter = await dead_letter_of(system, poisoned.seq, "storage")
+            letter = await dead_letter_of(system, *stream_of(poisoned.seq), "storage")
             await chat.until(chat.rounds + 10)  # the stream moved on: chat and syncs go on
         finally:
             chat.stop.set()
             await chatting
         assert chat.sync_failures == []
         assert chat.syncs >= 5
-        assert letter["subject"] == "msgs.chat" and letter["stream"] == "MSGS"
+        stream, stream_seq = stream_of(poisoned.seq)
+        partition = partition_of_position(poisoned.seq, PARTITIONS)
+        assert letter["subject"] == f"msgs.{partition}.chat" and letter["stream"] == stream
         assert letter["attempts"] == 3 and "injected" in letter["error"]
         assert "IntegrityError" in letter["error"]
 
@@ -254,14 +268,14 @@ async def test_an_envelope_the_store_refuses_is_dead_lettered_while_others_keep_
         status, detail = await call(system, "GET", f"{DEAD_LETTERS}/{letter['seq']}")
         assert status == 200
         assert detail["headers"]["Courier-Worker"] == "storage"
-        assert detail["headers"]["Courier-Stream-Seq"] == str(poisoned.seq)
+        assert detail["headers"]["Courier-Stream-Seq"] == str(stream_seq)
         envelope = decode_envelope(base64.b64decode(detail["payload"]))
         assert isinstance(envelope, MessageEnvelope)
         assert envelope.id == poisoned.message_id and envelope.conversation == POISONED
         remove_fault(system.root / "courier.db")
         status, replayed = await call(system, "POST", f"{DEAD_LETTERS}/{letter['seq']}/replay")
         assert status == 200, replayed
-        assert replayed["subject"] == "msgs.chat" and replayed["stream_seq"] > poisoned.seq
+        assert replayed["subject"] == letter["subject"] and replayed["stream_seq"] > stream_seq
         status, _ = await call(system, "GET", f"{DEAD_LETTERS}/{letter['seq']}")
         assert status == 404
         bob = await system.connect(bob_creds, sync=False)
@@ -282,16 +296,16 @@ async def test_undecodable_envelopes_are_dead_lettered_by_both_workers(
         admin_system: System) -> None:
     """Before, they went to core NATS subjects nobody listened to."""
     system = admin_system
-    ack = await publish(system, "msgs.chat", b"\xc1 not msgpack", stream="MSGS")
+    ack = await publish(system, "msgs.0.chat", b"\xc1 not msgpack", stream="MSGS_0")
     for worker in ("storage", "router"):
-        letter = await dead_letter_of(system, ack.seq, worker)
-        assert letter["attempts"] == 0 and letter["subject"] == "msgs.chat"
+        letter = await dead_letter_of(system, "MSGS_0", ack.seq, worker)
+        assert letter["attempts"] == 0 and letter["subject"] == "msgs.0.chat"
         assert letter["error"].startswith(("DecodeError", "ValidationError"))
     # and the stream goes on
     await system.device("bob")
     alice = await system.connect(await system.device("alice"))
     try:
-        assert (await alice.send("bob", b"after poison")).seq > ack.seq
+        await alice.send("bob", b"after poison")
         await alice.sync(timeout=20)
     finally:
         await alice.close()

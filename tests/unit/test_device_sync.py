@@ -16,6 +16,7 @@ from gateway.handlers.sync import RESYNC_MAX_RETRY_S, RESYNC_RETRY_S, DeviceSync
 from schemas.codec import encode_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import Destination, Message, Presence, Sender, Sync, Synced
+from schemas.partitions import decode_cursor, encode_cursor
 from schemas.rpc import SyncPage
 
 ALICE = Identity(user="alice", device="phone", app="app", expires_at=2e9)
@@ -32,7 +33,10 @@ def live(seq: int) -> bytes:
 
 
 class Backlog:
-    """Messages stored up to ``stored``; each read can be made to wait or to fail."""
+    """Messages stored up to ``stored`` in one partition; each read can be made to wait or
+    to fail."""
+
+    partitions = 1
 
     def __init__(self, stored: int = 0) -> None:
         self.stored = stored
@@ -41,12 +45,13 @@ class Backlog:
         self.reading = asyncio.Event()
         self.reads: list[tuple[int, int]] = []  # (after, barrier)
 
-    async def stream_position(self) -> int:
-        return self.stored
+    async def stream_position(self) -> list[int]:
+        return [self.stored]
 
-    async def sync_page(self, identity: Identity, after: int, limit: int,
-                        barrier: int) -> SyncPage:
+    async def sync_page(self, identity: Identity, cursor: list[int], limit: int,
+                        barriers: list[int]) -> SyncPage:
         assert identity == ALICE
+        after, barrier = cursor[0], barriers[0]
         self.reads.append((after, barrier))
         self.reading.set()
         if self.gate is not None:
@@ -56,7 +61,7 @@ class Backlog:
         seqs = list(range(after + 1, barrier + 1))
         page = seqs[:limit]
         return SyncPage(messages=[message(seq) for seq in page],
-                        cursor=page[-1] if page else after, more=len(seqs) > limit)
+                        cursor=[page[-1] if page else after], more=len(seqs) > limit)
 
 
 class Socket:
@@ -72,7 +77,7 @@ class Socket:
 
     def send(self, frame: msgspec.Struct) -> None:
         assert isinstance(frame, Synced)
-        self.out.append(("synced", frame.cursor, frame.count, frame.id))
+        self.out.append(("synced", decode_cursor(frame.cursor, 1)[0], frame.count, frame.id))
 
     def send_raw(self, data: bytes) -> None:
         self.out.append(("live", _id(data)))
@@ -149,7 +154,7 @@ async def test_a_held_frame_the_backlog_carried_is_not_sent_twice() -> None:
     sync = device_sync(backlog, socket)
     sync.deliver(live(2))  # stored and delivered live before the sync read it
     sync.deliver(live(3))
-    await sync.sync(Sync(after=1))
+    await sync.sync(Sync(after=encode_cursor([1])))
     assert socket.out == [("paced", "m2"), ("synced", 2, 1, None), ("paced", "m3")]
 
 
@@ -160,7 +165,7 @@ async def test_frames_arriving_during_the_backlog_and_the_release_come_after_it(
     sync.deliver(live(5))  # live again: sent at once
     socket.before_paced = [lambda: sync.deliver(live(6)), lambda: None,
                            lambda: sync.deliver(live(7))]
-    await sync.sync(Sync(after=2, id="s2"))
+    await sync.sync(Sync(after=encode_cursor([2]), id="s2"))
     # m6 arrived during the backlog, m7 while m6 was being released: both held, in order
     assert socket.out == [("live", "m5"), ("paced", "m3"), ("paced", "m4"),
                           ("synced", 4, 2, "s2"), ("paced", "m6"), ("paced", "m7")]
@@ -289,3 +294,11 @@ async def test_a_closing_socket_stops_the_sync_and_stays_held() -> None:
     sync.resync()  # nothing for a closing socket
     await sync.stop()
     assert backlog.reads == [(0, 3)]
+
+
+@pytest.mark.parametrize("after", ["c1.", "c1.AAAA", encode_cursor([-1]), encode_cursor([0, 4])])
+async def test_a_cursor_this_deployment_did_not_issue_is_invalid(after: str) -> None:
+    backlog, socket = Backlog(stored=1), Socket()
+    with pytest.raises(ProtocolError) as refused:
+        await device_sync(backlog, socket).sync(Sync(after=after, id="s1"))
+    assert refused.value.code == ErrorCode.INVALID and backlog.reads == []

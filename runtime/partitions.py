@@ -1,0 +1,350 @@
+"""Partition ownership: each partition is consumed by one member of a service at a time.
+
+Routers and storage workers each run a ``LeaseHolder``. Leases are keys of the ``leases`` KV
+bucket (``lease.<service>.<p>``, value: the holder's member id); the bucket's TTL is the lease
+time, so a key nobody renews vanishes ``lease_ttl_s`` after its last write. Every
+``lease_ttl_s / 3`` a holder:
+
+1. writes its member key (``member.<service>.<id>``: how many members are alive);
+2. renews each lease it holds by compare-and-set on the revision it wrote last; a lease it
+   could not renew (taken, expired) is lost, and its consumer is stopped;
+3. gives back leases above its fair share, ``ceil(P / members)`` (the work stops first,
+   drained, then the key is deleted), so a new member gets partitions;
+4. takes free leases (create: only one creator wins) up to its share, and beyond it any
+   partition found free on two ticks running (nobody may leave a partition unowned).
+
+Single writer: a holder counts its lease as valid only until ``LOCAL_VALIDITY`` of the TTL
+after it *sent* the renewal that succeeded, which is before the key can expire on the server;
+``holds`` is checked before each batch (``PartitionConsumers``), so a holder whose renewals
+stall stops writing before another member can take the partition. What a crashed holder had
+in flight is redelivered to the next one: taking a partition over recreates its durable
+consumer at the acknowledged floor when the previous holder left messages unacknowledged, so
+the new holder reads the partition in stream order (``reset_consumer``).
+"""
+
+import asyncio
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Final, Protocol
+
+import msgspec
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, KeyValueError, NotFoundError
+from nats.js.kv import KeyValue
+from prometheus_client import Counter, Gauge
+
+from runtime.consumer import BatchHandler, PullLoop
+from runtime.deadletter import DeadLetters
+from runtime.kv import ensure_bucket
+from schemas.buckets import LEASES
+from schemas.partitions import partition_of, position
+from schemas.subjects import msgs_stream, msgs_subject
+
+log = structlog.get_logger(__name__)
+
+#: Part of the TTL after a successful renewal's send for which a holder trusts its lease.
+LOCAL_VALIDITY: Final = 0.8
+#: Ticks a partition must be seen free before a member at its fair share takes it anyway.
+FREE_TICKS_BEFORE_EXTRA: Final = 2
+
+HELD = Gauge("courier_partitions_held", "Partitions this process holds the lease of",
+             ["service"])
+MOVES = Counter("courier_partition_moves_total", "Partition leases taken or given up",
+                ["service", "event"])
+
+
+class PartitionWork(Protocol):
+    """What a holder starts and stops per partition (``PartitionConsumers``)."""
+
+    async def start(self, partition: int) -> None: ...
+
+    async def stop(self, partition: int, *, drain: bool) -> None: ...
+
+
+def member_id(service: str) -> str:
+    """A process's id among its service's members: unique per process start."""
+    return f"{service}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def lease_key(service: str, partition: int) -> str:
+    return f"lease.{service}.{partition}"
+
+
+def member_key(service: str, member: str) -> str:
+    return f"member.{service}.{member}"
+
+
+async def open_leases(js: JetStreamContext, ttl_s: float, replicas: int) -> KeyValue:
+    """The leases bucket with ``ttl_s`` as its TTL (changed in place if configured anew)."""
+    spec = msgspec.structs.replace(LEASES, ttl_s=ttl_s)
+    try:
+        return await ensure_bucket(js, spec, replicas)
+    except BadRequestError:  # exists with another TTL: the configuration changed
+        info = await js.stream_info(f"KV_{LEASES.name}")
+        info.config.max_age = ttl_s
+        await js.update_stream(info.config)
+        return await js.key_value(LEASES.name)
+
+
+class LeaseHolder:
+    """The leases one member of ``service`` holds over ``count`` partitions."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, *, service: str, count: int,
+                 ttl_s: float, work: PartitionWork, member: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._js = js
+        self._kv = kv
+        self._service = service
+        self._count = count
+        self._ttl_s = ttl_s
+        self._work = work
+        self.member = member or member_id(service)
+        self._clock = clock
+        #: partition -> (revision of our last write, local deadline)
+        self._held: dict[int, tuple[int, float]] = {}
+        self._free_ticks: dict[int, int] = {}
+        self._closed = False
+        self._lock = asyncio.Lock()
+        self._held_gauge = HELD.labels(service)
+
+    @property
+    def interval_s(self) -> float:
+        return self._ttl_s / 3
+
+    @property
+    def held(self) -> frozenset[int]:
+        return frozenset(self._held)
+
+    def holds(self, partition: int) -> bool:
+        """Whether this member may still consume ``partition`` (its lease is surely valid)."""
+        entry = self._held.get(partition)
+        return entry is not None and self._clock() < entry[1]
+
+    async def run(self) -> None:
+        """Tick forever (run it under ``TaskGroup.watch``: a tick that fails is retried)."""
+        while True:
+            await self.tick()
+            await asyncio.sleep(self.interval_s)
+
+    async def tick(self) -> None:
+        """One round: heartbeat, renew, rebalance, take (see the module docstring)."""
+        async with self._lock:
+            if self._closed:
+                return
+            await self._kv.put(member_key(self._service, self.member), self.member.encode())
+            for partition in list(self._held):
+                await self._renew(partition)
+            share = math.ceil(self._count / max(1, await self._members()))
+            released = False
+            for partition in sorted(self._held, reverse=True)[:max(0, len(self._held) - share)]:
+                await self._release(partition)
+                released = True
+            if not released:
+                await self._take(share)
+            self._held_gauge.set(len(self._held))
+
+    async def release_all(self) -> None:
+        """Give every lease back (drained first) and leave the members: a clean shutdown
+        hands the partitions over at once instead of after the TTL."""
+        async with self._lock:
+            self._closed = True
+            for partition in sorted(self._held):
+                await self._release(partition)
+            try:
+                await self._kv.delete(member_key(self._service, self.member))
+            except (KeyValueError, NotFoundError) as exc:
+                log.info("member_delete_failed", error=repr(exc))
+            self._held_gauge.set(0)
+
+    async def _renew(self, partition: int) -> None:
+        revision, deadline = self._held[partition]
+        sent = self._clock()
+        if sent >= deadline:
+            await self._lose(partition, "lapsed")
+            return
+        try:
+            revision = await self._kv.update(lease_key(self._service, partition),
+                                             self.member.encode(), last=revision)
+        except (KeyValueError, BadRequestError, NotFoundError) as exc:
+            log.warning("lease_lost", service=self._service, partition=partition,
+                        error=repr(exc))
+            await self._lose(partition, "taken")
+            return
+        self._held[partition] = (revision, sent + self._ttl_s * LOCAL_VALIDITY)
+
+    async def _members(self) -> int:
+        prefix = f"$KV.{LEASES.name}.{member_key(self._service, '*')}"
+        info = await self._js.stream_info(f"KV_{LEASES.name}", subjects_filter=prefix)
+        return len(info.state.subjects or {})
+
+    async def _take(self, share: int) -> None:
+        start = hash(self.member) % self._count
+        for step in range(self._count):
+            partition = (start + step) % self._count
+            if partition in self._held:
+                continue
+            if not await self._is_free(partition):
+                self._free_ticks.pop(partition, None)
+                continue
+            ticks = self._free_ticks.get(partition, 0) + 1
+            self._free_ticks[partition] = ticks
+            if len(self._held) < share or ticks > FREE_TICKS_BEFORE_EXTRA:
+                await self._acquire(partition)
+
+    async def _is_free(self, partition: int) -> bool:
+        try:
+            entry = await self._kv.get(lease_key(self._service, partition))
+        except (KeyValueError, NotFoundError):  # never written, expired, or deleted
+            return True
+        return not entry.value
+
+    async def _acquire(self, partition: int) -> None:
+        sent = self._clock()
+        try:
+            revision = await self._kv.create(lease_key(self._service, partition),
+                                             self.member.encode())
+        except (KeyValueError, BadRequestError):
+            return  # another member created it first
+        self._free_ticks.pop(partition, None)
+        self._held[partition] = (revision, sent + self._ttl_s * LOCAL_VALIDITY)
+        try:
+            await self._work.start(partition)
+        except BaseException:
+            await self._release(partition)
+            raise
+        MOVES.labels(self._service, "taken").inc()
+        log.info("partition_taken", service=self._service, partition=partition,
+                 member=self.member)
+
+    async def _release(self, partition: int) -> None:
+        """Stop the partition's work (drained), then delete the lease."""
+        await self._work.stop(partition, drain=True)
+        revision, _ = self._held.pop(partition)
+        try:
+            await self._kv.delete(lease_key(self._service, partition), last=revision)
+        except (KeyValueError, BadRequestError, NotFoundError) as exc:
+            log.info("lease_delete_failed", partition=partition, error=repr(exc))
+        MOVES.labels(self._service, "released").inc()
+        log.info("partition_released", service=self._service, partition=partition)
+
+    async def _lose(self, partition: int, reason: str) -> None:
+        """Another member may own it already: stop at once, nothing more is written."""
+        self._held.pop(partition, None)
+        await self._work.stop(partition, drain=False)
+        MOVES.labels(self._service, reason).inc()
+        log.warning("partition_lost", service=self._service, partition=partition,
+                    reason=reason)
+
+
+async def reset_consumer(js: JetStreamContext, stream: str, durable: str, *,
+                         ack_wait_s: float, max_ack_pending: int) -> None:
+    """Make ``durable`` deliver from its acknowledged floor, in stream order.
+
+    Created if missing. If a previous holder left messages delivered but unacknowledged,
+    JetStream would redeliver them only after the ack wait, behind newer ones: the consumer
+    is recreated to start right after the floor instead (acked messages above the floor are
+    delivered again: every handler is idempotent)."""
+    config = js_api.ConsumerConfig(
+        durable_name=durable, ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL, ack_wait=ack_wait_s,
+        max_ack_pending=max_ack_pending, max_deliver=-1)
+    try:
+        info = await js.consumer_info(stream, durable)
+    except NotFoundError:
+        await js.add_consumer(stream, config)
+        return
+    if not info.num_ack_pending:
+        return
+    floor = info.ack_floor.stream_seq if info.ack_floor else 0
+    await js.delete_consumer(stream, durable)
+    config.deliver_policy = js_api.DeliverPolicy.BY_START_SEQUENCE
+    config.opt_start_seq = (floor or 0) + 1
+    await js.add_consumer(stream, config)
+    log.info("consumer_reset", stream=stream, consumer=durable, floor=floor,
+             pending=info.num_ack_pending)
+
+
+class PartitionConsumers:
+    """One pull loop per held partition (the ``PartitionWork`` of routers and storage
+    workers). ``handler_for(p)`` makes the batch handler of partition ``p``; a batch is
+    handled only while ``holds(p)``, otherwise it is released for redelivery."""
+
+    def __init__(self, js: JetStreamContext, durable: str,
+                 handler_for: Callable[[int], BatchHandler], *, batch: int,
+                 dead_letters: DeadLetters, ack_wait_s: float, max_ack_pending: int) -> None:
+        self._js = js
+        self._durable = durable
+        self._handler_for = handler_for
+        self._batch = batch
+        self._dead_letters = dead_letters
+        self._ack_wait_s = ack_wait_s
+        self._max_ack_pending = max_ack_pending
+        self._loops: dict[int, PullLoop] = {}
+        self.holds: Callable[[int], bool] = lambda partition: True
+
+    async def start(self, partition: int) -> None:
+        stream = msgs_stream(partition)
+        await reset_consumer(self._js, stream, self._durable, ack_wait_s=self._ack_wait_s,
+                             max_ack_pending=self._max_ack_pending)
+        loop = PullLoop(self._js, stream, self._durable,
+                        self._guarded(partition, self._handler_for(partition)),
+                        batch=self._batch, dead_letters=self._dead_letters)
+        await loop.start()
+        self._loops[partition] = loop
+
+    async def stop(self, partition: int, *, drain: bool) -> None:
+        loop = self._loops.pop(partition, None)
+        if loop is None:
+            return
+        if drain:
+            await loop.drain()
+        await loop.stop()
+
+    async def stop_all(self) -> None:
+        for partition in list(self._loops):
+            await self.stop(partition, drain=False)
+
+    def _guarded(self, partition: int, handler: BatchHandler) -> BatchHandler:
+        async def handle(msgs: list[Msg]) -> None:
+            if not self.holds(partition):
+                for msg in msgs:
+                    await msg.nak()
+                return
+            await handler(msgs)
+
+        return handle
+
+
+class PartitionStreams:
+    """Publishing into the partition streams, and reading where each one stands."""
+
+    def __init__(self, js: JetStreamContext, count: int) -> None:
+        self._js = js
+        self.count = count
+
+    def of(self, app: str, conversation: str) -> int:
+        return partition_of(app, conversation, self.count)
+
+    async def publish(self, partition: int, kind: str, data: bytes, *,
+                      msg_id: str | None = None, timeout: float = 5.0) -> int:
+        """Publish one envelope (``kind``: ``schemas.subjects.CHAT`` ...) into a partition;
+        returns its position. Raises what nats-py raises."""
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        ack = await self._js.publish(msgs_subject(partition, kind), data,
+                                     stream=msgs_stream(partition), timeout=timeout,
+                                     headers=headers)
+        return position(int(ack.seq), partition, self.count)
+
+    async def last_sequences(self) -> list[int]:
+        """Each partition stream's last sequence (a barrier: see ``schemas.rpc.SyncRequest``).
+        Raises what nats-py raises."""
+        infos = await asyncio.gather(*(self._js.stream_info(msgs_stream(partition))
+                                       for partition in range(self.count)))
+        return [int(info.state.last_seq) for info in infos]
