@@ -1,7 +1,8 @@
 """Router: the delivery brain.
 
-Consumes: every envelope on the ``MSGS`` stream through the durable pull consumer ``router``,
-shared by all router replicas (each envelope is handled by one replica). Explicit ack after
+Consumes: the partitions whose lease it holds (``runtime.partitions``), each partition
+stream ``MSGS_<p>`` through its durable pull consumer ``router``: one router per partition at
+a time, so a conversation's frames go out in order whatever the number of routers. Explicit ack after
 the deliveries of a batch were published; undecodable envelopes, and envelopes whose delivery
 keeps failing on their own, are dead-lettered in the ``DLQ`` stream (``dlq.router``) and
 termed; RPC and NATS outages are retried in place (``runtime.consumer``).

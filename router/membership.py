@@ -1,6 +1,6 @@
 """Cached group membership for fan-out: (app, group) -> members, exact at each message's seq.
 
-The router handles ``MSGS`` in stream order, and a group's membership only changes at its group
+The router handles a partition in stream order, and a group's membership only changes at its group
 writes, which are in the same stream. So an entry stays right until the router meets the next
 write of that group: there it asks the storage worker for the write's outcome, fans out the
 system message to the members before and after, and replaces the entry with the members after.

@@ -38,7 +38,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
 
 
 class NatsConfig(_Section, frozen=True):
-    """NATS connection and the ``MSGS`` stream."""
+    """NATS connection and the partition streams."""
 
     #: NATS server URL(s), comma-separated for a cluster.
     url: str = "nats://127.0.0.1:4222"

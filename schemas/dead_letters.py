@@ -2,14 +2,14 @@
 
 A worker (router, storage worker) publishes on ``dlq.<worker>`` the original envelope bytes,
 unchanged, with headers naming the worker, the error, the original subject, stream and stream
-sequence, and how many times the envelope was tried; then it terms the envelope on ``MSGS``
-so the rest of the stream moves on. What lands here: envelopes that cannot be decoded, and
+sequence, and how many times the envelope was tried; then it terms the envelope on its partition
+stream so the rest of the stream moves on. What lands here: envelopes that cannot be decoded, and
 envelopes whose handler failed alone ``COURIER_DLQ_ATTEMPTS`` times with an error that is not
 an outage (``runtime.transient``).
 
 Operators list, inspect, replay and delete dead letters with the admin API
 (``/v1/admin/dead-letters``) or ``python -m control dead-letters``. Replay republishes the
-envelope to its original subject (a new position in ``MSGS``: a replayed message gets a new
+envelope to its original subject (a new position in its partition: a replayed message gets a new
 ``seq``) and deletes the dead letter.
 """
 

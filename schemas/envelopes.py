@@ -1,4 +1,4 @@
-"""What flows on the ``MSGS`` JetStream stream, MessagePack-encoded.
+"""What flows on the partition streams ``MSGS_<p>``, MessagePack-encoded.
 
 An envelope is business-agnostic: type, source, destination, app and module ids, opaque body,
 protocol version, server id, client id, timestamps, expiry and whether a receipt is wanted.

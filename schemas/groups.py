@@ -75,7 +75,7 @@ GroupOp = CreateGroup | RenameGroup | AddMembers | RemoveMember | LeaveGroup | S
 
 
 class GroupEnvelope(msgspec.Struct, tag="grp", tag_field="t", omit_defaults=True):
-    """A group write on ``MSGS`` (subject ``msgs.group``). ``id`` is the JetStream
+    """A group write in its group's partition (subject ``msgs.<p>.group``). ``id`` is the JetStream
     de-duplication key and the id of the system message the write produces."""
 
     id: str

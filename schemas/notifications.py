@@ -4,7 +4,7 @@ A service sends a batch of ``Notification`` items on the NATS subject ``notify.s
 (request/reply, JSON, queue group ``notify``: any gateway answers) or with
 ``POST /v1/notifications`` and the service credential. Each item becomes one
 ``MessageEnvelope`` (``kind="notification"``, ``sender.service``) per recipient user, published
-on ``msgs.notify`` into the ``MSGS`` stream: storage keeps it in the user's notification
+on ``msgs.<p>.notify`` into the partition of ``n:<user>``: storage keeps it in the user's notification
 conversation ``n:<user>`` (the inbox), the router delivers it to the user's online devices and
 makes push jobs for the offline ones. Items succeed or fail one by one (``NotificationResult``);
 a request that is malformed as a whole fails as a whole.

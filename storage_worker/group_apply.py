@@ -1,6 +1,7 @@
 """The storage side of groups: applies group writes and places group messages in stream order.
 
-The storage worker applies ``MSGS`` in stream order, so the group state it holds when it meets
+The storage worker applies a partition in stream order (a group's writes and messages share
+its conversation's partition), so the group state it holds when it meets
 a message is the membership at that message's seq: a group message enters the inboxes of
 exactly the members at its seq. New members therefore see the history from their join on, and
 removed members get nothing after their removal (what they received before stays in their
