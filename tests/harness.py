@@ -52,6 +52,8 @@ class System:
         self.storage: ServiceProcess | None = None
         self.push: ServiceProcess | None = None
         self.routers: list[ServiceProcess] = []
+        #: Storage workers beyond the first (``add_storage_worker``).
+        self.more_storage: list[ServiceProcess] = []
         self.gateways: list[tuple[ServiceProcess, int]] = []
 
     def env(self, credential: str, **overrides: str) -> dict[str, str]:
@@ -107,6 +109,15 @@ class System:
         self.routers.append(router)
         return router
 
+    def add_storage_worker(self) -> ServiceProcess:
+        """Another storage worker on the same store (for SQLite: the same file)."""
+        worker = ServiceProcess("storage_worker", self.env("storage_worker"),
+                                self.logs / f"storage_worker-{len(self.more_storage) + 1}.log")
+        worker.start()
+        worker.wait_started(STORAGE_START_TIMEOUT_S)
+        self.more_storage.append(worker)
+        return worker
+
     def add_gateway(self, **overrides: str) -> str:
         port = free_port()
         gateway = ServiceProcess("gateway", self.env("gateway", COURIER_GATEWAY_PORT=str(port),
@@ -153,6 +164,8 @@ class System:
             router.stop()
         if self.push is not None:
             self.push.stop()
+        for worker in self.more_storage:
+            worker.stop()
         if self.storage is not None:
             self.storage.stop()
         self.nats.stop()
