@@ -31,7 +31,8 @@ async def wait_consumed(system: SystemUnderTest, wait_s: float,
                         consumers: tuple[str, ...] = (STORAGE_CONSUMER,),
                         partitions: int | None = None) -> float:
     """Wait until ``consumers`` (default: the storage worker's) have processed every envelope
-    of every partition stream (``partitions``: the system's count by default); returns the monotonic time (seconds) at which they had. Raises
+    of every partition stream (``partitions``: the system's count by default); returns the
+    monotonic time (seconds) at which they had. Raises
     ``TimeoutError`` after ``wait_s``."""
     nc = await system.nats_credentials.connect(system.nats_url, "admin", connect_timeout=5,
                                                max_reconnect_attempts=0)

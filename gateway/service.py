@@ -50,7 +50,7 @@ from runtime.config import Config
 from runtime.deadletter import ensure_dlq
 from runtime.kv import ensure_bucket
 from runtime.natsconn import close, connect, ensure_stream
-from runtime.partitions import PartitionStreams
+from runtime.partitions import PartitionStreams, check_partition_count
 from runtime.rpc import RpcClient
 from schemas.callbacks import CALLBACKS
 from schemas.control import AUDIT, CONTROL
@@ -95,6 +95,7 @@ class Gateway:
                            on_reconnected=self._on_nats_reconnected)
         started.push_async_callback(close, nc)
         js = nc.jetstream()
+        await check_partition_count(js, config.partitions.count, replicas)
         for partition in range(config.partitions.count):
             await ensure_stream(js, partition_stream(partition), config.nats, update=False)
         streams = PartitionStreams(js, config.partitions.count)
@@ -123,7 +124,8 @@ class Gateway:
         await control_view.start()
         started.push_async_callback(control_view.stop)
         guard = ControlGuard(control_view, hub.connections)
-        notifier = Notifier(streams, rpc_client, control_view, config.notify, default_app=config.app,
+        notifier = Notifier(streams, rpc_client, control_view, config.notify,
+                            default_app=config.app,
                             gateway_id=self.gateway_id)
         admin = ControlAdmin(js, await ensure_bucket(js, CONTROL, replicas), rpc_client,
                              control_view, default_app=config.app, gateway_id=self.gateway_id)

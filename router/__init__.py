@@ -1,11 +1,11 @@
 """Router: the delivery brain.
 
-Consumes: the partitions whose lease it holds (``runtime.partitions``), each partition
-stream ``MSGS_<p>`` through its durable pull consumer ``router``: one router per partition at
-a time, so a conversation's frames go out in order whatever the number of routers. Explicit ack after
-the deliveries of a batch were published; undecodable envelopes, and envelopes whose delivery
-keeps failing on their own, are dead-lettered in the ``DLQ`` stream (``dlq.router``) and
-termed; RPC and NATS outages are retried in place (``runtime.consumer``).
+Consumes: the partitions whose lease it holds (``runtime.partitions``), each partition stream
+``MSGS_<p>`` through its durable pull consumer ``router``: one router per partition at a time, so a
+conversation's frames go out in order whatever the number of routers. Explicit ack after the
+deliveries of a batch were published; undecodable envelopes, and envelopes whose delivery keeps
+failing on their own, are dead-lettered in the ``DLQ`` stream (``dlq.router``) and termed; RPC and
+NATS outages are retried in place (``runtime.consumer``).
 
 Produces: for each message, the ready-to-send ``message`` frame on ``dlv.<device>`` (core NATS)
 for every device of every recipient user and the sender's other devices; for each receipt, a

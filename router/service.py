@@ -11,7 +11,12 @@ from router.push_jobs import PushJobs
 from runtime.config import Config
 from runtime.deadletter import DeadLetters
 from runtime.natsconn import close, connect, ensure_stream
-from runtime.partitions import LeaseHolder, PartitionConsumers, open_leases
+from runtime.partitions import (
+    LeaseHolder,
+    PartitionConsumers,
+    check_partition_count,
+    open_leases,
+)
 from runtime.rpc import RpcClient
 from runtime.tasks import TaskGroup
 from schemas.nats_permissions import ROUTER
@@ -36,6 +41,7 @@ class Router:
         self._nc = await connect(self._config.nats, "router", ROUTER)
         js = self._nc.jetstream()
         partitions = self._config.partitions
+        await check_partition_count(js, partitions.count, self._config.nats.replicas)
         for partition in range(partitions.count):
             await ensure_stream(js, partition_stream(partition), self._config.nats,
                                 update=False)

@@ -49,7 +49,8 @@ class NatsConfig(_Section, frozen=True):
     #: How long the stream keeps envelopes for consumers that are behind.
     max_age_s: Positive = 7 * 24 * 3600
     #: How long a worker may hold an envelope unacknowledged before JetStream redelivers it
-    #: (also how long a crashed worker's in-flight batch waits before another replica gets it).
+    #: (a partition taken over from a crashed worker is read again from its acknowledged
+    #: floor at once, see ``partitions.lease_ttl_s``).
     ack_wait_s: PositiveFloat = 5.0
     #: Stream size cap in bytes (-1: no cap; the nats-server's own limits still apply).
     max_bytes: Annotated[int, msgspec.Meta(ge=-1)] = -1

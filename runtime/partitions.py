@@ -11,7 +11,9 @@ time, so a key nobody renews vanishes ``lease_ttl_s`` after its last write. Ever
 3. gives back leases above its fair share, ``ceil(P / members)`` (the work stops first,
    drained, then the key is deleted), so a new member gets partitions;
 4. takes free leases (create: only one creator wins) up to its share, and beyond it any
-   partition found free on two ticks running (nobody may leave a partition unowned).
+   partition found free on ``FREE_TICKS_BEFORE_EXTRA`` ticks running (nobody may leave a
+   partition unowned; the wait gives a new member, whose share others just gave back, the
+   first go).
 
 Single writer: a holder counts its lease as valid only until ``LOCAL_VALIDITY`` of the TTL
 after it *sent* the renewal that succeeded, which is before the key can expire on the server;
@@ -40,10 +42,11 @@ from nats.js.errors import BadRequestError, KeyValueError, NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
+from runtime.config import ConfigError
 from runtime.consumer import BatchHandler, PullLoop
 from runtime.deadletter import DeadLetters
 from runtime.kv import ensure_bucket
-from schemas.buckets import LEASES
+from schemas.buckets import DEPLOYMENT, LEASES
 from schemas.partitions import partition_of, position
 from schemas.subjects import msgs_stream, msgs_subject
 
@@ -51,12 +54,14 @@ log = structlog.get_logger(__name__)
 
 #: Part of the TTL after a successful renewal's send for which a holder trusts its lease.
 LOCAL_VALIDITY: Final = 0.8
-#: Ticks a partition must be seen free before a member at its fair share takes it anyway.
+#: Ticks running a partition must be seen free before a member at its fair share takes it.
 FREE_TICKS_BEFORE_EXTRA: Final = 2
+PARTITIONS_KEY: Final = "partitions"
 
 HELD = Gauge("courier_partitions_held", "Partitions this process holds the lease of",
              ["service"])
-MOVES = Counter("courier_partition_moves_total", "Partition leases taken or given up",
+MOVES = Counter("courier_partition_moves_total", "Partition leases acquired, released (handed "
+                "back), lapsed (not renewed in time) or lost (another member has it)",
                 ["service", "event"])
 
 
@@ -91,6 +96,23 @@ async def open_leases(js: JetStreamContext, ttl_s: float, replicas: int) -> KeyV
         info.config.max_age = ttl_s
         await js.update_stream(info.config)
         return await js.key_value(LEASES.name)
+
+
+async def check_partition_count(js: JetStreamContext, count: int, replicas: int) -> None:
+    """Refuse to run with another partition count than the deployment's: the first process
+    to start records its count; a process configured otherwise would hash conversations to
+    other partitions (``ConfigError`` naming the key: exit 2)."""
+    kv = await ensure_bucket(js, DEPLOYMENT, replicas)
+    try:
+        await kv.create(PARTITIONS_KEY, str(count).encode())
+        return
+    except (KeyValueError, BadRequestError):
+        entry = await kv.get(PARTITIONS_KEY)
+    recorded = int(entry.value or b"0")
+    if recorded != count:
+        raise ConfigError(f"partitions.count (COURIER_PARTITIONS_COUNT) is {count}, but this "
+                          f"deployment runs {recorded} partitions (KV {DEPLOYMENT.name}."
+                          f"{PARTITIONS_KEY}): stored positions depend on it")
 
 
 class LeaseHolder:
@@ -175,7 +197,7 @@ class LeaseHolder:
         except (KeyValueError, BadRequestError, NotFoundError) as exc:
             log.warning("lease_lost", service=self._service, partition=partition,
                         error=repr(exc))
-            await self._lose(partition, "taken")
+            await self._lose(partition, "lost")
             return
         self._held[partition] = (revision, sent + self._ttl_s * LOCAL_VALIDITY)
 
@@ -195,7 +217,7 @@ class LeaseHolder:
                 continue
             ticks = self._free_ticks.get(partition, 0) + 1
             self._free_ticks[partition] = ticks
-            if len(self._held) < share or ticks > FREE_TICKS_BEFORE_EXTRA:
+            if len(self._held) < share or ticks >= FREE_TICKS_BEFORE_EXTRA:
                 await self._acquire(partition)
 
     async def _is_free(self, partition: int) -> bool:
@@ -219,7 +241,7 @@ class LeaseHolder:
         except BaseException:
             await self._release(partition)
             raise
-        MOVES.labels(self._service, "taken").inc()
+        MOVES.labels(self._service, "acquired").inc()
         log.info("partition_taken", service=self._service, partition=partition,
                  member=self.member)
 

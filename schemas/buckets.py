@@ -19,3 +19,8 @@ class BucketSpec(msgspec.Struct, frozen=True):
 #: ``partitions.lease_ttl_s`` after their last renewal (the bucket's TTL comes from there).
 LEASES = BucketSpec(name="leases", description="Partition leases of routers and storage "
                     "workers, and their live members.")
+
+#: Facts every process of a deployment must agree on, written once by the first process that
+#: starts (``deployment.partitions``: ``partitions.count``). No TTL.
+DEPLOYMENT = BucketSpec(name="deployment", description="Facts every process of the "
+                        "deployment must agree on (the partition count).")

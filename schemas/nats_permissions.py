@@ -21,7 +21,7 @@ from typing import Final
 
 import msgspec
 
-from schemas.buckets import LEASES
+from schemas.buckets import DEPLOYMENT, LEASES
 from schemas.callbacks import CALLBACK_PREFIX, CALLBACKS_STREAM
 from schemas.control import AUDIT_CONTROL, AUDIT_STREAM, CONTROL, CONTROL_APPLY
 from schemas.dead_letters import DLQ_STREAM
@@ -196,6 +196,19 @@ def bucket(name: str, *, write: bool) -> Grant:
                  publish=(*reads, f"$KV.{name}.>") if write else reads)
 
 
+def bucket_keys(name: str, *prefixes: str) -> Grant:
+    """Read and watch a KV bucket, write only the keys under ``prefixes``."""
+    reads = bucket(name, write=False)
+    return Grant(f"KV `{name}`: read, watch; write {', '.join(f'`{p}.*`' for p in prefixes)}",
+                 publish=(*reads.publish, *(f"$KV.{name}.{prefix}.>" for prefix in prefixes)))
+
+
+def leases(service: str) -> Grant:
+    """A service's partition leases and member keys (``runtime.partitions``): a router cannot
+    take or drop a storage worker's lease, nor the other way round."""
+    return bucket_keys(LEASES.name, f"lease.{service}", f"member.{service}")
+
+
 def any_durable(stream_name: str) -> Grant:
     """Durable consumers of one's own naming on a stream (for services outside Courier)."""
     api = f"{JS_API}.CONSUMER"
@@ -216,6 +229,7 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         publish("accepted sends and receipts, service notifications (streams `MSGS_{p}`)",
                 *(msgs_subject("*", kind) for kind in (CHAT, RECEIPT, NOTIFY))),
         stream(PARTITION_STREAM, owner=False),
+        bucket(DEPLOYMENT.name, write=True),
         publish("storage RPC requests", store_rpc("*")),
         listen("the last hop to the devices it holds", deliver_subject("*", "*")),
         Grant("a device connected elsewhere: close the older socket",
@@ -244,7 +258,8 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
     Credential(ROUTER, "every router replica", (
         stream(PARTITION_STREAM, owner=False),
         partition_durable(ROUTER_CONSUMER),
-        bucket(LEASES.name, write=True),
+        leases("router"),
+        bucket(DEPLOYMENT.name, write=True),
         publish("deliveries to devices", deliver_subject("*", "*")),
         stream(DLQ_STREAM, owner=False),
         publish("dead letters", dead_letter("router")),
@@ -260,7 +275,8 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
     Credential(STORAGE, "every storage worker", (
         stream(PARTITION_STREAM, owner=True),
         partition_durable(STORAGE_CONSUMER),
-        bucket(LEASES.name, write=True),
+        leases("storage"),
+        bucket(DEPLOYMENT.name, write=True),
         publish("group writes it decided (streams `MSGS_{p}`)", msgs_subject("*", GROUP)),
         stream(DLQ_STREAM, owner=True),
         publish("dead letters", dead_letter("storage")),

@@ -1,14 +1,13 @@
 """Business notifications: what internal services send to users, devices and whole apps.
 
 A service sends a batch of ``Notification`` items on the NATS subject ``notify.send``
-(request/reply, JSON, queue group ``notify``: any gateway answers) or with
-``POST /v1/notifications`` and the service credential. Each item becomes one
-``MessageEnvelope`` (``kind="notification"``, ``sender.service``) per recipient user, published
-on ``msgs.<p>.notify`` into the partition of ``n:<user>``: storage keeps it in the user's notification
-conversation ``n:<user>`` (the inbox), the router delivers it to the user's online devices and
-makes push jobs for the offline ones. Items succeed or fail one by one (``NotificationResult``);
-a request that is malformed as a whole fails as a whole.
-"""
+(request/reply, JSON, queue group ``notify``: any gateway answers) or with ``POST
+/v1/notifications`` and the service credential. Each item becomes one ``MessageEnvelope``
+(``kind="notification"``, ``sender.service``) per recipient user, published on ``msgs.<p>.notify``
+into the partition of ``n:<user>``: storage keeps it in the user's notification conversation
+``n:<user>`` (the inbox), the router delivers it to the user's online devices and makes push jobs
+for the offline ones. Items succeed or fail one by one (``NotificationResult``); a request that is
+malformed as a whole fails as a whole."""
 
 import hashlib
 from typing import Annotated, Final, Literal

@@ -1,13 +1,13 @@
 """Storage worker: the only writer of the message store.
 
-Consumes: the partitions whose lease it holds (``runtime.partitions``), each partition
-stream ``MSGS_<p>`` through its durable pull consumer ``storage`` (explicit ack); any number
-of storage workers share the partitions, one writer per partition at a time. Messages are stored with their inbox entries, receipts update delivery state
-and read markers; a batch is acked only after the store committed it, so a crash means
-redelivery, and every write is idempotent (keyed by server id / seq). Envelopes that cannot be
-decoded, and envelopes the store keeps refusing on their own (after the batch was split to
-isolate them), are dead-lettered in the ``DLQ`` stream (``dlq.storage``) and termed; a store
-outage (``StoreUnavailable``) is retried in place and dead-letters nothing
+Consumes: the partitions whose lease it holds (``runtime.partitions``), each partition stream
+``MSGS_<p>`` through its durable pull consumer ``storage`` (explicit ack); any number of storage
+workers share the partitions, one writer per partition at a time. Messages are stored with their
+inbox entries, receipts update delivery state and read markers; a batch is acked only after the
+store committed it, so a crash means redelivery, and every write is idempotent (keyed by server id /
+seq). Envelopes that cannot be decoded, and envelopes the store keeps refusing on their own (after
+the batch was split to isolate them), are dead-lettered in the ``DLQ`` stream (``dlq.storage``) and
+termed; a store outage (``StoreUnavailable``) is retried in place and dead-letters nothing
 (``runtime.consumer``).
 
 Serves: ``store.rpc.<op>`` request/reply in queue group ``storage`` (device registry, backlog

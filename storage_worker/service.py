@@ -14,7 +14,13 @@ from runtime.backoff import Backoff
 from runtime.config import Config
 from runtime.deadletter import DeadLetters
 from runtime.natsconn import close, connect, ensure_stream
-from runtime.partitions import LeaseHolder, PartitionConsumers, PartitionStreams, open_leases
+from runtime.partitions import (
+    LeaseHolder,
+    PartitionConsumers,
+    PartitionStreams,
+    check_partition_count,
+    open_leases,
+)
 from runtime.rpc import RpcServer
 from runtime.tasks import TaskGroup
 from schemas import rpc
@@ -101,6 +107,7 @@ class StorageWorker:
         await self._keys.open()
         self._nc = await connect(self._config.nats, "storage_worker", STORAGE)
         self._js = self._nc.jetstream()
+        await check_partition_count(self._js, self._partitions, self._config.nats.replicas)
         for partition in range(self._partitions):
             await ensure_stream(self._js, partition_stream(partition), self._config.nats)
         dead_letters = await DeadLetters.open(self._js, self._config, STORAGE_CONSUMER,

@@ -48,8 +48,11 @@ def test_subject_matching(pattern: str, subject: str, matches: bool) -> None:
 
 
 def test_only_gateways_publish_client_envelopes_and_read_deliveries() -> None:
-    for subject in ("msgs.chat", "msgs.receipt", "msgs.notify"):
-        assert holders(may_publish, subject) == {GATEWAY}, subject
+    for partition in (0, 3, 255):
+        for kind in ("chat", "receipt", "notify"):
+            assert holders(may_publish, f"msgs.{partition}.{kind}") == {GATEWAY}, kind
+        # group writes: the storage worker, and an operator's replay through the gateway
+        assert holders(may_publish, f"msgs.{partition}.group") == {GATEWAY, STORAGE}
     assert holders(may_subscribe, "dlv.default.bob-phone") == {GATEWAY}
     assert holders(may_subscribe, "dlv.>") == set()
 
@@ -84,10 +87,37 @@ def test_replies_go_only_to_the_callers_inboxes() -> None:
 
 
 def test_only_stream_owners_change_stream_configuration() -> None:
-    assert holders(may_publish, "$JS.API.STREAM.UPDATE.MSGS") == {STORAGE}
+    for stream in ("MSGS_0", "MSGS_15", "MSGS_255"):
+        assert holders(may_publish, f"$JS.API.STREAM.UPDATE.{stream}") == {STORAGE}
+        assert not any(may_publish(name, f"$JS.API.STREAM.DELETE.{stream}") for name in NAMES)
+        assert not any(may_publish(name, f"$JS.API.STREAM.PURGE.{stream}") for name in NAMES)
     assert holders(may_publish, "$JS.API.STREAM.UPDATE.PUSH") == {perms.PUSH}
-    assert not any(may_publish(name, "$JS.API.STREAM.DELETE.MSGS") for name in NAMES)
-    assert not any(may_publish(name, "$JS.API.STREAM.PURGE.MSGS") for name in NAMES)
+    # the partition templates are expanded, never granted as a wildcard over every stream
+    assert not may_publish(STORAGE, "$JS.API.STREAM.UPDATE.PUSH")
+    assert not may_publish(STORAGE, "$JS.API.STREAM.UPDATE.MSGS_256")
+
+
+def test_each_worker_consumes_every_partition_under_its_own_name_only() -> None:
+    for partition in (0, 255):
+        stream = f"MSGS_{partition}"
+        assert may_publish(perms.ROUTER, f"$JS.API.CONSUMER.MSG.NEXT.{stream}.router")
+        assert may_publish(perms.ROUTER, f"$JS.API.CONSUMER.DELETE.{stream}.router")
+        assert not may_publish(perms.ROUTER, f"$JS.API.CONSUMER.MSG.NEXT.{stream}.storage")
+        assert not may_publish(perms.ROUTER, f"$JS.API.CONSUMER.DELETE.{stream}.storage")
+        assert may_publish(STORAGE, f"$JS.API.CONSUMER.MSG.NEXT.{stream}.storage")
+        assert not may_publish(GATEWAY, f"$JS.API.CONSUMER.MSG.NEXT.{stream}.router")
+
+
+def test_a_service_writes_only_its_own_leases() -> None:
+    """Before, both held write on the whole ``leases`` bucket: a compromised router could
+    take or drop a storage worker's partitions."""
+    assert may_publish(perms.ROUTER, "$KV.leases.lease.router.3")
+    assert may_publish(perms.ROUTER, "$KV.leases.member.router.r-1")
+    assert not may_publish(perms.ROUTER, "$KV.leases.lease.storage.3")
+    assert not may_publish(perms.ROUTER, "$KV.leases.member.storage.s-1")
+    assert may_publish(STORAGE, "$KV.leases.lease.storage.3")
+    assert not may_publish(STORAGE, "$KV.leases.lease.router.3")
+    assert holders(may_publish, "$KV.leases.lease.storage.3") == {STORAGE}
 
 
 def test_the_docs_table_is_generated_from_the_permissions() -> None:
