@@ -88,6 +88,25 @@ def as_cursor(values: Sequence[int], partitions: int) -> list[int]:
     return [int(value) for value in values]
 
 
+def position_before(seq: int, partitions: int) -> int:
+    """The position just before ``seq`` in its partition (0 before the first): a cursor or
+    floor value that covers everything of the partition below ``seq`` and not ``seq``."""
+    return seq - partitions if seq >= 2 * partitions else 0
+
+
+def cursor_before(cursor: Sequence[int], dropped: Sequence["DeliverableMessage"],
+                  partitions: int) -> list[int]:
+    """The cursor of a ``backlog`` page its caller cut short (``dropped``: the messages after
+    the cut): each partition with a dropped message goes back to just before its first one,
+    so the next page starts with them; the other partitions keep the store's cursor (every
+    message of theirs in the page was kept)."""
+    result = list(cursor)
+    for message in dropped:
+        partition = message.seq % partitions
+        result[partition] = min(result[partition], position_before(message.seq, partitions))
+    return result
+
+
 class StoredMessage(msgspec.Struct):
     """An accepted message with its position and the users whose inbox it enters."""
 

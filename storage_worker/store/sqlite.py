@@ -38,6 +38,7 @@ from storage_worker.store.base import (
     StoredMessage,
     as_cursor,
     checked_partitions,
+    position_before,
     unavailable_on,
 )
 
@@ -529,8 +530,9 @@ class SqliteStore:
         for partition, first_missing, newest in rows:
             # every entry of the partition below its first missing one is done: the floor is
             # the position before it (of the same partition), else the newest entry
-            done = int(newest) if first_missing is None else int(first_missing) - count
-            advanced[partition] = max(advanced[partition], done if done >= count else 0)
+            done = (int(newest) if first_missing is None
+                    else position_before(int(first_missing), count))
+            advanced[partition] = max(advanced[partition], done)
         moved = [(app, device, partition, floor)
                  for partition, (floor, old) in enumerate(zip(advanced, floors, strict=True))
                  if floor > old]

@@ -19,7 +19,12 @@ from schemas.partitions import (
     partition_of,
     position,
 )
-from storage_worker.store.base import MessageStore, RetentionPolicy, StoredMessage
+from storage_worker.store.base import (
+    MessageStore,
+    RetentionPolicy,
+    StoredMessage,
+    cursor_before,
+)
 from storage_worker.store.cassandra import CassandraStore
 from storage_worker.store.sqlite import SqliteStore
 
@@ -450,6 +455,43 @@ async def test_cursor_never_skips_an_entry_of_a_slow_partition(
         for partition in range(partitions):
             mine = [seq for seq in delivered[device] if seq % partitions == partition]
             assert mine == sorted(mine), (device, partition)
+
+
+async def test_a_page_cut_short_continues_from_cursor_before(store: MessageStore,
+                                                             partitions: int) -> None:
+    """The worker sends fewer messages than a page holds when they do not fit a frame: the
+    cursor of what it kept (``cursor_before``) starts the next page with what it dropped,
+    whichever partitions those are in."""
+    streams = Streams(partitions)
+    await setup_users(store)
+    seqs = [streams.next(partition) for _ in range(3) for partition in (streams.slow,
+                                                                          streams.fast)]
+    await store.append([streams.envelope(seq) for seq in seqs])
+    delivered: list[int] = []
+    cursor: list[int] = []
+    for keep in (2, 1, 3, 2, 1, 4):
+        page, cursor = await store.backlog(APP, "bob", "b1", cursor, 4, NOW)
+        if not page:
+            break
+        kept, dropped = page[:keep], page[keep:]
+        cursor = cursor_before(cursor, dropped, partitions)
+        delivered.extend(m.seq for m in kept)
+    assert sorted(delivered) == sorted(seqs) and len(set(delivered)) == len(delivered)
+
+
+def test_cursor_before_the_first_positions() -> None:
+    """Before a partition's first message is nothing (0), before any later one the position
+    of the stream seq before it."""
+    from storage_worker.store.base import DeliverableMessage
+
+    def message(seq: int) -> DeliverableMessage:
+        return DeliverableMessage(seq=seq, envelope=envelope(seq).envelope, body=b"")
+
+    four = [position(1, 0, 4), position(1, 3, 4), position(7, 1, 4)]
+    assert cursor_before([40, 41, 42, 43], [message(seq) for seq in four], 4) == [0, 25, 42, 0]
+    assert cursor_before([9], [message(5), message(7)], 1) == [4]
+    assert cursor_before([9], [message(1)], 1) == [0]
+    assert cursor_before([9, 8], [], 2) == [9, 8]
 
 
 async def test_floors_are_per_partition(store: MessageStore, partitions: int) -> None:
