@@ -1,11 +1,20 @@
 """The storage interface. Every backend implements ``MessageStore``; the contract suite in
 ``tests/contract/test_store_contract.py`` runs the same tests against each.
 
-Model: a message is written once (keyed by its server id, ordered by ``seq``, the stream
-sequence assigned when JetStream accepted it) and indexed into the inbox of each recipient
-user. A device's backlog is its user's inbox after the device's cursor, minus what the device
-acknowledged, minus what is not for it (its own sends, expired messages, per-device payloads
-addressed to other devices). Nothing is deleted per delivery; the cursor moves instead.
+Model: a message is written once (keyed by its server id, ordered by ``seq``) and indexed
+into the inbox of each recipient user. With P partitions (``partitions.count``, the store's
+``partitions``), ``seq`` is a *position* (``schemas.partitions``): ``stream_seq * P + p`` for a
+message of partition ``p`` (``seq % P``), unique in the deployment and increasing within a
+partition, so within every conversation. Positions of two partitions are not comparable
+(partition 2 may be at 10**6 while partition 3 is at 50), so a device's progress is a *cursor*:
+one position per partition (``list[int]`` of length P, 0 = nothing), and so is its *floor*,
+what the store knows it has (acknowledged, or not for it) per partition. A device's backlog is
+its user's inbox above the floor and the client's cursor, partition by partition, minus what
+the device acknowledged, minus what is not for it (its own sends, expired messages,
+per-device payloads addressed to other devices). Nothing is deleted per delivery; the floors
+move instead. Within a partition, entries are stored in position order (one writer per
+partition, in stream order): an entry stored later has a higher position than every entry of
+its partition stored before, which is what makes "the highest position seen" a safe cursor.
 
 Tenancy: the app is part of every key. Every method that names a user, device or conversation
 takes the ``app`` first, and a backend keys its rows by ``(app, ...)``: the same user, device
@@ -26,6 +35,7 @@ from runtime.config import RetentionConfig
 from runtime.transient import Transient
 from schemas.envelopes import MessageEnvelope
 from schemas.frames import AckItem
+from schemas.partitions import MAX_PARTITIONS, empty_cursor
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
 
 S = TypeVar("S")
@@ -59,6 +69,42 @@ def unavailable_on(*errors: type[BaseException]) -> Callable[[type[S]], type[S]]
         return cls
 
     return decorate
+
+
+def checked_partitions(partitions: int) -> int:
+    """``partitions`` if it is a partition count a store accepts (1..``MAX_PARTITIONS``)."""
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ValueError(f"partitions must be 1..{MAX_PARTITIONS}, not {partitions}")
+    return partitions
+
+
+def as_cursor(values: Sequence[int], partitions: int) -> list[int]:
+    """A cursor argument as a list of one position per partition: empty means nothing yet
+    (zeros); any other length is a caller's bug (``ValueError``)."""
+    if not values:
+        return empty_cursor(partitions)
+    if len(values) != partitions:
+        raise ValueError(f"a cursor of {len(values)} positions, not {partitions}")
+    return [int(value) for value in values]
+
+
+def position_before(seq: int, partitions: int) -> int:
+    """The position just before ``seq`` in its partition (0 before the first): a cursor or
+    floor value that covers everything of the partition below ``seq`` and not ``seq``."""
+    return seq - partitions if seq >= 2 * partitions else 0
+
+
+def cursor_before(cursor: Sequence[int], dropped: Sequence["DeliverableMessage"],
+                  partitions: int) -> list[int]:
+    """The cursor of a ``backlog`` page its caller cut short (``dropped``: the messages after
+    the cut): each partition with a dropped message goes back to just before its first one,
+    so the next page starts with them; the other partitions keep the store's cursor (every
+    message of theirs in the page was kept)."""
+    result = list(cursor)
+    for message in dropped:
+        partition = message.seq % partitions
+        result[partition] = min(result[partition], position_before(message.seq, partitions))
+    return result
 
 
 class StoredMessage(msgspec.Struct):
@@ -108,13 +154,13 @@ class MessageStore(Protocol):
         """Release connections. The store is unusable afterwards."""
 
     async def register_device(self, app: str, user: str, device: str, now: int,
-                              start_after: int = 0) -> DeviceInfo:
+                              start_after: Sequence[int] = ()) -> DeviceInfo:
         """Create the user if absent and the device if absent; return the device. A new
-        device starts after ``start_after`` (the last sequence accepted before it registered,
-        whether stored yet or not) and after its user's newest inbox entry: it gets no older
-        backlog. A device id belongs to one user of its app for good: registering it for
-        another raises ``ProtocolError(CONFLICT)`` (the same id in another app is another
-        device)."""
+        device starts, in each partition ``p``, after ``start_after[p]`` (a cursor: the last
+        position of ``p`` accepted before it registered, whether stored yet or not; empty:
+        zeros) and after its user's newest inbox entry of ``p``: it gets no older backlog. A
+        device id belongs to one user of its app for good: registering it for another raises
+        ``ProtocolError(CONFLICT)`` (the same id in another app is another device)."""
 
     async def user_devices(self, app: str, user: str) -> tuple[bool, list[DeviceInfo]]:
         """Whether the user exists in ``app``, and its devices."""
@@ -130,16 +176,26 @@ class MessageStore(Protocol):
     async def record_acks(self, app: str, user: str, device: str, items: Sequence[AckItem],
                           now: int) -> None:
         """The device received these messages: exclude them from its backlog, advance its
-        cursor over the contiguous prefix, mark other users' messages delivered."""
+        floor of each partition over that partition's contiguous prefix, mark other users'
+        messages delivered."""
 
     async def mark_read(self, app: str, user: str, conversation: str, seq: int) -> None:
         """Move the user's read marker forward to ``seq`` (never backwards)."""
 
     async def backlog(
-        self, app: str, user: str, device: str, after: int, limit: int, now: int
-    ) -> tuple[list[DeliverableMessage], int]:
-        """Up to ``limit`` undelivered messages for the device with ``seq > after``, oldest
-        first, and the highest seq examined (the cursor to continue from)."""
+        self, app: str, user: str, device: str, after: Sequence[int], limit: int, now: int
+    ) -> tuple[list[DeliverableMessage], list[int]]:
+        """Up to ``limit`` undelivered messages for the device above ``after`` (a cursor;
+        empty: zeros) and its floor, partition by partition, in ascending seq (partitions mixed:
+        per-conversation order is what holds), and the cursor to continue from.
+
+        The user's inbox is read in seq order from the lowest of those bounds; an entry is
+        *examined* when the read reached it (a full page stops at its last message). The
+        returned cursor holds, for each partition ``p``, the highest of ``after[p]``, the
+        floor of ``p`` and the positions of ``p`` examined: every entry of ``p`` at or below
+        it was returned, in this page or before, or is not for the device. An entry of a slow
+        partition stored after the page has a position above every examined one of its
+        partition, so it is never skipped, whatever the positions of the other partitions."""
 
     async def history(
         self,
@@ -165,7 +221,9 @@ class MessageStore(Protocol):
     async def conversations(
         self, app: str, user: str, device: str, limit: int
     ) -> list[ConversationSummary]:
-        """The user's conversations, most recent first, with unread counts."""
+        """The user's conversations, most recent first (by the last message's ``ts``, then
+        its seq: positions of two conversations' partitions are not comparable), with unread
+        counts. ``last_seq`` and ``read_seq`` are positions of the conversation's partition."""
 
     async def purge(self, policy: RetentionPolicy, now: int) -> int:
         """Apply retention; returns the number of messages removed."""

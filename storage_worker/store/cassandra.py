@@ -2,9 +2,9 @@
 
 Behaves like ``SqliteStore`` (the contract suite runs both). The tables and the reasoning
 behind them are in ``cassandra_schema`` and docs/cassandra.md; in short: seq-bucketed
-partitions, inbox rows that reference messages, a per-device cursor instead of deleting
-delivered rows, TTLs for retention, and deterministic keys so that every write can be
-replayed.
+partitions, inbox rows that reference messages, per-device floors (one per pipeline
+partition) instead of deleting delivered rows, TTLs for retention, and deterministic keys so
+that every write can be replayed.
 
 Nothing blocks the event loop: reads go out with ``execute_async`` and ``_as_future`` hands
 their results back to the loop; writes are bound, batched and sent from a worker thread with
@@ -19,7 +19,14 @@ import time
 import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -62,11 +69,14 @@ from schemas.envelopes import MessageEnvelope, message_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
 from schemas.ids import direct_members
+from schemas.partitions import empty_cursor
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
 from storage_worker.store.base import (
     DeliverableMessage,
     RetentionPolicy,
     StoredMessage,
+    as_cursor,
+    checked_partitions,
     unavailable_on,
 )
 from storage_worker.store.cassandra_schema import (
@@ -116,25 +126,25 @@ _QUERIES: Final[dict[str, str]] = {
     "user_get": "SELECT user FROM {ks}.users_v2 WHERE app = ? AND user = ?",
     "user_insert": "INSERT INTO {ks}.users_v2 (app, user, created_at) VALUES (?, ?, ?) "
                    "IF NOT EXISTS",
-    "device_get": "SELECT user, app, created_at, disabled, start_floor FROM {ks}.devices_v2 "
+    "device_get": "SELECT user, app, created_at, disabled, start_cursor FROM {ks}.devices_v2 "
                   "WHERE app = ? AND device = ?",
     "device_insert": "INSERT INTO {ks}.devices_v2 "
-                     "(app, device, user, created_at, disabled, start_floor) "
+                     "(app, device, user, created_at, disabled, start_cursor) "
                      "VALUES (?, ?, ?, ?, false, ?) IF NOT EXISTS",
     "device_by_user_put": "INSERT INTO {ks}.devices_by_user_v2 "
-                          "(app, user, device, created_at, disabled, start_floor) "
-                          "VALUES (?, ?, ?, ?, ?, ?)",
+                          "(app, user, device, created_at, disabled) VALUES (?, ?, ?, ?, ?)",
     "app_user_put": "INSERT INTO {ks}.app_users (app, shard, user) VALUES (?, ?, ?)",
     "app_users_get": "SELECT user FROM {ks}.app_users WHERE app = ? AND shard = ? AND user > ? "
                      "LIMIT ?",
-    "devices_of_user": "SELECT device, app, created_at, disabled, start_floor "
+    "devices_of_user": "SELECT device, app, created_at, disabled "
                        "FROM {ks}.devices_by_user_v2 WHERE app = ? AND user = ?",
-    "cursor_get": "SELECT floor FROM {ks}.device_cursors_v2 WHERE app = ? AND device = ?",
-    "cursor_put": "UPDATE {ks}.device_cursors_v2 USING TIMESTAMP ? SET floor = ? "
-                  "WHERE app = ? AND device = ?",
+    "floors_get": "SELECT partition, floor FROM {ks}.device_floors WHERE app = ? AND device = ?",
+    "floor_put": "UPDATE {ks}.device_floors USING TIMESTAMP ? SET floor = ? "
+                 "WHERE app = ? AND device = ? AND partition = ?",
     "acks_get": "SELECT seq FROM {ks}.device_acks_v2 WHERE app = ? AND device = ?",
     "ack_put": "INSERT INTO {ks}.device_acks_v2 (app, device, seq) VALUES (?, ?, ?) USING TTL ?",
     "acks_drop": "DELETE FROM {ks}.device_acks_v2 WHERE app = ? AND device = ? AND seq <= ?",
+    "ack_drop": "DELETE FROM {ks}.device_acks_v2 WHERE app = ? AND device = ? AND seq = ?",
     # messages
     "ids_get": "SELECT id, seq FROM {ks}.messages_by_id WHERE id IN ?",
     "id_put": "INSERT INTO {ks}.messages_by_id (id, seq) VALUES (?, ?) USING TTL ?",
@@ -167,16 +177,12 @@ _QUERIES: Final[dict[str, str]] = {
                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
     "inbox_up": f"SELECT {_INBOX_COLUMNS} FROM {{ks}}.inbox_v2 WHERE app = ? AND user = ? "
                 "AND bucket = ? AND seq > ? LIMIT ?",
-    "inbox_newest": "SELECT seq FROM {ks}.inbox_v2 WHERE app = ? AND user = ? AND bucket = ? "
-                    "ORDER BY seq DESC LIMIT 1",
     "inbox_get": "SELECT seq, conversation, sender_user, TTL(conversation) FROM {ks}.inbox_v2 "
                  "WHERE app = ? AND user = ? AND bucket = ? AND seq IN ?",
     "inbox_bucket_put": "INSERT INTO {ks}.inbox_buckets_v2 (app, user, bucket) VALUES (?, ?, ?) "
                         "USING TTL ?",
     "inbox_buckets_up": "SELECT bucket FROM {ks}.inbox_buckets_v2 WHERE app = ? AND user = ? "
                         "AND bucket >= ? LIMIT ?",
-    "inbox_buckets_down": "SELECT bucket FROM {ks}.inbox_buckets_v2 WHERE app = ? AND user = ? "
-                          "AND bucket <= ? ORDER BY bucket DESC LIMIT ?",
     "user_conversation_put": "INSERT INTO {ks}.user_conversations_v2 "
                              "(app, user, conversation, last_seq) "
                              "VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
@@ -412,8 +418,9 @@ class CassandraStore:
     """
 
     def __init__(self, config: StoreConfig, retention: RetentionPolicy | None = None, *,
-                 default_app: str = "default") -> None:
+                 default_app: str = "default", partitions: int = 1) -> None:
         self._config = config
+        self._partitions = checked_partitions(partitions)
         self._retention = retention
         self._default_app = default_app
         self._cluster: Cluster | None = None
@@ -492,8 +499,8 @@ class CassandraStore:
                 for migration in await self._pending_migrations():
                     for statement in migration.statements:
                         await self._cql(statement)
-                    if migration.copy == "tenancy":
-                        await asyncio.to_thread(self._copy_to_tenancy_tables)
+                    if migration.copy is not None:
+                        await asyncio.to_thread(self._copies[migration.copy])
                     await self._cql(
                         "INSERT INTO schema_migrations (version, name, applied_at) "
                         "VALUES (%s, %s, toTimestamp(now()))", (migration.version, migration.name))
@@ -510,19 +517,7 @@ class CassandraStore:
         the one stored on it, else its message's (inbox), conversation's (lists, markers) or
         device's (cursors, acks), else the user's, else the default app. Re-running it
         rewrites the same rows, so a worker that dies mid-copy starts again safely."""
-        session, ks, default = self.session, self.keyspace, self._default_app
-
-        def scan(query: str) -> Iterator[_Row]:
-            statement = SimpleStatement(query.format(ks=ks), fetch_size=1000)
-            yield from session.execute(statement, timeout=_DDL_TIMEOUT_S)
-
-        def put(query: str, rows: Iterable[tuple[Any, ...]]) -> None:
-            prepared = session.prepare(query.format(ks=ks))
-            unset = (tuple(UNSET_VALUE if value is None else value for value in row)
-                     for row in rows)  # None would write a tombstone
-            execute_concurrent_with_args(session, prepared, unset, concurrency=_IN_FLIGHT,
-                                         raise_on_first_error=True)
-
+        scan, put, default = self._scan, self._put, self._default_app
         users = list(scan("SELECT user, app, created_at FROM {ks}.users"))
         user_app = {user: app or default for user, app, _created_at in users}
         put("INSERT INTO {ks}.users_v2 (app, user, created_at) VALUES (?, ?, ?)",
@@ -609,6 +604,38 @@ class CassandraStore:
              for conversation, user, seq, written in scan(
                  "SELECT conversation, user, seq, WRITETIME(seq) FROM {ks}.read_markers")
              for app in apps_of(conversation, user)))
+
+    def _copy_to_partition_floors(self) -> None:
+        """Migration 4's data step (a worker thread): a device's single floor (its cursor
+        row, or the floor it started at) becomes its floor of partition 0, where every seq
+        written before partitions lies. Written ``USING TIMESTAMP <floor>`` like every
+        floor, so the higher of the two wins and a re-run changes nothing."""
+        query = ("UPDATE {ks}.device_floors USING TIMESTAMP ? SET floor = ? "
+                 "WHERE app = ? AND device = ? AND partition = 0")
+        self._put(query, ((floor, floor, app, device) for app, device, floor in self._scan(
+            "SELECT app, device, floor FROM {ks}.device_cursors_v2") if floor))
+        self._put(query, ((floor, floor, app, device) for app, device, floor in self._scan(
+            "SELECT app, device, start_floor FROM {ks}.devices_v2") if floor))
+
+    @property
+    def _copies(self) -> dict[str, Callable[[], None]]:
+        """The data steps of migrations (``Migration.copy``), by name."""
+        return {"tenancy": self._copy_to_tenancy_tables,
+                "partitions": self._copy_to_partition_floors}
+
+    def _scan(self, query: str) -> Iterator[_Row]:
+        """Every row of a one-off query (``{ks}``: the keyspace), a page at a time (blocking:
+        migrations' data steps, on a worker thread)."""
+        statement = SimpleStatement(query.format(ks=self.keyspace), fetch_size=1000)
+        yield from self.session.execute(statement, timeout=_DDL_TIMEOUT_S)
+
+    def _put(self, query: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Run a statement for each row, concurrently (blocking, like ``_scan``)."""
+        prepared = self.session.prepare(query.format(ks=self.keyspace))
+        unset = (tuple(UNSET_VALUE if value is None else value for value in row)
+                 for row in rows)  # None would write a tombstone
+        execute_concurrent_with_args(self.session, prepared, unset, concurrency=_IN_FLIGHT,
+                                     raise_on_first_error=True)
 
     async def _pending_migrations(self) -> list[Migration]:
         rows = await self._cql("SELECT version FROM schema_migrations")
@@ -704,7 +731,8 @@ class CassandraStore:
     # ------------------------------------------------------------------ registry
 
     async def register_device(self, app: str, user: str, device: str, now: int,
-                              start_after: int = 0) -> DeviceInfo:
+                              start_after: Sequence[int] = ()) -> DeviceInfo:
+        start = as_cursor(start_after, self._partitions)
         known_user, rows = await asyncio.gather(self._run("user_get", app, user),
                                                 self._run("device_get", app, device))
         if rows and rows[0][0] != user:
@@ -712,17 +740,17 @@ class CassandraStore:
         if not known_user:
             await self._run("user_insert", app, user, now)
         if not rows:
-            start = max(await self._newest_inbox_seq(app, user), start_after)
+            newest = await self._newest_by_partition(app, user)
+            start = [max(bound, seq) for bound, seq in zip(start, newest, strict=True)]
             applied = (await self._run("device_insert", app, device, user, now, start))[0][0]
             # Lost a race with another registration of the device: read the winner.
             rows = ([(user, app, now, False, start)] if applied
                     else await self._serial_device(app, device))
             if rows[0][0] != user:
                 raise _conflict(device)
-        _owner, _app, created_at, disabled, start = rows[0]
+        _owner, _app, created_at, disabled, _start = rows[0]
         await asyncio.gather(
-            self._run("device_by_user_put", app, user, device, created_at, bool(disabled),
-                      start),
+            self._run("device_by_user_put", app, user, device, created_at, bool(disabled)),
             self._run("app_user_put", app, _app_shard(user), user))
         return DeviceInfo(user=user, device=device, app=app, created_at=created_at,
                           disabled=bool(disabled))
@@ -739,7 +767,7 @@ class CassandraStore:
                                             self._run("devices_of_user", app, user))
         devices = [DeviceInfo(user=user, device=device, app=app, created_at=created_at,
                               disabled=bool(disabled))
-                   for device, _app, created_at, disabled, _start in rows]
+                   for device, _app, created_at, disabled in rows]
         return bool(exists), devices
 
     async def app_users(self, app: str, after: str, limit: int) -> list[str]:
@@ -766,15 +794,31 @@ class CassandraStore:
         rows = await self._run("device_get", app, device)
         return str(rows[0][0]) if rows else None
 
-    async def _device_state(self, app: str, device: str) -> tuple[int, set[int]] | None:
-        """The device's cursor and its acknowledgements above it; None for no such device."""
-        device_rows, cursor_rows, ack_rows = await asyncio.gather(
-            self._run("device_get", app, device), self._run("cursor_get", app, device),
+    async def _device_state(self, app: str, device: str) -> tuple[list[int], set[int]] | None:
+        """The device's floor of each partition (the higher of where it started and what
+        ``record_acks`` moved it to) and its acknowledgements above them; None for no such
+        device."""
+        device_rows, floor_rows, ack_rows = await asyncio.gather(
+            self._run("device_get", app, device), self._run("floors_get", app, device),
             self._run("acks_get", app, device))
         if not device_rows:
             return None
-        floor = max(device_rows[0][4] or 0, cursor_rows[0][0] if cursor_rows else 0)
-        return floor, {seq for (seq,) in ack_rows if seq > floor}
+        count = self._partitions
+        floors = empty_cursor(count)
+        for partition, floor in [*enumerate(device_rows[0][4] or ()), *floor_rows]:
+            if partition < count:
+                floors[partition] = max(floors[partition], floor or 0)
+        return floors, {seq for (seq,) in ack_rows if seq > floors[seq % count]}
+
+    async def _newest_by_partition(self, app: str, user: str) -> list[int]:
+        """The user's newest inbox entry of each partition, from its conversation list (one
+        partition read; a conversation's entries are of one partition, and its ``last_seq``
+        bounds them from above)."""
+        newest = empty_cursor(self._partitions)
+        for _conversation, last_seq in await self._run("user_conversations_get", app, user):
+            partition = last_seq % self._partitions
+            newest[partition] = max(newest[partition], last_seq)
+        return newest
 
     # ------------------------------------------------------------------ writes
 
@@ -861,22 +905,33 @@ class CassandraStore:
                 writes.add(("messages", app, conversation, _bucket(seq)), self._later(
                     "delivered_put", ttl or 0, now, app, conversation, _bucket(seq), seq))
         if state is not None:
-            floor, stored_acks = state
-            fresh = {seq for seq, *_ in entries if seq > floor and seq not in stored_acks}
-            new_floor = await self._contiguous_floor(app, user, device, floor,
+            count = self._partitions
+            floors, stored_acks = state
+            fresh = {seq for seq, *_ in entries
+                     if seq > floors[seq % count] and seq not in stored_acks}
+            advanced = await self._contiguous_floors(app, user, device, floors,
                                                      stored_acks | fresh, now)
-            if new_floor > floor:
-                # USING TIMESTAMP floor: the cursor only moves forward, whatever the order.
-                writes.add(("device_cursors", app, device),
-                           self._later("cursor_put", new_floor, new_floor, app, device))
+            for partition, (floor, old) in enumerate(zip(advanced, floors, strict=True)):
+                if floor > old:
+                    # USING TIMESTAMP floor: a floor only moves forward, whatever the order.
+                    writes.add(("device_floors", app, device),
+                               self._later("floor_put", floor, floor, app, device, partition))
             ack_ttl = self._index_ttl(int(time.time() * 1000))
             for seq in sorted(fresh):
-                if seq > new_floor:
+                if seq > advanced[seq % count]:
                     writes.add(("device_acks", app, device),
                                self._later("ack_put", app, device, seq, ack_ttl))
-            if any(seq <= new_floor for seq in stored_acks):
+            # Acks the floors now cover: one range tombstone up to the lowest floor (all of
+            # them with one partition), a row tombstone for each one above it.
+            lowest = min(advanced)
+            covered = sorted(seq for seq in stored_acks if seq <= advanced[seq % count])
+            if covered and covered[0] <= lowest:
                 writes.add(("device_acks", app, device, "drop"),
-                           self._later("acks_drop", app, device, new_floor))
+                           self._later("acks_drop", app, device, lowest))
+            for seq in covered:
+                if seq > lowest:
+                    writes.add(("device_acks", app, device, "drop"),
+                               self._later("ack_drop", app, device, seq))
         await self._write(writes)
 
     async def _inbox_entries(self, app: str, user: str, seqs: Sequence[int]) -> list[_Row]:
@@ -890,19 +945,37 @@ class CassandraStore:
             for chunk in _chunks(bucket_seqs, _IN_LIMIT)))
         return [row for page in pages for row in page]
 
-    async def _contiguous_floor(self, app: str, user: str, device: str, floor: int,
-                                acked: set[int], now: int) -> int:
-        """The end of the run of inbox entries after ``floor`` that the device acknowledged or
-        does not get. Only stored entries count: an ack for a seq the worker has not written
-        yet stays in ``device_acks`` until the cursor reaches it."""
+    async def _contiguous_floors(self, app: str, user: str, device: str, floors: list[int],
+                                 acked: set[int], now: int) -> list[int]:
+        """Each partition's floor moved to the end of the run of its inbox entries after it
+        that the device acknowledged or does not get, for the partitions with acks above
+        their floor; the walk ends at the highest of those acks (beyond it a floor could only
+        pass entries not for the device, which the next acks will). Only stored entries
+        count: an ack for a seq the worker has not written yet stays in ``device_acks`` until
+        the floor reaches it."""
+        count = self._partitions
+        advanced = list(floors)
+        pending = sorted(seq for seq in acked if seq > floors[seq % count])
+        open_partitions = {seq % count for seq in pending}
+        if not pending:
+            return advanced
+        start = min(floors[partition] for partition in open_partitions)
         page = min(1000, len(acked) + 16)
-        async with aclosing(self._inbox_after(app, user, floor, page)) as pages:
+        async with aclosing(self._inbox_after(app, user, start, page)) as pages:
             async for entries in pages:
                 for entry in entries:
+                    if entry.seq > pending[-1]:
+                        return advanced
+                    partition = entry.seq % count
+                    if partition not in open_partitions or entry.seq <= advanced[partition]:
+                        continue
                     if entry.seq not in acked and _for_device(entry, device, now):
-                        return floor
-                    floor = entry.seq
-        return floor
+                        open_partitions.discard(partition)  # its run ends here
+                        if not open_partitions:
+                            return advanced
+                    else:
+                        advanced[partition] = entry.seq
+        return advanced
 
     async def mark_read(self, app: str, user: str, conversation: str, seq: int) -> None:
         # USING TIMESTAMP seq: a lower marker written later loses.
@@ -936,15 +1009,6 @@ class CassandraStore:
                     if len(rows) < page:
                         break
                     bound = rows[-1][0]
-
-    async def _newest_inbox_seq(self, app: str, user: str) -> int:
-        async with aclosing(self._buckets("inbox_buckets_down", (app, user), _MAX_SEQ,
-                                          descending=True)) as ids:
-            async for bucket in ids:
-                rows = await self._run("inbox_newest", app, user, bucket)
-                if rows:
-                    return int(rows[0][0])
-        return 0
 
     async def _conversation_pages(self, app: str, conversation: str, before: int | None,
                                   after: int | None,
@@ -993,32 +1057,42 @@ class CassandraStore:
         return list(await asyncio.gather(*(body(message) for message in messages)))
 
     async def backlog(
-        self, app: str, user: str, device: str, after: int, limit: int, now: int
-    ) -> tuple[list[DeliverableMessage], int]:
+        self, app: str, user: str, device: str, after: Sequence[int], limit: int, now: int
+    ) -> tuple[list[DeliverableMessage], list[int]]:
+        if limit < 1:
+            raise ValueError("a backlog page holds at least one message")
+        count = self._partitions
+        cursor = as_cursor(after, count)
         state = await self._device_state(app, device)
         if state is None:  # as SqliteStore: an unknown device has no backlog
-            return [], max(after, await self._newest_inbox_seq(app, user))
-        floor, acked = state
+            return [], cursor
+        floors, acked = state
+        lows = [max(bound, floor) for bound, floor in zip(cursor, floors, strict=True)]
+        cursor = list(lows)
         found: list[DeliverableMessage] = []
-        newest: int | None = None
-        async with aclosing(self._inbox_after(app, user, max(after, floor), limit)) as pages:
+        # From the lowest bound: the entries of partitions further on are skipped here.
+        async with aclosing(self._inbox_after(app, user, min(lows), limit)) as pages:
             async for entries in pages:
-                newest = entries[-1].seq
-                wanted = [entry for entry in entries
+                fresh = [entry for entry in entries if entry.seq > lows[entry.seq % count]]
+                wanted = [entry for entry in fresh
                           if entry.seq not in acked and _for_device(entry, device, now)]
                 stored = await self._messages(app, ((entry.conversation, entry.seq)
                                                     for entry in wanted))
                 rows = [stored[entry.seq] for entry in wanted if entry.seq in stored]
-                for row, body in zip(rows, await self._bodies(rows, device), strict=True):
-                    if body is None:
+                bodies = dict(zip((row.seq for row in rows), await self._bodies(rows, device),
+                                  strict=True))
+                for entry in fresh:  # examined, in seq order: the cursor passes it
+                    partition = entry.seq % count
+                    cursor[partition] = max(cursor[partition], entry.seq)
+                    body = bodies.get(entry.seq)
+                    if body is None:  # acknowledged, not for the device, or purged
                         continue
-                    found.append(DeliverableMessage(seq=row.seq, envelope=_envelope(row),
+                    found.append(DeliverableMessage(seq=entry.seq,
+                                                    envelope=_envelope(stored[entry.seq]),
                                                     body=body))
                     if len(found) == limit:
-                        return found, row.seq
-        if newest is None:
-            newest = await self._newest_inbox_seq(app, user)
-        return found, max(after, newest)
+                        return found, cursor
+        return found, cursor
 
     async def history(
         self,
@@ -1089,27 +1163,30 @@ class CassandraStore:
     async def conversations(
         self, app: str, user: str, device: str, limit: int
     ) -> list[ConversationSummary]:
-        # Stored last_seq is an upper bound (purge may have removed the newest messages):
-        # summarize candidates newest first until the limit-th real last_seq beats the
-        # bound of every candidate left.
+        # Ordered by the last message's (ts, seq). With one partition, seqs order the
+        # conversations too (up to gateway clock skew), and the stored last_seq is an upper
+        # bound (purge may have removed the newest messages): summarize candidates newest
+        # first until the limit-th real last_seq beats the bound of every candidate left.
+        # With more, positions of two conversations do not compare: summarize every one.
         candidates = sorted(await self._run("user_conversations_get", app, user),
                             key=lambda row: -int(row[1]))
-        summaries: list[ConversationSummary] = []
+        summaries: list[tuple[int, ConversationSummary]] = []
         chunk = max(1, min(limit, 32))
         for start in range(0, len(candidates), chunk):
-            if len(summaries) >= limit:
-                ranked = sorted((s.last_seq for s in summaries), reverse=True)
+            if len(summaries) >= limit and self._partitions == 1:
+                ranked = sorted((s.last_seq for _ts, s in summaries), reverse=True)
                 if ranked[limit - 1] >= candidates[start][1]:
                     break
             found = await asyncio.gather(*(
                 self._summary(app, user, device, conversation)
                 for conversation, _ in candidates[start:start + chunk]))
             summaries.extend(summary for summary in found if summary is not None)
-        summaries.sort(key=lambda summary: -summary.last_seq)
-        return summaries[:limit]
+        summaries.sort(key=lambda item: (-item[0], -item[1].last_seq))
+        return [summary for _ts, summary in summaries[:limit]]
 
     async def _summary(self, app: str, user: str, device: str,
-                       conversation: str) -> ConversationSummary | None:
+                       conversation: str) -> tuple[int, ConversationSummary] | None:
+        """The conversation's summary and its last message's ts, None if it has none."""
         newest = await self._view(app, user, None, conversation, None, None, 1)
         if not newest:
             return None
@@ -1118,9 +1195,9 @@ class CassandraStore:
         unread, last = await asyncio.gather(
             self._count_unread(app, user, conversation, read_seq),
             self.history(app, user, device, conversation, None, None, 1, 0))
-        return ConversationSummary(conversation=conversation, last_seq=newest[0].seq,
-                                   unread=unread, read_seq=read_seq,
-                                   last_message=last[0].message if last else None)
+        return newest[0].ts, ConversationSummary(
+            conversation=conversation, last_seq=newest[0].seq, unread=unread,
+            read_seq=read_seq, last_message=last[0].message if last else None)
 
     async def _count_unread(self, app: str, user: str, conversation: str, read_seq: int) -> int:
         """Messages after the read marker from anyone but the user: counted over the
@@ -1183,7 +1260,7 @@ class CassandraStore:
         or its cursor is past them, or it does not get them). Acknowledgements mostly come
         in order, so the removed rows of a bucket mostly form a prefix: one range tombstone
         for it, row tombstones only for rows removed after a message still pending."""
-        states: dict[str, list[tuple[str, int, set[int]]]] = {}
+        states: dict[str, list[tuple[str, list[int], set[int]]]] = {}
         removed = 0
         for position, bucket in enumerate(buckets):
             doomed: list[tuple[int, int, str, str, Any]] = []
@@ -1194,9 +1271,10 @@ class CassandraStore:
                 for user in recipients or ():
                     if user not in states:
                         states[user] = await self._user_device_states(app, user)
-                if any(floor < seq and seq not in acked and name != sender_device
+                partition = seq % self._partitions
+                if any(floors[partition] < seq and seq not in acked and name != sender_device
                        and (shared or name in (devices or ()))
-                       for user in recipients or () for name, floor, acked in states[user]):
+                       for user in recipients or () for name, floors, acked in states[user]):
                     kept = True
                     continue
                 doomed.append((ts, seq, conversation, key, recipients))
@@ -1219,7 +1297,7 @@ class CassandraStore:
         return removed
 
     async def _user_device_states(self, app: str,
-                                  user: str) -> list[tuple[str, int, set[int]]]:
+                                  user: str) -> list[tuple[str, list[int], set[int]]]:
         devices = await self._run("devices_of_user", app, user)
         states = await asyncio.gather(*(self._device_state(app, row[0]) for row in devices))
         return [(row[0], *state) for row, state in zip(devices, states, strict=True)

@@ -188,4 +188,17 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             app text, user text, other text, state text, since bigint, blocked boolean,
             block_since bigint, PRIMARY KEY ((app, user), other)) WITH {_INDEX}""",
     )),
+    # Partitions (schemas.partitions): a seq is a position, ``stream_seq * P + p``, and
+    # positions of two partitions do not compare, so a device's floor is one per partition.
+    # The data step ``partitions`` moves each device's single floor (``device_cursors_v2``,
+    # ``devices_v2.start_floor``; data written with one partition) to partition 0 and
+    # leaves the old cursor table for the operator to drop (docs/cassandra.md).
+    Migration(4, "partitions", (
+        # Each floor cell written USING TIMESTAMP <floor>: the highest wins in any order.
+        """CREATE TABLE IF NOT EXISTS device_floors (
+            app text, device text, partition int, floor bigint,
+            PRIMARY KEY ((app, device), partition))""",
+        # Where a device starts, per partition: written with the device, by the same LWT.
+        "ALTER TABLE devices_v2 ADD IF NOT EXISTS start_cursor frozen<list<bigint>>",
+    ), copy="partitions"),
 )

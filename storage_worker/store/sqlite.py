@@ -8,6 +8,12 @@ the server assigns once for the whole deployment (a message's stream ``seq``, it
 derived from the app, and the payloads keyed by ``seq``) need no app column. Migration 4 moves
 a database of the old schema over: each row takes the app stored on it or on the row it
 belongs to (a user's, a message's, a group's), else the configured default app.
+
+Partitions: a device's floor is one row per partition in ``device_floors`` (migration 5 moves
+the single ``devices.floor`` of a database written with one partition to partition 0). A
+message's partition is its ``seq % partitions``; per-partition bounds go into queries as a
+``CASE seq % P`` over the partitions whose bound is above the lowest one, beside a plain
+``seq >`` the lowest, which bounds the index range.
 """
 
 import asyncio
@@ -24,11 +30,15 @@ from schemas.envelopes import MessageEnvelope, message_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
 from schemas.ids import ID_PATTERN, direct_members
+from schemas.partitions import empty_cursor
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
 from storage_worker.store.base import (
     DeliverableMessage,
     RetentionPolicy,
     StoredMessage,
+    as_cursor,
+    checked_partitions,
+    position_before,
     unavailable_on,
 )
 
@@ -209,6 +219,16 @@ MIGRATIONS: Final[list[str]] = [
     DROP INDEX messages_by_conversation;
     CREATE INDEX messages_by_conversation ON messages (app, conversation, seq)
     """,
+    # partitions: a device's floor per partition (``seq % partitions``); the databases
+    # before were written with one partition, so the old floor is partition 0's.
+    """
+    CREATE TABLE device_floors (
+        app TEXT NOT NULL, device TEXT NOT NULL, partition INTEGER NOT NULL,
+        floor INTEGER NOT NULL, PRIMARY KEY (app, device, partition)
+    ) WITHOUT ROWID;
+    INSERT INTO device_floors SELECT app, device, 0, floor FROM devices WHERE floor > 0;
+    ALTER TABLE devices DROP COLUMN floor
+    """,
 ]
 
 #: Stands for the configured default app in migration scripts.
@@ -232,14 +252,42 @@ _FOR_DEVICE: Final = """
 """
 
 
+def _by_partition(column: str, bounds: Sequence[int], name: str) -> tuple[str, dict[str, int]]:
+    """SQL for ``bounds[column % P]`` and its parameters (named ``name``...): a ``CASE`` over
+    the partitions whose bound differs from the lowest, which is the ``ELSE`` (and the whole
+    expression when every bound is the same: always with one partition)."""
+    lowest = min(bounds)
+    params = {f"{name}_min": lowest}
+    arms = []
+    for partition, bound in enumerate(bounds):
+        if bound != lowest:
+            arms.append(f"WHEN {partition} THEN :{name}_{partition}")
+            params[f"{name}_{partition}"] = bound
+    if not arms:
+        return f":{name}_min", params
+    return (f"(CASE {column} % {len(bounds)} {' '.join(arms)} ELSE :{name}_min END)",
+            params)
+
+
+def _above(column: str, bounds: Sequence[int], name: str) -> tuple[str, dict[str, int]]:
+    """SQL for ``column > bounds[column % P]``: with ``column > lowest`` first, the range an
+    index on ``column`` can seek."""
+    bound, params = _by_partition(column, bounds, name)
+    if bound == f":{name}_min":
+        return f"{column} > {bound}", params
+    return f"{column} > :{name}_min AND {column} > {bound}", params
+
+
 @unavailable_on(sqlite3.OperationalError)
 class SqliteStore:
     """``MessageStore`` on one SQLite file. ``sqlite3.OperationalError`` (locked, full or
     unreadable file) is raised as ``StoreUnavailable``."""
 
-    def __init__(self, path: str | Path, default_app: str = "default") -> None:
+    def __init__(self, path: str | Path, default_app: str = "default", *,
+                 partitions: int = 1) -> None:
         self._path = Path(path)
         self._default_app = default_app
+        self._partitions = checked_partitions(partitions)
         self._db: aiosqlite.Connection | None = None
         self._writing = asyncio.Lock()
 
@@ -295,7 +343,8 @@ class SqliteStore:
     # ------------------------------------------------------------------ registry
 
     async def register_device(self, app: str, user: str, device: str, now: int,
-                              start_after: int = 0) -> DeviceInfo:
+                              start_after: Sequence[int] = ()) -> DeviceInfo:
+        start = as_cursor(start_after, self._partitions)
         async with self.atomic() as db:
             await db.execute(
                 "INSERT OR IGNORE INTO users (app, user, created_at) VALUES (?, ?, ?)",
@@ -310,14 +359,16 @@ class SqliteStore:
                 raise ProtocolError(ErrorCode.CONFLICT,
                                     f"device {device!r} belongs to another user")
             if row is None:
-                async with db.execute("SELECT MAX(seq) FROM inbox WHERE app = ? AND user = ?",
-                                      (app, user)) as cur:
-                    newest = await cur.fetchone()
-                floor = max((newest[0] if newest else None) or 0, start_after)
+                for partition, newest in enumerate(await self._newest(app, user, None)):
+                    start[partition] = max(start[partition], newest)
                 await db.execute(
-                    "INSERT INTO devices (app, device, user, created_at, floor) "
-                    "VALUES (?,?,?,?,?)",
-                    (app, device, user, now, floor),
+                    "INSERT INTO devices (app, device, user, created_at) VALUES (?,?,?,?)",
+                    (app, device, user, now),
+                )
+                await db.executemany(
+                    "INSERT INTO device_floors (app, device, partition, floor) VALUES (?,?,?,?)",
+                    [(app, device, partition, floor)
+                     for partition, floor in enumerate(start) if floor > 0],
                 )
                 return DeviceInfo(user=user, device=device, app=app, created_at=now)
             return DeviceInfo(user=row[0], device=device, app=app, created_at=row[1],
@@ -407,9 +458,11 @@ class SqliteStore:
                 "INSERT OR IGNORE INTO device_acks (app, device, seq) "
                 "SELECT ?, ?, seq FROM inbox WHERE app = ? AND user = ? AND seq = ? "
                 "AND conversation = ? "
-                "AND seq > (SELECT floor FROM devices WHERE app = ? AND device = ?)",
-                [(app, device, app, user, seq, conversation, app, device)
-                 for seq, conversation in acked],
+                "AND EXISTS (SELECT 1 FROM devices WHERE app = ? AND device = ?) "
+                "AND seq > COALESCE((SELECT floor FROM device_floors WHERE app = ? "
+                "AND device = ? AND partition = ?), 0)",
+                [(app, device, app, user, seq, conversation, app, device, app, device,
+                  seq % self._partitions) for seq, conversation in acked],
             )
             await db.executemany(
                 "UPDATE messages SET delivered_at = ? WHERE seq = ? AND conversation = ? "
@@ -418,39 +471,85 @@ class SqliteStore:
                 [(now, seq, conversation, user, app, user, seq) for seq, conversation in acked],
             )
 
-    async def _advance_floor(self, app: str, user: str, device: str, now: int) -> None:
-        """Move the device's cursor over every acknowledged (or not-for-it) inbox entry at its
-        start, then forget the acknowledgements the cursor now covers.
+    async def _floors(self, app: str, device: str) -> list[int] | None:
+        """The device's floor of each partition, or None for no such device."""
+        async with self.db.execute("SELECT 1 FROM devices WHERE app = ? AND device = ?",
+                                   (app, device)) as cur:
+            if await cur.fetchone() is None:
+                return None
+        floors = empty_cursor(self._partitions)
+        async with self.db.execute(
+            "SELECT partition, floor FROM device_floors WHERE app = ? AND device = ?",
+            (app, device),
+        ) as cur:
+            for partition, floor in await cur.fetchall():
+                if partition < self._partitions:
+                    floors[partition] = int(floor)
+        return floors
+
+    async def _newest(self, app: str, user: str, above: Sequence[int] | None,
+                      up_to: int | None = None) -> list[int]:
+        """The newest inbox entry of the user in each partition (0: none), among those above
+        ``above`` (per partition) and at most ``up_to`` when given."""
+        newest = empty_cursor(self._partitions)
+        condition, params = _above("seq", above or newest, "above")
+        if up_to is not None:
+            condition += " AND seq <= :up_to"
+        async with self.db.execute(
+            f"SELECT seq % {self._partitions}, MAX(seq) FROM inbox "
+            f"WHERE app = :app AND user = :user AND {condition} GROUP BY 1",
+            {"app": app, "user": user, "up_to": up_to, **params},
+        ) as cur:
+            for partition, seq in await cur.fetchall():
+                newest[partition] = int(seq)
+        return newest
+
+    async def _advance_floor(self, app: str, user: str, device: str, floors: list[int],
+                             now: int) -> list[int]:
+        """Move the device's floor of each partition over every acknowledged (or not-for-it)
+        inbox entry of that partition at its start, forget the acknowledgements the floors
+        now cover, and return the floors.
 
         Run when the device syncs, not per ack: acks arrive with every message, syncs once
         per connection, and the backlog query excludes acknowledged entries either way."""
-        params = {"app": app, "user": user, "device": device, "now": now}
+        count = self._partitions
+        above, params = _above("i.seq", floors, "floor")
         async with self.db.execute(
-            f"""SELECT MIN(i.seq) FROM inbox i JOIN messages m ON m.seq = i.seq
-                WHERE i.app = :app AND i.user = :user
-                  AND i.seq > (SELECT floor FROM devices WHERE app = :app AND device = :device)
-                  AND {_FOR_DEVICE}
-                  AND NOT EXISTS (SELECT 1 FROM device_acks a WHERE a.app = :app
-                                  AND a.device = :device AND a.seq = i.seq)""",
-            params,
+            f"""SELECT i.seq % {count},
+                       MIN(CASE WHEN {_FOR_DEVICE} AND NOT EXISTS (
+                               SELECT 1 FROM device_acks a WHERE a.app = :app
+                               AND a.device = :device AND a.seq = i.seq) THEN i.seq END),
+                       MAX(i.seq)
+                FROM inbox i JOIN messages m ON m.seq = i.seq
+                WHERE i.app = :app AND i.user = :user AND {above}
+                GROUP BY 1""",
+            {"app": app, "user": user, "device": device, "now": now, **params},
         ) as cur:
-            row = await cur.fetchone()
-        first_missing = row[0] if row else None
-        if first_missing is None:  # everything for this device is acknowledged
-            new_floor_sql = ("(SELECT COALESCE(MAX(seq), 0) FROM inbox "
-                             "WHERE app = :app AND user = :user)")
-        else:
-            new_floor_sql = str(int(first_missing) - 1)
-        await self.db.execute(
-            f"UPDATE devices SET floor = MAX(floor, {new_floor_sql}) "
-            "WHERE app = :app AND device = :device",
-            params,
-        )
-        await self.db.execute(
-            "DELETE FROM device_acks WHERE app = :app AND device = :device "
-            "AND seq <= (SELECT floor FROM devices WHERE app = :app AND device = :device)",
-            params,
-        )
+            rows = await cur.fetchall()
+        advanced = list(floors)
+        for partition, first_missing, newest in rows:
+            # every entry of the partition below its first missing one is done: the floor is
+            # the position before it (of the same partition), else the newest entry
+            done = (int(newest) if first_missing is None
+                    else position_before(int(first_missing), count))
+            advanced[partition] = max(advanced[partition], done)
+        moved = [(app, device, partition, floor)
+                 for partition, (floor, old) in enumerate(zip(advanced, floors, strict=True))
+                 if floor > old]
+        if moved:
+            await self.db.executemany(
+                "INSERT INTO device_floors (app, device, partition, floor) VALUES (?,?,?,?) "
+                "ON CONFLICT (app, device, partition) "
+                "DO UPDATE SET floor = MAX(floor, excluded.floor)",
+                moved,
+            )
+            covered, params = _by_partition("seq", advanced, "floor")
+            await self.db.execute(
+                "DELETE FROM device_acks WHERE app = :app AND device = :device "
+                f"AND seq <= {covered}",
+                {"app": app, "device": device, **params},
+            )
+        return advanced
 
     async def mark_read(self, app: str, user: str, conversation: str, seq: int) -> None:
         async with self.atomic() as db:
@@ -464,35 +563,40 @@ class SqliteStore:
     # ------------------------------------------------------------------ reads
 
     async def backlog(
-        self, app: str, user: str, device: str, after: int, limit: int, now: int
-    ) -> tuple[list[DeliverableMessage], int]:
+        self, app: str, user: str, device: str, after: Sequence[int], limit: int, now: int
+    ) -> tuple[list[DeliverableMessage], list[int]]:
+        if limit < 1:
+            raise ValueError("a backlog page holds at least one message")
+        cursor = as_cursor(after, self._partitions)
+        # One transaction: no append lands between the page and the cursor's reads.
         async with self.atomic():
-            await self._advance_floor(app, user, device, now)
-        params = {"app": app, "user": user, "device": device, "now": now, "after": after,
-                  "limit": limit}
-        async with self.db.execute(
-            f"""SELECT {_MESSAGE_COLUMNS}, COALESCE(m.body, p.body)
-                FROM inbox i JOIN messages m ON m.seq = i.seq
-                LEFT JOIN payloads p ON m.body IS NULL AND p.seq = m.seq AND p.device = :device
-                WHERE i.app = :app AND i.user = :user
-                  AND i.seq > MAX(:after, (SELECT floor FROM devices
-                                           WHERE app = :app AND device = :device))
-                  AND {_FOR_DEVICE}
-                  AND NOT EXISTS (SELECT 1 FROM device_acks a WHERE a.app = :app
-                                  AND a.device = :device AND a.seq = i.seq)
-                ORDER BY i.seq LIMIT :limit""",
-            params,
-        ) as cur:
-            rows = await cur.fetchall()
+            floors = await self._floors(app, device)
+            if floors is None:  # an unknown device has no backlog
+                return [], cursor
+            floors = await self._advance_floor(app, user, device, floors, now)
+            lows = [max(bound, floor) for bound, floor in zip(cursor, floors, strict=True)]
+            above, params = _above("i.seq", lows, "low")
+            async with self.db.execute(
+                f"""SELECT {_MESSAGE_COLUMNS}, COALESCE(m.body, p.body)
+                    FROM inbox i JOIN messages m ON m.seq = i.seq
+                    LEFT JOIN payloads p ON m.body IS NULL AND p.seq = m.seq
+                                        AND p.device = :device
+                    WHERE i.app = :app AND i.user = :user AND {above}
+                      AND {_FOR_DEVICE}
+                      AND NOT EXISTS (SELECT 1 FROM device_acks a WHERE a.app = :app
+                                      AND a.device = :device AND a.seq = i.seq)
+                    ORDER BY i.seq LIMIT :limit""",
+                {"app": app, "user": user, "device": device, "now": now, "limit": limit,
+                 **params},
+            ) as cur:
+                rows = list(await cur.fetchall())
+            # Examined: the inbox above the bounds, up to the last message of a full page.
+            up_to = int(rows[-1][0]) if len(rows) == limit else None
+            examined = await self._newest(app, user, lows, up_to)
         messages = [
             DeliverableMessage(seq=row[0], envelope=_envelope(row), body=row[-1]) for row in rows
         ]
-        if len(messages) == limit:
-            return messages, messages[-1].seq
-        async with self.db.execute("SELECT MAX(seq) FROM inbox WHERE app = ? AND user = ?",
-                                   (app, user)) as cur:
-            newest = await cur.fetchone()
-        return messages, max(after, (newest[0] if newest else None) or 0)
+        return messages, [max(low, seen) for low, seen in zip(lows, examined, strict=True)]
 
     async def history(
         self,
@@ -561,12 +665,17 @@ class SqliteStore:
     async def conversations(
         self, app: str, user: str, device: str, limit: int
     ) -> list[ConversationSummary]:
+        # A conversation's positions are of one partition; across conversations only the
+        # messages' timestamps compare.
         async with self.db.execute(
-            """SELECT i.conversation, MAX(i.seq) AS last, COALESCE(r.seq, 0)
-               FROM inbox i LEFT JOIN read_markers r
-                 ON r.app = i.app AND r.user = i.user AND r.conversation = i.conversation
-               WHERE i.app = ? AND i.user = ? GROUP BY i.conversation
-               ORDER BY last DESC LIMIT ?""",
+            """SELECT c.conversation, c.last, c.read_seq FROM (
+                   SELECT i.conversation AS conversation, MAX(i.seq) AS last,
+                          COALESCE(r.seq, 0) AS read_seq
+                   FROM inbox i LEFT JOIN read_markers r
+                     ON r.app = i.app AND r.user = i.user AND r.conversation = i.conversation
+                   WHERE i.app = ? AND i.user = ? GROUP BY i.conversation) c
+               JOIN messages m ON m.seq = c.last
+               ORDER BY m.ts DESC, c.last DESC LIMIT ?""",
             (app, user, limit),
         ) as cur:
             rows = await cur.fetchall()
@@ -606,7 +715,10 @@ class SqliteStore:
                         """m.app = :app AND NOT EXISTS (
                              SELECT 1 FROM inbox i
                              JOIN devices d ON d.app = i.app AND d.user = i.user
-                             WHERE i.seq = m.seq AND d.floor < m.seq
+                             WHERE i.seq = m.seq AND m.seq > COALESCE((
+                                   SELECT f.floor FROM device_floors f WHERE f.app = d.app
+                                   AND f.device = d.device
+                                   AND f.partition = m.seq % :partitions), 0)
                                AND (m.sender_device IS NULL OR m.sender_device != d.device)
                                AND (m.body IS NOT NULL OR EXISTS (
                                     SELECT 1 FROM payloads p WHERE p.seq = m.seq
@@ -614,7 +726,8 @@ class SqliteStore:
                                AND NOT EXISTS (SELECT 1 FROM device_acks a
                                                WHERE a.app = d.app AND a.device = d.device
                                                  AND a.seq = m.seq))""",
-                        {"app": app, "cutoff": cutoff, "now": now},
+                        {"app": app, "cutoff": cutoff, "now": now,
+                         "partitions": self._partitions},
                     )
         return removed
 

@@ -68,8 +68,8 @@ async def test_sqlite_rows_move_to_their_app(tmp_path: Path) -> None:
         assert exists and [d.device for d in devices] == ["b1", "b2"]
         assert await store.user_devices("legacy", "bob") == (False, [])
         assert await store.device_owner("shop", "a1") == "alice"
-        b1, _ = await store.backlog("shop", "bob", "b1", 0, 10, NOW)  # its ack moved too
-        b2, _ = await store.backlog("shop", "bob", "b2", 0, 10, NOW)
+        b1, _ = await store.backlog("shop", "bob", "b1", [], 10, NOW)  # its ack moved too
+        b2, _ = await store.backlog("shop", "bob", "b2", [], 10, NOW)
         assert ([m.seq for m in b1], [m.seq for m in b2]) == ([2], [1, 2])
         history = await store.history("shop", "alice", "a1", AB, None, None, 10, NOW)
         assert [(i.message.seq, i.status) for i in history] == [(1, "read"), (2, "sent")]
@@ -104,6 +104,8 @@ async def test_cassandra_rows_move_to_their_app(cassandra_node: CassandraNode) -
     ks = config.cassandra_keyspace
     cql = old._cql
     await cql(f"DELETE FROM {ks}.schema_migrations WHERE version = 2")
+    await cql(f"DELETE FROM {ks}.schema_migrations WHERE version = 4")  # floors: from v2's
+    await cql(f"TRUNCATE {ks}.device_floors")
     for table in ("users", "devices", "devices_by_user", "device_cursors", "device_acks",
                   "messages", "conversation_buckets", "inbox", "inbox_buckets",
                   "user_conversations", "read_markers"):
@@ -145,7 +147,7 @@ async def test_cassandra_rows_move_to_their_app(cassandra_node: CassandraNode) -
         await cql(statement.replace("{ks}", ks))
     await old.close()
     store = CassandraStore(config, default_app="legacy")
-    await store.open()  # runs migration 2 and its copy
+    await store.open()  # runs migrations 2 and 4 and their copies
     try:
         rows = await store._cql(f"SELECT version FROM {ks}.schema_migrations")
         assert sorted(row[0] for row in rows) == [m.version for m in CASSANDRA_MIGRATIONS]
@@ -153,7 +155,7 @@ async def test_cassandra_rows_move_to_their_app(cassandra_node: CassandraNode) -
         assert exists and [d.device for d in devices] == ["b1"]
         assert await store.user_devices("legacy", "bob") == (False, [])
         assert await store.device_owner("shop", "a1") == "alice"
-        backlog, _ = await store.backlog("shop", "bob", "b1", 0, 10, NOW)  # cursor kept
+        backlog, _ = await store.backlog("shop", "bob", "b1", [], 10, NOW)  # cursor kept
         assert [m.seq for m in backlog] == [2]
         history = await store.history("shop", "alice", "a1", AB, None, None, 10, NOW)
         assert [(i.message.seq, i.status) for i in history] == [(1, "read"), (2, "sent")]
