@@ -9,7 +9,7 @@ from storage_worker.store.factory import create_store
 
 def build(config: Config) -> StorageWorker:
     store = create_store(config.store, retention_policy(config.retention),
-                         default_app=config.app)
+                         default_app=config.app, partitions=config.partitions.count)
     return StorageWorker(config, store)
 
 

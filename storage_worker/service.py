@@ -39,7 +39,7 @@ from storage_worker.key_audience import KeyAudienceService
 from storage_worker.keys import KeyService
 from storage_worker.listing import app_users_handler
 from storage_worker.media_sweeper import MediaSweeper
-from storage_worker.store.base import DeliverableMessage, MessageStore, retention_policy
+from storage_worker.store.base import MessageStore, cursor_before, retention_policy
 from storage_worker.store.keys_factory import create_key_store
 from storage_worker.store.social_factory import create_social_store
 
@@ -61,17 +61,6 @@ def _fit_page(body_sizes: list[int], *, newest_first: bool) -> int:
         if size > PAGE_BYTES and count > 0:
             return count
     return len(body_sizes)
-
-
-def _cursor_through(after: list[int], messages: list[DeliverableMessage],
-                    partitions: int) -> list[int]:
-    """The cursor after a page cut short by its byte budget: each partition moves only over
-    the messages the page kept."""
-    cursor = list(after) or [0] * partitions
-    for message in messages:
-        partition = partition_of_position(message.seq, partitions)
-        cursor[partition] = max(cursor[partition], message.seq)
-    return cursor
 
 
 def now_ms() -> int:
@@ -206,8 +195,8 @@ class StorageWorker:
         more = len(messages) == request.limit
         keep = _fit_page([len(m.body) for m in messages], newest_first=False)
         if keep < len(messages):
+            cursor = cursor_before(cursor, messages[keep:], self._partitions)
             messages, more = messages[:keep], True
-            cursor = _cursor_through(request.after, messages, self._partitions)
         return rpc.SyncPage(
             messages=[message_frame(m.envelope, m.seq, m.body) for m in messages],
             cursor=cursor,
