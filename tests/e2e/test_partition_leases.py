@@ -1,0 +1,346 @@
+"""Partition leases (``runtime.partitions``) against a real nats-server with the generated
+permissions: every holder connects as the ``router`` credential, so these tests also prove
+that its grants suffice for the leases and the per-partition consumers.
+
+A fake ``PartitionWork`` records each holder's starts and stops (``time.monotonic``, the
+holders' own clock) and checks, at every start, that no other holder still counts the
+partition as held: the single-writer rule, checked at the moment it matters."""
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from infra.nats_auth import NatsCredentials
+from infra.nats_server import NatsServer
+from runtime.config import NatsConfig
+from runtime.natsconn import ensure_stream
+from runtime.partitions import (
+    LOCAL_VALIDITY,
+    LeaseHolder,
+    lease_key,
+    open_leases,
+    reset_consumer,
+)
+from schemas.nats_permissions import GATEWAY, ROUTER
+from schemas.streams import partition_stream
+from schemas.subjects import CHAT, ROUTER_CONSUMER, msgs_stream, msgs_subject
+
+TTL_S = 2.0
+SERVICE = "router"
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not in {timeout}s: {what}"
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class Interval:
+    """One holder's ownership of one partition, from its work's start to its stop."""
+
+    holder: str
+    partition: int
+    start: float
+    stop: float = math.inf
+    drained: bool | None = None
+
+
+@dataclass
+class Ledger:
+    """Every holder's work, one ledger: intervals per partition, and single-writer checks."""
+
+    holders: dict[str, LeaseHolder] = field(default_factory=dict)
+    intervals: list[Interval] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+    def running(self, name: str) -> set[int]:
+        return {i.partition for i in self.intervals
+                if i.holder == name and i.stop == math.inf}
+
+    def of(self, partition: int) -> list[Interval]:
+        return sorted((i for i in self.intervals if i.partition == partition),
+                      key=lambda i: i.start)
+
+
+class FakeWork:
+    """The ``PartitionWork`` of one holder, writing into the shared ledger."""
+
+    def __init__(self, name: str, ledger: Ledger) -> None:
+        self.name = name
+        self.ledger = ledger
+
+    async def start(self, partition: int) -> None:
+        now = time.monotonic()
+        for name, other in self.ledger.holders.items():
+            if name != self.name and other.holds(partition):
+                self.ledger.violations.append(f"{self.name} started {partition} while {name} "
+                                              f"held it")
+        if partition in self.ledger.running(self.name):
+            self.ledger.violations.append(f"{self.name} started {partition} twice")
+        self.ledger.intervals.append(Interval(self.name, partition, now))
+
+    async def stop(self, partition: int, *, drain: bool) -> None:
+        now = time.monotonic()
+        for interval in self.ledger.intervals:
+            if (interval.holder, interval.partition, interval.stop) == (self.name, partition,
+                                                                         math.inf):
+                interval.stop, interval.drained = now, drain
+                return
+        self.ledger.violations.append(f"{self.name} stopped {partition}, never started")
+
+
+@dataclass
+class Bus:
+    server: NatsServer
+    credentials: NatsCredentials
+    clients: list[Client] = field(default_factory=list)
+
+    async def js(self, credential: str = ROUTER) -> JetStreamContext:
+        nc = await self.credentials.connect(self.server.url, credential)
+        self.clients.append(nc)
+        return nc.jetstream()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[tuple[NatsServer, NatsCredentials]]:
+    credentials = NatsCredentials.ensure(tmp_path / "credentials")
+    with NatsServer(tmp_path / "nats", authorization=credentials.authorization()) as server:
+        yield server, credentials
+
+
+@pytest.fixture
+async def bus(nats_server: tuple[NatsServer, NatsCredentials]) -> AsyncIterator[Bus]:
+    bus = Bus(*nats_server)
+    try:
+        yield bus
+    finally:
+        for nc in bus.clients:
+            await nc.close()
+
+
+class Holders:
+    """Holders of one service, each driven by ``run()`` in its own task, one ledger."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, count: int) -> None:
+        self.js, self.kv, self.count = js, kv, count
+        self.ledger = Ledger()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def new(self, name: str) -> LeaseHolder:
+        holder = LeaseHolder(self.js, self.kv, service=SERVICE, count=self.count, ttl_s=TTL_S,
+                             work=FakeWork(name, self.ledger), member=name)
+        self.ledger.holders[name] = holder
+        return holder
+
+    def join(self, name: str) -> LeaseHolder:
+        holder = self.new(name)
+        self.tasks[name] = asyncio.create_task(holder.run())
+        return holder
+
+    async def crash(self, name: str) -> None:
+        """Cancel the holder's task, no ``release_all``: its leases lapse on the server."""
+        task = self.tasks.pop(name)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def leave(self, name: str) -> None:
+        await self.crash(name)
+        await self.ledger.holders[name].release_all()
+
+    async def close(self) -> None:
+        for name in list(self.tasks):
+            await self.leave(name)
+
+    def live(self) -> dict[str, frozenset[int]]:
+        return {name: self.ledger.holders[name].held for name in self.tasks}
+
+    def balanced(self) -> bool:
+        """Disjoint, every partition owned, shares differ by at most one."""
+        held = list(self.live().values())
+        sizes = [len(h) for h in held]
+        union = frozenset().union(*held)
+        return (sum(sizes) == self.count == len(union)
+                and max(sizes) - min(sizes) <= 1)
+
+    def check_single_writer(self) -> None:
+        assert not self.ledger.violations
+        for partition in range(self.count):
+            intervals = self.ledger.of(partition)
+            for before, after in zip(intervals, intervals[1:], strict=False):
+                assert before.stop < after.start, (partition, before, after)
+
+
+@pytest.fixture
+async def holders_factory(bus: Bus) -> AsyncIterator[Callable[[int], Holders]]:
+    made: list[Holders] = []
+    js = await bus.js()
+    kv = await open_leases(js, TTL_S, 1)
+
+    def make(count: int) -> Holders:
+        made.append(Holders(js, kv, count))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for holders in made:
+            await holders.close()
+
+
+async def test_one_holder_takes_all_and_a_clean_release_hands_over_at_once(
+        holders_factory: Callable[[int], Holders]) -> None:
+    holders = holders_factory(4)
+    first = holders.new("first")
+    await first.tick()
+    assert first.held == {0, 1, 2, 3}
+    assert all(first.holds(p) for p in range(4))
+    assert holders.ledger.running("first") == {0, 1, 2, 3}
+
+    await first.release_all()
+    assert not any(first.holds(p) for p in range(4))
+    assert [(i.partition, i.drained) for i in sorted(holders.ledger.intervals,
+                                                    key=lambda i: i.partition)] == [
+        (p, True) for p in range(4)]
+    for partition in range(4):
+        with pytest.raises(KeyNotFoundError):
+            await holders.kv.get(lease_key(SERVICE, partition))
+    await first.tick()  # closed: takes nothing back
+    assert first.held == frozenset()
+
+    second = holders.new("second")
+    await second.tick()  # no TTL wait: the first one left the members too
+    assert second.held == {0, 1, 2, 3}
+    for partition in range(4):
+        assert (await holders.kv.get(lease_key(SERVICE, partition))).value == b"second"
+    holders.check_single_writer()
+    await second.release_all()
+
+
+@pytest.mark.parametrize("count", [4, 16])
+async def test_two_holders_converge_to_disjoint_halves(
+        holders_factory: Callable[[int], Holders], count: int) -> None:
+    holders = holders_factory(count)
+    a = holders.join("a")
+    await wait_for(lambda: len(a.held) == count, 5, "a holds all")
+    b = holders.join("b")
+    await wait_for(lambda: len(a.held) == len(b.held) == count // 2, 10, "halves")
+    assert a.held.isdisjoint(b.held) and a.held | b.held == set(range(count))
+    for partition in range(count):
+        owner = "a" if partition in a.held else "b"
+        assert (await holders.kv.get(lease_key(SERVICE, partition))).value == owner.encode()
+    # what a gave up it stopped drained, before b started it
+    moved = [i for i in holders.ledger.intervals if i.holder == "a" and i.stop != math.inf]
+    assert sorted(i.partition for i in moved) == sorted(b.held)
+    assert all(i.drained for i in moved)
+    holders.check_single_writer()
+
+
+async def test_single_writer_while_holders_join_leave_and_crash(
+        holders_factory: Callable[[int], Holders]) -> None:
+    holders = holders_factory(6)
+    a = holders.join("a")
+    await wait_for(lambda: len(a.held) == 6, 5, "a holds all")
+    holders.join("b")
+    await wait_for(holders.balanced, 10, "a and b balanced")
+    c = holders.join("c")
+    await wait_for(lambda: holders.balanced() and len(c.held) == 2, 10, "a, b, c balanced")
+
+    await holders.leave("b")  # clean: its partitions are free at once
+    await wait_for(holders.balanced, 5, "a and c took b's partitions")
+
+    crashed = set(c.held)
+    await holders.crash("c")
+    crashed_at = time.monotonic()
+    deadlines = {p: c._held[p][1] for p in crashed}  # noqa: SLF001: the crashed one's view
+    assert max(deadlines.values()) <= crashed_at + TTL_S * LOCAL_VALIDITY
+    interval_s = TTL_S / 3
+    await wait_for(lambda: a.held == set(range(6)), TTL_S + 2 * interval_s + 0.5,
+                   "a took the crashed holder's partitions")
+    for partition in crashed:
+        new_start = holders.ledger.of(partition)[-1]
+        assert new_start.holder == "a"
+        assert deadlines[partition] < new_start.start  # c had stopped counting it as held
+        assert not c.holds(partition)
+    # the crashed holder's intervals end at its local deadline (its work was never stopped)
+    for interval in holders.ledger.intervals:
+        if interval.holder == "c" and interval.stop == math.inf:
+            interval.stop = deadlines[interval.partition]
+    holders.check_single_writer()
+    assert {i.holder for i in holders.ledger.intervals} == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("intrusion", ["put", "delete"])
+async def test_a_lease_overwritten_elsewhere_is_lost_at_the_next_tick(
+        holders_factory: Callable[[int], Holders], intrusion: str) -> None:
+    holders = holders_factory(4)
+    holder = holders.new("h")
+    await holder.tick()
+    assert holder.held == {0, 1, 2, 3}
+    if intrusion == "put":
+        await holders.kv.put(lease_key(SERVICE, 2), b"intruder")
+    else:
+        await holders.kv.delete(lease_key(SERVICE, 2))
+    assert holder.holds(2)  # it cannot know before it renews
+    await holder.tick()
+    lost = holders.ledger.of(2)[0]
+    assert lost.stop != math.inf and lost.drained is False
+    assert all(holder.holds(p) for p in (0, 1, 3))
+    if intrusion == "put":  # somebody else's now: not taken back
+        assert not holder.holds(2)
+        assert (await holders.kv.get(lease_key(SERVICE, 2))).value == b"intruder"
+    else:  # free again: taken anew, after the stop
+        assert holder.holds(2) and holders.ledger.of(2)[1].start > lost.stop
+    holders.check_single_writer()
+    await holder.release_all()
+
+
+async def test_reset_consumer_starts_at_the_acknowledged_floor(bus: Bus) -> None:
+    js = await bus.js(ROUTER)
+    publisher = await bus.js(GATEWAY)
+    stream = msgs_stream(0)
+    await ensure_stream(js, partition_stream(0), NatsConfig(), update=False)
+    for n in range(1, 11):
+        await publisher.publish(msgs_subject(0, CHAT), str(n).encode(), stream=stream)
+
+    async def reset() -> None:
+        await reset_consumer(js, stream, ROUTER_CONSUMER, ack_wait_s=30, max_ack_pending=100)
+
+    await reset()  # missing: created, from the start
+    sub = await js.pull_subscribe_bind(ROUTER_CONSUMER, stream)
+    for msg in await sub.fetch(3, timeout=5):
+        await msg.ack_sync()
+    unacked = await sub.fetch(3, timeout=5)
+    assert [m.data for m in unacked] == [b"4", b"5", b"6"]
+    await sub.unsubscribe()
+
+    await reset()  # 4..6 in flight: recreated right after the floor (3)
+    sub = await js.pull_subscribe_bind(ROUTER_CONSUMER, stream)
+    got = await sub.fetch(7, timeout=5)
+    assert [m.data for m in got] == [str(n).encode() for n in range(4, 11)]
+    for msg in got:
+        await msg.ack_sync()
+    before = await js.consumer_info(stream, ROUTER_CONSUMER)
+    assert before.num_ack_pending == 0
+    await sub.unsubscribe()
+
+    await reset()  # nothing pending: left alone
+    after = await js.consumer_info(stream, ROUTER_CONSUMER)
+    assert after.created == before.created
+    assert after.delivered.stream_seq == before.delivered.stream_seq == 10
+    await publisher.publish(msgs_subject(0, CHAT), b"11", stream=stream)
+    sub = await js.pull_subscribe_bind(ROUTER_CONSUMER, stream)
+    assert [m.data for m in await sub.fetch(5, timeout=5)] == [b"11"]
+    await sub.unsubscribe()
