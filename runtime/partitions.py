@@ -5,7 +5,8 @@ bucket (``lease.<service>.<p>``, value: the holder's member id); the bucket's TT
 time, so a key nobody renews vanishes ``lease_ttl_s`` after its last write. Every
 ``lease_ttl_s / 3`` a holder:
 
-1. writes its member key (``member.<service>.<id>``: how many members are alive);
+1. writes its member key (``member.<service>.<id>``: how many members are alive; a member
+   that left deleted its key, whose delete marker does not count) and reads the bucket's TTL;
 2. renews each lease it holds by compare-and-set on the revision it wrote last; a lease it
    could not renew (taken, expired) is lost, and its consumer is stopped;
 3. gives back leases above its fair share, ``ceil(P / members)`` (the work stops first,
@@ -14,7 +15,9 @@ time, so a key nobody renews vanishes ``lease_ttl_s`` after its last write. Ever
    partition found free on two ticks running (nobody may leave a partition unowned).
 
 Single writer: a holder counts its lease as valid only until ``LOCAL_VALIDITY`` of the TTL
-after it *sent* the renewal that succeeded, which is before the key can expire on the server;
+after it *sent* the renewal that succeeded, which is before the key can expire on the server
+(of its own ``lease_ttl_s`` and the bucket's TTL the shorter: during a rolling change of the
+setting another member may have shortened the bucket's);
 ``holds`` is checked before each batch (``PartitionConsumers``), so a holder whose renewals
 stall stops writing before another member can take the partition. What a crashed holder had
 in flight is redelivered to the next one: taking a partition over recreates its durable
@@ -89,6 +92,8 @@ async def open_leases(js: JetStreamContext, ttl_s: float, replicas: int) -> KeyV
     except BadRequestError:  # exists with another TTL: the configuration changed
         info = await js.stream_info(f"KV_{LEASES.name}")
         info.config.max_age = ttl_s
+        # the server refuses a duplicate window longer than the max age (a shorter TTL)
+        info.config.duplicate_window = min(info.config.duplicate_window, ttl_s)
         await js.update_stream(info.config)
         return await js.key_value(LEASES.name)
 
@@ -139,15 +144,17 @@ class LeaseHolder:
             if self._closed:
                 return
             await self._kv.put(member_key(self._service, self.member), self.member.encode())
+            members, bucket_ttl_s = await self._survey()
+            validity_s = min(self._ttl_s, bucket_ttl_s or self._ttl_s) * LOCAL_VALIDITY
             for partition in list(self._held):
-                await self._renew(partition)
-            share = math.ceil(self._count / max(1, await self._members()))
+                await self._renew(partition, validity_s)
+            share = math.ceil(self._count / max(1, members))
             released = False
             for partition in sorted(self._held, reverse=True)[:max(0, len(self._held) - share)]:
                 await self._release(partition)
                 released = True
             if not released:
-                await self._take(share)
+                await self._take(share, validity_s)
             self._held_gauge.set(len(self._held))
 
     async def release_all(self) -> None:
@@ -163,7 +170,7 @@ class LeaseHolder:
                 log.info("member_delete_failed", error=repr(exc))
             self._held_gauge.set(0)
 
-    async def _renew(self, partition: int) -> None:
+    async def _renew(self, partition: int, validity_s: float) -> None:
         revision, deadline = self._held[partition]
         sent = self._clock()
         if sent >= deadline:
@@ -177,14 +184,23 @@ class LeaseHolder:
                         error=repr(exc))
             await self._lose(partition, "taken")
             return
-        self._held[partition] = (revision, sent + self._ttl_s * LOCAL_VALIDITY)
+        self._held[partition] = (revision, sent + validity_s)
 
-    async def _members(self) -> int:
-        prefix = f"$KV.{LEASES.name}.{member_key(self._service, '*')}"
-        info = await self._js.stream_info(f"KV_{LEASES.name}", subjects_filter=prefix)
-        return len(info.state.subjects or {})
+    async def _survey(self) -> tuple[int, float]:
+        """The live members of the service, and the bucket's TTL (0: none)."""
+        prefix = f"$KV.{LEASES.name}."
+        info = await self._js.stream_info(f"KV_{LEASES.name}",
+                                          subjects_filter=prefix + member_key(self._service, "*"))
+        members = 0
+        for subject in info.state.subjects or {}:
+            try:  # a member that left cleanly: its delete marker stays until the TTL
+                await self._kv.get(subject.removeprefix(prefix))
+            except (KeyValueError, NotFoundError):
+                continue
+            members += 1
+        return members, info.config.max_age or 0.0
 
-    async def _take(self, share: int) -> None:
+    async def _take(self, share: int, validity_s: float) -> None:
         start = hash(self.member) % self._count
         for step in range(self._count):
             partition = (start + step) % self._count
@@ -195,8 +211,8 @@ class LeaseHolder:
                 continue
             ticks = self._free_ticks.get(partition, 0) + 1
             self._free_ticks[partition] = ticks
-            if len(self._held) < share or ticks > FREE_TICKS_BEFORE_EXTRA:
-                await self._acquire(partition)
+            if len(self._held) < share or ticks >= FREE_TICKS_BEFORE_EXTRA:
+                await self._acquire(partition, validity_s)
 
     async def _is_free(self, partition: int) -> bool:
         try:
@@ -205,7 +221,7 @@ class LeaseHolder:
             return True
         return not entry.value
 
-    async def _acquire(self, partition: int) -> None:
+    async def _acquire(self, partition: int, validity_s: float) -> None:
         sent = self._clock()
         try:
             revision = await self._kv.create(lease_key(self._service, partition),
@@ -213,7 +229,7 @@ class LeaseHolder:
         except (KeyValueError, BadRequestError):
             return  # another member created it first
         self._free_ticks.pop(partition, None)
-        self._held[partition] = (revision, sent + self._ttl_s * LOCAL_VALIDITY)
+        self._held[partition] = (revision, sent + validity_s)
         try:
             await self._work.start(partition)
         except BaseException:

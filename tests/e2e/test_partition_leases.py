@@ -8,12 +8,14 @@ partition as held: the single-writer rule, checked at the moment it matters."""
 
 import asyncio
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -28,6 +30,7 @@ from runtime.partitions import (
     LOCAL_VALIDITY,
     LeaseHolder,
     lease_key,
+    member_key,
     open_leases,
     reset_consumer,
 )
@@ -179,7 +182,7 @@ class Holders:
         assert not self.ledger.violations
         for partition in range(self.count):
             intervals = self.ledger.of(partition)
-            for before, after in zip(intervals, intervals[1:], strict=False):
+            for before, after in itertools.pairwise(intervals):
                 assert before.stop < after.start, (partition, before, after)
 
 
@@ -264,7 +267,8 @@ async def test_single_writer_while_holders_join_leave_and_crash(
     crashed = set(c.held)
     await holders.crash("c")
     crashed_at = time.monotonic()
-    deadlines = {p: c._held[p][1] for p in crashed}  # noqa: SLF001: the crashed one's view
+    # the crashed holder's local deadlines: what its holds() compares the clock with
+    deadlines = {p: c._held[p][1] for p in crashed}
     assert max(deadlines.values()) <= crashed_at + TTL_S * LOCAL_VALIDITY
     interval_s = TTL_S / 3
     await wait_for(lambda: a.held == set(range(6)), TTL_S + 2 * interval_s + 0.5,
@@ -344,3 +348,55 @@ async def test_reset_consumer_starts_at_the_acknowledged_floor(bus: Bus) -> None
     sub = await js.pull_subscribe_bind(ROUTER_CONSUMER, stream)
     assert [m.data for m in await sub.fetch(5, timeout=5)] == [b"11"]
     await sub.unsubscribe()
+
+
+async def test_a_partition_free_on_two_ticks_is_taken_beyond_the_fair_share(
+        holders_factory: Callable[[int], Holders]) -> None:
+    """A member that counts but takes nothing (here a member key alone) must not leave
+    partitions unowned: the others take them once seen free on two ticks running."""
+    holders = holders_factory(4)
+    await holders.kv.put(member_key(SERVICE, "idle"), b"idle")
+    holder = holders.new("h")
+    await holder.tick()
+    assert len(holder.held) == 2  # its share: ceil(4 / 2)
+    await holder.tick()
+    assert holder.held == {0, 1, 2, 3}
+    holders.check_single_writer()
+    await holder.release_all()
+
+
+@pytest.fixture
+async def open_js(tmp_path: Path) -> AsyncIterator[JetStreamContext]:
+    """A nats-server without authorization: no service credential may change the leases
+    bucket's configuration (see the report), an operator's connection does."""
+    with NatsServer(tmp_path / "open-nats") as server:
+        nc = await nats.connect(server.url)
+        try:
+            yield nc.jetstream()
+        finally:
+            await nc.close()
+
+
+async def test_a_shorter_bucket_ttl_shortens_a_longer_configured_holders_trust(
+        open_js: JetStreamContext) -> None:
+    """A rolling change of ``lease_ttl_s`` from 6 to 2 s: a member still configured with 6
+    must not trust its lease beyond the moment the server expires it (2 s after a write)."""
+    await open_leases(open_js, 6.0, 1)
+    kv = await open_leases(open_js, 2.0, 1)  # a new member shortens the TTL
+    info = await open_js.stream_info("KV_leases")
+    assert info.config.max_age == 2.0
+    ledger = Ledger()
+    old = LeaseHolder(open_js, kv, service=SERVICE, count=1, ttl_s=6.0,
+                      work=FakeWork("old", ledger), member="old")
+    ledger.holders["old"] = old
+    await old.tick()
+    assert old.holds(0)
+    deadline = time.monotonic() + 10
+    while True:  # until the server expires the lease nobody renews
+        try:
+            await kv.get(lease_key(SERVICE, 0))
+        except KeyNotFoundError:
+            break
+        assert time.monotonic() < deadline, "the lease never expired"
+        await asyncio.sleep(0.02)
+    assert not old.holds(0)
