@@ -40,6 +40,8 @@ from schemas.subjects import CHAT, ROUTER_CONSUMER, msgs_stream, msgs_subject
 
 TTL_S = 2.0
 SERVICE = "router"
+#: How long the fake work takes to drain a partition it gives up.
+DRAIN_S = 0.1
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -95,6 +97,8 @@ class FakeWork:
         self.ledger.intervals.append(Interval(self.name, partition, now))
 
     async def stop(self, partition: int, *, drain: bool) -> None:
+        if drain:  # finishing the batches in flight takes a while
+            await asyncio.sleep(DRAIN_S)
         now = time.monotonic()
         for interval in self.ledger.intervals:
             if (interval.holder, interval.partition, interval.stop) == (self.name, partition,
