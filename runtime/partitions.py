@@ -3,7 +3,8 @@
 Routers and storage workers each run a ``LeaseHolder``. Leases are keys of the ``leases`` KV
 bucket (``lease.<service>.<p>``, value: the holder's member id); the bucket's TTL is the lease
 time, so a key nobody renews vanishes ``lease_ttl_s`` after its last write. Every
-``lease_ttl_s / 3`` a holder:
+third of the lease time (its ``lease_ttl_s``, or the bucket's TTL if shorter: during a
+rolling change of the setting another member may have shortened it) a holder:
 
 1. writes its member key (``member.<service>.<id>``: how many members are alive; a member
    that left deleted its key, whose delete marker does not count) and reads the bucket's TTL;
@@ -15,9 +16,7 @@ time, so a key nobody renews vanishes ``lease_ttl_s`` after its last write. Ever
    partition found free on two ticks running (nobody may leave a partition unowned).
 
 Single writer: a holder counts its lease as valid only until ``LOCAL_VALIDITY`` of the TTL
-after it *sent* the renewal that succeeded, which is before the key can expire on the server
-(of its own ``lease_ttl_s`` and the bucket's TTL the shorter: during a rolling change of the
-setting another member may have shortened the bucket's);
+after it *sent* the renewal that succeeded, which is before the key can expire on the server;
 ``holds`` is checked before each batch (``PartitionConsumers``), so a holder whose renewals
 stall stops writing before another member can take the partition. What a crashed holder had
 in flight is redelivered to the next one: taking a partition over recreates its durable
@@ -109,6 +108,8 @@ class LeaseHolder:
         self._service = service
         self._count = count
         self._ttl_s = ttl_s
+        #: the lease time: ``ttl_s``, or the bucket's TTL if shorter (read at each tick)
+        self._lease_s = ttl_s
         self._work = work
         self.member = member or member_id(service)
         self._clock = clock
@@ -121,7 +122,7 @@ class LeaseHolder:
 
     @property
     def interval_s(self) -> float:
-        return self._ttl_s / 3
+        return self._lease_s / 3
 
     @property
     def held(self) -> frozenset[int]:
@@ -145,16 +146,16 @@ class LeaseHolder:
                 return
             await self._kv.put(member_key(self._service, self.member), self.member.encode())
             members, bucket_ttl_s = await self._survey()
-            validity_s = min(self._ttl_s, bucket_ttl_s or self._ttl_s) * LOCAL_VALIDITY
+            self._lease_s = min(self._ttl_s, bucket_ttl_s or self._ttl_s)
             for partition in list(self._held):
-                await self._renew(partition, validity_s)
+                await self._renew(partition)
             share = math.ceil(self._count / max(1, members))
             released = False
             for partition in sorted(self._held, reverse=True)[:max(0, len(self._held) - share)]:
                 await self._release(partition)
                 released = True
             if not released:
-                await self._take(share, validity_s)
+                await self._take(share)
             self._held_gauge.set(len(self._held))
 
     async def release_all(self) -> None:
@@ -170,7 +171,7 @@ class LeaseHolder:
                 log.info("member_delete_failed", error=repr(exc))
             self._held_gauge.set(0)
 
-    async def _renew(self, partition: int, validity_s: float) -> None:
+    async def _renew(self, partition: int) -> None:
         revision, deadline = self._held[partition]
         sent = self._clock()
         if sent >= deadline:
@@ -184,7 +185,7 @@ class LeaseHolder:
                         error=repr(exc))
             await self._lose(partition, "taken")
             return
-        self._held[partition] = (revision, sent + validity_s)
+        self._held[partition] = (revision, sent + self._lease_s * LOCAL_VALIDITY)
 
     async def _survey(self) -> tuple[int, float]:
         """The live members of the service, and the bucket's TTL (0: none)."""
@@ -200,7 +201,7 @@ class LeaseHolder:
             members += 1
         return members, info.config.max_age or 0.0
 
-    async def _take(self, share: int, validity_s: float) -> None:
+    async def _take(self, share: int) -> None:
         start = hash(self.member) % self._count
         for step in range(self._count):
             partition = (start + step) % self._count
@@ -212,7 +213,7 @@ class LeaseHolder:
             ticks = self._free_ticks.get(partition, 0) + 1
             self._free_ticks[partition] = ticks
             if len(self._held) < share or ticks >= FREE_TICKS_BEFORE_EXTRA:
-                await self._acquire(partition, validity_s)
+                await self._acquire(partition)
 
     async def _is_free(self, partition: int) -> bool:
         try:
@@ -221,7 +222,7 @@ class LeaseHolder:
             return True
         return not entry.value
 
-    async def _acquire(self, partition: int, validity_s: float) -> None:
+    async def _acquire(self, partition: int) -> None:
         sent = self._clock()
         try:
             revision = await self._kv.create(lease_key(self._service, partition),
@@ -229,7 +230,7 @@ class LeaseHolder:
         except (KeyValueError, BadRequestError):
             return  # another member created it first
         self._free_ticks.pop(partition, None)
-        self._held[partition] = (revision, sent + validity_s)
+        self._held[partition] = (revision, sent + self._lease_s * LOCAL_VALIDITY)
         try:
             await self._work.start(partition)
         except BaseException:

@@ -404,3 +404,23 @@ async def test_a_shorter_bucket_ttl_shortens_a_longer_configured_holders_trust(
         assert time.monotonic() < deadline, "the lease never expired"
         await asyncio.sleep(0.02)
     assert not old.holds(0)
+
+    # running, it renews often enough for the shorter TTL: it keeps the partition
+    task = asyncio.create_task(old.run())
+    try:
+        revisions: set[int] = set()
+        deadline = time.monotonic() + 15
+        while len(revisions) < 5:  # the first take and four renewals
+            assert time.monotonic() < deadline, (revisions, ledger.of(0))
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await kv.get(lease_key(SERVICE, 0))
+                assert entry.value == b"old" and entry.revision is not None
+                revisions.add(entry.revision)
+            await asyncio.sleep(0.02)
+        lapsed, kept = ledger.of(0)  # the lapsed lease is stopped and taken anew, then kept
+        assert lapsed.drained is False and kept.stop == math.inf
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await old.release_all()
