@@ -37,18 +37,12 @@ from runtime.partitions import (
 from schemas.nats_permissions import GATEWAY, ROUTER
 from schemas.streams import partition_stream
 from schemas.subjects import CHAT, ROUTER_CONSUMER, msgs_stream, msgs_subject
+from tests.e2e.social_helpers import wait_for
 
 TTL_S = 2.0
 SERVICE = "router"
 #: How long the fake work takes to drain a partition it gives up.
 DRAIN_S = 0.1
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not in {timeout}s: {what}"
-        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -241,9 +235,9 @@ async def test_two_holders_converge_to_disjoint_halves(
         holders_factory: Callable[[int], Holders], count: int) -> None:
     holders = holders_factory(count)
     a = holders.join("a")
-    await wait_for(lambda: len(a.held) == count, 5, "a holds all")
+    await wait_for(lambda: len(a.held) == count, 5)
     b = holders.join("b")
-    await wait_for(lambda: len(a.held) == len(b.held) == count // 2, 10, "halves")
+    await wait_for(lambda: len(a.held) == len(b.held) == count // 2, 10)
     assert a.held.isdisjoint(b.held) and a.held | b.held == set(range(count))
     for partition in range(count):
         owner = "a" if partition in a.held else "b"
@@ -259,14 +253,14 @@ async def test_single_writer_while_holders_join_leave_and_crash(
         holders_factory: Callable[[int], Holders]) -> None:
     holders = holders_factory(6)
     a = holders.join("a")
-    await wait_for(lambda: len(a.held) == 6, 5, "a holds all")
+    await wait_for(lambda: len(a.held) == 6, 5)
     holders.join("b")
-    await wait_for(holders.balanced, 10, "a and b balanced")
+    await wait_for(holders.balanced, 10)
     c = holders.join("c")
-    await wait_for(lambda: holders.balanced() and len(c.held) == 2, 10, "a, b, c balanced")
+    await wait_for(lambda: holders.balanced() and len(c.held) == 2, 10)
 
     await holders.leave("b")  # clean: its partitions are free at once
-    await wait_for(holders.balanced, 5, "a and c took b's partitions")
+    await wait_for(holders.balanced, 5)
 
     crashed = set(c.held)
     await holders.crash("c")
@@ -275,8 +269,7 @@ async def test_single_writer_while_holders_join_leave_and_crash(
     deadlines = {p: c._held[p][1] for p in crashed}
     assert max(deadlines.values()) <= crashed_at + TTL_S * LOCAL_VALIDITY
     interval_s = TTL_S / 3
-    await wait_for(lambda: a.held == set(range(6)), TTL_S + 2 * interval_s + 0.5,
-                   "a took the crashed holder's partitions")
+    await wait_for(lambda: a.held == set(range(6)), TTL_S + 2 * interval_s + 0.5)
     for partition in crashed:
         new_start = holders.ledger.of(partition)[-1]
         assert new_start.holder == "a"
