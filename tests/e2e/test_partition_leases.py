@@ -18,6 +18,7 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -25,10 +26,12 @@ from nats.js.kv import KeyValue
 from infra.nats_auth import NatsCredentials
 from infra.nats_server import NatsServer
 from runtime.config import NatsConfig
+from runtime.deadletter import DeadLetters, RetryPolicy
 from runtime.natsconn import ensure_stream
 from runtime.partitions import (
     LOCAL_VALIDITY,
     LeaseHolder,
+    PartitionConsumers,
     lease_key,
     member_key,
     open_leases,
@@ -417,3 +420,128 @@ async def test_a_shorter_bucket_ttl_shortens_a_longer_configured_holders_trust(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await old.release_all()
+
+
+class Member:
+    """A router-like member: a lease holder whose work is real per-partition pull loops
+    (``PartitionConsumers``) on its own connection, recording what its handler got."""
+
+    def __init__(self, name: str, js: JetStreamContext, kv: KeyValue,
+                 block_after: int | None = None) -> None:
+        self.name = name
+        self.handled: list[tuple[int, float]] = []  # (stream sequence, when)
+        self.taken_at: list[float] = []
+        self.stuck = asyncio.Event()  # set when it blocks on a message, never released
+        self._block_after = block_after
+        self.consumers = PartitionConsumers(
+            js, ROUTER_CONSUMER, lambda partition: self._handle, batch=3,
+            dead_letters=DeadLetters(js, "router", RetryPolicy()), ack_wait_s=30,
+            max_ack_pending=100)
+        member = self
+
+        class Work:
+            async def start(self, partition: int) -> None:
+                member.taken_at.append(time.monotonic())
+                await member.consumers.start(partition)
+
+            async def stop(self, partition: int, *, drain: bool) -> None:
+                await member.consumers.stop(partition, drain=drain)
+
+        self.holder = LeaseHolder(js, kv, service=SERVICE, count=1, ttl_s=TTL_S, work=Work(),
+                                  member=name)
+        self.consumers.holds = self.holder.holds
+        self.task = asyncio.create_task(self.holder.run())
+
+    async def _handle(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            if self._block_after is not None and seq > self._block_after:
+                self.stuck.set()
+                await asyncio.Event().wait()  # frozen with the batch in hand, unacked
+            self.handled.append((seq, time.monotonic()))
+            await msg.ack_sync()
+
+    def seqs(self) -> list[int]:
+        return [seq for seq, _ in self.handled]
+
+    async def stall_leases(self) -> None:
+        """Its lease task stops (renewals stall); its pull loops keep running."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    async def crash(self) -> None:
+        """Dies: no release, no drain, nothing acknowledged any more."""
+        await self.stall_leases()
+        await self.consumers.stop_all()
+
+    async def close(self) -> None:
+        await self.stall_leases()
+        await self.holder.release_all()
+        await self.consumers.stop_all()
+
+
+@pytest.fixture
+async def partition_0(bus: Bus) -> tuple[JetStreamContext, KeyValue]:
+    """Partition 0's stream (P = 1) and the leases bucket; returns the publisher's context."""
+    js = await bus.js(ROUTER)
+    await ensure_stream(js, partition_stream(0), NatsConfig(), update=False)
+    return await bus.js(GATEWAY), await open_leases(js, TTL_S, 1)
+
+
+async def publish(js: JetStreamContext, first: int, last: int) -> None:
+    for n in range(first, last + 1):
+        ack = await js.publish(msgs_subject(0, CHAT), str(n).encode(), stream=msgs_stream(0))
+        assert ack.seq == n
+
+
+async def test_a_crashed_members_unacked_batch_goes_first_to_the_next_one(
+        bus: Bus, partition_0: tuple[JetStreamContext, KeyValue]) -> None:
+    publisher, kv = partition_0
+    await publish(publisher, 1, 10)
+    first = Member("first", await bus.js(), kv, block_after=3)
+    second: Member | None = None
+    try:
+        await wait_for(first.stuck.is_set, 10)  # 1..3 acked, 4.. delivered, not acked
+        assert first.seqs() == [1, 2, 3]
+        await first.crash()
+        second = Member("second", await bus.js(), kv)
+        await wait_for(lambda: len(second.handled) >= 7, TTL_S * 3 + 5)
+        # in stream order from the acknowledged floor, not 7.. first (4..6 would come back
+        # only after the 30 s ack wait)
+        assert second.seqs()[:7] == list(range(4, 11))
+        assert second.taken_at[0] > first.holder._held[0][1]  # after its local deadline
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
+
+
+async def test_a_member_whose_renewals_stall_stops_handling_before_the_next_one_starts(
+        bus: Bus, partition_0: tuple[JetStreamContext, KeyValue]) -> None:
+    """The single-writer rule where it matters: the batches. The stalled member's pull loops
+    still fetch, but its guard gives every batch back once its lease is not surely valid."""
+    publisher, kv = partition_0
+    stalled = Member("stalled", await bus.js(), kv)
+    taker: Member | None = None
+    try:
+        await publish(publisher, 1, 5)
+        await wait_for(lambda: stalled.seqs() == [1, 2, 3, 4, 5], 10)
+        await stalled.stall_leases()
+        taker = Member("taker", await bus.js(), kv)
+        sent = 5
+        while not taker.handled:  # traffic all along the takeover
+            assert sent < 400, "nobody took the partition over"
+            sent += 1
+            await publish(publisher, sent, sent)
+            await asyncio.sleep(0.02)
+        await publish(publisher, sent + 1, sent + 1)  # the sentinel: handled, all before it
+        await wait_for(lambda: sent + 1 in taker.seqs(), 10)
+        took_over = taker.taken_at[0]
+        assert all(when < took_over for _, when in stalled.handled)
+        assert set(stalled.seqs()) | set(taker.seqs()) == set(range(1, sent + 2))
+        assert not stalled.holder.holds(0)
+    finally:
+        await stalled.close()
+        if taker is not None:
+            await taker.close()
