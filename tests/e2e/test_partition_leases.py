@@ -1,6 +1,7 @@
 """Partition leases (``runtime.partitions``) against a real nats-server with the generated
 permissions: every holder connects as the ``router`` credential, so these tests also prove
-that its grants suffice for the leases and the per-partition consumers.
+that its grants suffice for the leases and the per-partition consumers (all but changing
+the bucket's TTL: that test runs on a server without authorization).
 
 A fake ``PartitionWork`` records each holder's starts and stops (``time.monotonic``, the
 holders' own clock) and checks, at every start, that no other holder still counts the
