@@ -3,9 +3,11 @@
 Routers and storage workers each run a ``LeaseHolder``. Leases are keys of the ``leases`` KV
 bucket (``lease.<service>.<p>``, value: the holder's member id); the bucket's TTL is the lease
 time, so a key nobody renews vanishes ``lease_ttl_s`` after its last write. Every
-``lease_ttl_s / 3`` a holder:
+third of the lease time (its ``lease_ttl_s``, or the bucket's TTL if shorter: during a
+rolling change of the setting another member may have shortened it) a holder:
 
-1. writes its member key (``member.<service>.<id>``: how many members are alive);
+1. writes its member key (``member.<service>.<id>``: how many members are alive; a member
+   that left deleted its key, whose delete marker does not count) and reads the bucket's TTL;
 2. renews each lease it holds by compare-and-set on the revision it wrote last; a lease it
    could not renew (taken, expired) is lost, and its consumer is stopped;
 3. gives back leases above its fair share, ``ceil(P / members)`` (the work stops first,
@@ -94,6 +96,8 @@ async def open_leases(js: JetStreamContext, ttl_s: float, replicas: int) -> KeyV
     except BadRequestError:  # exists with another TTL: the configuration changed
         info = await js.stream_info(f"KV_{LEASES.name}")
         info.config.max_age = ttl_s
+        # the server refuses a duplicate window longer than the max age (a shorter TTL)
+        info.config.duplicate_window = min(info.config.duplicate_window, ttl_s)
         await js.update_stream(info.config)
         return await js.key_value(LEASES.name)
 
@@ -126,6 +130,8 @@ class LeaseHolder:
         self._service = service
         self._count = count
         self._ttl_s = ttl_s
+        #: the lease time: ``ttl_s``, or the bucket's TTL if shorter (read at each tick)
+        self._lease_s = ttl_s
         self._work = work
         self.member = member or member_id(service)
         self._clock = clock
@@ -138,7 +144,7 @@ class LeaseHolder:
 
     @property
     def interval_s(self) -> float:
-        return self._ttl_s / 3
+        return self._lease_s / 3
 
     @property
     def held(self) -> frozenset[int]:
@@ -161,9 +167,11 @@ class LeaseHolder:
             if self._closed:
                 return
             await self._kv.put(member_key(self._service, self.member), self.member.encode())
+            members, bucket_ttl_s = await self._survey()
+            self._lease_s = min(self._ttl_s, bucket_ttl_s or self._ttl_s)
             for partition in list(self._held):
                 await self._renew(partition)
-            share = math.ceil(self._count / max(1, await self._members()))
+            share = math.ceil(self._count / max(1, members))
             released = False
             for partition in sorted(self._held, reverse=True)[:max(0, len(self._held) - share)]:
                 await self._release(partition)
@@ -199,12 +207,21 @@ class LeaseHolder:
                         error=repr(exc))
             await self._lose(partition, "lost")
             return
-        self._held[partition] = (revision, sent + self._ttl_s * LOCAL_VALIDITY)
+        self._held[partition] = (revision, sent + self._lease_s * LOCAL_VALIDITY)
 
-    async def _members(self) -> int:
-        prefix = f"$KV.{LEASES.name}.{member_key(self._service, '*')}"
-        info = await self._js.stream_info(f"KV_{LEASES.name}", subjects_filter=prefix)
-        return len(info.state.subjects or {})
+    async def _survey(self) -> tuple[int, float]:
+        """The live members of the service, and the bucket's TTL (0: none)."""
+        prefix = f"$KV.{LEASES.name}."
+        info = await self._js.stream_info(f"KV_{LEASES.name}",
+                                          subjects_filter=prefix + member_key(self._service, "*"))
+        members = 0
+        for subject in info.state.subjects or {}:
+            try:  # a member that left cleanly: its delete marker stays until the TTL
+                await self._kv.get(subject.removeprefix(prefix))
+            except (KeyValueError, NotFoundError):
+                continue
+            members += 1
+        return members, info.config.max_age or 0.0
 
     async def _take(self, share: int) -> None:
         start = hash(self.member) % self._count
@@ -235,7 +252,7 @@ class LeaseHolder:
         except (KeyValueError, BadRequestError):
             return  # another member created it first
         self._free_ticks.pop(partition, None)
-        self._held[partition] = (revision, sent + self._ttl_s * LOCAL_VALIDITY)
+        self._held[partition] = (revision, sent + self._lease_s * LOCAL_VALIDITY)
         try:
             await self._work.start(partition)
         except BaseException:
