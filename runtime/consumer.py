@@ -141,8 +141,12 @@ class PullLoop:
         *,
         batch: int,
         dead_letters: DeadLetters,
+        may_fetch: Callable[[], bool] = lambda: True,
     ) -> None:
         self._js = js
+        self._may_fetch = may_fetch
+        #: A batch is being handled (a drain waits for it; an idle loop is cut at once).
+        self._handling = False
         self._stream = stream
         self._durable = durable
         self._batch = batch
@@ -156,9 +160,14 @@ class PullLoop:
         self._task = asyncio.create_task(self._run(subscription), name=f"pull-{self._durable}")
 
     async def drain(self) -> None:
-        """Stop fetching; wait for the batch in hand to be handled."""
+        """Stop fetching; wait for the batch in hand to be handled (an idle loop, waiting in
+        a fetch, ends at once)."""
         self._stopping.set()
-        if self._task is not None:
+        if self._task is None:
+            return
+        if not self._handling:
+            await self.stop()
+        else:
             await self._task
 
     async def stop(self) -> None:
@@ -172,6 +181,9 @@ class PullLoop:
     async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
         backoff = 0.05
         while not self._stopping.is_set():
+            if not self._may_fetch():
+                log.info("fetch_stopped", consumer=self._durable, stream=self._stream)
+                return
             try:
                 msgs = await subscription.fetch(self._batch, timeout=0.5)
             except TimeoutError:  # nats-py's own subclass, or asyncio's when the reply is late
@@ -181,7 +193,11 @@ class PullLoop:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            await self._handle(msgs)
+            self._handling = True
+            try:
+                await self._handle(msgs)
+            finally:
+                self._handling = False
             backoff = 0.05
 
     async def _handle(self, msgs: list[Msg]) -> None:

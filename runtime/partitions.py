@@ -60,6 +60,9 @@ LOCAL_VALIDITY: Final = 0.8
 FREE_TICKS_BEFORE_EXTRA: Final = 2
 PARTITIONS_KEY: Final = "partitions"
 
+LATE_BATCHES = Counter("courier_partition_late_batches_total", "Batches fetched after the "
+                       "lease could no longer be trusted, left for the next holder",
+                       ["consumer"])
 HELD = Gauge("courier_partitions_held", "Partitions this process holds the lease of",
              ["service"])
 MOVES = Counter("courier_partition_moves_total", "Partition leases acquired, released (handed "
@@ -172,11 +175,9 @@ class LeaseHolder:
             for partition in list(self._held):
                 await self._renew(partition)
             share = math.ceil(self._count / max(1, members))
-            released = False
-            for partition in sorted(self._held, reverse=True)[:max(0, len(self._held) - share)]:
-                await self._release(partition)
-                released = True
-            if not released:
+            extras = sorted(self._held, reverse=True)[:max(0, len(self._held) - share)]
+            await asyncio.gather(*(self._release(partition) for partition in extras))
+            if not extras:
                 await self._take(share)
             self._held_gauge.set(len(self._held))
 
@@ -185,8 +186,7 @@ class LeaseHolder:
         hands the partitions over at once instead of after the TTL."""
         async with self._lock:
             self._closed = True
-            for partition in sorted(self._held):
-                await self._release(partition)
+            await asyncio.gather(*(self._release(partition) for partition in sorted(self._held)))
             try:
                 await self._kv.delete(member_key(self._service, self.member))
             except (KeyValueError, NotFoundError) as exc:
@@ -263,8 +263,12 @@ class LeaseHolder:
                  member=self.member)
 
     async def _release(self, partition: int) -> None:
-        """Stop the partition's work (drained), then delete the lease."""
-        await self._work.stop(partition, drain=True)
+        """Stop the partition's work, drained within a tick (then cut short: the lease must
+        not lapse while a batch takes long), then delete the lease."""
+        try:
+            await asyncio.wait_for(self._work.stop(partition, drain=True), self.interval_s)
+        except TimeoutError:
+            log.warning("partition_drain_cut", service=self._service, partition=partition)
         revision, _ = self._held.pop(partition)
         try:
             await self._kv.delete(lease_key(self._service, partition), last=revision)
@@ -286,10 +290,10 @@ async def reset_consumer(js: JetStreamContext, stream: str, durable: str, *,
                          ack_wait_s: float, max_ack_pending: int) -> None:
     """Make ``durable`` deliver from its acknowledged floor, in stream order.
 
-    Created if missing. If a previous holder left messages delivered but unacknowledged,
-    JetStream would redeliver them only after the ack wait, behind newer ones: the consumer
-    is recreated to start right after the floor instead (acked messages above the floor are
-    delivered again: every handler is idempotent)."""
+    Created if missing. If a previous holder left messages delivered but unacknowledged
+    (also nak'ed ones), JetStream would redeliver them only after the ack wait, behind newer
+    ones: the consumer is recreated to start right after the floor instead (acked messages
+    above the floor are delivered again: every handler is idempotent)."""
     config = js_api.ConsumerConfig(
         durable_name=durable, ack_policy=js_api.AckPolicy.EXPLICIT,
         deliver_policy=js_api.DeliverPolicy.ALL, ack_wait=ack_wait_s,
@@ -299,15 +303,16 @@ async def reset_consumer(js: JetStreamContext, stream: str, durable: str, *,
     except NotFoundError:
         await js.add_consumer(stream, config)
         return
-    if not info.num_ack_pending:
+    floor = (info.ack_floor.stream_seq if info.ack_floor else 0) or 0
+    delivered = (info.delivered.stream_seq if info.delivered else 0) or 0
+    if delivered <= floor:  # nothing handed out beyond the floor: in order already
         return
-    floor = info.ack_floor.stream_seq if info.ack_floor else 0
     await js.delete_consumer(stream, durable)
     config.deliver_policy = js_api.DeliverPolicy.BY_START_SEQUENCE
-    config.opt_start_seq = (floor or 0) + 1
+    config.opt_start_seq = floor + 1
     await js.add_consumer(stream, config)
     log.info("consumer_reset", stream=stream, consumer=durable, floor=floor,
-             pending=info.num_ack_pending)
+             delivered=delivered)
 
 
 class PartitionConsumers:
@@ -334,17 +339,23 @@ class PartitionConsumers:
                              max_ack_pending=self._max_ack_pending)
         loop = PullLoop(self._js, stream, self._durable,
                         self._guarded(partition, self._handler_for(partition)),
-                        batch=self._batch, dead_letters=self._dead_letters)
+                        batch=self._batch, dead_letters=self._dead_letters,
+                        may_fetch=lambda: self.holds(partition))
         await loop.start()
         self._loops[partition] = loop
 
     async def stop(self, partition: int, *, drain: bool) -> None:
-        loop = self._loops.pop(partition, None)
+        """Stop a partition's loop; ``drain``: after the batch in hand (a cancelled drain
+        still stops it)."""
+        loop = self._loops.get(partition)
         if loop is None:
             return
-        if drain:
-            await loop.drain()
-        await loop.stop()
+        try:
+            if drain:
+                await loop.drain()
+        finally:
+            await loop.stop()
+            self._loops.pop(partition, None)
 
     async def stop_all(self) -> None:
         for partition in list(self._loops):
@@ -353,8 +364,9 @@ class PartitionConsumers:
     def _guarded(self, partition: int, handler: BatchHandler) -> BatchHandler:
         async def handle(msgs: list[Msg]) -> None:
             if not self.holds(partition):
-                for msg in msgs:
-                    await msg.nak()
+                # Left unacknowledged, not nak'ed: a nak would hand them out again at once,
+                # behind newer ones. The next holder resets the consumer to the floor.
+                LATE_BATCHES.labels(self._durable).inc()
                 return
             await handler(msgs)
 
