@@ -11,7 +11,7 @@ from typing import Final
 import msgspec
 
 from schemas.streams import StreamSpec
-from schemas.version import PROTOCOL_VERSION
+from schemas.version import PAYLOAD_VERSION
 
 CALLBACKS_STREAM: Final = "CALLBACKS"
 CALLBACK_PREFIX: Final = "callback"
@@ -35,7 +35,7 @@ class CallbackEnvelope(msgspec.Struct, omit_defaults=True):
     body: bytes
     gateway: str
     request_id: str | None = None
-    v: int = PROTOCOL_VERSION
+    v: int = PAYLOAD_VERSION
 
 
 def callback_subject(handler: str) -> str:

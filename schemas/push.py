@@ -22,7 +22,7 @@ import msgspec
 from schemas.buckets import BucketSpec
 from schemas.ids import scoped
 from schemas.streams import StreamSpec
-from schemas.version import PROTOCOL_VERSION
+from schemas.version import PAYLOAD_VERSION
 
 #: Platforms a device can register. ``apns``/``apns_sandbox``/``fcm`` go to mobile push
 #: services (AWS SNS platform applications); ``webpush`` and ``webhook`` to a webhook that
@@ -111,7 +111,7 @@ class PushJob(msgspec.Struct, tag="job", tag_field="t", omit_defaults=True):
     module: str
     ts: int
     expires_at: int | None = None
-    v: int = PROTOCOL_VERSION
+    v: int = PAYLOAD_VERSION
 
 
 class WakeUp(msgspec.Struct):
@@ -123,7 +123,7 @@ class WakeUp(msgspec.Struct):
     count: int
     collapse_key: str
     type: Literal["wake"] = "wake"
-    v: int = PROTOCOL_VERSION
+    v: int = PAYLOAD_VERSION
 
 
 class WakeUpConversation(msgspec.Struct):
