@@ -206,7 +206,10 @@ def bucket_keys(name: str, *prefixes: str) -> Grant:
 def leases(service: str) -> Grant:
     """A service's partition leases and member keys (``runtime.partitions``): a router cannot
     take or drop a storage worker's lease, nor the other way round."""
-    return bucket_keys(LEASES.name, f"lease.{service}", f"member.{service}")
+    grant = bucket_keys(LEASES.name, f"lease.{service}", f"member.{service}")
+    # the first member configured with another ``partitions.lease_ttl_s`` changes the TTL
+    return Grant(grant.purpose + "; change the bucket's TTL", publish=(
+        *grant.publish, f"{JS_API}.STREAM.UPDATE.KV_{LEASES.name}"))
 
 
 def any_durable(stream_name: str) -> Grant:

@@ -1,7 +1,6 @@
 """Partition leases (``runtime.partitions``) against a real nats-server with the generated
 permissions: every holder connects as the ``router`` credential, so these tests also prove
-that its grants suffice for the leases and the per-partition consumers (all but changing
-the bucket's TTL: that test runs on a server without authorization).
+that its grants suffice for the leases, changing their TTL and the per-partition consumers.
 
 A fake ``PartitionWork`` records each holder's starts and stops (``time.monotonic``, the
 holders' own clock) and checks, at every start, that no other holder still counts the
@@ -16,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -366,22 +364,12 @@ async def test_a_partition_free_on_two_ticks_is_taken_beyond_the_fair_share(
     await holder.release_all()
 
 
-@pytest.fixture
-async def open_js(tmp_path: Path) -> AsyncIterator[JetStreamContext]:
-    """A nats-server without authorization: no service credential may change the leases
-    bucket's configuration (see the report), an operator's connection does."""
-    with NatsServer(tmp_path / "open-nats") as server:
-        nc = await nats.connect(server.url)
-        try:
-            yield nc.jetstream()
-        finally:
-            await nc.close()
-
-
 async def test_a_shorter_bucket_ttl_shortens_a_longer_configured_holders_trust(
-        open_js: JetStreamContext) -> None:
+        bus: Bus) -> None:
     """A rolling change of ``lease_ttl_s`` from 6 to 2 s: a member still configured with 6
-    must not trust its lease beyond the moment the server expires it (2 s after a write)."""
+    must not trust its lease beyond the moment the server expires it (2 s after a write).
+    The router credential may change the TTL (before, the change was refused)."""
+    open_js = await bus.js()
     await open_leases(open_js, 6.0, 1)
     kv = await open_leases(open_js, 2.0, 1)  # a new member shortens the TTL
     info = await open_js.stream_info("KV_leases")
