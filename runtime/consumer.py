@@ -130,7 +130,10 @@ def unsettled(msgs: list[Msg]) -> list[Msg]:
 
 
 class PullLoop:
-    """Fetch batches from ``durable`` on ``stream`` and pass them to ``handler``."""
+    """Fetch batches from ``durable`` on ``stream`` and pass them to ``handler``.
+
+    ``may_fetch`` (a partition's lease, ``runtime.partitions``) is asked before each fetch:
+    once it says no, the loop ends."""
 
     def __init__(
         self,
