@@ -17,6 +17,7 @@ from router.membership import GroupMembership
 from router.push_jobs import PushJobs
 from runtime.consumer import BatchHandler
 from runtime.deadletter import DeadLetters
+from runtime.partitions import Lease
 from schemas.codec import encode_frame
 from schemas.envelopes import (
     Envelope,
@@ -51,20 +52,21 @@ class Dispatcher:
         self._groups = groups
         self._dead_letters = dead_letters
 
-    def for_partition(self, partition: int) -> BatchHandler:
+    def for_partition(self, lease: Lease) -> BatchHandler:
         """The batch handler of one partition's pull loop."""
-        return functools.partial(self.handle, partition)
+        return functools.partial(self.handle, lease)
 
-    async def handle(self, partition: int, msgs: list[Msg]) -> None:
-        """Deliver a batch of ``partition`` in order. Raises what delivery raised (RPC,
-        NATS, ...): the pull loop retries or isolates it; only an envelope that cannot be
-        decoded is buried here."""
+    async def handle(self, lease: Lease, msgs: list[Msg]) -> None:
+        """Deliver a batch of ``lease.partition`` in order, while the lease holds (else
+        ``LeaseLapsed``). Raises what delivery raised (RPC, NATS, ...): the pull loop
+        retries or isolates it; only an envelope that cannot be decoded is buried here."""
         handled: list[Msg] = []
         for msg in msgs:
+            lease.check()
             envelope = await self._decode_or_bury(msg)
             if envelope is None:
                 continue
-            seq = position(msg.metadata.sequence.stream, partition, self._partitions)
+            seq = position(msg.metadata.sequence.stream, lease.partition, self._partitions)
             if isinstance(envelope, MessageEnvelope):
                 await self._deliver_message(envelope, seq)
             elif isinstance(envelope, GroupEnvelope):

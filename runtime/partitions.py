@@ -315,13 +315,34 @@ async def reset_consumer(js: JetStreamContext, stream: str, durable: str, *,
              delivered=delivered)
 
 
+class LeaseLapsed(Exception):
+    """Raised by a batch handler between two envelopes when its partition's lease is no
+    longer trusted (``Lease.check``): a batch that runs long (a loaded machine, a slow
+    store) must not go on writing past the moment another member may take over."""
+
+
+class Lease:
+    """What a batch handler sees of its partition's lease."""
+
+    def __init__(self, partition: int, holds: Callable[[int], bool]) -> None:
+        self.partition = partition
+        self._holds = holds
+
+    def check(self) -> None:
+        """Raise ``LeaseLapsed`` unless the lease is still surely held."""
+        if not self._holds(self.partition):
+            raise LeaseLapsed(f"lease of partition {self.partition} lapsed")
+
+
 class PartitionConsumers:
     """One pull loop per held partition (the ``PartitionWork`` of routers and storage
-    workers). ``handler_for(p)`` makes the batch handler of partition ``p``; a batch is
-    handled only while ``holds(p)``, otherwise it is released for redelivery."""
+    workers). ``handler_for(lease)`` makes the batch handler of ``lease.partition``; a batch
+    is handled only while ``holds(p)``, and a handler calls ``lease.check()`` before each
+    envelope's writes: what is left of a batch once the lease lapsed stays unacknowledged
+    for the next holder."""
 
     def __init__(self, js: JetStreamContext, durable: str,
-                 handler_for: Callable[[int], BatchHandler], *, batch: int,
+                 handler_for: Callable[[Lease], BatchHandler], *, batch: int,
                  dead_letters: DeadLetters, ack_wait_s: float, max_ack_pending: int) -> None:
         self._js = js
         self._durable = durable
@@ -338,7 +359,8 @@ class PartitionConsumers:
         await reset_consumer(self._js, stream, self._durable, ack_wait_s=self._ack_wait_s,
                              max_ack_pending=self._max_ack_pending)
         loop = PullLoop(self._js, stream, self._durable,
-                        self._guarded(partition, self._handler_for(partition)),
+                        self._guarded(partition, self._handler_for(
+                            Lease(partition, lambda p: self.holds(p)))),
                         batch=self._batch, dead_letters=self._dead_letters,
                         may_fetch=lambda: self.holds(partition))
         await loop.start()
@@ -368,7 +390,10 @@ class PartitionConsumers:
                 # behind newer ones. The next holder resets the consumer to the floor.
                 LATE_BATCHES.labels(self._durable).inc()
                 return
-            await handler(msgs)
+            try:
+                await handler(msgs)
+            except LeaseLapsed:  # mid-batch: the rest stays unacknowledged, as above
+                LATE_BATCHES.labels(self._durable).inc()
 
         return handle
 

@@ -10,6 +10,7 @@ from prometheus_client import Counter, Histogram
 
 from runtime.consumer import BatchHandler
 from runtime.deadletter import DeadLetters
+from runtime.partitions import Lease
 from schemas.envelopes import Envelope, MessageEnvelope, ReceiptEnvelope, decode_envelope
 from schemas.frames import AckItem
 from schemas.ids import group_of
@@ -33,11 +34,14 @@ class EnvelopeApplier:
         self._groups = groups
         self._partitions = partitions
 
-    def for_partition(self, partition: int) -> BatchHandler:
+    def for_partition(self, lease: Lease) -> BatchHandler:
         """The batch handler of one partition's pull loop."""
-        return functools.partial(self.handle, partition)
+        return functools.partial(self.handle, lease)
 
-    async def handle(self, partition: int, msgs: list[Msg]) -> None:
+    async def handle(self, lease: Lease, msgs: list[Msg]) -> None:
+        """Apply a batch of ``lease.partition``; each write to the store first checks the
+        lease (``LeaseLapsed``: the rest waits for the next holder)."""
+        partition = lease.partition
         with BATCH_SECONDS.time():
             pending: list[StoredMessage] = []
             receipts: list[ReceiptEnvelope] = []
@@ -53,9 +57,10 @@ class EnvelopeApplier:
                 elif isinstance(envelope, ReceiptEnvelope):
                     receipts.append(envelope)  # refers to earlier messages only: may wait
                 else:  # a group write is ordered with the messages around it
-                    await self._flush(pending, receipts)
+                    await self._flush(pending, receipts, lease)
+                    lease.check()
                     await self._groups.apply(envelope, seq)
-            await self._flush(pending, receipts)
+            await self._flush(pending, receipts, lease)
         for msg in msgs:
             if not msg.is_acked:
                 await msg.ack()
@@ -67,9 +72,11 @@ class EnvelopeApplier:
         return await self._groups.recipients(envelope)
 
     async def _flush(self, pending: list[StoredMessage],
-                     receipts: list[ReceiptEnvelope]) -> None:
+                     receipts: list[ReceiptEnvelope], lease: Lease) -> None:
         """Store the pending messages, then apply the receipts held since the last flush:
         the acks of one device in one call."""
+        if pending or receipts:
+            lease.check()
         if pending:
             await self._store.append(pending)
             await self._groups.record_messages(pending)

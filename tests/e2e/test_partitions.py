@@ -18,7 +18,7 @@ from tests.e2e.social_helpers import wait_for
 from tests.harness import System
 
 PARTITIONS = 8
-LEASE_TTL_S = 2.0
+LEASE_TTL_S = 3.0
 SENDERS = [f"s{i}" for i in range(6)]
 ROUNDS = 25
 

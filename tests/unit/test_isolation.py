@@ -15,6 +15,7 @@ from schemas.codec import decode_client_frame, decode_document
 from schemas.control import ControlRequest
 from schemas.envelopes import ReceiptEnvelope, decode_envelope, encode_envelope
 from schemas.errors import ErrorCode, ProtocolError
+from schemas.partitions import MAX_CURSOR_CHARS
 from storage_worker.store.base import StoreUnavailable
 
 POLICY = RetryPolicy(attempts=3, retry_s=0.01, outage_backoff_s=0.01, max_backoff_s=0.05)
@@ -243,13 +244,23 @@ def test_error_descriptions_fit_one_header_line() -> None:
 @pytest.mark.parametrize("frame", [
     '{"type":"read","conversation":"d:a:b","seq":%d}',
     '{"type":"ack","messages":[{"id":"m1","seq":%d,"conversation":"d:a:b"}]}',
-    '{"type":"sync","after":%d}',
 ])
 def test_client_integers_are_bounded_by_the_stores(frame: str) -> None:
     assert decode_client_frame(frame % MAX_INT) is not None  # at the bound
     for past in (MAX_INT + 1, 2**64, 2**64 + 5, 10**30, -1):
         with pytest.raises(ProtocolError) as info:
             decode_client_frame(frame % past)
+        assert info.value.code == ErrorCode.INVALID
+
+
+def test_the_sync_cursor_is_an_opaque_string_within_its_bound() -> None:
+    """Protocol 2: ``after`` is the cursor a ``synced`` frame gave (an integer, protocol 1's
+    cursor, is refused); its length is bounded before anything decodes it."""
+    at_bound = "c1." + "A" * (MAX_CURSOR_CHARS - 3)
+    assert decode_client_frame(f'{{"type":"sync","after":"{at_bound}"}}') is not None
+    for bad in ('"c1.' + "A" * (MAX_CURSOR_CHARS - 2) + '"', "41", '"41"', '"c1.a b"', '""'):
+        with pytest.raises(ProtocolError) as info:
+            decode_client_frame(f'{{"type":"sync","after":{bad}}}')
         assert info.value.code == ErrorCode.INVALID
 
 
