@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from runtime.deadletter import DeadLetters, RetryPolicy
 from runtime.natsconn import ensure_stream
 from runtime.partitions import (
     LOCAL_VALIDITY,
+    Lease,
     LeaseHolder,
     PartitionConsumers,
     lease_key,
@@ -416,14 +417,17 @@ class Member:
     (``PartitionConsumers``) on its own connection, recording what its handler got."""
 
     def __init__(self, name: str, js: JetStreamContext, kv: KeyValue,
-                 block_after: int | None = None) -> None:
+                 block_after: int | None = None, slow_s: float = 0.0,
+                 batch: int = 3) -> None:
         self.name = name
+        self._slow_s = slow_s
+        self._lease: Lease | None = None
         self.handled: list[tuple[int, float]] = []  # (stream sequence, when)
         self.taken_at: list[float] = []
         self.stuck = asyncio.Event()  # set when it blocks on a message, never released
         self._block_after = block_after
         self.consumers = PartitionConsumers(
-            js, ROUTER_CONSUMER, lambda partition: self._handle, batch=3,
+            js, ROUTER_CONSUMER, self._handler_for, batch=batch,
             dead_letters=DeadLetters(js, "router", RetryPolicy()), ack_wait_s=30,
             max_ack_pending=100)
         member = self
@@ -441,14 +445,21 @@ class Member:
         self.consumers.holds = self.holder.holds
         self.task = asyncio.create_task(self.holder.run())
 
+    def _handler_for(self, lease: Lease) -> Callable[[list[Msg]], Awaitable[None]]:
+        self._lease = lease
+        return self._handle
+
     async def _handle(self, msgs: list[Msg]) -> None:
         for msg in msgs:
+            assert self._lease is not None
+            self._lease.check()  # as the router and the storage worker do per envelope
+            await asyncio.sleep(self._slow_s)
             seq = msg.metadata.sequence.stream
             if self._block_after is not None and seq > self._block_after:
                 self.stuck.set()
                 await asyncio.Event().wait()  # frozen with the batch in hand, unacked
             self.handled.append((seq, time.monotonic()))
-            await msg.ack_sync()
+            await msg.ack()  # as the workers ack: no reply awaited
 
     def seqs(self) -> list[int]:
         return [seq for seq, _ in self.handled]
@@ -532,5 +543,31 @@ async def test_a_member_whose_renewals_stall_stops_handling_before_the_next_one_
         assert not stalled.holder.holds(0)
     finally:
         await stalled.close()
+        if taker is not None:
+            await taker.close()
+
+
+async def test_a_long_batch_stops_mid_way_once_the_lease_lapses(
+        bus: Bus, partition_0: tuple[JetStreamContext, KeyValue]) -> None:
+    """A batch slower than the lease's margin (a loaded machine): the holder stops between
+    two envelopes once its lease is not surely valid, and the next holder goes on from the
+    first unacknowledged one, in order. Before, the whole batch went on past the takeover."""
+    publisher, kv = partition_0
+    await publish(publisher, 1, 40)  # one batch of 30 taking 3 lease times
+    slow = Member("slow", await bus.js(), kv, slow_s=TTL_S / 10, batch=30)
+    taker: Member | None = None
+    try:
+        await wait_for(lambda: slow.seqs()[:1] == [1], 10)
+        await slow.stall_leases()  # renewals stop; its batch goes on, slowly
+        taker = Member("taker", await bus.js(), kv)
+        await wait_for(lambda: 40 in taker.seqs(), TTL_S * 4 + 10)
+        await slow.consumers.stop(0, drain=True)  # whatever it had in hand is done now
+        took_over = taker.taken_at[0]
+        assert all(when < took_over for _, when in slow.handled)
+        handled = slow.seqs() + [seq for seq in taker.seqs() if seq not in slow.seqs()]
+        assert handled == list(range(1, 41))  # nothing lost, each once, in order
+        assert len(slow.seqs()) < 30  # it did stop mid-way through its batch
+    finally:
+        await slow.close()
         if taker is not None:
             await taker.close()
