@@ -50,14 +50,13 @@ from runtime.config import Config
 from runtime.deadletter import ensure_dlq
 from runtime.kv import ensure_bucket
 from runtime.natsconn import close, connect, ensure_stream
-from runtime.partitions import PartitionStreams, check_partition_count
+from runtime.partitions import PartitionStreams, ensure_partition_streams
 from runtime.rpc import RpcClient
 from schemas.callbacks import CALLBACKS
 from schemas.control import AUDIT, CONTROL
 from schemas.errors import CloseCode
 from schemas.nats_permissions import GATEWAY
 from schemas.push import PUSH_TOKENS, PUSH_WAKEUPS
-from schemas.streams import partition_stream
 
 log = structlog.get_logger(__name__)
 
@@ -95,9 +94,7 @@ class Gateway:
                            on_reconnected=self._on_nats_reconnected)
         started.push_async_callback(close, nc)
         js = nc.jetstream()
-        await check_partition_count(js, config.partitions.count, replicas)
-        for partition in range(config.partitions.count):
-            await ensure_stream(js, partition_stream(partition), config.nats, update=False)
+        await ensure_partition_streams(js, config, owner=False)
         streams = PartitionStreams(js, config.partitions.count)
         await _ensure_feature_streams(js, config)
         rpc_client = RpcClient(nc)

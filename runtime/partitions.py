@@ -44,12 +44,15 @@ from nats.js.errors import BadRequestError, KeyValueError, NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
-from runtime.config import ConfigError
+from runtime.config import Config, ConfigError
 from runtime.consumer import BatchHandler, PullLoop
 from runtime.deadletter import DeadLetters
 from runtime.kv import ensure_bucket
+from runtime.natsconn import ensure_stream
+from runtime.tasks import TaskGroup
 from schemas.buckets import DEPLOYMENT, LEASES
 from schemas.partitions import partition_of, position
+from schemas.streams import partition_stream
 from schemas.subjects import msgs_stream, msgs_subject
 
 log = structlog.get_logger(__name__)
@@ -424,3 +427,50 @@ class PartitionStreams:
         infos = await asyncio.gather(*(self._js.stream_info(msgs_stream(partition))
                                        for partition in range(self.count)))
         return [int(info.state.last_seq) for info in infos]
+
+
+async def ensure_partition_streams(js: JetStreamContext, config: Config, *,
+                                   owner: bool) -> None:
+    """Check the deployment's partition count, then create each partition's stream if it is
+    missing (``owner``, the storage worker: also apply configuration changes)."""
+    await check_partition_count(js, config.partitions.count, config.nats.replicas)
+    for partition in range(config.partitions.count):
+        await ensure_stream(js, partition_stream(partition), config.nats, update=owner)
+
+
+class PartitionOwnership:
+    """A service's share of the partitions: its lease holder and one pull loop per held
+    partition, started, drained (each partition handed back at once) and stopped together."""
+
+    def __init__(self, js: JetStreamContext, config: Config, *, service: str, durable: str,
+                 handler_for: Callable[[Lease], BatchHandler], batch: int,
+                 dead_letters: DeadLetters) -> None:
+        self._js = js
+        self._config = config
+        self._service = service
+        self.consumers = PartitionConsumers(
+            js, durable, handler_for, batch=batch, dead_letters=dead_letters,
+            ack_wait_s=config.nats.ack_wait_s, max_ack_pending=20_000)
+        self._holder: LeaseHolder | None = None
+        self._tasks = TaskGroup(f"{service}-partitions")
+
+    async def start(self) -> None:
+        """Take a first share of the partitions, then keep the leases (every tick)."""
+        partitions = self._config.partitions
+        self._holder = LeaseHolder(
+            self._js, await open_leases(self._js, partitions.lease_ttl_s,
+                                        self._config.nats.replicas),
+            service=self._service, count=partitions.count, ttl_s=partitions.lease_ttl_s,
+            work=self.consumers)
+        self.consumers.holds = self._holder.holds
+        await self._holder.tick()
+        self._tasks.watch(self._holder.run, name="leases")
+
+    async def drain(self) -> None:
+        await self._tasks.drain()
+        if self._holder is not None:
+            await self._holder.release_all()
+
+    async def stop(self) -> None:
+        await self._tasks.stop()
+        await self.consumers.stop_all()

@@ -13,13 +13,11 @@ from blobs.records import BlobRecords
 from runtime.backoff import Backoff
 from runtime.config import Config
 from runtime.deadletter import DeadLetters
-from runtime.natsconn import close, connect, ensure_stream
+from runtime.natsconn import close, connect
 from runtime.partitions import (
-    LeaseHolder,
-    PartitionConsumers,
+    PartitionOwnership,
     PartitionStreams,
-    check_partition_count,
-    open_leases,
+    ensure_partition_streams,
 )
 from runtime.rpc import RpcServer
 from runtime.tasks import TaskGroup
@@ -29,7 +27,6 @@ from schemas.errors import ErrorCode, ProtocolError
 from schemas.ids import direct_members, group_of, notification_members, scoped
 from schemas.nats_permissions import STORAGE
 from schemas.partitions import partition_of_position, position, stream_seq_of
-from schemas.streams import partition_stream
 from schemas.subjects import DIRECTORY_CHANGED, STORAGE_CONSUMER, STORE_QUEUE, msgs_stream
 from storage_worker.consumer import EnvelopeApplier
 from storage_worker.contacts import ContactService
@@ -79,8 +76,8 @@ class StorageWorker:
         self._groups: GroupService | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._consumers: PartitionConsumers | None = None
-        self._leases: LeaseHolder | None = None
+        self._ownership: PartitionOwnership | None = None
+        self._streams: PartitionStreams | None = None
         self._rpc: RpcServer | None = None
         self._tasks = TaskGroup("storage")
         self._partitions = config.partitions.count
@@ -96,26 +93,17 @@ class StorageWorker:
         await self._keys.open()
         self._nc = await connect(self._config.nats, "storage_worker", STORAGE)
         self._js = self._nc.jetstream()
-        await check_partition_count(self._js, self._partitions, self._config.nats.replicas)
-        for partition in range(self._partitions):
-            await ensure_stream(self._js, partition_stream(partition), self._config.nats)
+        await ensure_partition_streams(self._js, self._config, owner=True)
         dead_letters = await DeadLetters.open(self._js, self._config, STORAGE_CONSUMER,
                                               owner=True)
         applier = EnvelopeApplier(self._store, dead_letters, GroupApplier(
             self._social, self._store, self._nc, self._config.groups.max_members),
             self._partitions)
-        self._consumers = PartitionConsumers(
-            self._js, STORAGE_CONSUMER, applier.for_partition, batch=self._config.store.batch,
-            dead_letters=dead_letters, ack_wait_s=self._config.nats.ack_wait_s,
-            max_ack_pending=20_000)
-        leases = self._config.partitions
-        self._leases = LeaseHolder(
-            self._js, await open_leases(self._js, leases.lease_ttl_s, self._config.nats.replicas),
-            service="storage", count=self._partitions, ttl_s=leases.lease_ttl_s,
-            work=self._consumers)
-        self._consumers.holds = self._leases.holds
-        await self._leases.tick()
-        self._tasks.watch(self._leases.run, name="leases")
+        self._ownership = PartitionOwnership(
+            self._js, self._config, service="storage", durable=STORAGE_CONSUMER,
+            handler_for=applier.for_partition, batch=self._config.store.batch,
+            dead_letters=dead_letters)
+        await self._ownership.start()
         self._streams = PartitionStreams(self._js, self._partitions)
         self._groups = GroupService(self._social, self._store, self._streams,
                                     self.wait_position, self._wait_stored,
@@ -146,18 +134,18 @@ class StorageWorker:
                                           self._config.media.sweep_interval_s))
 
     async def drain(self) -> None:
-        await self._tasks.drain()  # the purge and lease loops: cancelled and awaited
+        await self._tasks.drain()  # the purge and sweep loops: cancelled and awaited
         if self._rpc is not None:
             await self._rpc.drain()
-        if self._leases is not None:
-            await self._leases.release_all()  # each partition drained, then handed over
+        if self._ownership is not None:
+            await self._ownership.drain()  # each partition drained, then handed over
 
     async def stop(self) -> None:
         await self._tasks.stop()
         if self._rpc is not None:
             await self._rpc.stop()
-        if self._consumers is not None:
-            await self._consumers.stop_all()
+        if self._ownership is not None:
+            await self._ownership.stop()
         if self._nc is not None:
             await close(self._nc)
         await self._keys.close()
@@ -261,6 +249,7 @@ class StorageWorker:
         """The last stream sequence of every partition."""
         assert self._js is not None
         try:
+            assert self._streams is not None
             return await self._streams.last_sequences()
         except NatsError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "stream unavailable") from exc

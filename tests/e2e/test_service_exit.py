@@ -94,3 +94,30 @@ def test_a_test_system_that_fails_to_start_stops_what_it_started(tmp_path: Path)
         raise AssertionError("the body must not run")
     assert not system.nats.running()  # nats-server started first, and was stopped
     assert system.storage is not None and not system.storage.running()
+
+
+@pytest.mark.parametrize("service", ["gateway", "router", "storage_worker"])
+def test_another_partition_count_than_the_deployments_exits_2_naming_the_key(
+        tmp_path: Path, service: str) -> None:
+    """The first process records the deployment's partition count; one configured with
+    another would hash conversations to other partitions (stored positions depend on it)."""
+    with NatsServer(tmp_path / "nats") as nats:
+        env = {"COURIER_NATS_URL": nats.url, "COURIER_AUTH_SECRET": SECRET,
+               "COURIER_METRICS_ROUTER_PORT": "0", "COURIER_METRICS_STORAGE_PORT": "0"}
+        with subprocess.Popen(  # a storage worker with the default count, kept running
+                [sys.executable, "-m", "storage_worker"], cwd=REPO, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True,
+                env={**{k: v for k, v in os.environ.items() if not k.startswith("COURIER_")},
+                     **env, "COURIER_STORE_SQLITE_PATH": str(tmp_path / "first.db")}) as first:
+            try:
+                assert first.stderr is not None
+                for line in first.stderr:  # started: the count is recorded
+                    if '"event": "service_started"' in line:
+                        break
+                result = run_service(service, {**env, "COURIER_PARTITIONS_COUNT": "8"},
+                                     tmp_path)
+            finally:
+                first.terminate()
+                first.communicate(timeout=30)
+        assert result.returncode == 2, result.stderr
+        assert "COURIER_PARTITIONS_COUNT" in result.stderr and "runs 4" in result.stderr
