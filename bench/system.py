@@ -1,7 +1,9 @@
 """The system under test, started the way ``make run`` starts it.
 
 ``python -m infra.embedded`` runs in a fresh temporary data directory on free ports and starts
-nats-server, the storage worker, a router and a gateway as its children; ``stop`` ends it (and,
+nats-server, the storage worker(s), the router(s) and a gateway as its children (how many
+storage workers and routers, and the partition count, are the system's to choose: the
+partition-scaling scenario varies them); ``stop`` ends it (and,
 if it does not exit in time, each of its children) by PID. The embedded runner writes its dev
 signing key into the data directory; the bench, having started the system, mints device tokens
 with it the way an app's backend does (HS256 with ``sub``/``dev``/``app``/``exp``), and the
@@ -61,14 +63,20 @@ def mint_token(secret: str, user: str, device: str, app: str = "default") -> str
 class SystemUnderTest:
     """One embedded system (``python -m infra.embedded``) in its own temporary directory."""
 
-    def __init__(self, store: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, store: str, env: dict[str, str] | None = None, *,
+                 storage_workers: int = 1, routers: int = 1,
+                 partitions: int | None = None) -> None:
         self.store = store
+        self.storage_workers = storage_workers
+        self.routers = routers
         self.data_dir = Path(tempfile.mkdtemp(prefix="courier-bench-"))
         self.port = free_port()
         self.nats_port = free_port()
-        self._extra_env = env or {}
+        self._extra_env = dict(env or {})
+        if partitions is not None:
+            self._extra_env["COURIER_PARTITIONS_COUNT"] = str(partitions)
         self._process: subprocess.Popen[bytes] | None = None
-        self._children: dict[str, int] = {}
+        self._children: dict[str, list[int]] = {}
 
     @property
     def http_url(self) -> str:
@@ -102,8 +110,23 @@ class SystemUnderTest:
         return (self.data_dir / "dev-secret").read_text().strip()
 
     def pid(self, service: str) -> int:
-        """PID of one of the embedded runner's children (``gateway``, ``router``, ...)."""
-        return self._children[service]
+        """PID of one of the embedded runner's children (``gateway``, ``router``, ...): the
+        first, if the service runs more than one process."""
+        return self._children[service][0]
+
+    def pids(self, service: str) -> list[int]:
+        """PIDs of every process of ``service`` (several storage workers or routers)."""
+        return list(self._children[service])
+
+    def service_pids(self) -> dict[str, list[int]]:
+        """The PIDs of each measured service and nats-server, by name; a service with several
+        processes also under ``<service>-1``, ``<service>-2``, ... (for CPU meters)."""
+        named = {name: self.pids(name) for name in (*SERVICES, "nats-server")}
+        for name in SERVICES:
+            if len(named[name]) > 1:
+                named.update({f"{name}-{index}": [pid]
+                              for index, pid in enumerate(named[name], start=1)})
+        return named
 
     def start(self) -> "SystemUnderTest":
         env = {
@@ -119,7 +142,9 @@ class SystemUnderTest:
         with (self.data_dir / "embedded.log").open("wb") as out:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "infra.embedded", "--data-dir", str(self.data_dir),
-                 "--port", str(self.port), "--nats-port", str(self.nats_port)],
+                 "--port", str(self.port), "--nats-port", str(self.nats_port),
+                 "--storage-workers", str(self.storage_workers),
+                 "--routers", str(self.routers)],
                 env=env, stdout=out, stderr=subprocess.STDOUT,
             )
         try:
@@ -132,7 +157,7 @@ class SystemUnderTest:
                                     f"{reason}") from None
         return self
 
-    def _find_children(self) -> dict[str, int]:
+    def _find_children(self) -> dict[str, list[int]]:
         """Wait for the runner's banner (printed once the gateway is healthy), then map its
         children to service names. The NATS port is read from the banner: the runner picks
         another one if ours was taken meanwhile."""
@@ -144,11 +169,15 @@ class SystemUnderTest:
             children = _children_by_service(self._process.pid)
             banner = (self.data_dir / "embedded.log").read_text(errors="replace")
             nats_line = [line for line in banner.splitlines() if line.strip().startswith("NATS")]
-            if nats_line and all(name in children for name in SERVICES):
+            if nats_line and all(len(children.get(name, ())) == self._expected(name)
+                                 for name in SERVICES):
                 self.nats_port = int(nats_line[0].rsplit(":", 1)[1])
                 return children
             time.sleep(0.05)
         raise RuntimeError("infra.embedded did not report its services in time")
+
+    def _expected(self, service: str) -> int:
+        return {"storage_worker": self.storage_workers, "router": self.routers}.get(service, 1)
 
     def _probe_storage(self) -> None:
         """Register a device through the REST API: a round trip through the storage worker."""
@@ -159,7 +188,8 @@ class SystemUnderTest:
         deadline = time.monotonic() + START_TIMEOUT_S
         last_error = ""
         while time.monotonic() < deadline:
-            dead = [name for name, pid in self._children.items() if not _alive(pid)]
+            dead = [name for name, pids in self._children.items()
+                    if not all(_alive(pid) for pid in pids)]
             if dead:
                 raise RuntimeError(f"{', '.join(dead)} exited")
             try:
@@ -194,15 +224,16 @@ class SystemUnderTest:
             try:
                 self._process.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                for pid in self._children.values():
-                    _kill_child(pid, self._process.pid)
+                for pids in self._children.values():
+                    for pid in pids:
+                        _kill_child(pid, self._process.pid)
                 self._process.kill()
                 self._process.wait()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def _children_by_service(pid: int) -> dict[str, int]:
-    found: dict[str, int] = {}
+def _children_by_service(pid: int) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {}
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
@@ -213,9 +244,9 @@ def _children_by_service(pid: int) -> dict[str, int]:
         except OSError:
             continue
         if argv[0].endswith(b"nats-server"):
-            found["nats-server"] = int(child)
+            found.setdefault("nats-server", []).append(int(child))
         elif b"-m" in argv:
-            found[argv[argv.index(b"-m") + 1].decode()] = int(child)
+            found.setdefault(argv[argv.index(b"-m") + 1].decode(), []).append(int(child))
     return found
 
 
