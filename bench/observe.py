@@ -11,6 +11,7 @@ from pathlib import Path
 from nats.js.errors import KeyValueError, NotFoundError
 
 from bench.system import SystemUnderTest
+from infra.nats_auth import NatsCredentials
 from runtime.partitions import lease_key
 from schemas.buckets import LEASES
 from schemas.nats_permissions import ROUTER, STORAGE
@@ -57,22 +58,23 @@ async def wait_consumed(system: SystemUnderTest, wait_s: float,
         await nc.close()
 
 
-async def wait_leases_spread(system: SystemUnderTest, service: str, members: int,
-                             wait_s: float) -> dict[int, int]:
-    """Wait until every partition's lease of ``service`` (``storage``, ``router``) is held
-    and no member holds more than its fair share, ``ceil(P / members)``; returns how many
-    partitions each holder's process (by PID) holds. Raises ``TimeoutError`` after
-    ``wait_s``. Reads the bucket with the service's own credential (``admin`` may not)."""
-    share = math.ceil(system.partitions / members)
+async def wait_leases_spread(credentials: NatsCredentials, nats_url: str, service: str,
+                             partitions: int, members: int, wait_s: float) -> dict[int, int]:
+    """Wait until each of the ``partitions`` leases of ``service`` (``storage``, ``router``)
+    is held and no member holds more than its fair share, ``ceil(partitions / members)``;
+    returns how many partitions each holder's process (by PID) holds. Raises
+    ``TimeoutError`` after ``wait_s``. Reads the bucket with the service's own credential
+    (``admin`` may not)."""
+    share = math.ceil(partitions / members)
     credential = {"storage": STORAGE, "router": ROUTER}[service]
-    nc = await system.nats_credentials.connect(system.nats_url, credential, connect_timeout=5,
-                                               max_reconnect_attempts=0)
+    nc = await credentials.connect(nats_url, credential, connect_timeout=5,
+                                   max_reconnect_attempts=0)
     try:
         kv = await nc.jetstream().key_value(LEASES.name)
         async with asyncio.timeout(wait_s):
             while True:
                 held: dict[int, int] = {}
-                for partition in range(system.partitions):
+                for partition in range(partitions):
                     try:
                         entry = await kv.get(lease_key(service, partition))
                     except (KeyValueError, NotFoundError):

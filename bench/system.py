@@ -9,6 +9,11 @@ signing key into the data directory; the bench, having started the system, mints
 with it the way an app's backend does (HS256 with ``sub``/``dev``/``app``/``exp``), and the
 gateway registers each device when it connects. It reads NATS with the runner's credentials:
 ``admin`` for consumer state, ``bench`` for the NATS floor.
+
+On the Cassandra store (``COURIER_STORE_CASSANDRA_*`` from the environment point at the node)
+each system gets a keyspace of its own unless ``COURIER_STORE_CASSANDRA_KEYSPACE`` names one,
+dropped again by ``stop``: a system never sees the rows of the one before, and the node's heap
+does not fill with the memtables of old keyspaces.
 """
 
 import os
@@ -21,6 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import jwt
@@ -29,12 +35,13 @@ import msgspec
 from infra.loadenv import lifted_limits
 from infra.nats_auth import NatsCredentials
 from infra.nats_server import free_port
-from runtime.config import PartitionsConfig
+from runtime.config import PartitionsConfig, load_config, parse_contact_point
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 #: The services whose PIDs the bench measures (RSS, CPU) and profiles.
 SERVICES = ("gateway", "router", "storage_worker")
+KEYSPACE_ENV = "COURIER_STORE_CASSANDRA_KEYSPACE"
 TOKEN_TTL_S = 6 * 3600
 LOG_TAIL_LINES = 15
 
@@ -75,6 +82,11 @@ class SystemUnderTest:
         self._extra_env = dict(env or {})
         if partitions is not None:
             self._extra_env["COURIER_PARTITIONS_COUNT"] = str(partitions)
+        #: The keyspace this system created for itself (dropped by ``stop``), if any.
+        self._own_keyspace: str | None = None
+        if store == "cassandra" and KEYSPACE_ENV not in {**os.environ, **self._extra_env}:
+            self._own_keyspace = f"bench_{uuid.uuid4().hex[:16]}"
+            self._extra_env[KEYSPACE_ENV] = self._own_keyspace
         self._process: subprocess.Popen[bytes] | None = None
         self._children: dict[str, list[int]] = {}
 
@@ -128,8 +140,8 @@ class SystemUnderTest:
                               for index, pid in enumerate(named[name], start=1)})
         return named
 
-    def start(self) -> "SystemUnderTest":
-        env = {
+    def _env(self) -> dict[str, str]:
+        return {
             **os.environ,
             # The embedded runner's fixed metrics ports may be taken by a `make run` nearby.
             "COURIER_METRICS_ROUTER_PORT": "0",
@@ -139,6 +151,9 @@ class SystemUnderTest:
             **lifted_limits(),
             **self._extra_env,
         }
+
+    def start(self) -> "SystemUnderTest":
+        env = self._env()
         with (self.data_dir / "embedded.log").open("wb") as out:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "infra.embedded", "--data-dir", str(self.data_dir),
@@ -230,6 +245,31 @@ class SystemUnderTest:
                 self._process.kill()
                 self._process.wait()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self._own_keyspace is not None:
+            _drop_keyspace(self._env(), self._own_keyspace)
+            self._own_keyspace = None
+
+
+def _drop_keyspace(env: dict[str, str], keyspace: str) -> None:
+    """Drop a keyspace a system made for itself (a warning, not an error, if that fails: the
+    figures are measured already)."""
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+
+    cluster = None
+    try:
+        store = load_config(env).store
+        points = [parse_contact_point(point) for point in store.cassandra_contact_points]
+        auth = (PlainTextAuthProvider(store.cassandra_username, store.cassandra_password)
+                if store.cassandra_username else None)
+        cluster = Cluster(contact_points=[host for host, _ in points], port=points[0][1],
+                          auth_provider=auth, connect_timeout=10)
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+    except Exception as exc:  # best effort, and the driver raises plain Exceptions
+        print(f"[bench] could not drop keyspace {keyspace}: {exc!r}", file=sys.stderr)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
 
 
 def _children_by_service(pid: int) -> dict[str, list[int]]:

@@ -50,7 +50,8 @@ async def _configuration(ctx: Context, workers: int, partitions: int) -> dict[st
     system = SystemUnderTest(ctx.system.store, storage_workers=workers, partitions=partitions)
     system.start()
     try:
-        held = await wait_leases_spread(system, "storage", workers, LEASE_WAIT_S)
+        held = await wait_leases_spread(system.nats_credentials, system.nats_url, "storage",
+                                        partitions, workers, LEASE_WAIT_S)
         leases = [held.get(pid, 0) for pid in system.pids("storage_worker")]
         idle = CpuMeter(system.service_pids())
         idle.start()
@@ -58,6 +59,10 @@ async def _configuration(ctx: Context, workers: int, partitions: int) -> dict[st
         idle_cpu = idle.stop()
         step = dataclasses.replace(ctx, system=system, measured={})
         result = await measure(step, ctx.sizes.partition_s)
+    except BaseException:
+        # the runner keeps ctx.system's logs of a failed scenario: this system's go with them
+        system.keep_logs(ctx.system.log_dir / f"w{workers}-p{partitions}")
+        raise
     finally:
         system.stop()
     active = sum(1 for count in leases if count)
