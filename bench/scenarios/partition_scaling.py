@@ -11,7 +11,9 @@ closed loop of pairs, ``partition_s`` long, and the wait until the store has cau
 Per configuration (``rows``): ``leases`` (partitions each storage worker held; with P = 1 a
 second worker holds none, and stays idle: the point of the row), ``delivered_per_s``,
 ``stored_per_s``, ``stored_per_worker_s`` (over the workers that held a partition),
-``storage_lag_s``, latencies, ``cpu_pct`` under load and ``idle_cpu_pct``. The common fields
+``storage_lag_s``, latencies, ``cpu_pct`` under load and ``idle_cpu_pct``, and
+``server_cpu_ms_per_msg``: the CPU time the services and nats-server spent per delivered
+message (less sensitive to other load on the machine than the rates). The common fields
 (sent, delivered, lost, ...) are the sums over the configurations.
 """
 
@@ -22,7 +24,7 @@ from typing import Any, Final
 from bench.observe import CpuMeter, wait_leases_spread
 from bench.scenario import Context, Outcome
 from bench.scenarios.direct_throughput import measure
-from bench.system import SystemUnderTest
+from bench.system import SERVICES, SystemUnderTest
 
 NAME: Final = "partition-scaling"
 #: Leases spread within a tick or two of the last member's start (2 s ticks by default).
@@ -66,9 +68,14 @@ async def _configuration(ctx: Context, workers: int, partitions: int) -> dict[st
     finally:
         system.stop()
     active = sum(1 for count in leases if count)
+    cpu_pct = step.measured["cpu_pct"]
+    server_pct = sum(cpu_pct[name] for name in (*SERVICES, "nats-server"))
     row: dict[str, Any] = {"storage_workers": workers, "partitions": partitions,
                            "leases": leases}
     row.update({key: result.figures[key] for key in KEPT})
+    delivered_per_s = result.figures["delivered_per_s"]
     row.update(stored_per_worker_s=round(result.figures["stored_per_s"] / active, 1),
-               cpu_pct=step.measured["cpu_pct"], idle_cpu_pct=idle_cpu)
+               server_cpu_ms_per_msg=(round(server_pct * 10 / delivered_per_s, 3)
+                                      if delivered_per_s else None),
+               cpu_pct=cpu_pct, idle_cpu_pct=idle_cpu)
     return row

@@ -87,6 +87,7 @@ def test_partition_scaling_measures_each_configuration(
         assert row["sent"] > 0 and row["delivered"] >= row["sent"]
         assert (row["lost"], row["duplicates"], row["out_of_order"]) == (0, 0, 0)
         assert row["stored_per_s"] > 0 and row["storage_lag_s"] >= 0
+        assert row["server_cpu_ms_per_msg"] > 0
         assert {"storage_worker-1", "storage_worker-2", "router", "gateway"} <= set(
             row["cpu_pct"]) and set(row["cpu_pct"]) - {"generators"} == set(row["idle_cpu_pct"])
     assert entry["sent"] == sum(row["sent"] for row in rows)
