@@ -37,6 +37,10 @@ ACK_BATCH: Final = 200
 ACK_DELAY_S: Final = 0.02
 CONNECT_TIMEOUT_S: Final = 30.0
 CLOSE_TIMEOUT_S: Final = 2.0
+#: A 503 upgrade (the store did not answer the device registration: "retry") is retried with
+#: back-off for this long, as an app would; ``upgrade_retries`` counts the retries.
+UPGRADE_RETRY_S: Final = 30.0
+UPGRADE_UNAVAILABLE: Final = 503
 
 #: Phases of a bench message (first body byte).
 WARMUP: Final = 0
@@ -84,6 +88,8 @@ class Device:
         self.welcome: Welcome | None = None
         self.synced: Synced | None = None
         self.unanswered = 0
+        #: Upgrades answered 503 and retried before this device connected.
+        self.upgrade_retries = 0
         #: Close code of a socket the server (or the network) closed; None if we closed it.
         self.close_code: int | None = None
         self._closing = False
@@ -103,11 +109,20 @@ class Device:
         return self._ws is not None and not self._ws.closed
 
     async def connect(self, session: aiohttp.ClientSession, ws_url: str, token: str) -> Welcome:
-        """Open the socket and wait for ``welcome``."""
-        self._ws = await session.ws_connect(
-            ws_url, headers={"Authorization": f"Bearer {token}"}, heartbeat=None,
-            autoping=True, max_msg_size=0, decode_text=False,
-            timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_S))
+        """Open the socket (retrying a 503 upgrade) and wait for ``welcome``."""
+        deadline = time.monotonic() + UPGRADE_RETRY_S
+        while True:
+            try:
+                self._ws = await session.ws_connect(
+                    ws_url, headers={"Authorization": f"Bearer {token}"}, heartbeat=None,
+                    autoping=True, max_msg_size=0, decode_text=False,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_S))
+                break
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status != UPGRADE_UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+            self.upgrade_retries += 1
+            await asyncio.sleep(min(0.05 * 2 ** self.upgrade_retries, 2.0))
         self._reader = asyncio.create_task(self._read_forever(), name=f"read-{self.device}")
         if self.ack:
             self._acker = asyncio.create_task(self._ack_forever(), name=f"ack-{self.device}")

@@ -1,13 +1,20 @@
 """What the orchestrator reads of the system besides the protocol: a process's memory and CPU
-time (``/proc``), and how far the storage worker and the router are behind the partition
-streams."""
+time (``/proc``), how far the storage worker and the router are behind the partition
+streams, and which process holds each partition's lease."""
 
 import asyncio
+import math
 import os
 import time
 from pathlib import Path
 
+from nats.js.errors import KeyValueError, NotFoundError
+
 from bench.system import SystemUnderTest
+from infra.nats_auth import NatsCredentials
+from runtime.partitions import lease_key
+from schemas.buckets import LEASES
+from schemas.nats_permissions import ROUTER, STORAGE
 from schemas.subjects import STORAGE_CONSUMER, msgs_stream
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -49,6 +56,44 @@ async def wait_consumed(system: SystemUnderTest, wait_s: float,
             return time.monotonic()
     finally:
         await nc.close()
+
+
+async def wait_leases_spread(credentials: NatsCredentials, nats_url: str, service: str,
+                             partitions: int, members: int, wait_s: float) -> dict[int, int]:
+    """Wait until each of the ``partitions`` leases of ``service`` (``storage``, ``router``)
+    is held and no member holds more than its fair share, ``ceil(partitions / members)``;
+    returns how many partitions each holder's process (by PID) holds. Raises
+    ``TimeoutError`` after ``wait_s``. Reads the bucket with the service's own credential
+    (``admin`` may not)."""
+    share = math.ceil(partitions / members)
+    credential = {"storage": STORAGE, "router": ROUTER}[service]
+    nc = await credentials.connect(nats_url, credential, connect_timeout=5,
+                                   max_reconnect_attempts=0)
+    try:
+        kv = await nc.jetstream().key_value(LEASES.name)
+        async with asyncio.timeout(wait_s):
+            while True:
+                held: dict[int, int] = {}
+                for partition in range(partitions):
+                    try:
+                        entry = await kv.get(lease_key(service, partition))
+                    except (KeyValueError, NotFoundError):
+                        break  # never written, expired, or deleted: free
+                    if not entry.value:
+                        break
+                    pid = _member_pid(bytes(entry.value).decode())
+                    held[pid] = held.get(pid, 0) + 1
+                else:
+                    if max(held.values()) <= share:
+                        return held
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+def _member_pid(member: str) -> int:
+    """The PID in a member id (``<service>-<host>-<pid>-<random>``; the host may hold ``-``)."""
+    return int(member.rsplit("-", 2)[1])
 
 
 class CpuMeter:

@@ -24,6 +24,7 @@ EXTRA_FIELDS: Final[dict[str, tuple[str, ...]]] = {
               "seaweedfs_up_mb_s_20mb", "seaweedfs_down_mb_s_20mb"),
     "connections": ("connections", "rss_mb", "kb_per_connection", "heartbeat_cpu_pct"),
     "e2ee-cost": ("olm_1to1_us", "megolm_group_us", "group_members", "group_setup_ms"),
+    "partition-scaling": ("summary",),
 }
 
 

@@ -16,7 +16,7 @@ from bench.cli import Options
 from bench.plots import write_plots
 from bench.report import build, scenario_object, write
 from bench.scenario import Context, Outcome
-from bench.scenarios import SCENARIOS
+from bench.scenarios import OWN_SYSTEMS, SCENARIOS
 from bench.sizes import SMOKE, STANDARD
 from bench.system import SystemUnavailable, SystemUnderTest, raise_file_limit
 
@@ -46,7 +46,8 @@ async def run_suite(options: Options) -> int:
 async def _run_one(name: str, options: Options) -> Outcome:
     system = SystemUnderTest(options.store)
     try:
-        system.start()
+        if name not in OWN_SYSTEMS:
+            system.start()
     except SystemUnavailable as exc:
         hint = "" if options.store == "sqlite" else (
             f"\n(STORE={options.store} sets COURIER_STORE_BACKEND={options.store}; the backend "

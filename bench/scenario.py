@@ -33,9 +33,9 @@ class Context:
     measured: dict[str, Any] = field(default_factory=dict)
 
     def cpu_meter(self, generators: list[int]) -> CpuMeter:
-        """CPU use of the services, nats-server and the generator processes."""
-        pids = {name: [self.system.pid(name)] for name in (*SERVICES, "nats-server")}
-        return CpuMeter({**pids, "generators": generators})
+        """CPU use of the services, nats-server and the generator processes; a service with
+        several processes also each of them (``storage_worker-1``, ``storage_worker-2``)."""
+        return CpuMeter({**self.system.service_pids(), "generators": generators})
 
     def profiler(self) -> Profiler | None:
         """A py-spy recorder of the services, when ``--profile`` asked for one."""

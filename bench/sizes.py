@@ -32,6 +32,11 @@ class Sizes:
     #: media: file sizes in MB (10^6 bytes) and transfers of each per path.
     media_sizes_mb: tuple[int, ...]
     media_rounds: int
+    #: partition-scaling: (storage workers, partitions) configurations, each measured with
+    #: direct-throughput's closed loop for ``partition_s`` after ``partition_idle_s`` idle.
+    partition_matrix: tuple[tuple[int, int], ...]
+    partition_s: float
+    partition_idle_s: float
     #: Throughput-over-time bins.
     bin_s: float
 
@@ -43,6 +48,8 @@ STANDARD = Sizes(
     catchup_messages=10_000, catchup_senders=50,
     connections=20_000, idle_window_s=None,
     media_sizes_mb=(1, 20), media_rounds=10,
+    partition_matrix=((1, 1), (1, 4), (1, 16), (2, 1), (2, 4), (2, 16)),
+    partition_s=15, partition_idle_s=8,
     bin_s=1.0,
 )
 
@@ -53,5 +60,6 @@ SMOKE = Sizes(
     catchup_messages=100, catchup_senders=4,
     connections=50, idle_window_s=1.0,
     media_sizes_mb=(1, 2), media_rounds=2,
+    partition_matrix=((2, 1), (2, 4)), partition_s=1, partition_idle_s=0.5,
     bin_s=0.25,
 )

@@ -150,6 +150,9 @@ class Recorder(Handler):
 
     def report(self, devices: list[Device]) -> TrafficReport:
         rx = [np.frombuffer(column, dtype=np.int64).copy() for column in self._rx]
+        retried = sum(device.upgrade_retries for device in devices)
+        if retried:
+            self.errors["upgrade_503_retried"] += retried
         return TrafficReport(
             accepted_sender=np.frombuffer(self._acc_sender, dtype=np.int64).copy(),
             accepted_counter=np.frombuffer(self._acc_counter, dtype=np.int64).copy(),

@@ -11,6 +11,12 @@ Ports: the gateway listens on ``--port`` (8080); nats-server on ``--nats-port`` 
 free, else any free port); the workers' metrics on ``--metrics-port-base`` and the two ports
 after it (default: free ones). A port given by flag that is taken stops here with exit 2 and
 the flag's name; every port is printed at start and stays the same across restarts.
+
+Scale: ``--storage-workers N`` and ``--routers N`` (1 to 8 each, default 1) start N storage
+workers and N routers; they share the partitions by lease (``COURIER_PARTITIONS_COUNT``,
+from the environment like every setting) and the extra storage workers share the store (the
+SQLite file, or the Cassandra keyspace). The first of each uses the ``--metrics-port-base``
+port; the others get metrics port 0 (a free one, written to their logs).
 """
 
 import argparse
@@ -37,6 +43,8 @@ METRICS_KEYS = (("router", "COURIER_METRICS_ROUTER_PORT"),
                 ("storage_worker", "COURIER_METRICS_STORAGE_PORT"),
                 ("push_worker", "COURIER_METRICS_PUSH_PORT"))
 TICK_S = 0.25
+#: Bounds of ``--storage-workers`` and ``--routers``.
+MAX_REPLICAS = 8
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -57,6 +65,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _replicas(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= count <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"must be within 1-{MAX_REPLICAS}")
+    return count
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,6 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metrics-port-base", type=_port, default=None,
                         help="metrics ports of router, storage worker, push worker: this one "
                         "and the next two (default: free ones)")
+    parser.add_argument("--storage-workers", type=_replicas, default=1,
+                        help=f"storage worker processes, 1-{MAX_REPLICAS} (default 1): they "
+                        "share the partitions and the store; the extra ones get metrics port 0")
+    parser.add_argument("--routers", type=_replicas, default=1,
+                        help=f"router processes, 1-{MAX_REPLICAS} (default 1): they share the "
+                        "partitions; the extra ones get metrics port 0")
     parser.add_argument("--sync-always", action="store_true",
                         help="fsync every JetStream write (survives power loss, ~8x slower)")
     args = parser.parse_args(argv)
@@ -153,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         "COURIER_GATEWAY_PORT": str(port),
         **{key: str(metrics[service]) for service, key in METRICS_KEYS},
     }
-    services = [ServiceProcess(name, {**env, **credentials.env(name)}, logs / f"{name}.log",
-                               supervised=True)
-                for name in ("storage_worker", "router", "push_worker", "gateway")]
+    counts = {"storage_worker": args.storage_workers, "router": args.routers}
+    services = [service
+                for module in ("storage_worker", "router", "push_worker", "gateway")
+                for service in _replicas_of(module, counts.get(module, 1), env, credentials,
+                                            logs)]
     children: list[Child] = [nats, *services]
     supervisor = Supervisor(children, sys.stdout)
     stopping = False
@@ -185,6 +211,21 @@ def main(argv: list[str] | None = None) -> int:
         supervisor.stop_all()
         lock.close()
     return code
+
+
+def _replicas_of(module: str, count: int, env: dict[str, str], credentials: NatsCredentials,
+                 logs: Path) -> list[ServiceProcess]:
+    """``count`` processes of ``module``: ``module``, then ``module-2``, ... (their log files
+    named alike), all with the service's credential; only the first has the chosen metrics
+    port, the others 0 (a free one)."""
+    metrics_key = dict(METRICS_KEYS).get(module)
+    processes = []
+    for index in range(1, count + 1):
+        name = module if index == 1 else f"{module}-{index}"
+        own = {metrics_key: "0"} if metrics_key is not None and index > 1 else {}
+        processes.append(ServiceProcess(module, {**env, **credentials.env(module), **own},
+                                        logs / f"{name}.log", name, supervised=True))
+    return processes
 
 
 def _banner(port: int, nats_url: str, metrics: dict[str, int], logs: Path,

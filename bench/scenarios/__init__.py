@@ -1,5 +1,8 @@
 """The scenarios, in the order the suite runs them (the floor first: the others are compared
-with it). Each module states what it measures; its ``run(ctx)`` returns an ``Outcome``."""
+with it). Each module states what it measures; its ``run(ctx)`` returns an ``Outcome``.
+The runner starts a fresh system for each, except for those in ``OWN_SYSTEMS``, which start
+the systems they measure themselves (``ctx.system`` is then not started: only its store
+counts)."""
 
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -14,6 +17,7 @@ from bench.scenarios import (
     group_fanout,
     media,
     offline_catchup,
+    partition_scaling,
 )
 
 ScenarioRun = Callable[[Context], Awaitable[Outcome]]
@@ -21,5 +25,6 @@ ScenarioRun = Callable[[Context], Awaitable[Outcome]]
 SCENARIOS: Final[dict[str, ScenarioRun]] = {
     module.NAME: module.run
     for module in (floor_nats, direct_latency, direct_throughput, group_fanout,
-                   offline_catchup, connections, media, e2ee_cost)
+                   offline_catchup, connections, media, e2ee_cost, partition_scaling)
 }
+OWN_SYSTEMS: Final = frozenset({partition_scaling.NAME})

@@ -7,23 +7,38 @@ storage worker consuming the same stream: once every delivery arrived, the scena
 until the worker has applied every envelope (messages and the recipients' acknowledgements)
 and reports ``stored_per_s`` (messages over the time from the first send to that point) and
 ``storage_lag_s`` (how long after the load the store caught up).
+
+``measure`` is the measurement alone, on any system: partition-scaling runs it once per
+configuration.
 """
 
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 from bench.observe import wait_consumed
-from bench.scenario import Context, Outcome, drive_traffic
+from bench.scenario import Context, Outcome, TrafficRun, drive_traffic
 from bench.scenarios.direct_latency import pair_plans
-from bench.stats import message_figures, rate_between, tally, timeline
+from bench.stats import Tally, message_figures, rate_between, tally, timeline
 
 NAME: Final = "direct-throughput"
 STORE_TIMEOUT_S: Final = 300.0
 
 
-async def run(ctx: Context) -> Outcome:
+@dataclass
+class Throughput:
+    """One closed-loop measurement: its figures, the tally and the load window."""
+
+    figures: dict[str, Any]
+    counts: Tally
+    load: TrafficRun
+
+
+async def measure(ctx: Context, duration_s: float) -> Throughput:
+    """The closed loop of ``ctx.sizes.pairs`` pairs for ``duration_s`` on ``ctx.system``,
+    then the wait for the store (see the module docstring)."""
     sizes = ctx.sizes
     plans, recipients = pair_plans(ctx, rate_per_s=None, window=sizes.throughput_window,
-                                   duration_s=sizes.throughput_s)
+                                   duration_s=duration_s)
     stored_at: list[float] = []
 
     async def wait_for_store() -> None:
@@ -34,9 +49,15 @@ async def run(ctx: Context) -> Outcome:
     figures = message_figures(counts, rate_between(counts.recv_ns, load.start_ns, load.end_ns))
     stored_s = stored_at[0] - load.start_ns / 1e9  # one clock: monotonic_ns / 1e9 == monotonic
     figures.update(
-        duration_s=sizes.throughput_s, pairs=sizes.pairs, window=sizes.throughput_window,
+        duration_s=duration_s, pairs=sizes.pairs, window=sizes.throughput_window,
         stored_per_s=round(counts.sent / stored_s, 1),
         storage_lag_s=round(max(stored_at[0] - load.end_ns / 1e9, 0.0), 2),
     )
-    return Outcome(figures, latencies_ms=counts.latencies_ms,
-                   timeline=timeline(counts.recv_ns, load.start_ns, sizes.bin_s))
+    return Throughput(figures, counts, load)
+
+
+async def run(ctx: Context) -> Outcome:
+    result = await measure(ctx, ctx.sizes.throughput_s)
+    return Outcome(result.figures, latencies_ms=result.counts.latencies_ms,
+                   timeline=timeline(result.counts.recv_ns, result.load.start_ns,
+                                     ctx.sizes.bin_s))

@@ -11,6 +11,7 @@ import pytest
 
 from bench.report import COMMON_FIELDS
 from bench.scenarios import SCENARIOS
+from bench.sizes import SMOKE
 
 REPO = Path(__file__).resolve().parents[2]
 #: Scenarios in which every accepted message must reach its devices exactly once, in order.
@@ -69,3 +70,25 @@ def test_markdown_and_plots_are_written(smoke: tuple[dict[str, Any], Path]) -> N
     assert all(f"| {name} |" in table for name in SCENARIOS)
     assert (out / "latency-direct-latency.png").stat().st_size > 0
     assert (out / "throughput-direct-throughput.png").stat().st_size > 0
+
+
+def test_partition_scaling_measures_each_configuration(
+        smoke: tuple[dict[str, Any], Path]) -> None:
+    entry = smoke[0]["scenarios"]["partition-scaling"]
+    assert entry["status"] == "ok", entry
+    rows = entry["rows"]
+    configurations = [(row["storage_workers"], row["partitions"]) for row in rows]
+    assert configurations == list(SMOKE.partition_matrix) == [(2, 1), (2, 4)]
+    one, four = rows
+    assert sorted(one["leases"]) == [0, 1]  # P = 1: the second storage worker holds nothing
+    assert one["stored_per_worker_s"] == one["stored_per_s"]  # counted over the active one
+    assert four["leases"] == [2, 2]  # P = 4: both consume, half each
+    for row in rows:
+        assert row["sent"] > 0 and row["delivered"] >= row["sent"]
+        assert (row["lost"], row["duplicates"], row["out_of_order"]) == (0, 0, 0)
+        assert row["stored_per_s"] > 0 and row["storage_lag_s"] >= 0
+        assert row["server_cpu_ms_per_msg"] > 0
+        assert {"storage_worker-1", "storage_worker-2", "router", "gateway"} <= set(
+            row["cpu_pct"]) and set(row["cpu_pct"]) - {"generators"} == set(row["idle_cpu_pct"])
+    assert entry["sent"] == sum(row["sent"] for row in rows)
+    assert entry["lost"] == 0

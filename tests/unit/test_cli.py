@@ -10,6 +10,9 @@ from infra.embedded import parse_args as embedded_args
     ["--port", "abc"], ["--port", "0"], ["--port", "65536"], ["--nats-port", "70000"],
     ["--nats-port", "0"], ["--metrics-port-base", "0"], ["--metrics-port-base", "65534"],
     ["--metrics-port-base", "x"], ["--unknown"],
+    ["--storage-workers", "0"], ["--storage-workers", "9"], ["--storage-workers", "x"],
+    ["--storage-workers", "-1"], ["--routers", "0"], ["--routers", "9"], ["--routers", "x"],
+    ["--routers", ""],
 ])
 def test_embedded_bad_flags(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -37,6 +40,15 @@ def test_embedded_flags_at_the_bounds() -> None:
     args = embedded_args(["--port", "65535", "--nats-port", "1", "--metrics-port-base", "65533"])
     assert (args.port, args.nats_port, args.metrics_port_base) == (65535, 1, 65533)
     assert embedded_args([]).metrics_port_base is None
+
+
+def test_embedded_replica_flags_at_the_bounds() -> None:
+    defaults = embedded_args([])
+    assert (defaults.storage_workers, defaults.routers) == (1, 1)
+    args = embedded_args(["--storage-workers", "1", "--routers", "8"])
+    assert (args.storage_workers, args.routers) == (1, 8)
+    args = embedded_args(["--storage-workers", "8", "--routers", "1"])
+    assert (args.storage_workers, args.routers) == (8, 1)
 
 
 def test_client_good_flags() -> None:
