@@ -14,7 +14,7 @@ from bench.system import SystemUnderTest
 from infra.nats_auth import NatsCredentials
 from runtime.partitions import lease_key
 from schemas.buckets import LEASES
-from schemas.nats_permissions import ROUTER, STORAGE
+from schemas.nats_permissions import ADMIN
 from schemas.subjects import STORAGE_CONSUMER, msgs_stream
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -63,11 +63,9 @@ async def wait_leases_spread(credentials: NatsCredentials, nats_url: str, servic
     """Wait until each of the ``partitions`` leases of ``service`` (``storage``, ``router``)
     is held and no member holds more than its fair share, ``ceil(partitions / members)``;
     returns how many partitions each holder's process (by PID) holds. Raises
-    ``TimeoutError`` after ``wait_s``. Reads the bucket with the service's own credential
-    (``admin`` may not)."""
+    ``TimeoutError`` after ``wait_s``. Reads the bucket as ``admin`` (read-only)."""
     share = math.ceil(partitions / members)
-    credential = {"storage": STORAGE, "router": ROUTER}[service]
-    nc = await credentials.connect(nats_url, credential, connect_timeout=5,
+    nc = await credentials.connect(nats_url, ADMIN, connect_timeout=5,
                                    max_reconnect_attempts=0)
     try:
         kv = await nc.jetstream().key_value(LEASES.name)

@@ -308,7 +308,8 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         read_messages(PUSH_STREAM),
         read_messages(DLQ_STREAM),
         listen("dead letters of the workers", f"{DEAD_LETTER_PREFIX}.>"),
-        *(bucket(name, write=False) for name in (*PRESENCE_BUCKETS, CONTROL.name)),
+        *(bucket(name, write=False) for name in (*PRESENCE_BUCKETS, CONTROL.name,
+                                                 LEASES.name)),
     )),
     Credential(BENCH, "the benchmark's NATS floor (`bench/`, embedded mode only)", (
         Grant("its own subjects", publish=("bench.>",), subscribe=("bench.>",)),

@@ -24,8 +24,9 @@ ROUNDS = 25
 
 
 async def leases(system: System) -> dict[str, str]:
-    """Current lease keys and their holders (``lease.<service>.<p>`` -> member id)."""
-    nc = await system.nats_client("router")
+    """Current lease keys and their holders (``lease.<service>.<p>`` -> member id), read as
+    an operator does (``admin``: read-only)."""
+    nc = await system.nats_client("admin")
     try:
         kv = await nc.jetstream().key_value("leases")
         held: dict[str, str] = {}

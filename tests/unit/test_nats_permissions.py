@@ -118,6 +118,9 @@ def test_a_service_writes_only_its_own_leases() -> None:
     assert may_publish(STORAGE, "$KV.leases.lease.storage.3")
     assert not may_publish(STORAGE, "$KV.leases.lease.router.3")
     assert holders(may_publish, "$KV.leases.lease.storage.3") == {STORAGE}
+    # operators see who holds what, and change nothing
+    assert may_publish(ADMIN, "$JS.API.DIRECT.GET.KV_leases.$KV.leases.lease.router.3")
+    assert not may_publish(ADMIN, "$KV.leases.lease.router.3")
 
 
 def test_the_docs_table_is_generated_from_the_permissions() -> None:
