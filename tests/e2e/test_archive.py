@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from archive_worker.chunks import index_key
@@ -188,3 +189,45 @@ def archive_only(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFs,
     with archive_system(tmp_path_factory.mktemp("archive"), seaweedfs, store_env(request),
                         COURIER_RETENTION_EPHEMERAL_APPS="chat-ephemeral") as (system, _):
         yield system
+
+
+ADMIN_SECRET = "a" * 40
+
+
+async def _admin_archive(url: str, body: bytes, secret: str | None = ADMIN_SECRET,
+                         ) -> tuple[int, dict[str, object]]:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{url}/v1/admin/archive", data=body,
+                                headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+
+async def test_admin_rest_runs_the_archive(tmp_path: Path, seaweedfs: SeaweedFs,
+                                           request: pytest.FixtureRequest) -> None:
+    with archive_system(tmp_path, seaweedfs, store_env(request),
+                        COURIER_AUTH_ADMIN_SECRET=ADMIN_SECRET) as (system, bucket):
+        alice = await system.connect(await system.device("alice"))
+        bob = await system.device("bob")
+        try:
+            await send_all(alice, "bob", [f"r-{i}" for i in range(30)])
+            cutoff = await _cutoff_after_newest(system, bob.token, AB)
+            status, report = await _admin_archive(system.url,
+                                                  f'{{"before_ts": {cutoff}}}'.encode())
+            assert status == 200 and report["messages"] == 30, report
+            assert read_index(seaweedfs, bucket, AB).through > 0
+            for body, code in ((b"{", 400), (b'{"before_ts": -1}', 422),
+                               (f'{{"before_ts": {MAX_TS + 1}}}'.encode(), 422),
+                               (b'{"app": "x y"}', 422), (b'{"nope": true}', 422)):
+                status, problem = await _admin_archive(system.url, body)
+                assert status == code, (body, problem)
+            status, problem = await _admin_archive(system.url, b"{}", secret=None)
+            assert status == 401
+            status, problem = await _admin_archive(system.url, b"{}", secret="b" * 40)
+            assert status in (401, 403)
+            assert system.archive is not None
+            system.archive.stop()
+            status, problem = await _admin_archive(system.url, b"{}")
+            assert status == 503 and problem["code"] == ErrorCode.UNAVAILABLE
+        finally:
+            await alice.close()
