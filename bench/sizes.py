@@ -32,6 +32,9 @@ class Sizes:
     #: media: file sizes in MB (10^6 bytes) and transfers of each per path.
     media_sizes_mb: tuple[int, ...]
     media_rounds: int
+    #: history: messages in the conversation (half of them archived), pages read per side.
+    history_messages: int
+    history_pages: int
     #: Throughput-over-time bins.
     bin_s: float
 
@@ -43,6 +46,7 @@ STANDARD = Sizes(
     catchup_messages=10_000, catchup_senders=50,
     connections=20_000, idle_window_s=None,
     media_sizes_mb=(1, 20), media_rounds=10,
+    history_messages=2000, history_pages=200,
     bin_s=1.0,
 )
 
@@ -53,5 +57,6 @@ SMOKE = Sizes(
     catchup_messages=100, catchup_senders=4,
     connections=50, idle_window_s=1.0,
     media_sizes_mb=(1, 2), media_rounds=2,
+    history_messages=240, history_pages=10,
     bin_s=0.25,
 )
