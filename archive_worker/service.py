@@ -40,11 +40,11 @@ def now_ms() -> int:
 class ArchiveWorker:
     """Archives on the interval (``archive.enabled``) and on request."""
 
-    def __init__(self, config: Config, store: ArchivingStore | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self._config = config
         policy = retention_policy(config.retention)
-        self._store = store or create_store(config.store, policy, default_app=config.app,
-                                            partitions=config.partitions.count)
+        self._store: ArchivingStore = create_store(config.store, policy, default_app=config.app,
+                                                   partitions=config.partitions.count)
         self._blobs = create_blob_store(config)
         self._archiver = Archiver(self._store, self._blobs, config.archive, policy)
         self._nc: Client | None = None
