@@ -22,6 +22,8 @@ EXTRA_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "media": ("courier_up_mb_s_1mb", "courier_down_mb_s_1mb", "seaweedfs_up_mb_s_1mb",
               "seaweedfs_down_mb_s_1mb", "courier_up_mb_s_20mb", "courier_down_mb_s_20mb",
               "seaweedfs_up_mb_s_20mb", "seaweedfs_down_mb_s_20mb"),
+    "history": ("hot_p50_ms", "hot_p99_ms", "archive_p50_ms", "archive_p99_ms",
+                "archive_cold_ms", "archived"),
     "connections": ("connections", "rss_mb", "kb_per_connection", "heartbeat_cpu_pct"),
     "e2ee-cost": ("olm_1to1_us", "megolm_group_us", "group_members", "group_setup_ms"),
     "partition-scaling": ("summary",),

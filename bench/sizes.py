@@ -37,6 +37,9 @@ class Sizes:
     partition_matrix: tuple[tuple[int, int], ...]
     partition_s: float
     partition_idle_s: float
+    #: history: messages in the conversation (half of them archived), pages read per side.
+    history_messages: int
+    history_pages: int
     #: Throughput-over-time bins.
     bin_s: float
 
@@ -50,6 +53,7 @@ STANDARD = Sizes(
     media_sizes_mb=(1, 20), media_rounds=10,
     partition_matrix=((1, 1), (1, 4), (1, 16), (2, 1), (2, 4), (2, 16)),
     partition_s=15, partition_idle_s=8,
+    history_messages=2000, history_pages=200,
     bin_s=1.0,
 )
 
@@ -61,5 +65,6 @@ SMOKE = Sizes(
     connections=50, idle_window_s=1.0,
     media_sizes_mb=(1, 2), media_rounds=2,
     partition_matrix=((2, 1), (2, 4)), partition_s=1, partition_idle_s=0.5,
+    history_messages=240, history_pages=10,
     bin_s=0.25,
 )

@@ -147,6 +147,7 @@ class SystemUnderTest:
             "COURIER_METRICS_ROUTER_PORT": "0",
             "COURIER_METRICS_STORAGE_PORT": "0",
             "COURIER_METRICS_PUSH_PORT": "0",
+            "COURIER_METRICS_ARCHIVE_PORT": "0",
             "COURIER_STORE_BACKEND": self.store,
             **lifted_limits(),
             **self._extra_env,

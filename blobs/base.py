@@ -65,3 +65,11 @@ class BlobStore(Protocol):
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Drop the upload and its parts; aborting what is not there succeeds (the sweeper
         retries)."""
+
+    async def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` at ``key`` from the server itself (no URL: the archive's chunks and
+        indexes), replacing what was there; a reader sees the old bytes or the new, never
+        part of them."""
+
+    async def get_object(self, key: str) -> bytes | None:
+        """The bytes stored at ``key``, or None when nothing is stored there."""

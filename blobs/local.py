@@ -152,6 +152,15 @@ class LocalBlobStore:
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
 
+    async def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(_write_atomically, self._path(key), data)
+
+    async def get_object(self, key: str) -> bytes | None:
+        try:
+            return await asyncio.to_thread(self._path(key).read_bytes)
+        except FileNotFoundError:
+            return None
+
     # ------------------------------------------------------------------ multipart
 
     def _parts(self, key: str, upload_id: str) -> Path:
@@ -214,3 +223,18 @@ def _concatenate(directory: Path, parts: list[tuple[int, str]], target: Path) ->
                 raise ProtocolError(ErrorCode.INVALID, "parts refused: InvalidPart")
             if index < len(parts) - 1 and size < MIN_PART_BYTES:
                 raise ProtocolError(ErrorCode.INVALID, "parts refused: EntityTooSmall")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, through a temporary file renamed into place (fsynced first: an
+    archive chunk is verified once and then trusted)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        with partial.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

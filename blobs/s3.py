@@ -83,6 +83,28 @@ class S3BlobStore:
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=key)
 
+    async def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        try:
+            await asyncio.to_thread(self._client.put_object, Bucket=self.bucket, Key=key,
+                                    Body=data, ContentType=content_type)
+        except (ClientError, BotoCoreError) as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"blob storage: {exc}") from None
+
+    async def get_object(self, key: str) -> bytes | None:
+        try:
+            return await asyncio.to_thread(self._read, key)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"blob storage: {exc}") from None
+        except BotoCoreError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"blob storage: {exc}") from None
+
+    def _read(self, key: str) -> bytes:
+        response = self._client.get_object(Bucket=self.bucket, Key=key)
+        with response["Body"] as body:
+            return bytes(body.read())
+
     async def create_multipart(self, key: str, content_type: str) -> str:
         try:
             created = await asyncio.to_thread(self._client.create_multipart_upload,

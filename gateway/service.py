@@ -32,6 +32,7 @@ from gateway.handlers.social_frames import SocialSockets
 from gateway.handlers.typing_relay import TypingRelay
 from gateway.handlers.user_channel import UserChannel
 from gateway.http.admin_rest import AdminApi
+from gateway.http.archive_rest import ArchiveApi
 from gateway.http.keys_rest import KeysRest
 from gateway.http.media_rest import LocalBlobRoutes, MediaApi
 from gateway.http.notify_rest import NotifyApi
@@ -154,7 +155,7 @@ class Gateway:
             SocketEndpoint(sockets.handle), ApiDocs(ROUTES),
             PushRegistrationApi(await ensure_bucket(js, PUSH_TOKENS, replicas),
                                 await ensure_bucket(js, PUSH_WAKEUPS, replicas)),
-            NotifyApi(notifier), AdminApi(admin, DeadLetterAdmin(js)),
+            NotifyApi(notifier), AdminApi(admin, DeadLetterAdmin(js)), ArchiveApi(nc),
             SocialRest(rpc_client, messaging, permissions,
                        Contacts(rpc_client, permissions, channel), presence_hub),
             MediaApi(media),

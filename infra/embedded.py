@@ -1,14 +1,15 @@
 """``python -m infra.embedded`` (``make run``): the whole system on its embedded defaults.
 
 Starts nats-server with JetStream, the storage worker (SQLite), a router, the push worker
-(log provider) and a gateway as child processes on loopback, prints where to connect, keeps
-them running (``infra.supervisor``: a crashed child is restarted with back-off and reported
-here) and stops them all on Ctrl-C. A dev signing key and the NATS credentials (one nkey seed
-per service, ``infra.nats_auth``) are generated once into the data directory so tokens and
-credentials survive restarts; each service gets only its own credential.
+(log provider), the archive worker (local files) and a gateway as child processes on
+loopback, prints where to connect, keeps them running (``infra.supervisor``: a crashed child
+is restarted with back-off and reported here) and stops them all on Ctrl-C. A dev signing
+key and the NATS credentials (one nkey seed per service, ``infra.nats_auth``) are generated
+once into the data directory so tokens and credentials survive restarts; each service gets
+only its own credential.
 
 Ports: the gateway listens on ``--port`` (8080); nats-server on ``--nats-port`` (4222 when
-free, else any free port); the workers' metrics on ``--metrics-port-base`` and the two ports
+free, else any free port); the workers' metrics on ``--metrics-port-base`` and the three ports
 after it (default: free ones). A port given by flag that is taken stops here with exit 2 and
 the flag's name; every port is printed at start and stays the same across restarts.
 
@@ -38,10 +39,11 @@ from infra.supervisor import Child, Supervisor
 PROG = "python -m infra.embedded"
 DEFAULT_GATEWAY_PORT = 8080
 DEFAULT_NATS_PORT = 4222
-#: Workers with a metrics port, in the order of ``--metrics-port-base`` + 0, 1, 2.
+#: Workers with a metrics port, in the order of ``--metrics-port-base`` + 0, 1, 2, 3.
 METRICS_KEYS = (("router", "COURIER_METRICS_ROUTER_PORT"),
                 ("storage_worker", "COURIER_METRICS_STORAGE_PORT"),
-                ("push_worker", "COURIER_METRICS_PUSH_PORT"))
+                ("push_worker", "COURIER_METRICS_PUSH_PORT"),
+                ("archive_worker", "COURIER_METRICS_ARCHIVE_PORT"))
 TICK_S = 0.25
 #: Bounds of ``--storage-workers`` and ``--routers``.
 MAX_REPLICAS = 8
@@ -87,8 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"nats-server port (default {DEFAULT_NATS_PORT}, or a free one "
                         "if that is taken)")
     parser.add_argument("--metrics-port-base", type=_port, default=None,
-                        help="metrics ports of router, storage worker, push worker: this one "
-                        "and the next two (default: free ones)")
+                        help="metrics ports of router, storage worker, push worker, archive "
+                        "worker: this one and the next three (default: free ones)")
     parser.add_argument("--storage-workers", type=_replicas, default=1,
                         help=f"storage worker processes, 1-{MAX_REPLICAS} (default 1): they "
                         "share the partitions and the store; the extra ones get metrics port 0")
@@ -98,8 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sync-always", action="store_true",
                         help="fsync every JetStream write (survives power loss, ~8x slower)")
     args = parser.parse_args(argv)
-    if args.metrics_port_base is not None and args.metrics_port_base > 65535 - 2:
-        parser.error("--metrics-port-base: must leave room for two more ports (<= 65533)")
+    if args.metrics_port_base is not None and args.metrics_port_base > 65535 - 3:
+        parser.error("--metrics-port-base: must leave room for three more ports (<= 65532)")
     return args
 
 
@@ -179,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     counts = {"storage_worker": args.storage_workers, "router": args.routers}
     services = [service
-                for module in ("storage_worker", "router", "push_worker", "gateway")
+                for module in ("storage_worker", "router", "push_worker", "archive_worker",
+                               "gateway")
                 for service in _replicas_of(module, counts.get(module, 1), env, credentials,
                                             logs)]
     children: list[Child] = [nats, *services]

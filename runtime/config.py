@@ -243,6 +243,8 @@ class MetricsConfig(_Section, frozen=True):
     storage_port: Port = 9102
     #: Push worker metrics port (0 picks a free one).
     push_port: Port = 9103
+    #: Archive worker metrics port (0 picks a free one).
+    archive_port: Port = 9104
 
 
 class PushConfig(_Section, frozen=True):
@@ -498,6 +500,30 @@ class PartitionsConfig(_Section, frozen=True):
     lease_ttl_s: Annotated[float, msgspec.Meta(ge=1.0, le=120.0)] = 6.0
 
 
+class ArchiveConfig(_Section, frozen=True):
+    """The archive worker (docs/archive.md): old history moved from the store to the blob
+    store of ``media`` in verified chunks, read back through the history API."""
+
+    #: Run on the interval (off: only on request, ``POST /v1/admin/archive`` or
+    #: ``archive.run``).
+    enabled: bool = True
+    #: Messages older than this many days are archived, for apps without their own entry in
+    #: ``age_days`` (keep it below the retention: the store purges what is past retention,
+    #: archived or not). Ephemeral apps (``retention.ephemeral_apps``) are never archived.
+    default_age_days: Annotated[int, msgspec.Meta(ge=1, le=36_500)] = 7
+    #: ``app=days`` pairs overriding ``default_age_days``.
+    age_days: dict[str, int] = {}
+    #: Seconds between two runs.
+    interval_s: Annotated[float, msgspec.Meta(ge=1.0, le=86_400.0)] = 3600.0
+    #: Most messages in one chunk.
+    chunk_messages: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+    #: Most body bytes in one chunk (a chunk holds at least one message, whatever its size).
+    chunk_bytes: Annotated[int, msgspec.Meta(ge=1024, le=256 * 1024**2)] = 8 * 1024**2
+    #: Chunks the storage worker keeps decoded in memory for history reads (least recently
+    #: used go first; each at most ``chunk_bytes`` of bodies).
+    cache_chunks: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The whole configuration tree."""
 
@@ -522,6 +548,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     presence: PresenceConfig = PresenceConfig()
     limits: LimitsConfig = LimitsConfig()
     media: MediaConfig = MediaConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -608,6 +635,9 @@ def _check(config: Config) -> None:
     for app, days in config.retention.days.items():
         if days <= 0:
             raise ConfigError(f"COURIER_RETENTION_DAYS: days for {app!r} must be positive")
+    for app, days in config.archive.age_days.items():
+        if not 1 <= days <= 36_500:
+            raise ConfigError(f"COURIER_ARCHIVE_AGE_DAYS: days for {app!r} must be 1..36500")
     for key in ("send_buffer_bytes", "sync_buffer_bytes"):
         if getattr(config.gateway, key) < config.gateway.max_frame_bytes:
             raise ConfigError(f"COURIER_GATEWAY_{key.upper()}: must be at least "

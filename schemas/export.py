@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from schemas import (
+    archive,
     callbacks,
     contacts,
     control,
@@ -61,6 +62,7 @@ GROUPS: dict[str, list[Any]] = {
              keys.KeysQueryRequest, keys.KeysClaimRequest, keys.KeysClaimOutcome,
              keys.KeysRemoveRequest, keys.KeysRemoved, keys.KeysUploadOutcome,
              keys.KeyAudienceRequest, keys.KeyAudience],
+    "archive": [archive.ArchiveRunRequest, archive.ArchiveReport],
 }
 
 

@@ -21,6 +21,7 @@ from typing import Final
 
 import msgspec
 
+from schemas.archive import ARCHIVE_RUN
 from schemas.buckets import DEPLOYMENT, LEASES
 from schemas.callbacks import CALLBACK_PREFIX, CALLBACKS_STREAM
 from schemas.control import AUDIT_CONTROL, AUDIT_STREAM, CONTROL, CONTROL_APPLY
@@ -66,6 +67,7 @@ GATEWAY: Final = "gateway"
 ROUTER: Final = "router"
 STORAGE: Final = "storage_worker"
 PUSH: Final = "push_worker"
+ARCHIVE: Final = "archive_worker"
 SERVICE: Final = "service"
 ADMIN: Final = "admin"
 BENCH: Final = "bench"
@@ -255,6 +257,7 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         *(bucket(spec.name, write=True) for spec in (MEDIA_BLOBS, MEDIA_USAGE)),
         stream(DLQ_STREAM, owner=False),
         read_messages(DLQ_STREAM),
+        publish("on-request archive runs (admin REST, request/reply)", ARCHIVE_RUN),
         Grant("operators' dead-letter API: delete a dead letter, replay it to its subject",
               publish=(f"{JS_API}.STREAM.MSG.DELETE.{DLQ_STREAM}", msgs_subject("*", GROUP))),
     )),
@@ -296,6 +299,9 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         bucket(PUSH_TOKENS.name, write=True),
         bucket(PUSH_WAKEUPS.name, write=True),
     )),
+    Credential(ARCHIVE, "every archive worker", (
+        serve("serve on-request archive runs", ARCHIVE_RUN, (GATEWAY, ADMIN)),
+    )),
     Credential(SERVICE, "internal business services", (
         publish("send notification batches (request/reply)", NOTIFY_SEND),
         listen("callbacks of their handlers, as a plain subscription", f"{CALLBACK_PREFIX}.>"),
@@ -303,6 +309,7 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
     )),
     Credential(ADMIN, "administrators' and operators' tools", (
         publish("control actions (request/reply)", CONTROL_APPLY),
+        publish("archive runs on request (request/reply)", ARCHIVE_RUN),
         JS_READ_ONLY,
         read_messages(AUDIT_STREAM),
         read_messages(PUSH_STREAM),

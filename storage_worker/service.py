@@ -8,6 +8,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from archive_worker.reader import ArchiveReader, history_page
 from blobs.factory import create_blob_store
 from blobs.records import BlobRecords
 from runtime.backoff import Backoff
@@ -36,7 +37,7 @@ from storage_worker.key_audience import KeyAudienceService
 from storage_worker.keys import KeyService
 from storage_worker.listing import app_users_handler
 from storage_worker.media_sweeper import MediaSweeper
-from storage_worker.store.base import MessageStore, cursor_before, retention_policy
+from storage_worker.store.base import ArchivingStore, cursor_before, retention_policy
 from storage_worker.store.keys_factory import create_key_store
 from storage_worker.store.social_factory import create_social_store
 
@@ -68,7 +69,7 @@ class StorageWorker:
     """Consumes the partitions it holds into the store, serves the storage RPC (for every
     partition: the store is shared), applies retention."""
 
-    def __init__(self, config: Config, store: MessageStore) -> None:
+    def __init__(self, config: Config, store: ArchivingStore) -> None:
         self._config = config
         self._store = store
         self._social = create_social_store(store)
@@ -86,6 +87,8 @@ class StorageWorker:
         self._policy = retention_policy(config.retention)
         self._blobs = create_blob_store(config)
         self._sweeper: MediaSweeper | None = None
+        #: Archived history, read through by ``history`` (docs/archive.md).
+        self._archive = ArchiveReader(self._blobs, config.archive.cache_chunks)
 
     async def start(self) -> None:
         await self._store.open()
@@ -202,9 +205,9 @@ class StorageWorker:
         after = request.seq if request.direction == "forward" else None
         if request.direction == "forward" and after is None:
             after = 0
-        items = await self._store.history(request.app, request.user, request.device,
-                                          request.conversation, before, after, request.limit,
-                                          now_ms())
+        items = await history_page(self._store, self._archive, request.app, request.user,
+                                   request.device, request.conversation, before, after,
+                                   request.limit, now_ms())
         full = len(items) == request.limit
         keep = _fit_page([len(i.message.body) for i in items],
                          newest_first=request.direction == "backward")

@@ -51,6 +51,8 @@ class System:
         self.extra_env = extra_env or {}
         self.storage: ServiceProcess | None = None
         self.push: ServiceProcess | None = None
+        #: Started only by the tests that archive (``add_archive_worker``).
+        self.archive: ServiceProcess | None = None
         self.routers: list[ServiceProcess] = []
         #: Storage workers beyond the first (``add_storage_worker``).
         self.more_storage: list[ServiceProcess] = []
@@ -68,6 +70,7 @@ class System:
             "COURIER_METRICS_ROUTER_PORT": "0",
             "COURIER_METRICS_STORAGE_PORT": "0",
             "COURIER_METRICS_PUSH_PORT": "0",
+            "COURIER_METRICS_ARCHIVE_PORT": "0",
             "COURIER_RETENTION_PURGE_INTERVAL_S": "3600",
             "COURIER_LOG_LEVEL": "info",
             **lifted_limits(),
@@ -118,6 +121,15 @@ class System:
         self.more_storage.append(worker)
         return worker
 
+    def add_archive_worker(self, **overrides: str) -> ServiceProcess:
+        """The archive worker on the system's store and blob store (once per system)."""
+        assert self.archive is None, "one archive worker per system"
+        self.archive = ServiceProcess("archive_worker", self.env("archive_worker", **overrides),
+                                      self.logs / "archive_worker.log")
+        self.archive.start()
+        self.archive.wait_started(STORAGE_START_TIMEOUT_S)
+        return self.archive
+
     def add_gateway(self, **overrides: str) -> str:
         port = free_port()
         gateway = ServiceProcess("gateway", self.env("gateway", COURIER_GATEWAY_PORT=str(port),
@@ -164,6 +176,8 @@ class System:
             router.stop()
         if self.push is not None:
             self.push.stop()
+        if self.archive is not None:
+            self.archive.stop()
         for worker in self.more_storage:
             worker.stop()
         if self.storage is not None:

@@ -15,6 +15,7 @@ from bench.scenarios import (
     e2ee_cost,
     floor_nats,
     group_fanout,
+    history,
     media,
     offline_catchup,
     partition_scaling,
@@ -25,6 +26,7 @@ ScenarioRun = Callable[[Context], Awaitable[Outcome]]
 SCENARIOS: Final[dict[str, ScenarioRun]] = {
     module.NAME: module.run
     for module in (floor_nats, direct_latency, direct_throughput, group_fanout,
-                   offline_catchup, connections, media, e2ee_cost, partition_scaling)
+                   offline_catchup, connections, media, history, e2ee_cost,
+                   partition_scaling)
 }
 OWN_SYSTEMS: Final = frozenset({partition_scaling.NAME})

@@ -20,6 +20,7 @@ from gateway.http.admin_rest import (
     SEQ,
     AdminApi,
 )
+from gateway.http.archive_rest import ArchiveApi
 from gateway.http.keys_rest import DEVICE, KeysRest
 from gateway.http.media_rest import (
     APP,
@@ -44,6 +45,7 @@ from gateway.http.social_rest import GROUP, MAX_BODY, USER, USERS, SocialRest
 from gateway.http.upgrade import SocketEndpoint
 from runtime.config import Config
 from schemas import rpc
+from schemas.archive import ArchiveReport, ArchiveRunRequest
 from schemas.contacts import ContactEntry, ContactList, ContactRequestBody, PresenceList
 from schemas.control import AuditPage, ControlList, ControlRequest, ControlResult
 from schemas.dead_letters import DeadLetterDetail, DeadLetterPage, ReplayResult
@@ -393,6 +395,13 @@ ROUTES: Final[tuple[Route, ...]] = (
                   "then delete the dead letter",
           description="409 when the dead letter names no original subject and stream.",
           params=(SEQ,), replies=ok(ReplayResult, "Replayed"), problems=(404, 409, UNAVAILABLE)),
+    Route(method="POST", path="/v1/admin/archive", handler=ArchiveApi.run, credential="admin",
+          summary="Run the archive now (docs/archive.md): every app or one, up to its age or "
+                  "before a timestamp",
+          description="The same body as the NATS subject archive.run. 503 when no archive "
+                      "worker runs, or when the run outlasts the wait (it goes on).",
+          body=ArchiveRunRequest, replies=ok(ArchiveReport, "The run's report"),
+          problems=(UNAVAILABLE,)),
 )
 
 

@@ -227,3 +227,67 @@ class MessageStore(Protocol):
 
     async def purge(self, policy: RetentionPolicy, now: int) -> int:
         """Apply retention; returns the number of messages removed."""
+
+
+# ---------------------------------------------------------------------------- archive
+# What the archive worker (archive_worker/, docs/archive.md) asks of a store: additive
+# methods beside ``MessageStore``'s, implemented by every backend and run by the contract
+# suite's archive section.
+
+
+class ArchivedMessage(msgspec.Struct, omit_defaults=True):
+    """A message as the archive keeps it: everything ``history`` needs to show it to any
+    recipient's device (the envelope with its per-device payloads, the recipients, when it was
+    delivered), nothing the backlog needs (acks, floors)."""
+
+    seq: int
+    envelope: MessageEnvelope
+    recipients: list[str]
+    delivered_at: int | None = None
+
+
+class ArchiveMark(msgspec.Struct, frozen=True):
+    """How far a conversation is archived, as positions of its partition: every message at or
+    below ``archived`` is in a verified chunk of the archive's index (history reads it there,
+    and above it from the store); every message at or below ``purged`` is gone from the
+    store. ``purged`` <= ``archived``: the purge comes after the verification."""
+
+    archived: int = 0
+    purged: int = 0
+
+
+class ArchiveStore(Protocol):
+    """The store's side of the archive. Marks only move forward."""
+
+    async def message_apps(self) -> list[str]:
+        """The apps that have messages in the store."""
+
+    async def archive_candidates(self, app: str, before_ts: int) -> list[str]:
+        """The app's conversations with a stored message older than ``before_ts`` (ms)."""
+
+    async def archive_rows(self, app: str, conversation: str, after: int, before_ts: int,
+                           limit: int) -> list[ArchivedMessage]:
+        """Up to ``limit`` messages of the conversation above position ``after``, in seq
+        order, stopping before the first one at or after ``before_ts``: a prefix, so what
+        stays in the store is everything above the archived position."""
+
+    async def archive_mark(self, app: str, conversation: str) -> ArchiveMark:
+        """The conversation's mark (zeros: nothing archived)."""
+
+    async def set_archive_mark(self, app: str, conversation: str, mark: ArchiveMark) -> None:
+        """Move the mark forward (each field to the higher of the stored and the given)."""
+
+    async def archived_conversations(self) -> list[tuple[str, str]]:
+        """Every ``(app, conversation)`` with a mark, in order."""
+
+    async def purge_archived(self, app: str, conversation: str, through: int) -> int:
+        """Remove the conversation's messages at or below position ``through`` (their bodies,
+        payloads and ids; a backend may leave small references to them to its TTLs); returns
+        how many messages went."""
+
+    async def others_read(self, app: str, user: str, conversation: str) -> int:
+        """The highest read marker of the conversation's members other than ``user``."""
+
+
+class ArchivingStore(MessageStore, ArchiveStore, Protocol):
+    """A message store with the archive's methods: what every backend is."""

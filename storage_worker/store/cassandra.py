@@ -72,6 +72,8 @@ from schemas.ids import direct_members
 from schemas.partitions import empty_cursor
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
 from storage_worker.store.base import (
+    ArchivedMessage,
+    ArchiveMark,
     DeliverableMessage,
     RetentionPolicy,
     StoredMessage,
@@ -81,6 +83,7 @@ from storage_worker.store.base import (
 )
 from storage_worker.store.cassandra_schema import (
     APP_USER_SHARDS,
+    ARCHIVE_SHARDS,
     BOOTSTRAP,
     BUCKET_SEQS,
     MIGRATIONS,
@@ -220,6 +223,28 @@ _QUERIES: Final[dict[str, str]] = {
                   "AND seq = ?",
     "id_drop": "DELETE FROM {ks}.messages_by_id WHERE id = ?",
 }
+#: The archive's statements (``ArchiveStore``), prepared with the others.
+_ARCHIVE_QUERIES: Final[dict[str, str]] = {
+    "archive_mark_get": "SELECT archived, purged FROM {ks}.archive_marks "
+                        "WHERE app = ? AND conversation = ?",
+    "archive_archived_put": "UPDATE {ks}.archive_marks USING TIMESTAMP ? SET archived = ? "
+                            "WHERE app = ? AND conversation = ?",
+    "archive_purged_put": "UPDATE {ks}.archive_marks USING TIMESTAMP ? SET purged = ? "
+                          "WHERE app = ? AND conversation = ?",
+    "archive_conversation_put": "INSERT INTO {ks}.archive_conversations "
+                                "(shard, app, conversation) VALUES (?, ?, ?)",
+    "archive_conversations_get": "SELECT app, conversation FROM {ks}.archive_conversations "
+                                 "WHERE shard = ?",
+    "payloads_of": "SELECT device, body FROM {ks}.payloads WHERE seq = ?",
+    "archive_bucket_drop": "DELETE FROM {ks}.messages_v2 WHERE app = ? AND conversation = ? "
+                           "AND bucket = ?",
+    "archive_range_drop": "DELETE FROM {ks}.messages_v2 WHERE app = ? AND conversation = ? "
+                          "AND bucket = ? AND seq <= ?",
+    "conversation_bucket_drop": "DELETE FROM {ks}.conversation_buckets_v2 WHERE app = ? "
+                                "AND conversation = ? AND bucket = ?",
+}
+_QUERIES.update(_ARCHIVE_QUERIES)
+
 #: Compare-and-set statements: the driver must not retry them blindly.
 _LWT: Final = frozenset({"user_insert", "device_insert"})
 
@@ -1318,6 +1343,111 @@ class CassandraStore:
             writes.add(("payloads", seq), self._later("payloads_drop", seq))
             writes.add(("messages_by_id", key), self._later("id_drop", key))
         await self._write(writes)
+
+    # ------------------------------------------------------------------ archive
+
+    async def message_apps(self) -> list[str]:
+        return sorted({str(app) for app, _bucket_id in await self._run("purge_buckets_get")})
+
+    async def archive_candidates(self, app: str, before_ts: int) -> list[str]:
+        buckets = sorted(bucket for row_app, bucket in await self._run("purge_buckets_get")
+                         if row_app == app)
+        found: set[str] = set()
+        for bucket in buckets:
+            first = await self._run("purge_first", app, bucket)
+            if first and first[0][0] >= before_ts:
+                break  # later buckets hold later messages
+            found.update(str(row[2]) for row in await self._run("purge_older", app, bucket,
+                                                                 before_ts))
+        return sorted(found)
+
+    async def archive_rows(self, app: str, conversation: str, after: int, before_ts: int,
+                           limit: int) -> list[ArchivedMessage]:
+        rows: list[_Message] = []
+        async with aclosing(self._conversation_pages(app, conversation, None, after,
+                                                     min(limit, 500))) as pages:
+            async for page in pages:
+                for row in page:
+                    if row.id is None:  # a late status update of a purged message
+                        continue
+                    if row.ts >= before_ts or len(rows) == limit:
+                        return await self._archived(rows)
+                    rows.append(row)
+        return await self._archived(rows)
+
+    async def _archived(self, rows: list[_Message]) -> list[ArchivedMessage]:
+        async def payloads(row: _Message) -> dict[str, bytes] | None:
+            if row.body is not None:
+                return None
+            return {str(device): bytes(body)
+                    for device, body in await self._run("payloads_of", row.seq)} or None
+
+        found = await asyncio.gather(*(payloads(row) for row in rows))
+        archived = []
+        for row, by_device in zip(rows, found, strict=True):
+            envelope = _envelope(row)
+            envelope.body, envelope.payloads = row.body, by_device
+            archived.append(ArchivedMessage(seq=row.seq, envelope=envelope,
+                                            recipients=sorted(row.recipients or ()),
+                                            delivered_at=row.delivered_at))
+        return archived
+
+    async def archive_mark(self, app: str, conversation: str) -> ArchiveMark:
+        rows = await self._run("archive_mark_get", app, conversation)
+        if not rows:
+            return ArchiveMark()
+        return ArchiveMark(archived=int(rows[0][0] or 0), purged=int(rows[0][1] or 0))
+
+    async def set_archive_mark(self, app: str, conversation: str, mark: ArchiveMark) -> None:
+        # USING TIMESTAMP <position>: a lower mark written later loses.
+        shard = zlib.crc32(f"{app}\x00{conversation}".encode()) % ARCHIVE_SHARDS
+        await asyncio.gather(
+            self._run("archive_conversation_put", shard, app, conversation),
+            *(self._run(name, value, value, app, conversation)
+              for name, value in (("archive_archived_put", mark.archived),
+                                  ("archive_purged_put", mark.purged)) if value > 0))
+
+    async def archived_conversations(self) -> list[tuple[str, str]]:
+        pages = await asyncio.gather(*(self._run("archive_conversations_get", shard)
+                                       for shard in range(ARCHIVE_SHARDS)))
+        return sorted((str(app), str(conversation)) for page in pages
+                      for app, conversation in page)
+
+    async def purge_archived(self, app: str, conversation: str, through: int) -> int:
+        """Whole ``messages_v2`` partitions (buckets) at or below ``through`` go with one
+        partition tombstone each (and their bucket index row); the bucket ``through`` falls in
+        gets one range tombstone. Payloads and ids are single-row partitions, deleted whole.
+        Inbox rows (small references, no bodies) are left to their TTL: deleting them would
+        put row tombstones into the inbox partitions that every backlog read walks, and reads
+        skip inbox entries whose message is gone (docs/cassandra.md)."""
+        doomed: list[_Message] = []
+        async with aclosing(self._conversation_pages(app, conversation, None, 0, 500)) as pages:
+            async for page in pages:
+                doomed.extend(row for row in page if row.seq <= through)
+                if page[-1].seq > through:
+                    break
+        # Payloads and ids first: a rerun after a crash finds them through the message rows.
+        first, writes = _Writes(), _Writes()
+        for row in doomed:
+            if row.body is None:
+                first.add(("payloads", row.seq), self._later("payloads_drop", row.seq))
+            if row.id is not None:
+                first.add(("messages_by_id", row.id), self._later("id_drop", row.id))
+        await self._write(first)
+        for bucket in sorted({_bucket(row.seq) for row in doomed}):
+            key = ("messages", app, conversation, bucket)
+            if (bucket + 1) * BUCKET_SEQS - 1 <= through:
+                writes.add(key, self._later("archive_bucket_drop", app, conversation, bucket))
+                writes.add(("conversation_buckets", app, conversation), self._later(
+                    "conversation_bucket_drop", app, conversation, bucket))
+            else:
+                writes.add(key, self._later("archive_range_drop", app, conversation, bucket,
+                                            through))
+        await self._write(writes)
+        return sum(1 for row in doomed if row.id is not None)
+
+    async def others_read(self, app: str, user: str, conversation: str) -> int:
+        return await self._others_read(app, user, conversation)
 
 
 def _app_shard(user: str) -> int:

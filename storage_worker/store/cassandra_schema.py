@@ -21,6 +21,9 @@ class Migration(NamedTuple):
 #: part of their primary keys, so it can never change once data is written.
 BUCKET_SEQS: Final = 1 << 17
 
+#: Partitions of ``archive_conversations`` (by a hash of app and conversation).
+ARCHIVE_SHARDS: Final = 16
+
 #: Partitions per app of ``app_users`` (by a hash of the user id); also part of the key.
 APP_USER_SHARDS: Final = 16
 
@@ -201,4 +204,15 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         # Where a device starts, per partition: written with the device, by the same LWT.
         "ALTER TABLE devices_v2 ADD IF NOT EXISTS start_cursor frozen<list<bigint>>",
     ), copy="partitions"),
+    # Archive (docs/archive.md): how far each conversation is archived and purged, and the
+    # list of archived conversations (``ARCHIVE_SHARDS`` partitions by a hash of app and
+    # conversation) that the archive worker walks to expire chunks.
+    Migration(5, "archive", (
+        # Each mark cell written USING TIMESTAMP <its position>: a mark never moves back.
+        """CREATE TABLE IF NOT EXISTS archive_marks (
+            app text, conversation text, archived bigint, purged bigint,
+            PRIMARY KEY ((app, conversation)))""",
+        """CREATE TABLE IF NOT EXISTS archive_conversations (
+            shard int, app text, conversation text, PRIMARY KEY (shard, app, conversation))""",
+    )),
 )

@@ -33,6 +33,8 @@ from schemas.ids import ID_PATTERN, direct_members
 from schemas.partitions import empty_cursor
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
 from storage_worker.store.base import (
+    ArchivedMessage,
+    ArchiveMark,
     DeliverableMessage,
     RetentionPolicy,
     StoredMessage,
@@ -228,6 +230,13 @@ MIGRATIONS: Final[list[str]] = [
     ) WITHOUT ROWID;
     INSERT INTO device_floors SELECT app, device, 0, floor FROM devices WHERE floor > 0;
     ALTER TABLE devices DROP COLUMN floor
+    """,
+    # archive (docs/archive.md): how far each conversation is archived and purged
+    """
+    CREATE TABLE IF NOT EXISTS archive_marks (
+        app TEXT NOT NULL, conversation TEXT NOT NULL, archived INTEGER NOT NULL,
+        purged INTEGER NOT NULL, PRIMARY KEY (app, conversation)
+    ) WITHOUT ROWID
     """,
 ]
 
@@ -741,6 +750,92 @@ class SqliteStore:
             await self.db.executemany("DELETE FROM payloads WHERE seq = ?", seqs)
             await self.db.executemany("DELETE FROM messages WHERE seq = ?", seqs)
         return len(seqs)
+
+    # ------------------------------------------------------------------ archive
+
+    async def message_apps(self) -> list[str]:
+        async with self.db.execute("SELECT DISTINCT app FROM messages ORDER BY app") as cur:
+            return [str(row[0]) for row in await cur.fetchall()]
+
+    async def archive_candidates(self, app: str, before_ts: int) -> list[str]:
+        async with self.db.execute(
+            "SELECT DISTINCT conversation FROM messages WHERE app = ? AND ts < ? "
+            "ORDER BY conversation", (app, before_ts),
+        ) as cur:
+            return [str(row[0]) for row in await cur.fetchall()]
+
+    async def archive_rows(self, app: str, conversation: str, after: int, before_ts: int,
+                           limit: int) -> list[ArchivedMessage]:
+        async with self.db.execute(
+            f"""SELECT {_MESSAGE_COLUMNS}, m.body FROM messages m
+                WHERE m.app = ? AND m.conversation = ? AND m.seq > ?
+                ORDER BY m.seq LIMIT ?""",
+            (app, conversation, after, limit),
+        ) as cur:
+            rows = list(await cur.fetchall())
+        cut = next((index for index, row in enumerate(rows) if row[12] >= before_ts), len(rows))
+        rows = rows[:cut]
+        seqs = [int(row[0]) for row in rows]
+        payloads: dict[int, dict[str, bytes]] = {}
+        recipients: dict[int, list[str]] = {}
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                f"SELECT seq, device, body FROM payloads WHERE seq IN ({marks}) "
+                "ORDER BY seq, device", chunk,
+            ) as cur:
+                for seq, device, body in await cur.fetchall():
+                    payloads.setdefault(int(seq), {})[str(device)] = bytes(body)
+            async with self.db.execute(
+                f"SELECT seq, user FROM inbox WHERE app = ? AND seq IN ({marks}) "
+                "ORDER BY seq, user", [app, *chunk],
+            ) as cur:
+                for seq, user in await cur.fetchall():
+                    recipients.setdefault(int(seq), []).append(str(user))
+        archived = []
+        for row in rows:
+            envelope = _envelope(row)
+            envelope.body = row[-1]
+            envelope.payloads = payloads.get(int(row[0]))
+            archived.append(ArchivedMessage(seq=int(row[0]), envelope=envelope,
+                                            recipients=recipients.get(int(row[0]), []),
+                                            delivered_at=row[15]))
+        return archived
+
+    async def archive_mark(self, app: str, conversation: str) -> ArchiveMark:
+        async with self.db.execute(
+            "SELECT archived, purged FROM archive_marks WHERE app = ? AND conversation = ?",
+            (app, conversation),
+        ) as cur:
+            row = await cur.fetchone()
+        return ArchiveMark() if row is None else ArchiveMark(archived=int(row[0]),
+                                                             purged=int(row[1]))
+
+    async def set_archive_mark(self, app: str, conversation: str, mark: ArchiveMark) -> None:
+        async with self.atomic() as db:
+            await db.execute(
+                "INSERT INTO archive_marks (app, conversation, archived, purged) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (app, conversation) DO UPDATE SET "
+                "archived = MAX(archived, excluded.archived), "
+                "purged = MAX(purged, excluded.purged)",
+                (app, conversation, mark.archived, mark.purged),
+            )
+
+    async def archived_conversations(self) -> list[tuple[str, str]]:
+        async with self.db.execute(
+            "SELECT app, conversation FROM archive_marks ORDER BY app, conversation"
+        ) as cur:
+            return [(str(app), str(conversation)) for app, conversation in await cur.fetchall()]
+
+    async def purge_archived(self, app: str, conversation: str, through: int) -> int:
+        async with self.atomic():
+            return await self._delete_where(
+                "m.app = :app AND m.conversation = :conversation AND m.seq <= :through",
+                {"app": app, "conversation": conversation, "through": through})
+
+    async def others_read(self, app: str, user: str, conversation: str) -> int:
+        return await self._others_read(app, user, conversation)
 
 
 def _envelope(row: Any) -> MessageEnvelope:

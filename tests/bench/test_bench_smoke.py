@@ -55,6 +55,9 @@ def test_scenario_specific_fields(smoke: tuple[dict[str, Any], Path]) -> None:
     scenarios = smoke[0]["scenarios"]
     assert scenarios["floor-nats"]["max_per_s"] > 0
     assert scenarios["direct-latency"]["sent"] == scenarios["direct-latency"]["delivered"]
+    history = scenarios["history"]
+    assert history["lost"] == 0 and history["archived"] == history["messages"] // 2 > 0
+    assert history["hot_p50_ms"] > 0 and history["archive_p50_ms"] > 0
     catchup = scenarios["offline-catchup"]
     assert catchup["sent"] == catchup["messages"] == catchup["delivered"]
     assert 0 < catchup["seconds"]

@@ -249,3 +249,24 @@ async def test_abort_leaves_nothing_and_is_idempotent(blobs: BlobBackend) -> Non
     assert status in (403, 404), status
     assert await blobs.store.size_of(key) is None
     assert await blobs.leftovers() == []
+
+
+# ---------------------------------------------------------------------------- server-side objects
+# (the archive's chunks and indexes: put and read by the server, never through a URL)
+
+
+async def test_put_object_then_get_object_returns_the_bytes(blobs: BlobBackend) -> None:
+    key, body = _key(), secrets.token_bytes(70_000)
+    assert await blobs.store.get_object(key) is None
+    await blobs.store.put_object(key, body, TYPE)
+    assert await blobs.store.get_object(key) == body
+    assert await blobs.store.size_of(key) == len(body)
+
+
+async def test_put_object_replaces_and_delete_removes(blobs: BlobBackend) -> None:
+    key = f"{_key()}/index.json"
+    await blobs.store.put_object(key, b"first", "application/json")
+    await blobs.store.put_object(key, b"second version", "application/json")
+    assert await blobs.store.get_object(key) == b"second version"
+    await blobs.store.delete(key)
+    assert await blobs.store.get_object(key) is None

@@ -20,6 +20,7 @@ from schemas.partitions import (
     position,
 )
 from storage_worker.store.base import (
+    ArchiveMark,
     MessageStore,
     RetentionPolicy,
     StoredMessage,
@@ -575,3 +576,98 @@ def test_partition_counts_past_the_bounds(count: int) -> None:
         SqliteStore(":memory:", partitions=count)
     with pytest.raises(ValueError):
         CassandraStore(StoreConfig(backend="cassandra"), partitions=count)
+
+
+# ---------------------------------------------------------------------------- archive
+# ``ArchiveStore`` (storage_worker/store/base.py): what the archive worker reads, marks and
+# purges. Stream sequences far apart put a conversation's messages in several of Cassandra's
+# seq buckets, so its purge drops whole bucket partitions and cuts one by a range.
+
+FAR = (1, 2, 3, 200_000, 300_000, 300_001, 400_000)
+
+
+def archiving(store: MessageStore) -> SqliteStore | CassandraStore:
+    assert isinstance(store, SqliteStore | CassandraStore)
+    return store
+
+
+async def test_archive_rows_are_a_prefix_older_than_the_cutoff(store: MessageStore,
+                                                               at: Positions) -> None:
+    backend = archiving(store)
+    await setup_users(store)
+    await store.append([envelope(at(1), ts=NOW - 3 * DAY),
+                        envelope(at(2), ts=NOW - 2 * DAY, body=None,
+                                 payloads={"b1": b"for b1", "b2": b"for b2"}),
+                        envelope(at(3), ts=NOW),  # new: the prefix stops here
+                        envelope(at(4), ts=NOW - 2 * DAY)])  # old but after a new one
+    await store.append([envelope(at(5, BC), sender="bob", device="b1", to="carol",
+                                 ts=NOW - 3 * DAY)])
+    await store.record_acks(APP, "bob", "b1", [ack(at(1))], NOW)
+    assert await backend.archive_candidates(APP, NOW - DAY) == sorted([AB, BC])
+    assert await backend.archive_candidates(APP, NOW - 5 * DAY) == []
+    assert await backend.archive_candidates("other-app", NOW) == []
+    rows = await backend.archive_rows(APP, AB, 0, NOW - DAY, 100)
+    assert [row.seq for row in rows] == [at(1), at(2)]
+    assert rows[0].recipients == ["alice", "bob"]
+    assert rows[0].envelope.body == b"body" + str(at(1)).encode()
+    assert rows[0].envelope.id == f"m{at(1)}" and rows[0].envelope.client_id == f"c{at(1)}"
+    assert rows[0].delivered_at == NOW
+    assert rows[1].envelope.body is None
+    assert rows[1].envelope.payloads == {"b1": b"for b1", "b2": b"for b2"}
+    assert rows[1].delivered_at is None
+    assert [r.seq for r in await backend.archive_rows(APP, AB, at(1), NOW - DAY, 100)] == [at(2)]
+    assert [r.seq for r in await backend.archive_rows(APP, AB, 0, NOW - DAY, 1)] == [at(1)]
+    assert [r.seq for r in await backend.archive_rows(APP, AB, 0, NOW + DAY, 100)] == [
+        at(s) for s in (1, 2, 3, 4)]
+    assert await backend.archive_rows(APP, AB, at(2), NOW - DAY, 100) == []
+    assert APP in await backend.message_apps()
+
+
+async def test_archive_marks_move_forward_only(store: MessageStore, at: Positions) -> None:
+    backend = archiving(store)
+    assert await backend.archive_mark(APP, AB) == ArchiveMark()
+    await backend.set_archive_mark(APP, AB, ArchiveMark(archived=at(5)))
+    await backend.set_archive_mark(APP, AB, ArchiveMark(archived=at(3), purged=at(3)))
+    assert await backend.archive_mark(APP, AB) == ArchiveMark(archived=at(5), purged=at(3))
+    await backend.set_archive_mark(APP, AB, ArchiveMark(archived=at(5), purged=at(5)))
+    assert await backend.archive_mark(APP, AB) == ArchiveMark(archived=at(5), purged=at(5))
+    assert await backend.archive_mark("other-app", AB) == ArchiveMark()
+    await backend.set_archive_mark("other-app", BC, ArchiveMark(archived=at(5, BC)))
+    assert await backend.archived_conversations() == [(APP, AB), ("other-app", BC)]
+
+
+async def test_purge_archived_removes_up_to_the_mark(store: MessageStore,
+                                                     at: Positions) -> None:
+    backend = archiving(store)
+    await setup_users(store)
+    await store.append([envelope(at(s), ts=NOW - DAY) for s in FAR[:4]]
+                       + [envelope(at(FAR[4]), ts=NOW - DAY, body=None,
+                                   payloads={"b1": b"p"})]
+                       + [envelope(at(s), ts=NOW - DAY) for s in FAR[5:]])
+    await store.append([envelope(at(500_000, BC), sender="bob", device="b1", to="carol")])
+    through = at(FAR[4])
+    assert await backend.purge_archived(APP, AB, through) == 5
+    history = await store.history(APP, "bob", "b1", AB, None, None, 50, NOW)
+    assert [item.message.seq for item in history] == [at(s) for s in FAR[5:]]
+    forward = await store.history(APP, "bob", "b1", AB, None, 0, 50, NOW)
+    assert [item.message.seq for item in forward] == [at(s) for s in FAR[5:]]
+    assert await store.message(APP, "bob", "b1", f"m{at(1)}", NOW) is None
+    assert await store.message(APP, "bob", "b1", f"m{through}", NOW) is None
+    assert await store.message(APP, "bob", "b1", f"m{at(FAR[5])}", NOW) is not None
+    messages, _ = await store.backlog(APP, "bob", "b2", [], 50, NOW)
+    assert sorted(m.seq for m in messages) == sorted([*(at(s) for s in FAR[5:]),
+                                                      at(500_000, BC)])
+    rows = await backend.archive_rows(APP, AB, 0, NOW, 50)
+    assert [row.seq for row in rows] == [at(s) for s in FAR[5:]]
+    assert await backend.purge_archived(APP, AB, through) == 0  # a rerun: nothing more
+    assert len(await store.history(APP, "bob", "b1", BC, None, None, 50, NOW)) == 1
+
+
+async def test_others_read_is_the_highest_other_marker(store: MessageStore,
+                                                       at: Positions) -> None:
+    backend = archiving(store)
+    assert await backend.others_read(APP, "alice", AB) == 0
+    await store.mark_read(APP, "bob", AB, at(4))
+    await store.mark_read(APP, "alice", AB, at(9))
+    assert await backend.others_read(APP, "alice", AB) == at(4)
+    assert await backend.others_read(APP, "bob", AB) == at(9)

@@ -59,6 +59,7 @@ def contract(tmp_path_factory: pytest.TempPathFactory,
     with System(tmp_path_factory.mktemp("contract"), {
             **store_env(request), "COURIER_AUTH_ADMIN_SECRET": ADMIN_SECRET,
             "COURIER_AUTH_SERVICE_SECRET": SERVICE_SECRET}) as system:
+        system.add_archive_worker(COURIER_ARCHIVE_ENABLED="false")  # POST /v1/admin/archive
         device = asyncio.run(system.device("contract-user", "contract-phone")).token
         config = schemathesis.Config.from_dict({
             "checks": CHECKS_CONFIG,

@@ -8,7 +8,7 @@ from infra.embedded import parse_args as embedded_args
 
 @pytest.mark.parametrize("argv", [
     ["--port", "abc"], ["--port", "0"], ["--port", "65536"], ["--nats-port", "70000"],
-    ["--nats-port", "0"], ["--metrics-port-base", "0"], ["--metrics-port-base", "65534"],
+    ["--nats-port", "0"], ["--metrics-port-base", "0"], ["--metrics-port-base", "65533"],
     ["--metrics-port-base", "x"], ["--unknown"],
     ["--storage-workers", "0"], ["--storage-workers", "9"], ["--storage-workers", "x"],
     ["--storage-workers", "-1"], ["--routers", "0"], ["--routers", "9"], ["--routers", "x"],
@@ -37,8 +37,8 @@ def test_client_bad_flags(argv: list[str]) -> None:
 
 
 def test_embedded_flags_at_the_bounds() -> None:
-    args = embedded_args(["--port", "65535", "--nats-port", "1", "--metrics-port-base", "65533"])
-    assert (args.port, args.nats_port, args.metrics_port_base) == (65535, 1, 65533)
+    args = embedded_args(["--port", "65535", "--nats-port", "1", "--metrics-port-base", "65532"])
+    assert (args.port, args.nats_port, args.metrics_port_base) == (65535, 1, 65532)
     assert embedded_args([]).metrics_port_base is None
 
 

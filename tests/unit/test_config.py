@@ -138,3 +138,41 @@ def test_recipient_cache_at_the_bounds(value: str) -> None:
     config = load_config({"COURIER_GATEWAY_RECIPIENT_CACHE_S": value,
                           "COURIER_AUTH_SECRET": "s" * 32})
     assert config.gateway.recipient_cache_s == float(value)
+
+
+#: The archive's numeric settings: (key, lowest, highest) accepted.
+ARCHIVE_BOUNDS = [
+    ("COURIER_ARCHIVE_DEFAULT_AGE_DAYS", "1", "36500"),
+    ("COURIER_ARCHIVE_INTERVAL_S", "1", "86400"),
+    ("COURIER_ARCHIVE_CHUNK_MESSAGES", "1", "10000"),
+    ("COURIER_ARCHIVE_CHUNK_BYTES", "1024", str(256 * 1024**2)),
+    ("COURIER_ARCHIVE_CACHE_CHUNKS", "1", "10000"),
+    ("COURIER_METRICS_ARCHIVE_PORT", "0", "65535"),
+]
+
+
+@pytest.mark.parametrize(("key", "low", "high"), ARCHIVE_BOUNDS)
+def test_archive_settings_at_their_bounds(key: str, low: str, high: str) -> None:
+    for value in (low, high):
+        load_config({key: value})
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    *((key, str(int(float(low)) - 1)) for key, low, _ in ARCHIVE_BOUNDS),
+    *((key, str(int(float(high)) + 1)) for key, _, high in ARCHIVE_BOUNDS),
+    ("COURIER_ARCHIVE_INTERVAL_S", "0.99"), ("COURIER_ARCHIVE_CHUNK_MESSAGES", "many"),
+    ("COURIER_ARCHIVE_ENABLED", "maybe"),
+    ("COURIER_ARCHIVE_AGE_DAYS", "shop=0"), ("COURIER_ARCHIVE_AGE_DAYS", "shop=36501"),
+    ("COURIER_ARCHIVE_AGE_DAYS", "shop"),
+])
+def test_bad_archive_settings_name_the_key(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({key: value})
+    assert str(info.value).startswith(key), str(info.value)
+
+
+def test_archive_age_per_app() -> None:
+    config = load_config({"COURIER_ARCHIVE_AGE_DAYS": "shop=1,news=36500",
+                          "COURIER_ARCHIVE_ENABLED": "false"})
+    assert config.archive.age_days == {"shop": 1, "news": 36500}
+    assert config.archive.enabled is False
