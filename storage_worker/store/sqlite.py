@@ -17,6 +17,7 @@ message's partition is its ``seq % partitions``; per-partition bounds go into qu
 """
 
 import asyncio
+import fcntl
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -337,8 +338,21 @@ class SqliteStore:
             self._db = None
 
     async def _migrate(self) -> None:
+        """Apply pending migrations, one process at a time: storage workers and the archive
+        worker open the same file, and two reading the same version would both apply it."""
         if not _APP_RE.match(self._default_app):
             raise ValueError(f"bad default app {self._default_app!r}")
+        if str(self._path) == ":memory:":
+            await self._migrate_locked()
+            return
+        lock = await asyncio.to_thread(open, f"{self._path}.migrate-lock", "a")
+        try:
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+            await self._migrate_locked()
+        finally:
+            lock.close()  # releases the lock
+
+    async def _migrate_locked(self) -> None:
         await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
         async with self.db.execute("SELECT MAX(version) FROM schema_version") as cur:
             row = await cur.fetchone()
