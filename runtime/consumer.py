@@ -148,8 +148,6 @@ class PullLoop:
     ) -> None:
         self._js = js
         self._may_fetch = may_fetch
-        #: A batch is being handled (a drain waits for it; an idle loop is cut at once).
-        self._handling = False
         self._stream = stream
         self._durable = durable
         self._batch = batch
@@ -163,14 +161,11 @@ class PullLoop:
         self._task = asyncio.create_task(self._run(subscription), name=f"pull-{self._durable}")
 
     async def drain(self) -> None:
-        """Stop fetching; wait for the batch in hand to be handled (an idle loop, waiting in
-        a fetch, ends at once)."""
+        """Stop fetching; wait for the batch in hand to be handled, and for a fetch in flight
+        to end: a pull request cut short stays open on the server until it expires, and what
+        the server sends to it would be lost to whoever consumes next (out of order)."""
         self._stopping.set()
-        if self._task is None:
-            return
-        if not self._handling:
-            await self.stop()
-        else:
+        if self._task is not None:
             await self._task
 
     async def stop(self) -> None:
@@ -196,11 +191,7 @@ class PullLoop:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            self._handling = True
-            try:
-                await self._handle(msgs)
-            finally:
-                self._handling = False
+            await self._handle(msgs)
             backoff = 0.05
 
     async def _handle(self, msgs: list[Msg]) -> None:
