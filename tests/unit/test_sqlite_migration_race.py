@@ -25,9 +25,15 @@ def test_processes_opening_one_new_file_migrate_it_once(tmp_path: Path) -> None:
         path.unlink(missing_ok=True)
         starts = [subprocess.Popen([sys.executable, "-c", OPEN, str(path)], cwd=REPO,
                                    stderr=subprocess.PIPE, text=True) for _ in range(4)]
-        for process in starts:
-            _, err = process.communicate(timeout=120)
-            assert process.returncode == 0, err
+        try:
+            for process in starts:
+                _, err = process.communicate(timeout=120)
+                assert process.returncode == 0, err
+        finally:  # a migration that deadlocked must not outlive the test
+            for process in starts:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()
         with sqlite3.connect(path) as db:
             versions = [row[0] for row in db.execute("SELECT version FROM schema_version")]
         assert versions == sorted(set(versions)) and versions[0] == 1
