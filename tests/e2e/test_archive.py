@@ -29,6 +29,7 @@ from tests.e2e.archive_helpers import (
     send_all,
     stored,
 )
+from tests.e2e.social_helpers import wait_for
 from tests.harness import System
 
 AB = direct_conversation("alice", "bob")
@@ -157,11 +158,12 @@ def archive_worker_running(system: System) -> bool:
 
 async def _until_chunks(server: SeaweedFs, bucket: str, count: int,
                         timeout: float = 120.0) -> None:
-    """Until the conversation's archive holds ``count`` chunk objects."""
-    deadline = time.monotonic() + timeout
-    while len(await asyncio.to_thread(bucket_keys, server, bucket, AB)) <= count:
-        assert time.monotonic() < deadline, f"fewer than {count} chunks after {timeout} s"
-        await asyncio.sleep(0.01)
+    """Until the conversation's archive holds more than ``count`` chunk objects."""
+
+    async def more() -> bool:
+        return len(await asyncio.to_thread(bucket_keys, server, bucket, AB)) > count
+
+    await wait_for(more, within=timeout)
 
 
 @pytest.mark.parametrize("request_body, code", [
