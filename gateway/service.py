@@ -18,6 +18,7 @@ from control.admin import ControlAdmin
 from control.dead_letters import DeadLetterAdmin
 from control.view import ControlView
 from gateway.auth import TokenIssuer, TokenVerifier
+from gateway.handlers.acks import AckBatcher
 from gateway.handlers.callbacks import CallbackRelay
 from gateway.handlers.contacts import Contacts
 from gateway.handlers.control import ControlGuard
@@ -77,6 +78,7 @@ class Gateway:
         self._sockets: SocketServer | None = None
         self._subjects: ServiceSubjects | None = None
         self._hub: DeviceHub | None = None
+        self._acks: AckBatcher | None = None
         self.port = gw.port
 
     def _on_nats_reconnected(self) -> None:
@@ -108,7 +110,12 @@ class Gateway:
         started.push_async_callback(blobs.close)
         media = MediaService(config.media, config.retention, blobs,
                              await BlobRecords.open(js, replicas), permissions)
-        messaging = Messaging(streams, rpc_client, self.gateway_id, permissions,
+        self._acks = acks = AckBatcher(streams, self.gateway_id,
+                                       flush_ms=config.gateway.ack_flush_ms,
+                                       batch_max=config.gateway.ack_batch_max)
+        acks.start()
+        started.push_async_callback(acks.stop)
+        messaging = Messaging(streams, rpc_client, self.gateway_id, permissions, acks=acks,
                               cache_ttl_s=config.gateway.recipient_cache_s, media=media)
         presence = PresenceWriter(js, self.gateway_id,
                                   gateway_ttl_s=config.gateway.presence_ttl_s,
@@ -179,21 +186,24 @@ class Gateway:
 
     async def drain(self) -> None:
         """Stop serving the service subjects (finishing requests in flight), refuse new
-        sockets, close open ones with GOING_AWAY, let handlers finish."""
+        sockets, close open ones with GOING_AWAY, let handlers finish, publish the acks they
+        left pending."""
         if self._subjects is not None:
             await self._subjects.drain()
-        if self._sockets is None:
-            return
-        self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
-        try:
-            async with asyncio.timeout(self._config.gateway.drain_timeout_s):
-                await self._sockets.wait_idle()
-        except TimeoutError:
-            log.warning("drain_timeout", timeout_s=self._config.gateway.drain_timeout_s)
+        timeout_s = self._config.gateway.drain_timeout_s
+        if self._sockets is not None:
+            self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._sockets.wait_idle()
+            except TimeoutError:
+                log.warning("drain_timeout", timeout_s=timeout_s)
+        if self._acks is not None:
+            await self._acks.drain(timeout_s)
 
     async def stop(self) -> None:
         """Stop what ``start`` started, last first: the HTTP server, the service subjects,
-        presence and control views, the presence writer, NATS."""
+        presence and control views, the presence writer, the ack flush task, NATS."""
         await self._started.aclose()
 
 

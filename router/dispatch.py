@@ -22,11 +22,12 @@ from schemas.codec import encode_frame
 from schemas.envelopes import (
     Envelope,
     MessageEnvelope,
+    ReceiptBatch,
     ReceiptEnvelope,
     decode_envelope,
     message_frame,
 )
-from schemas.frames import Receipt
+from schemas.frames import AckItem, Receipt
 from schemas.groups import GroupEnvelope
 from schemas.ids import direct_members, group_of, notification_members
 from schemas.partitions import position
@@ -71,6 +72,8 @@ class Dispatcher:
                 await self._deliver_message(envelope, seq)
             elif isinstance(envelope, GroupEnvelope):
                 await self._deliver_group_write(envelope, seq)
+            elif isinstance(envelope, ReceiptBatch):
+                await self._deliver_receipt_batch(envelope)
             else:
                 await self._deliver_receipt(envelope)
             handled.append(msg)
@@ -165,21 +168,23 @@ class Dispatcher:
 
     async def _deliver_delivered(self, receipt: ReceiptEnvelope) -> None:
         """Tell each sender which of its messages reached a device of ``by_user``."""
-        by_sender: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for item in receipt.items:
-            if item.sender is None or item.sender == receipt.by_user:
-                continue
-            if group_of(item.conversation) is not None:
-                continue  # group deliveries are counted (GET .../receipts), not forwarded
-            members = _members(item.conversation)
-            if receipt.by_user not in members or item.sender not in members:
-                DROPPED.labels("not_member").inc()
-                continue
-            by_sender[(item.conversation, item.sender)].append(item.id)
-        for (conversation, sender), ids in by_sender.items():
+        delivered: _Delivered = defaultdict(dict)
+        _collect_delivered(delivered, receipt.app, receipt.by_user, receipt.items)
+        await self._publish_delivered(delivered)
+
+    async def _deliver_receipt_batch(self, batch: ReceiptBatch) -> None:
+        """The acks of many devices: one ``delivered`` receipt per (conversation, sender,
+        reader) for the whole batch, however many devices and frames acked."""
+        delivered: _Delivered = defaultdict(dict)
+        for entry in batch.entries:
+            _collect_delivered(delivered, entry.app, entry.user, entry.items)
+        await self._publish_delivered(delivered)
+
+    async def _publish_delivered(self, delivered: "_Delivered") -> None:
+        for (app, conversation, sender, reader), ids in delivered.items():
             frame = encode_frame(Receipt(status="delivered", conversation=conversation,
-                                         by=receipt.by_user, message_ids=ids))
-            await self._publish_to_user(receipt.app, sender, frame)
+                                         by=reader, message_ids=list(ids)))
+            await self._publish_to_user(app, sender, frame)
 
     async def _publish_to_user(self, app: str, user: str, frame: bytes,
                                skip_device: str = "") -> None:
@@ -188,6 +193,26 @@ class Dispatcher:
                     and not self._control.blocks(app, user, device.device)):
                 await self._nc.publish(deliver_subject(app, device.device), frame)
                 RECEIPTS_OUT.inc()
+
+
+#: (app, conversation, sender, reader) -> the sender's message ids the reader received, in
+#: order and without repeats (a dict used as an ordered set).
+_Delivered = defaultdict[tuple[str, str, str, str], dict[str, None]]
+
+
+def _collect_delivered(delivered: _Delivered, app: str, reader: str,
+                       items: list[AckItem]) -> None:
+    """Add the acks of one device of ``reader`` that owe their senders a receipt."""
+    for item in items:
+        if item.sender is None or item.sender == reader:
+            continue
+        if group_of(item.conversation) is not None:
+            continue  # group deliveries are counted (GET .../receipts), not forwarded
+        members = _members(item.conversation)
+        if reader not in members or item.sender not in members:
+            DROPPED.labels("not_member").inc()
+            continue
+        delivered[(app, item.conversation, item.sender, reader)][item.id] = None
 
 
 def _members(conversation: str) -> tuple[str, ...]:

@@ -146,6 +146,17 @@ class GatewayConfig(_Section, frozen=True):
     #: How long a gateway trusts that a recipient exists before asking storage again; while
     #: storage is away, a recipient it knew stays known (users are never deleted).
     recipient_cache_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600.0)] = 30.0
+    #: Sends of one socket published to JetStream at once, awaiting their acks; the next
+    #: send waits for a slot (the socket's frames are not read meanwhile). Replies still
+    #: come in frame order.
+    send_window: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
+    #: How long the gateway gathers the acks of all its sockets before it publishes them,
+    #: one receipt envelope per partition.
+    ack_flush_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    #: Ack items of one partition that publish at once, before the tick ends; a failed
+    #: publish keeps at most four times this per partition for the next tick (then the
+    #: oldest are dropped: those messages are sent again at the device's next sync).
+    ack_batch_max: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
 
 
 class StoreConfig(_Section, frozen=True):

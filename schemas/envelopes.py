@@ -60,8 +60,30 @@ class ReceiptEnvelope(msgspec.Struct, tag="rcpt", tag_field="t", omit_defaults=T
     v: Count = PROTOCOL_VERSION
 
 
+class DeviceAcks(msgspec.Struct, omit_defaults=True):
+    """The messages one device acknowledged, in one ``ReceiptBatch``. ``app``, ``user`` and
+    ``device`` come from the token of the socket that sent the acks."""
+
+    app: str
+    user: str
+    device: str
+    items: list[AckItem]
+
+
+class ReceiptBatch(msgspec.Struct, tag="acks", tag_field="t", omit_defaults=True):
+    """The acks one gateway received during one flush tick for one partition, from every
+    device (``gateway.ack_flush_ms``): the ``delivered`` receipts of all of them in one
+    envelope. Each entry is applied as a ``delivered`` ``ReceiptEnvelope`` of its device
+    would be; the router coalesces the receipts to senders across the whole batch."""
+
+    ts: Count
+    entries: list[DeviceAcks]
+    gateway: str | None = None
+    v: Count = PROTOCOL_VERSION
+
+
 #: ``GroupEnvelope`` (group writes, ``msgs.group``) is defined in ``schemas.groups``.
-Envelope = MessageEnvelope | ReceiptEnvelope | GroupEnvelope
+Envelope = MessageEnvelope | ReceiptEnvelope | ReceiptBatch | GroupEnvelope
 
 _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final[msgspec.msgpack.Decoder[Envelope]] = msgspec.msgpack.Decoder(Envelope)

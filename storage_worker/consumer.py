@@ -11,7 +11,13 @@ from prometheus_client import Counter, Histogram
 from runtime.consumer import BatchHandler
 from runtime.deadletter import DeadLetters
 from runtime.partitions import Lease
-from schemas.envelopes import Envelope, MessageEnvelope, ReceiptEnvelope, decode_envelope
+from schemas.envelopes import (
+    Envelope,
+    MessageEnvelope,
+    ReceiptBatch,
+    ReceiptEnvelope,
+    decode_envelope,
+)
 from schemas.frames import AckItem
 from schemas.ids import group_of
 from schemas.partitions import position
@@ -44,7 +50,7 @@ class EnvelopeApplier:
         partition = lease.partition
         with BATCH_SECONDS.time():
             pending: list[StoredMessage] = []
-            receipts: list[ReceiptEnvelope] = []
+            receipts: list[ReceiptEnvelope | ReceiptBatch] = []
             for msg in msgs:
                 envelope = await self._decode_or_term(msg)
                 if envelope is None:
@@ -54,7 +60,7 @@ class EnvelopeApplier:
                     recipients = await self._recipients(envelope)
                     if recipients is not None:
                         pending.append(StoredMessage(seq, envelope, recipients))
-                elif isinstance(envelope, ReceiptEnvelope):
+                elif isinstance(envelope, ReceiptEnvelope | ReceiptBatch):
                     receipts.append(envelope)  # refers to earlier messages only: may wait
                 else:  # a group write is ordered with the messages around it
                     await self._flush(pending, receipts, lease)
@@ -72,7 +78,7 @@ class EnvelopeApplier:
         return await self._groups.recipients(envelope)
 
     async def _flush(self, pending: list[StoredMessage],
-                     receipts: list[ReceiptEnvelope], lease: Lease) -> None:
+                     receipts: list[ReceiptEnvelope | ReceiptBatch], lease: Lease) -> None:
         """Store the pending messages, then apply the receipts held since the last flush:
         the acks of one device in one call."""
         if pending or receipts:
@@ -87,6 +93,12 @@ class EnvelopeApplier:
         now = int(time.time() * 1000)
         acks: dict[tuple[str, str, str], list[AckItem]] = defaultdict(list)
         for receipt in receipts:
+            if isinstance(receipt, ReceiptBatch):
+                for entry in receipt.entries:
+                    acks[(entry.app, entry.user, entry.device)].extend(entry.items)
+                    await self._groups.on_delivered(entry.app, entry.user, entry.items)
+                RECEIPTS.labels("delivered").inc(len(receipt.entries))
+                continue
             if receipt.status == "delivered":
                 acks[(receipt.app, receipt.by_user, receipt.by_device)].extend(receipt.items)
             elif receipt.conversation is not None and receipt.seq is not None:

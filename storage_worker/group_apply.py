@@ -25,7 +25,7 @@ from prometheus_client import Counter
 
 from schemas.envelopes import MessageEnvelope, ReceiptEnvelope
 from schemas.errors import ProtocolError
-from schemas.frames import Destination, Sender
+from schemas.frames import AckItem, Destination, Sender
 from schemas.groups import GROUP_EVENT_MODULE, GroupEnvelope
 from schemas.ids import group_conversation, group_of, scoped
 from schemas.subjects import GROUPS_CHANGED
@@ -133,16 +133,20 @@ class GroupApplier:
         GROUP_WRITES.labels("applied").inc()
         await self._nc.publish(GROUPS_CHANGED, scoped(envelope.app, envelope.group).encode())
 
+    async def on_delivered(self, app: str, user: str, items: list[AckItem]) -> None:
+        """Move the group delivery markers of ``user`` to the highest acknowledged seq."""
+        highest: dict[str, int] = {}
+        for item in items:
+            group = group_of(item.conversation)
+            if group is not None:
+                highest[group] = max(highest.get(group, 0), item.seq)
+        for group, seq in highest.items():
+            await self._social.advance_markers(app, group, user, seq, 0)
+
     async def on_receipt(self, receipt: ReceiptEnvelope) -> None:
         """Move the group receipt markers: highest acknowledged seq, read marker."""
         if receipt.status == "delivered":
-            highest: dict[str, int] = {}
-            for item in receipt.items:
-                group = group_of(item.conversation)
-                if group is not None:
-                    highest[group] = max(highest.get(group, 0), item.seq)
-            for group, seq in highest.items():
-                await self._social.advance_markers(receipt.app, group, receipt.by_user, seq, 0)
+            await self.on_delivered(receipt.app, receipt.by_user, receipt.items)
         elif receipt.conversation is not None and receipt.seq is not None:
             group = group_of(receipt.conversation)
             if group is not None:

@@ -1,11 +1,15 @@
 """What the gateway does with a validated frame, independent of the transport.
 
 Sends become ``MessageEnvelope``s published to JetStream (the client is acknowledged with the
-stream sequence once JetStream stored it); acks and read markers become ``ReceiptEnvelope``s;
-sync pages come from the storage worker behind a barrier.
+stream sequence once JetStream stored it): ``prepare_send`` checks and builds the envelope,
+``publish_send`` stores it, so a socket can keep several publishes in flight
+(``gateway.ws.connection``). Acks go to the gateway's ``AckBatcher`` (one ``ReceiptBatch`` per
+partition per tick); read markers become ``ReceiptEnvelope``s; sync pages come from the
+storage worker behind a barrier.
 """
 
 import time
+from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -13,13 +17,14 @@ from nats.errors import Error as NatsError
 from prometheus_client import Counter, Histogram
 
 from gateway.auth import Identity
+from gateway.handlers.acks import AckBatcher
 from gateway.handlers.media import MediaService
 from gateway.handlers.permissions import Permissions
 from runtime.cache import LruCache
 from runtime.partitions import PartitionStreams
 from runtime.rpc import RpcClient
 from schemas import rpc
-from schemas.envelopes import MessageEnvelope, ReceiptEnvelope, encode_envelope
+from schemas.envelopes import DeviceAcks, MessageEnvelope, ReceiptEnvelope, encode_envelope
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import Accepted, Ack, AckItem, Read, Send, Sender
 from schemas.ids import (
@@ -51,13 +56,24 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedSend:
+    """A checked send, its envelope encoded, ready to publish."""
+
+    frame: Send
+    envelope: MessageEnvelope
+    partition: int
+    data: bytes
+
+
 class Messaging:
     """Accepts sends, receipts and read markers; reads backlogs."""
 
     def __init__(self, streams: PartitionStreams, rpc_client: RpcClient, gateway_id: str,
-                 permissions: Permissions, cache_ttl_s: float = 30.0,
+                 permissions: Permissions, *, acks: AckBatcher, cache_ttl_s: float = 30.0,
                  max_cached: int = MAX_CACHED, media: MediaService | None = None) -> None:
         self._streams = streams
+        self._acks = acks
         self._media = media
         self._rpc = rpc_client
         self._gateway_id = gateway_id
@@ -81,7 +97,8 @@ class Messaging:
                               time.monotonic() + self._cache_ttl_s)
         return info.one_time_keys_left
 
-    async def send(self, identity: Identity, frame: Send) -> Accepted:
+    async def prepare_send(self, identity: Identity, frame: Send) -> PreparedSend:
+        """Check a send (recipient, permissions, attachments) and build its envelope."""
         if (frame.body is None) == (frame.payloads is None):
             raise ProtocolError(ErrorCode.INVALID, "exactly one of 'body' or 'payloads'")
         conversation, payloads = await self._resolve(identity, frame)
@@ -108,15 +125,22 @@ class Messaging:
             expires_at=expires_at,
             gateway=self._gateway_id,
         )
-        seq = await self._publish(self._streams.of(identity.app, conversation), CHAT,
-                                  encode_envelope(envelope), msg_id=envelope.id)
+        return PreparedSend(frame, envelope, self._streams.of(identity.app, conversation),
+                            encode_envelope(envelope))
+
+    async def publish_send(self, send: PreparedSend) -> Accepted:
+        """Store a prepared send in its partition; ``unavailable`` if JetStream did not."""
+        envelope = send.envelope
+        seq = await self._publish(send.partition, CHAT, send.data, msg_id=envelope.id)
         ACCEPTED.inc()
-        return Accepted(client_id=frame.client_id, message_id=envelope.id, seq=seq,
-                        conversation=conversation, ts=ts, id=frame.id)
+        return Accepted(client_id=send.frame.client_id,
+                        message_id=envelope.id, seq=seq, conversation=envelope.conversation,
+                        ts=envelope.ts, id=send.frame.id)
 
     async def ack(self, identity: Identity, frame: Ack) -> None:
-        """One receipt per partition the acknowledged messages are in: each partition's
-        storage worker records its own (a device's cursor is one position per partition)."""
+        """Hand the acks to the gateway's batcher, per partition the acknowledged messages are
+        in: each partition's storage worker records its own (a device's cursor is one position
+        per partition). Membership is checked here, before anything is queued."""
         by_partition: dict[int, list[AckItem]] = {}
         for conversation in {item.conversation for item in frame.messages}:
             await self._permissions.check_member(identity.app, identity.user, conversation)
@@ -124,9 +148,8 @@ class Messaging:
             by_partition.setdefault(self._streams.of(identity.app, item.conversation),
                                     []).append(item)
         for partition, items in by_partition.items():
-            await self._publish(partition, RECEIPT, encode_envelope(ReceiptEnvelope(
-                status="delivered", app=identity.app, by_user=identity.user,
-                by_device=identity.device, ts=now_ms(), items=items)))
+            self._acks.add(partition, DeviceAcks(app=identity.app, user=identity.user,
+                                                 device=identity.device, items=items))
 
     async def read(self, identity: Identity, frame: Read) -> None:
         await self._permissions.check_member(identity.app, identity.user,
@@ -143,7 +166,9 @@ class Messaging:
         return self._streams.count
 
     async def stream_position(self) -> list[int]:
-        """Each partition's last sequence: the subscribe-before-fetch barrier."""
+        """Each partition's last sequence: the subscribe-before-fetch barrier (after the
+        acks this gateway holds are published: a sync does not re-send what was acked)."""
+        await self._acks.settle()
         try:
             return await self._streams.last_sequences()
         except NatsError as exc:

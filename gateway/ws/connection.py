@@ -8,6 +8,15 @@ for room in the send budget. A socket over a budget, or whose writes make no pro
 ``write_stall_s`` (its client stopped reading), is closed with ``SLOW_CONSUMER``; its
 undelivered messages stay in the device's backlog (they were never acked).
 
+Inbound frames are read one at a time, in order, with one exception: a ``send`` is checked and
+its envelope built in frame order, then its publish to JetStream is started and the next frame
+is read while it is in flight (at most ``send_window`` per socket; a full window stops reading
+the socket until a publish completes: backpressure, nothing is dropped). Replies (``accepted``,
+``error``, ``pong``, a callback's reply) are written in frame order as the publishes before
+them complete. ``sync`` and the presence and typing frames wait until the sends before them
+are answered; ``ack``, ``read``, ``ping`` and ``callback`` do not wait (their replies, if any,
+still come in order).
+
 Every close the gateway does goes through ``close_soon``: the connection's own closing task
 writes the close frame, waits for the client's answer and for the connection to end, and
 aborts the transport after ``close_timeout_s``; the socket handler awaits it (``shutdown``).
@@ -16,11 +25,13 @@ aborts the transport after ``close_timeout_s``; the socket handler awaits it (``
 import asyncio
 import secrets
 import time
+from collections import deque
+from dataclasses import dataclass
 
 import msgspec
 import structlog
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 from gateway.auth import Identity
 from gateway.handlers.callbacks import CallbackRelay
@@ -34,6 +45,7 @@ from runtime.config import GatewayConfig
 from schemas.codec import decode_client_frame, encode_frame
 from schemas.errors import RETRYABLE, CloseCode, ErrorCode, ProtocolError
 from schemas.frames import (
+    Accepted,
     Ack,
     Callback,
     ClientFrame,
@@ -59,7 +71,28 @@ SLOW_CONSUMERS = Counter("courier_gateway_slow_consumers_total",
                          "frame count, no write progress", ["cause"])
 CLOSE_ABORTS = Counter("courier_gateway_close_aborts_total",
                        "Closing sockets whose transport was aborted after close_timeout_s")
+SEND_WINDOW_DEPTH = Histogram(
+    "courier_gateway_send_window_depth",
+    "Publishes of the socket in flight when a send's publish starts (itself included)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+SEND_WINDOW_FULL = Counter("courier_gateway_send_window_full_total",
+                           "Sends that waited for a slot of their socket's full send window")
+SENDS_IN_FLIGHT = Gauge("courier_gateway_sends_in_flight",
+                        "Publishes of sends awaiting JetStream's ack, all sockets")
 SYNC_BUFFER_LIMIT_FACTOR = 4
+
+
+@dataclass(slots=True)
+class _Reply:
+    """A reply owed to the client, in frame order: a send's publish in flight, or a frame
+    ready to write once the replies before it are out."""
+
+    request_id: str | None
+    publish: "asyncio.Task[Accepted] | None" = None
+    frame: msgspec.Struct | None = None
+
+    def ready(self) -> bool:
+        return self.publish is None or self.publish.done()
 for _buffer in ("send", "held"):
     BUFFERED.labels(_buffer)
 
@@ -87,6 +120,13 @@ class Connection:
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        #: Replies owed, oldest first, while sends are in flight (``_reply``).
+        self._replies: deque[_Reply] = deque()
+        self._window = asyncio.Semaphore(config.send_window)
+        self._in_flight = 0
+        #: Set while no reply is owed: ``sync`` waits for the sends before it.
+        self._answered = asyncio.Event()
+        self._answered.set()
         #: Identifies this socket among all sockets of the device, on every gateway.
         self.session = secrets.token_hex(8)
         self.log = log.bind(user=identity.user, device=identity.device, session=self.session)
@@ -216,6 +256,7 @@ class Connection:
             self.ws.abort()
             raise
         finally:
+            await self._publishes_done()
             await self._sync.stop()
             if self._writer is not None:
                 self._writer.cancel()
@@ -271,28 +312,98 @@ class Connection:
     async def _dispatch(self, frame: ClientFrame) -> None:
         identity = self.identity
         if isinstance(frame, Send):
-            self._guard.check_send(identity, frame.module)
-            self.send(await self._messaging.send(identity, frame))
+            await self._start_send(frame)
         elif isinstance(frame, Callback):
-            self.send(await self._callbacks.publish(identity, frame))
+            self._reply(await self._callbacks.publish(identity, frame))
         elif isinstance(frame, Ack):
             await self._messaging.ack(identity, frame)
         elif isinstance(frame, Read):
             await self._messaging.read(identity, frame)
         elif isinstance(frame, Sync):
+            await self._answered.wait()
             await self._sync.client_sync(frame)
         elif isinstance(frame, Ping):
-            self.send(Pong(id=frame.id))
+            self._reply(Pong(id=frame.id))
         elif isinstance(frame, PresenceSubscribe | PresenceUnsubscribe | Typing):
+            await self._answered.wait()
             await self._social.handle(self, frame)
 
+    async def _start_send(self, frame: Send) -> None:
+        """Check the send and build its envelope now (frame order), then start its publish
+        in a slot of the window; the read loop waits here while the window is full."""
+        if self._window.locked():
+            SEND_WINDOW_FULL.inc()
+        await self._window.acquire()
+        try:
+            self._guard.check_send(self.identity, frame.module)
+            prepared = await self._messaging.prepare_send(self.identity, frame)
+        except BaseException:
+            self._window.release()
+            raise
+        publish = asyncio.get_running_loop().create_task(
+            self._messaging.publish_send(prepared), name=f"ws-publish-{self.session}")
+        self._in_flight += 1
+        SENDS_IN_FLIGHT.inc()
+        SEND_WINDOW_DEPTH.observe(self._in_flight)
+        self._replies.append(_Reply(frame.id, publish=publish))
+        self._answered.clear()
+        publish.add_done_callback(self._write_replies)
+
+    def _reply(self, frame: msgspec.Struct) -> None:
+        """Write a reply after the replies owed before it."""
+        if self._replies:
+            self._replies.append(_Reply(getattr(frame, "id", None), frame=frame))
+        else:
+            self.send(frame)
+
+    def _write_replies(self, _: object = None) -> None:
+        """Write the owed replies that are ready, oldest first, up to the first publish
+        still in flight (a publish's done callback)."""
+        while self._replies and self._replies[0].ready():
+            reply = self._replies.popleft()
+            if reply.publish is None:
+                assert reply.frame is not None
+                self.send(reply.frame)
+                continue
+            self._in_flight -= 1
+            SENDS_IN_FLIGHT.dec()
+            self._window.release()
+            if reply.publish.cancelled():
+                continue
+            exc = reply.publish.exception()
+            if exc is None:
+                self.send(reply.publish.result())
+            else:
+                if not isinstance(exc, ProtocolError):
+                    self.log.error("send_failed", request_id=reply.request_id,
+                                   exc_info=(type(exc), exc, exc.__traceback__))
+                    exc = ProtocolError(ErrorCode.INTERNAL, "internal error")
+                self.send(self._rejection(exc, reply.request_id))
+                self._strike()
+        if not self._replies:
+            self._answered.set()
+
+    async def _publishes_done(self) -> None:
+        """Wait for the publishes still in flight (each ends within its publish timeout)."""
+        publishes = [reply.publish for reply in self._replies if reply.publish is not None]
+        if publishes:
+            await asyncio.wait(publishes)
+
     def _reject(self, exc: ProtocolError, request_id: str | None) -> None:
-        ERRORS_OUT.labels(exc.code).inc()
-        self.send(Error(code=exc.code, message=exc.message, retry=exc.code in RETRYABLE,
-                        id=request_id, retry_after_s=exc.retry_after_s))
+        self._reply(self._rejection(exc, request_id))
+        self._strike()
+
+    def _strike(self) -> None:
+        """One more rejected frame in a row; too many close the socket."""
         self._strikes += 1
         if self._strikes >= self._config.max_strikes:
             self.close_soon(CloseCode.TOO_MANY_ERRORS, "too many rejected frames")
+
+    @staticmethod
+    def _rejection(exc: ProtocolError, request_id: str | None) -> Error:
+        ERRORS_OUT.labels(exc.code).inc()
+        return Error(code=exc.code, message=exc.message, retry=exc.code in RETRYABLE,
+                     id=request_id, retry_after_s=exc.retry_after_s)
 
     def resync(self) -> None:
         """Re-read the backlog without being asked (the gateway was away from NATS, so live

@@ -65,7 +65,7 @@ class ScriptedRpc:
 async def test_the_gateway_caches_of_users_and_device_owners_are_bounded() -> None:
     scripted = ScriptedRpc()
     messaging = Messaging(cast(Any, None), cast(RpcClient, scripted), "gw", cast(Any, None),
-                          max_cached=100)
+                          acks=cast(Any, None), max_cached=100)
     for i in range(1000):
         await messaging._device_owner("app", f"d{i}")
         await messaging._require_user("app", f"u{i}")
