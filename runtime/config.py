@@ -153,10 +153,11 @@ class GatewayConfig(_Section, frozen=True):
     #: How long the gateway gathers the acks of all its sockets before it publishes them,
     #: one receipt envelope per partition.
     ack_flush_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
-    #: Ack items of one partition that publish at once, before the tick ends; a failed
+    #: Ack items of one partition that publish at once, before the tick ends; also the most
+    #: one receipt envelope carries (1,000 items fit NATS's 1 MiB max_payload). A failed
     #: publish keeps at most four times this per partition for the next tick (then the
     #: oldest are dropped: those messages are sent again at the device's next sync).
-    ack_batch_max: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
+    ack_batch_max: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000
 
 
 class StoreConfig(_Section, frozen=True):

@@ -20,6 +20,7 @@ import structlog
 from nats.errors import Error as NatsError
 from prometheus_client import Counter, Histogram
 
+from runtime.backoff import Backoff
 from runtime.partitions import PartitionStreams
 from runtime.tasks import TaskGroup
 from schemas.envelopes import DeviceAcks, ReceiptBatch, encode_envelope
@@ -43,6 +44,8 @@ FLUSH_FAILED = ACK_FLUSHES.labels("failed")
 
 #: A partition keeps at most this many times ``batch_max`` items while its publishes fail.
 KEPT_FACTOR: Final = 4
+#: Longest wait between two attempts of a failing flush.
+RETRY_CAP_S: Final = 1.0
 #: Between two attempts of the final flush on ``drain``.
 DRAIN_RETRY_S: Final = 0.1
 
@@ -116,6 +119,10 @@ class AckBatcher:
             await asyncio.shield(self._flushing)
 
     async def _flush_forever(self) -> None:
+        """A tick starts with the first pending ack; failed flushes are retried, backing off
+        from the tick up to ``RETRY_CAP_S``."""
+        backoff = Backoff(self._interval_s, max(self._interval_s, RETRY_CAP_S),
+                          reset_after_s=self._interval_s)
         while True:
             await self._has_pending.wait()
             try:
@@ -123,8 +130,10 @@ class AckBatcher:
                     await self._full.wait()
             except TimeoutError:
                 pass
-            if not await self.flush():
-                await asyncio.sleep(self._interval_s)  # a failed tick: the next one retries
+            if await self.flush():
+                backoff.failures = 0
+            else:
+                await asyncio.sleep(backoff.failed(0.0))
 
     async def flush(self) -> bool:
         """Publish every partition's pending acks; False when a publish failed (its items
