@@ -384,10 +384,18 @@ class Connection:
             self._answered.set()
 
     async def _publishes_done(self) -> None:
-        """Wait for the publishes still in flight (each ends within its publish timeout)."""
+        """Wait for the publishes still in flight (each ends within its publish timeout);
+        cancelled, cancel them (a client retry with the same ``client_id`` finds what was
+        stored)."""
         publishes = [reply.publish for reply in self._replies if reply.publish is not None]
-        if publishes:
+        if not publishes:
+            return
+        try:
             await asyncio.wait(publishes)
+        except asyncio.CancelledError:
+            for publish in publishes:
+                publish.cancel()
+            raise
 
     def _reject(self, exc: ProtocolError, request_id: str | None) -> None:
         self._reply(self._rejection(exc, request_id))
