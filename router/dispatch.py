@@ -68,7 +68,7 @@ class Dispatcher:
         retries or isolates it; only an envelope that cannot be decoded is buried here."""
         handled: list[Msg] = []
         out = _Out(lease.partition, self._routes,
-                   EdgeOutbox(self._nc, min(self._edge_bytes, self._nc.max_payload)))
+                   EdgeOutbox(min(self._edge_bytes, self._nc.max_payload)))
         for msg in msgs:
             lease.check()
             envelope = await self._decode_or_bury(msg)
@@ -84,7 +84,7 @@ class Dispatcher:
             else:
                 await self._deliver_receipt(envelope, out)
             handled.append(msg)
-        await out.outbox.flush()  # one publish per gateway (or a few: the byte bound)
+        await out.outbox.flush(self._nc)  # one publish per gateway (or a few: the byte bound)
         await self._push.flush()  # the batch's push jobs are stored before its acks
         for msg in handled:
             await msg.ack()

@@ -80,8 +80,7 @@ class EdgeRoutes:
 class EdgeOutbox:
     """The frames of one batch, per gateway, in order; ``flush`` publishes them."""
 
-    def __init__(self, nc: Client, max_bytes: int) -> None:
-        self._nc = nc
+    def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
         #: gateway -> chunks of items, each chunk (items, their size) within the bound
         self._chunks: dict[str, list[tuple[list[EdgeItem], int]]] = {}
@@ -103,12 +102,16 @@ class EdgeOutbox:
         items.append(EdgeItem(app=app, devices=devices, frame=frame))
         chunks[-1] = (items, used + size)
 
-    async def flush(self) -> None:
-        """Publish every gateway's chunks (core NATS: no wait for a gateway)."""
+    def take(self) -> list[tuple[str, EdgeBatch]]:
+        """What was added since the last ``take``: (gateway, batch) pairs, each gateway's
+        batches in order."""
         chunks, self._chunks = self._chunks, {}
-        for gateway, batches in chunks.items():
-            subject = edge_subject(gateway)
-            for items, _ in batches:
-                await self._nc.publish(subject, encode_edge_batch(EdgeBatch(items=items)))
-                EDGE_PUBLISHES.inc()
-                EDGE_ITEMS.inc(len(items))
+        return [(gateway, EdgeBatch(items=items))
+                for gateway, batches in chunks.items() for items, _ in batches]
+
+    async def flush(self, nc: Client) -> None:
+        """Publish what was added (core NATS: no wait for a gateway)."""
+        for gateway, batch in self.take():
+            await nc.publish(edge_subject(gateway), encode_edge_batch(batch))
+            EDGE_PUBLISHES.inc()
+            EDGE_ITEMS.inc(len(batch.items))
