@@ -11,8 +11,10 @@ import msgspec
 from nats.aio.msg import Msg
 
 from client.sdk import CourierClient
+from runtime.config import load_config
 from schemas.edge import EdgeBatch, EdgeItem, decode_edge_batch, encode_edge_batch
-from schemas.subjects import edge_subject
+from schemas.envelopes import AttachEnvelope, encode_envelope
+from schemas.subjects import ATTACH, edge_subject, msgs_stream, msgs_subject
 from tests.e2e.social_helpers import call, wait_for
 from tests.e2e.test_socket_memory import metrics
 from tests.harness import System
@@ -139,6 +141,48 @@ async def test_a_device_moving_to_another_gateway_mid_stream_gets_every_message(
         await asyncio.gather(streaming, return_exceptions=True)
         await alice.close()
         await on_a.close()
+
+
+async def test_routers_follow_attach_markers_in_stream_order(system: System) -> None:
+    """A marker (forged here with the gateway credential) moves bob's next messages to its
+    gateway, whatever presence says; the messages before it stay where they were."""
+    alice = await system.connect(await system.device("alice"))
+    bob = await system.connect(await system.device("bob", "bob"))
+    assert bob.welcome is not None
+    home = bob.welcome.gateway
+    partitions = load_config(system.env("gateway")).partitions.count
+    nc = await system.nats_client("gateway")
+    js = nc.jetstream()
+    tap = EdgeTap()
+
+    async def attach(gateway: str, rev: int) -> None:
+        marker = encode_envelope(AttachEnvelope(
+            app="default", user="bob", device="bob", gateway=gateway, session="forged",
+            presence_rev=rev, ts=1))
+        for partition in range(partitions):
+            await js.publish(msgs_subject(partition, ATTACH), marker,
+                             stream=msgs_stream(partition))
+
+    try:
+        await nc.subscribe(edge_subject("gw-tap"), cb=tap.record)
+        await nc.flush()
+        first = await alice.send("bob", b"one")
+        assert (await bob.next_message()).message_id == first.message_id
+        await attach("gw-tap", 2**62)
+        second = await alice.send("bob", b"two")
+        await wait_for(lambda: tap.carrying(second.message_id))
+        assert [item.devices for _, item in tap.carrying(second.message_id)] == [["bob"]]
+        await attach(home, 2**62 + 1)
+        third = await alice.send("bob", b"three")
+        # one router, in stream order: had "two" gone to bob's gateway, it would come first
+        assert (await bob.next_message()).message_id == third.message_id
+        assert not tap.carrying(third.message_id) and not tap.carrying(first.message_id)
+        await bob.sync()  # "two" is in the backlog
+        assert (await bob.next_message()).message_id == second.message_id
+    finally:
+        await nc.close()
+        await alice.close()
+        await bob.close()
 
 
 async def test_a_restarted_router_delivers_live_to_devices_connected_before(
