@@ -46,7 +46,8 @@ from gateway.http.routing import Admission, serve
 from gateway.http.social_rest import SocialRest
 from gateway.http.upgrade import SocketEndpoint
 from gateway.nats_api.service_subjects import ServiceSubjects
-from gateway.ws.sockets import DeviceHub, SocketServer
+from gateway.ws.hub import DeviceHub
+from gateway.ws.sockets import SocketServer
 from presence.registry import PresenceView, PresenceWriter
 from runtime.config import Config
 from runtime.deadletter import ensure_dlq
@@ -122,8 +123,9 @@ class Gateway:
                                   replicas=replicas)
         started.push_async_callback(presence.stop)
         await presence.start()
-        self._hub = hub = DeviceHub(nc, presence)
+        self._hub = hub = DeviceHub(nc, presence, streams, self.gateway_id)
         await hub.start()
+        started.push_async_callback(hub.stop)
         limits = Limits(config.gateway, config.limits)
         control_view = ControlView(nc, replicas=replicas)
         await control_view.start()

@@ -97,14 +97,17 @@ class PresenceWriter:
         except Exception as exc:
             log.warning("presence_stop_failed", error=repr(exc))
 
-    async def device_online(self, app: str, user: str, device: str) -> None:
+    async def device_online(self, app: str, user: str, device: str) -> int:
+        """Record the device's socket here; returns the revision of its key: of two sockets
+        of one device, the later one has the higher revision, on any gateway."""
         assert self._buckets is not None
         key = scoped(app, device)
         self._devices[key] = user
         now = now_ms()
-        await self._buckets[0].put(key, _encoder.encode(
+        revision = await self._buckets[0].put(key, _encoder.encode(
             DeviceOnline(user=user, gateway=self._gateway_id, since=now, app=app)))
         await self._buckets[2].put(scoped(app, user), _encoder.encode(LastSeen(ts=now)))
+        return revision
 
     async def device_offline(self, app: str, user: str, device: str) -> None:
         assert self._buckets is not None
@@ -220,6 +223,11 @@ class PresenceView:
 
     def is_online(self, app: str, device: str) -> bool:
         return self._online(scoped(app, device))
+
+    def gateway_of(self, app: str, device: str) -> str | None:
+        """The gateway holding the device's socket, if it is online."""
+        state = self._devices.get(scoped(app, device))
+        return state.gateway if state is not None and state.gateway in self._gateways else None
 
     def _online(self, key: str) -> bool:
         state = self._devices.get(key)

@@ -7,19 +7,22 @@ deliveries of a batch were published; undecodable envelopes, and envelopes whose
 failing on their own, are dead-lettered in the ``DLQ`` stream (``dlq.router``) and termed; RPC and
 NATS outages are retried in place (``runtime.consumer``).
 
-Produces: for each message, the ready-to-send ``message`` frame on ``dlv.<device>`` (core NATS)
-for every device of every recipient user and the sender's other devices; for each receipt, a
-``receipt`` frame to the devices that should hear of it. Gateways subscribe only the device
-subjects of their own sockets, so a publish to an offline device costs nothing and the device
-gets the message from its backlog when it syncs. For each recipient device that is offline
+Produces: for each message, the ready-to-send ``message`` frame for every device of every
+recipient user and the sender's other devices; for each receipt, a ``receipt`` frame to the
+devices that should hear of it. Frames go to the gateways holding those devices: one
+``EdgeBatch`` on ``edge.<gateway>`` (core NATS) per gateway per handled batch, each frame
+encoded once with that gateway's devices (``router.edge``). Where a device is comes from the
+``AttachEnvelope`` markers gateways publish into every partition (ordered with the messages),
+else from presence; a device in neither is offline and gets the message from its backlog
+when it syncs. For each recipient device that is offline
 (presence registry), a ``PushJob`` on ``push.jobs`` (``router.push_jobs``); a batch is acked
 only once JetStream stored its push jobs. Disabled devices, users and modules (control bucket)
 get nothing.
 
 Order: one replica publishes a batch in stream order, so deliveries of one conversation leave
 a replica in seq order; with several replicas, frames of one conversation may interleave and
-clients order by ``seq``. A frame is published as the exact
-bytes the device receives (no headers), so gateways forward it without decoding.
+clients order by ``seq``. A frame is carried as the exact bytes the device receives, so
+gateways forward it without re-encoding.
 
 Groups: a group message goes to the members at its seq, from a membership cache that follows
 the group's writes in stream order (``router.membership``); a group write's system message goes

@@ -6,6 +6,7 @@ from control.view import ControlView
 from presence.registry import PresenceView
 from router.directory import DeviceDirectory
 from router.dispatch import Dispatcher
+from router.edge import EdgeRoutes
 from router.membership import GroupMembership
 from router.push_jobs import PushJobs
 from runtime.config import Config
@@ -19,7 +20,7 @@ from schemas.subjects import ROUTER_CONSUMER
 
 
 class Router:
-    """Consumes the partitions it holds and publishes frames to device subjects."""
+    """Consumes the partitions it holds and publishes frames to the gateways of devices."""
 
     def __init__(self, config: Config) -> None:
         self._config = config
@@ -44,8 +45,11 @@ class Router:
         self._control = ControlView(self._nc, replicas=self._config.nats.replicas)
         await self._control.start()
         dead_letters = await DeadLetters.open(js, self._config, ROUTER_CONSUMER)
+        routes = EdgeRoutes(self._config.partitions.count,
+                            self._config.router.routes_per_partition, self._presence.gateway_of)
         dispatcher = Dispatcher(self._nc, directory, PushJobs(js, self._presence), self._control,
-                                groups, dead_letters, self._config.partitions.count)
+                                groups, dead_letters, self._config.partitions.count,
+                                routes=routes, edge_bytes=self._config.router.edge_batch_bytes)
         self._partitions = PartitionOwnership(
             js, self._config, service="router", durable=ROUTER_CONSUMER,
             handler_for=dispatcher.for_partition, batch=256, dead_letters=dead_letters)

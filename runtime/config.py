@@ -105,9 +105,10 @@ class GatewayConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     #: Port of the HTTP/WebSocket server (0 picks a free one).
     port: Port = 8080
-    #: Names this gateway in logs, metrics, envelopes and presence; must be unique per
-    #: running process. Default: ``gw-<port>-<random>``.
-    id: str = ""
+    #: Names this gateway in logs, metrics, envelopes, presence and its delivery subject
+    #: ``edge.<id>`` (letters, digits, ``_``, ``-``; at most 64); must be unique per running
+    #: process. Default: ``gw-<port>-<random>``.
+    id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{0,64}$")] = ""
     #: Largest frame (and REST body) accepted; larger frames close the socket with 1009.
     #: At most 900 KiB so an envelope fits NATS's default 1 MiB max_payload.
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=900 * 1024)] = 64 * 1024
@@ -512,6 +513,17 @@ class PartitionsConfig(_Section, frozen=True):
     lease_ttl_s: Annotated[float, msgspec.Meta(ge=1.0, le=120.0)] = 6.0
 
 
+class RouterConfig(_Section, frozen=True):
+    """The router's last hop: one edge batch per gateway per batch of a partition."""
+
+    #: Largest edge batch one publish carries (also bounded by the NATS server's
+    #: max_payload); a batch's frames for one gateway past it go in more publishes.
+    edge_batch_bytes: Annotated[int, msgspec.Meta(ge=4 * 1024, le=64 * 1024**2)] = 256 * 1024
+    #: Devices whose gateway a router remembers from attach markers, per partition (least
+    #: recently used go first; a device not remembered is looked up in presence).
+    routes_per_partition: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
+
+
 class ArchiveConfig(_Section, frozen=True):
     """The archive worker (docs/archive.md): old history moved from the store to the blob
     store of ``media`` in verified chunks, read back through the history API."""
@@ -555,6 +567,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     dlq: DlqConfig = DlqConfig()
     groups: GroupsConfig = GroupsConfig()
     partitions: PartitionsConfig = PartitionsConfig()
+    router: RouterConfig = RouterConfig()
     contacts: ContactsConfig = ContactsConfig()
     keys: KeysConfig = KeysConfig()
     presence: PresenceConfig = PresenceConfig()

@@ -5,13 +5,15 @@ protocol version, server id, client id, timestamps, expiry and whether a receipt
 The router and the storage worker both consume every envelope; neither parses ``body``.
 """
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 from schemas.bounds import Count
+from schemas.edge import GATEWAY_ID_PATTERN
 from schemas.frames import AckItem, Destination, Message, Sender
 from schemas.groups import GroupEnvelope
+from schemas.ids import AppId, DeviceId, UserId
 from schemas.version import PROTOCOL_VERSION
 
 MessageKind = Literal["chat", "notification", "system"]
@@ -64,9 +66,9 @@ class DeviceAcks(msgspec.Struct, omit_defaults=True):
     """The messages one device acknowledged, in one ``ReceiptBatch``. ``app``, ``user`` and
     ``device`` come from the token of the socket that sent the acks."""
 
-    app: str
-    user: str
-    device: str
+    app: AppId
+    user: UserId
+    device: DeviceId
     items: list[AckItem]
 
 
@@ -82,8 +84,26 @@ class ReceiptBatch(msgspec.Struct, tag="acks", tag_field="t", omit_defaults=True
     v: Count = PROTOCOL_VERSION
 
 
+class AttachEnvelope(msgspec.Struct, tag="att", tag_field="t", omit_defaults=True):
+    """A device's socket opened on ``gateway`` (``msgs.<p>.attach``, published into every
+    partition once the socket is registered there). Routers send the partition's messages
+    for ``device`` that follow it in the stream to that gateway; the storage worker stores
+    nothing of it. ``presence_rev`` (the revision of the device's presence key the gateway
+    wrote just before) orders two sockets of one device, whatever the order their markers
+    reached a partition in: the higher one is the newer socket."""
+
+    app: AppId
+    user: UserId
+    device: DeviceId
+    gateway: Annotated[str, msgspec.Meta(pattern=GATEWAY_ID_PATTERN)]
+    session: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    presence_rev: Count
+    ts: Count
+    v: Count = PROTOCOL_VERSION
+
+
 #: ``GroupEnvelope`` (group writes, ``msgs.group``) is defined in ``schemas.groups``.
-Envelope = MessageEnvelope | ReceiptEnvelope | ReceiptBatch | GroupEnvelope
+Envelope = MessageEnvelope | ReceiptEnvelope | ReceiptBatch | GroupEnvelope | AttachEnvelope
 
 _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final[msgspec.msgpack.Decoder[Envelope]] = msgspec.msgpack.Decoder(Envelope)

@@ -39,6 +39,7 @@ from schemas.push import (
     PUSH_WAKEUPS,
 )
 from schemas.subjects import (
+    ATTACH,
     CHAT,
     CONTACTS_CHANGED,
     DEAD_LETTER_PREFIX,
@@ -53,7 +54,7 @@ from schemas.subjects import (
     STORAGE_CONSUMER,
     STORE_RPC_PREFIX,
     dead_letter,
-    deliver_subject,
+    edge_subject,
     msgs_stream,
     msgs_subject,
     store_rpc,
@@ -231,12 +232,13 @@ JS_READ_ONLY: Final = Grant("JetStream inspection: stream and consumer state, re
 
 CREDENTIALS: Final[tuple[Credential, ...]] = (
     Credential(GATEWAY, "every gateway process", (
-        publish("accepted sends and receipts, service notifications (streams `MSGS_{p}`)",
-                *(msgs_subject("*", kind) for kind in (CHAT, RECEIPT, NOTIFY))),
+        publish("accepted sends and receipts, service notifications, attach markers of its "
+                "sockets (streams `MSGS_{p}`)",
+                *(msgs_subject("*", kind) for kind in (CHAT, RECEIPT, NOTIFY, ATTACH))),
         stream(PARTITION_STREAM, owner=False),
         bucket(DEPLOYMENT.name, write=True),
         publish("storage RPC requests", store_rpc("*")),
-        listen("the last hop to the devices it holds", deliver_subject("*", "*")),
+        listen("the last hop: edge batches for the devices it holds", edge_subject("*")),
         Grant("a device connected elsewhere: close the older socket",
               publish=(f"{DEVICE_CONNECTED_PREFIX}.*.*",),
               subscribe=(f"{DEVICE_CONNECTED_PREFIX}.*.*",)),
@@ -266,7 +268,7 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         partition_durable(ROUTER_CONSUMER),
         leases("router"),
         bucket(DEPLOYMENT.name, write=True),
-        publish("deliveries to devices", deliver_subject("*", "*")),
+        publish("deliveries to devices, one edge batch per gateway", edge_subject("*")),
         stream(DLQ_STREAM, owner=False),
         publish("dead letters", dead_letter("router")),
         listen("device and group cache invalidation", DIRECTORY_CHANGED, GROUPS_CHANGED),

@@ -11,6 +11,8 @@ CHAT: Final = "chat"
 RECEIPT: Final = "receipt"
 GROUP: Final = "group"
 NOTIFY: Final = "notify"
+#: ``AttachEnvelope``: a device's socket opened on a gateway, in every partition.
+ATTACH: Final = "attach"
 
 
 def msgs_stream(partition: int | str) -> str:
@@ -48,10 +50,15 @@ DIRECTORY_CHANGED: Final = "dir.changed"
 DEAD_LETTER_PREFIX: Final = "dlq"
 
 
-def deliver_subject(app: str, device_id: str) -> str:
-    """Core NATS subject of one device's last hop: the gateway holding its socket listens.
-    The app is a token of its own: device ids are per app."""
-    return f"dlv.{app}.{device_id}"
+#: The last hop: ``edge.<gateway id>`` (core NATS), where routers publish ``EdgeBatch``es
+#: (``schemas.edge``) and only that gateway listens. Not under ``dlv.``: it names a gateway,
+#: not a device.
+EDGE_PREFIX: Final = "edge"
+
+
+def edge_subject(gateway_id: str) -> str:
+    """Core NATS subject of one gateway's deliveries (a gateway id is one token)."""
+    return f"{EDGE_PREFIX}.{gateway_id}"
 
 
 #: Published by a gateway when a device connects (payload: the socket's session id) on

@@ -1,4 +1,5 @@
-"""Applies batches of a partition's envelopes to the store."""
+"""Applies batches of a partition's envelopes to the store; attach markers (for routers)
+are acknowledged with their batch, nothing stored."""
 
 import functools
 import time
@@ -12,6 +13,7 @@ from runtime.consumer import BatchHandler
 from runtime.deadletter import DeadLetters
 from runtime.partitions import Lease
 from schemas.envelopes import (
+    AttachEnvelope,
     Envelope,
     MessageEnvelope,
     ReceiptBatch,
@@ -28,6 +30,8 @@ from storage_worker.store.base import MessageStore, StoredMessage
 STORED = Counter("courier_storage_messages_total", "Messages stored (including duplicates)")
 RECEIPTS = Counter("courier_storage_receipts_total", "Receipts applied", ["status"])
 BATCH_SECONDS = Histogram("courier_storage_batch_seconds", "Time to apply one batch")
+ATTACH_MARKERS = Counter("courier_storage_attach_markers_total",
+                         "Attach markers acknowledged without storing anything")
 
 
 class EnvelopeApplier:
@@ -62,6 +66,8 @@ class EnvelopeApplier:
                         pending.append(StoredMessage(seq, envelope, recipients))
                 elif isinstance(envelope, ReceiptEnvelope | ReceiptBatch):
                     receipts.append(envelope)  # refers to earlier messages only: may wait
+                elif isinstance(envelope, AttachEnvelope):
+                    ATTACH_MARKERS.inc()  # for routers: nothing to store, acked with the batch
                 else:  # a group write is ordered with the messages around it
                     await self._flush(pending, receipts, lease)
                     lease.check()

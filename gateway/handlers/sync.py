@@ -2,9 +2,12 @@
 
 From the socket's opening until its first sync completes, and while any sync runs, live
 deliveries are held (bounded in frames and in ``sync_buffer_bytes``): a socket over either
-bound is a slow consumer. A sync reads the stream position as its barrier (the device's live
-subject is subscribed since the socket opened, so there is no gap), sends the backlog page by
-page at the socket's pace, answers ``synced``, then releases the held frames minus those the
+bound is a slow consumer. The barrier of the socket's first sync is the stream sequences of
+its attach markers (``attached``: routers send it every message after them, so every earlier
+one is in the backlog it reads); a later sync (a client's, or a resync) reads each
+partition's last sequence instead, taken while routers already send this socket its live
+frames, so there is no gap either way. A sync sends the backlog page by page at the
+socket's pace, answers ``synced``, then releases the held frames minus those the
 backlog already carried; frames that arrive during the release queue behind the held ones
 until none is left, and the socket goes live. Only a complete sync releases: after a failed
 one the held frames stay held, so the retried backlog still comes first.
@@ -92,11 +95,18 @@ class DeviceSync:
         #: A NATS reconnect happened during a sync: its backlog may miss what was lost live.
         self._resync_wanted = False
         self._resyncer: asyncio.Task[None] | None = None
+        #: The attach markers' sequences, until a sync completed with them as its barrier.
+        self._attach_barrier: list[int] | None = None
 
     @property
     def live(self) -> bool:
         """Whether live deliveries go straight out (no sync running, the first one done)."""
         return self._held is None
+
+    def attached(self, barrier: list[int]) -> None:
+        """Routers send the socket its live frames after ``barrier`` (one stream sequence
+        per partition): the barrier of its first sync."""
+        self._attach_barrier = barrier
 
     def deliver(self, data: bytes) -> None:
         """A live delivery (a ready frame): sent, or held while a sync is due or running."""
@@ -131,7 +141,8 @@ class DeviceSync:
         count = 0
         try:
             cursor = self._cursor(frame.after)
-            barrier = await self._backlog.stream_position()
+            barrier = (self._attach_barrier if self._attach_barrier is not None
+                       else await self._backlog.stream_position())
             while not self._outbox.closing:
                 page = await self._backlog.sync_page(self._identity, cursor, self._page,
                                                      barrier)
@@ -143,6 +154,7 @@ class DeviceSync:
                 if not page.more:
                     break
             self._outbox.send(Synced(cursor=encode_cursor(cursor), count=count, id=frame.id))
+            self._attach_barrier = None
         finally:
             self._running = False
         while self._held and not self._outbox.closing:

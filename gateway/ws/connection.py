@@ -417,3 +417,8 @@ class Connection:
         """Re-read the backlog without being asked (the gateway was away from NATS, so live
         frames may have been lost): ``DeviceSync.resync``."""
         self._sync.resync()
+
+    def attached(self, barrier: list[int]) -> None:
+        """Routers send this socket's live frames after ``barrier`` (its attach markers'
+        stream sequences): ``DeviceSync.attached``."""
+        self._sync.attached(barrier)

@@ -1,8 +1,5 @@
-"""The WebSocket endpoint and the device hub ((app, device) -> its socket and NATS subscription).
-
-A gateway subscribes ``dlv.<app>.<device>`` only for devices connected to it (interest-based), so
-routers publish to device subjects without knowing which gateway holds which socket.
-"""
+"""The WebSocket endpoint: authenticate, upgrade, serve a socket's frames; the device hub
+(``gateway.ws.hub``) feeds it live frames."""
 
 import asyncio
 import weakref
@@ -10,9 +7,6 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 from aiohttp import web
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from prometheus_client import Counter, Gauge
 
 from gateway.auth import Identity, TokenVerifier
@@ -22,89 +16,19 @@ from gateway.handlers.limits import Limits
 from gateway.handlers.messaging import Messaging
 from gateway.handlers.peer import SocialFrames
 from gateway.ws.connection import Connection
+from gateway.ws.hub import DeviceHub
 from gateway.ws.websocket import LingeringWebSocket
-from presence.registry import PresenceWriter
 from runtime.config import GatewayConfig
 from schemas.errors import CloseCode, ErrorCode, ProtocolError
 from schemas.frames import Welcome
-from schemas.subjects import DEVICE_CONNECTED_PREFIX, deliver_subject, device_connected
 from schemas.version import PROTOCOL_VERSION
 
 log = structlog.get_logger(__name__)
 
 CONNECTIONS = Gauge("courier_gateway_connections", "Open WebSocket connections")
-RESYNCS = Counter("courier_gateway_resyncs_total",
-                  "Server-side backlog re-reads of sockets after a NATS reconnect")
 CLEANUP_FAILURES = Counter("courier_gateway_socket_cleanup_failures_total",
                            "Steps of a socket's cleanup that raised (the others still ran)",
                            ["step"])
-
-
-class DeviceHub:
-    """Which device is connected here, through which socket."""
-
-    def __init__(self, nc: Client, presence: PresenceWriter) -> None:
-        self._nc = nc
-        self._presence = presence
-        #: (app, device) -> its socket here: device ids are per app.
-        self._devices: dict[tuple[str, str], tuple[Connection, Subscription]] = {}
-        self._connected_sub: Subscription | None = None
-
-    async def start(self) -> None:
-        """Listen for the same devices connecting on other gateways."""
-        self._connected_sub = await self._nc.subscribe(f"{DEVICE_CONNECTED_PREFIX}.*.*",
-                                                       cb=self._on_connected_elsewhere)
-
-    async def _on_connected_elsewhere(self, msg: Msg) -> None:
-        app, device = msg.subject.split(".")[-2:]
-        entry = self._devices.get((app, device))
-        if entry is not None and entry[0].session != msg.data.decode():
-            entry[0].close_soon(CloseCode.REPLACED, "device connected again")
-
-    def __len__(self) -> int:
-        return len(self._devices)
-
-    async def attach(self, conn: Connection) -> None:
-        """Subscribe the device's live subject; a previous socket of the device is replaced."""
-        app, user, device = conn.identity.app, conn.identity.user, conn.identity.device
-        previous = self._devices.pop((app, device), None)
-        if previous is not None:
-            previous[0].close_soon(CloseCode.REPLACED, "device connected again")
-            await previous[1].unsubscribe()
-
-        async def on_delivery(msg: Msg) -> None:
-            conn.deliver(msg.data)
-
-        subscription = await self._nc.subscribe(deliver_subject(app, device), cb=on_delivery)
-        self._devices[(app, device)] = (conn, subscription)
-        await self._nc.publish(device_connected(app, device), conn.session.encode())
-        await self._presence.device_online(app, user, device)
-
-    async def detach(self, conn: Connection) -> None:
-        """Unsubscribe the device's live subject and mark it offline (both, even if the first
-        fails), unless another socket of the device replaced this one."""
-        identity = conn.identity
-        key = (identity.app, identity.device)
-        entry = self._devices.get(key)
-        if entry is None or entry[0] is not conn:
-            return
-        del self._devices[key]
-        await run_all(conn.log, [
-            ("unsubscribe", entry[1].unsubscribe),
-            ("presence_offline", lambda: self._presence.device_offline(
-                identity.app, identity.user, identity.device)),
-        ])
-
-    def connections(self) -> list[Connection]:
-        return [conn for conn, _ in self._devices.values()]
-
-    def resync_all(self) -> None:
-        """After a NATS reconnect: every socket re-reads what it may have missed live."""
-        connections = self.connections()
-        RESYNCS.inc(len(connections))
-        log.info("resyncing_sockets", sockets=len(connections))
-        for conn in connections:
-            conn.resync()
 
 
 class SocketServer:

@@ -176,3 +176,40 @@ def test_archive_age_per_app() -> None:
                           "COURIER_ARCHIVE_ENABLED": "false"})
     assert config.archive.age_days == {"shop": 1, "news": 36500}
     assert config.archive.enabled is False
+
+
+#: The router's last-hop settings: (key, lowest, highest) accepted.
+ROUTER_BOUNDS = [
+    ("COURIER_ROUTER_EDGE_BATCH_BYTES", str(4 * 1024), str(64 * 1024**2)),
+    ("COURIER_ROUTER_ROUTES_PER_PARTITION", "1", "10000000"),
+]
+
+
+@pytest.mark.parametrize(("key", "low", "high"), ROUTER_BOUNDS)
+def test_router_settings_at_their_bounds(key: str, low: str, high: str) -> None:
+    field = key.removeprefix("COURIER_ROUTER_").lower()
+    for value in (low, high):
+        assert getattr(load_config({key: value}).router, field) == int(value)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    *((key, str(int(low) - 1)) for key, low, _ in ROUTER_BOUNDS),
+    *((key, str(int(high) + 1)) for key, _, high in ROUTER_BOUNDS),
+    ("COURIER_ROUTER_EDGE_BATCH_BYTES", "big"), ("COURIER_ROUTER_ROUTES_PER_PARTITION", "1.5"),
+])
+def test_bad_router_settings_name_the_key(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({key: value})
+    assert str(info.value).startswith(key), str(info.value)
+
+
+@pytest.mark.parametrize("value", ["", "g", "gw-8080_a1", "g" * 64])
+def test_gateway_ids_that_are_one_subject_token(value: str) -> None:
+    assert load_config({"COURIER_GATEWAY_ID": value}).gateway.id == value
+
+
+@pytest.mark.parametrize("value", ["g" * 65, "gw.1", "gw-*", "gw>", "gw 1", "gw/1"])
+def test_gateway_ids_that_are_not_one_subject_token_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"COURIER_GATEWAY_ID": value})
+    assert str(info.value).startswith("COURIER_GATEWAY_ID"), str(info.value)

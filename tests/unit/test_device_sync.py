@@ -302,3 +302,30 @@ async def test_a_cursor_this_deployment_did_not_issue_is_invalid(after: str) -> 
     with pytest.raises(ProtocolError) as refused:
         await device_sync(backlog, socket).sync(Sync(after=after, id="s1"))
     assert refused.value.code == ErrorCode.INVALID and backlog.reads == []
+
+
+async def test_the_first_sync_reads_up_to_the_attach_markers_and_a_later_one_to_the_end() -> None:
+    """The first sync's barrier is the attach markers' sequences (not the stream's end, which
+    may be past messages routers already send this socket live); later syncs read the end."""
+    backlog, socket = Backlog(stored=9), Socket()
+    sync = device_sync(backlog, socket, page=20)
+    sync.attached([4])
+    sync.deliver(live(5))  # after the marker: routed here live, held
+    await sync.sync(Sync(id="s1"))
+    assert backlog.reads == [(0, 4)]
+    assert socket.out == [*(("paced", f"m{seq}") for seq in range(1, 5)), ("synced", 4, 4, "s1"),
+                          ("paced", "m5")]
+    socket.out.clear()
+    await sync.sync(Sync(id="s2"))
+    assert backlog.reads[1:] == [(0, 9)]
+
+
+async def test_a_failed_first_sync_keeps_the_attach_barrier_for_its_retry() -> None:
+    backlog, socket = Backlog(stored=9), Socket()
+    sync = device_sync(backlog, socket, page=20)
+    sync.attached([4])
+    backlog.failures.append(ProtocolError(ErrorCode.UNAVAILABLE, "storage away"))
+    with pytest.raises(ProtocolError):
+        await sync.sync(Sync())
+    await sync.sync(Sync())
+    assert backlog.reads == [(0, 4), (0, 4)]

@@ -128,7 +128,7 @@ def test_every_top_level_module_is_placed() -> None:
 @pytest.mark.parametrize(("module", "source", "broken"), [
     ("gateway.handlers.x", "from gateway.ws.connection import Connection", "handlers"),
     ("gateway.handlers.x", "def f():\n    import gateway.http.routes\n", "handlers"),
-    ("gateway.http.rest", "from gateway.ws.sockets import DeviceHub", "http"),
+    ("gateway.http.rest", "from gateway.ws.hub import DeviceHub", "http"),
     ("gateway.ws.sockets", "from ..http import problems", "ws"),
     ("gateway.ws.sockets", "from gateway import http", "ws"),
     ("gateway.nats_api.x", "from gateway.service import Gateway", "nats_api"),

@@ -49,12 +49,15 @@ def test_subject_matching(pattern: str, subject: str, matches: bool) -> None:
 
 def test_only_gateways_publish_client_envelopes_and_read_deliveries() -> None:
     for partition in (0, 3, 255):
-        for kind in ("chat", "receipt", "notify"):
+        for kind in ("chat", "receipt", "notify", "attach"):
             assert holders(may_publish, f"msgs.{partition}.{kind}") == {GATEWAY}, kind
         # group writes: the storage worker, and an operator's replay through the gateway
         assert holders(may_publish, f"msgs.{partition}.group") == {GATEWAY, STORAGE}
-    assert holders(may_subscribe, "dlv.default.bob-phone") == {GATEWAY}
-    assert holders(may_subscribe, "dlv.>") == set()
+    # the last hop: routers publish to a gateway, only gateways listen, nobody sees them all
+    assert holders(may_subscribe, "edge.gw-8080-abc123") == {GATEWAY}
+    assert holders(may_publish, "edge.gw-8080-abc123") == {perms.ROUTER}
+    assert holders(may_subscribe, "edge.>") == set()
+    assert holders(may_subscribe, "dlv.default.bob-phone") == set()  # the per-device hop is gone
 
 
 def test_only_the_storage_worker_answers_the_storage_rpc() -> None:
@@ -68,7 +71,7 @@ def test_only_admins_apply_control_and_services_send_notifications() -> None:
     assert holders(may_publish, "notify.send") == {SERVICE}
     assert holders(may_subscribe, "control.apply") == holders(may_subscribe, "notify.send") == {
         GATEWAY}
-    assert not may_subscribe(SERVICE, "dlv.default.bob-phone")
+    assert not may_subscribe(SERVICE, "edge.gw-8080-abc123")
     assert may_subscribe(SERVICE, "callback.upload_logs")
 
 
