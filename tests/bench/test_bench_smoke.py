@@ -25,7 +25,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
     out = tmp_path_factory.mktemp("bench")
     finished = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+        cwd=REPO, capture_output=True, text=True, timeout=270, check=False)
     assert finished.returncode == 0, finished.stderr[-4000:]
     return json.loads((out / "latest.json").read_text()), out
 
