@@ -39,7 +39,8 @@ POSITION_READS = Counter("courier_storage_registration_position_reads_total",
 class SharedRound(Generic[T]):
     """Calls of ``get`` share calls of ``fetch``: each caller gets the result of a fetch that
     started after it called, one fetch at a time. Callers that arrive while a fetch runs wait
-    for it to end and share the next one. A fetch that raises raises in each of its callers."""
+    for it to end and share the next one. A fetch that raises raises in each of its callers;
+    if the caller that fetches is cancelled, the others start a round of their own."""
 
     def __init__(self, fetch: Callable[[], Awaitable[T]]) -> None:
         self._fetch = fetch
@@ -48,8 +49,15 @@ class SharedRound(Generic[T]):
         self._next: asyncio.Future[T] | None = None
 
     async def get(self) -> T:
-        if self._next is not None:
-            return await asyncio.shield(self._next)
+        joined = self._next
+        if joined is not None:
+            try:
+                return await asyncio.shield(joined)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if joined.cancelled() and task is not None and not task.cancelling():
+                    return await self.get()  # the caller that fetched was cancelled, not us
+                raise
         loop = asyncio.get_running_loop()
         round_: asyncio.Future[T] = loop.create_future()
         self._next = round_
@@ -61,11 +69,9 @@ class SharedRound(Generic[T]):
         except BaseException as exc:
             if self._next is round_:
                 self._next = None
-            if round_.done():
-                pass
-            elif isinstance(exc, asyncio.CancelledError):
-                round_.cancel()
-            else:
+            if isinstance(exc, asyncio.CancelledError):
+                round_.cancel()  # its other callers start a round of their own
+            elif not round_.done():
                 round_.set_exception(exc)
             raise
         return round_.result()

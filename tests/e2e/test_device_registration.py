@@ -158,3 +158,20 @@ async def test_a_failed_round_fails_its_callers_and_the_next_round_reads_again()
     assert [type(result) for result in results] == [ConnectionError, ConnectionError]
     assert calls == 2
     assert await rounds.get() == [1] and calls == 3
+
+
+async def test_a_round_whose_fetching_caller_is_cancelled_still_serves_the_others() -> None:
+    source = Positions([7])
+    rounds = SharedRound(source)
+    source.gate.clear()
+    running = asyncio.create_task(rounds.get())
+    await wait_for(lambda: source.reads == 1, 5.0)
+    fetcher = asyncio.create_task(rounds.get())  # leads round two, waits for round one
+    await asyncio.sleep(0)
+    joined = asyncio.create_task(rounds.get())  # joins round two
+    await asyncio.sleep(0)
+    fetcher.cancel()
+    source.gate.set()
+    assert await running == [7]
+    assert await joined == [7]  # served by a round of its own
+    assert fetcher.cancelled() and source.reads == 2
