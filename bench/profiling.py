@@ -1,8 +1,9 @@
-"""``--profile``: py-spy samples the gateway, router and storage worker during a scenario's load.
+"""``--profile``: py-spy samples every service during a scenario's load.
 
 py-spy (``--nonblocking``, 100 Hz, active threads only) writes collapsed stacks to
 ``<out>/profiles/<scenario>-<service>.txt``; ``summarize`` turns them into the functions with the
-most samples on top of the stack (self) and anywhere in it (total). Samples of active threads
+most samples on top of the stack (self) and anywhere in it (total), and ``bench.flamegraph``
+draws them as a flame graph beside them (``<scenario>-<service>.svg``). Samples of active threads
 over the window tell how often a service was busy (running, or runnable and waiting for a CPU:
 on a saturated machine this exceeds its CPU use, which ``cpu_pct`` in the results measures).
 Profiling costs CPU on this 2-core machine: figures of a profiled run are for finding
@@ -13,15 +14,19 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from bench.flamegraph import render
 
 RATE_HZ: Final = 100
 TOP: Final = 8
 GRACE_S: Final = 30.0
 #: Source directories of the services, for the "project functions" ranking.
-PROJECT_PACKAGES: Final = ("gateway/", "router/", "storage_worker/", "runtime/", "schemas/")
+PROJECT_PACKAGES: Final = ("gateway/", "router/", "storage_worker/", "push_worker/",
+                            "archive_worker/", "runtime/", "schemas/", "presence/", "blobs/")
 #: Frames that hold every sample of a service (its entry point): left out of that ranking.
 ENTRY_FILES: Final = ("__main__.py)", "runtime/service.py)")
 
@@ -76,6 +81,8 @@ class Profiler:
                 process.wait()
             if not output.exists():
                 continue
+            output.with_suffix(".svg").write_text(render(
+                read_stacks(output), f"{self._scenario}: {service}", PROJECT_PACKAGES))
             samples, spots = summarize(output)
             _, own = summarize(output, by_total_in=PROJECT_PACKAGES)
             busy_pct = 100.0 * samples / (RATE_HZ * self._duration_s)
@@ -101,14 +108,7 @@ def summarize(collapsed: Path, top: int = TOP,
     self_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
     samples = 0
-    for line in collapsed.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [_without_line(frame) for frame in stack.split(";") if frame]
-        if not frames:
-            continue
+    for frames, count in read_stacks(collapsed):
         samples += count
         self_counts[frames[-1]] += count
         for frame in set(frames):
@@ -124,6 +124,18 @@ def summarize(collapsed: Path, top: int = TOP,
                 round(100.0 * total_counts[function] / samples, 1))
         for function, _ in ranking
     ]
+
+
+def read_stacks(collapsed: Path) -> Iterator[tuple[list[str], int]]:
+    """Each stack of py-spy's raw output (outermost frame first, functions without line
+    numbers) with its sample count; malformed lines are skipped."""
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        frames = [_without_line(frame) for frame in stack.split(";") if frame]
+        if frames:
+            yield frames, int(count_text)
 
 
 def _without_line(frame: str) -> str:

@@ -15,16 +15,19 @@ COMMON_FIELDS: Final = ("p50_ms", "p95_ms", "p99_ms", "delivered_per_s", "sent",
 #: Scenario-specific fields shown in the Markdown table.
 EXTRA_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "floor-nats": ("max_per_s",),
-    "direct-latency": ("offered_per_s",),
-    "direct-throughput": ("stored_per_s", "storage_lag_s"),
+    "direct-latency": ("offered_per_s", "server_cpu_us_per_msg"),
+    "direct-throughput": ("stored_per_s", "storage_lag_s", "stored_to_delivered",
+                          "server_cpu_us_per_msg"),
     "group-fanout": ("members",),
+    "group-paced": ("members", "offered_per_s"),
     "offline-catchup": ("seconds", "synced_s"),
     "media": ("courier_up_mb_s_1mb", "courier_down_mb_s_1mb", "seaweedfs_up_mb_s_1mb",
               "seaweedfs_down_mb_s_1mb", "courier_up_mb_s_20mb", "courier_down_mb_s_20mb",
               "seaweedfs_up_mb_s_20mb", "seaweedfs_down_mb_s_20mb"),
     "history": ("hot_p50_ms", "hot_p99_ms", "archive_p50_ms", "archive_p99_ms",
                 "archive_cold_ms", "archived"),
-    "connections": ("connections", "rss_mb", "kb_per_connection", "heartbeat_cpu_pct"),
+    "connections": ("connections", "rss_mb", "kb_per_connection", "heartbeat_cpu_pct",
+                    "connects_per_s"),
     "e2ee-cost": ("olm_1to1_us", "megolm_group_us", "group_members", "group_setup_ms"),
     "partition-scaling": ("summary",),
 }
@@ -84,7 +87,8 @@ def markdown(result: Mapping[str, Any]) -> str:
     if result["targets"]:
         lines += ["", "| scenario | target | measured | bound | met |", "|---|---|---:|---:|---|"]
         lines += [f"| {t['scenario']} | {t['target']} | {_cell(t['measured'])} | "
-                  f"{_cell(t['bound'])} | {_verdict(t['met'])} |" for t in result["targets"]]
+                  f"{_cell(t['bound'])} | {t.get('note') or _verdict(t['met'])} |"
+                  for t in result["targets"]]
     return "\n".join(lines) + "\n"
 
 

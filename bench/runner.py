@@ -86,7 +86,8 @@ def _meta(options: Options) -> dict[str, Any]:
 def _summary(entry: dict[str, Any]) -> str:
     if entry["status"] != "ok":
         return f"{entry['status']}: {str(entry.get('reason', '')).splitlines()[0]}"
-    shown = ("p50_ms", "p99_ms", "delivered_per_s", "max_per_s", "sent", "delivered", "lost",
+    shown = ("p50_ms", "p99_ms", "delivered_per_s", "max_per_s", "stored_to_delivered",
+             "server_cpu_us_per_msg", "sent", "delivered", "lost",
              "duplicates", "out_of_order", "seconds", "connections", "kb_per_connection")
     return ", ".join(f"{key} {entry[key]}" for key in shown if entry.get(key) is not None)
 

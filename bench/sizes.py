@@ -23,6 +23,10 @@ class Sizes:
     group_senders: int
     group_window: int
     group_s: float
+    #: group-paced: the same group at this offered rate (messages per second, all senders
+    #: together) for this long.
+    group_paced_rate_per_s: float
+    group_paced_s: float
     #: offline-catchup: messages that arrive while the device is offline, from how many senders.
     catchup_messages: int
     catchup_senders: int
@@ -48,6 +52,7 @@ STANDARD = Sizes(
     rate_per_s=1000, latency_s=30, pairs=200,
     throughput_s=20, throughput_window=4, floor_max_s=10, floor_max_window=256,
     group_members=100, group_senders=10, group_window=4, group_s=15,
+    group_paced_rate_per_s=50, group_paced_s=15,
     catchup_messages=10_000, catchup_senders=50,
     connections=20_000, idle_window_s=None,
     media_sizes_mb=(1, 20), media_rounds=10,
@@ -61,6 +66,7 @@ SMOKE = Sizes(
     rate_per_s=100, latency_s=1, pairs=4,
     throughput_s=1, throughput_window=2, floor_max_s=1, floor_max_window=16,
     group_members=5, group_senders=2, group_window=2, group_s=1,
+    group_paced_rate_per_s=20, group_paced_s=1,
     catchup_messages=100, catchup_senders=4,
     connections=50, idle_window_s=1.0,
     media_sizes_mb=(1, 2), media_rounds=2,

@@ -109,3 +109,22 @@ def message_figures(t: Tally, delivered_per_s: float) -> dict[str, Any]:
         "duplicates": t.duplicates, "out_of_order": t.out_of_order,
         "unanswered": t.unanswered, "errors": t.errors, "closed": t.closed,
     }
+
+
+def server_cpu_us_per_msg(cpu_pct: Mapping[str, float], messages_per_s: float,
+                          processes: Sequence[str]) -> float | None:
+    """CPU time of ``processes`` together per message, in microseconds, from their CPU use
+    over a load (percent of one core each, as ``CpuMeter`` reports it) and that load's rate;
+    None without a rate. A process missing from ``cpu_pct`` is an error: the sum would be
+    too low."""
+    if messages_per_s <= 0:
+        return None
+    missing = [name for name in processes if name not in cpu_pct]
+    if missing:
+        raise KeyError(f"no CPU figure of {', '.join(missing)}")
+    return round(sum(cpu_pct[name] for name in processes) * 1e4 / messages_per_s, 1)
+
+
+def stored_to_delivered(stored_per_s: float, delivered_per_s: float) -> float | None:
+    """The stored rate as a fraction of the delivered rate (None without deliveries)."""
+    return round(stored_per_s / delivered_per_s, 3) if delivered_per_s > 0 else None

@@ -39,8 +39,12 @@ from runtime.config import PartitionsConfig, load_config, parse_contact_point
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-#: The services whose PIDs the bench measures (RSS, CPU) and profiles.
-SERVICES = ("gateway", "router", "storage_worker")
+#: The services whose PIDs the bench measures (RSS, CPU) and profiles: every Python process
+#: of the embedded system.
+SERVICES = ("gateway", "router", "storage_worker", "push_worker", "archive_worker")
+#: Every server process (the services and nats-server): their CPU use together is the
+#: server's cost of the load (``bench.stats.server_cpu_us_per_msg``).
+SERVER_PROCESSES = (*SERVICES, "nats-server")
 KEYSPACE_ENV = "COURIER_STORE_CASSANDRA_KEYSPACE"
 TOKEN_TTL_S = 6 * 3600
 LOG_TAIL_LINES = 15
@@ -133,7 +137,7 @@ class SystemUnderTest:
     def service_pids(self) -> dict[str, list[int]]:
         """The PIDs of each measured service and nats-server, by name; a service with several
         processes also under ``<service>-1``, ``<service>-2``, ... (for CPU meters)."""
-        named = {name: self.pids(name) for name in (*SERVICES, "nats-server")}
+        named = {name: self.pids(name) for name in SERVER_PROCESSES}
         for name in SERVICES:
             if len(named[name]) > 1:
                 named.update({f"{name}-{index}": [pid]

@@ -25,10 +25,10 @@ from runtime.tasks import TaskGroup
 from schemas import rpc
 from schemas.envelopes import message_frame
 from schemas.errors import ErrorCode, ProtocolError
-from schemas.ids import direct_members, group_of, notification_members, scoped
+from schemas.ids import direct_members, group_of, notification_members
 from schemas.nats_permissions import STORAGE
-from schemas.partitions import partition_of_position, position, stream_seq_of
-from schemas.subjects import DIRECTORY_CHANGED, STORAGE_CONSUMER, STORE_QUEUE, msgs_stream
+from schemas.partitions import partition_of_position, stream_seq_of
+from schemas.subjects import STORAGE_CONSUMER, STORE_QUEUE, msgs_stream
 from storage_worker.consumer import EnvelopeApplier
 from storage_worker.contacts import ContactService
 from storage_worker.group_apply import GroupApplier
@@ -37,6 +37,7 @@ from storage_worker.key_audience import KeyAudienceService
 from storage_worker.keys import KeyService
 from storage_worker.listing import app_users_handler
 from storage_worker.media_sweeper import MediaSweeper
+from storage_worker.registration import Registrar
 from storage_worker.store.base import ArchivingStore, cursor_before, retention_policy
 from storage_worker.store.keys_factory import create_key_store
 from storage_worker.store.social_factory import create_social_store
@@ -80,6 +81,7 @@ class StorageWorker:
         self._ownership: PartitionOwnership | None = None
         self._streams: PartitionStreams | None = None
         self._rpc: RpcServer | None = None
+        self._registrar: Registrar | None = None
         self._tasks = TaskGroup("storage")
         self._partitions = config.partitions.count
         #: Highest acknowledged floor seen per partition (stream sequences).
@@ -112,6 +114,8 @@ class StorageWorker:
                                     self.wait_position, self._wait_stored,
                                     self._config.groups.max_members)
         self._key_service = KeyService(self._keys)
+        self._registrar = Registrar(self._store, self._keys, self._nc, self._stream_positions,
+                                    self._partitions)
         self._rpc = RpcServer(self._nc, STORE_QUEUE, {
             "register_device": self._register_device,
             "get_user": self._get_user,
@@ -159,17 +163,8 @@ class StorageWorker:
     # ------------------------------------------------------------------ RPC handlers
 
     async def _register_device(self, request: rpc.RegisterDevice) -> rpc.DeviceInfo:
-        # Messages accepted before this call but not stored yet are at most each partition
-        # stream's last one: a new device starts after them, so it never gets them.
-        assert self._nc is not None
-        start_after = [position(seq, partition, self._partitions) if seq else 0
-                       for partition, seq in enumerate(await self._stream_positions())]
-        info = await self._store.register_device(request.app, request.user, request.device,
-                                                 now_ms(), start_after=start_after)
-        await self._nc.publish(DIRECTORY_CHANGED, scoped(request.app, request.user).encode())
-        info.one_time_keys_left = await self._keys.count(request.app, request.user,
-                                                         request.device)
-        return info
+        assert self._registrar is not None
+        return await self._registrar.register(request)
 
     async def _get_user(self, request: rpc.GetUser) -> rpc.UserDevices:
         exists, devices = await self._store.user_devices(request.app, request.user)

@@ -15,6 +15,7 @@ from bench.scenarios import (
     e2ee_cost,
     floor_nats,
     group_fanout,
+    group_paced,
     history,
     media,
     offline_catchup,
@@ -25,7 +26,7 @@ ScenarioRun = Callable[[Context], Awaitable[Outcome]]
 
 SCENARIOS: Final[dict[str, ScenarioRun]] = {
     module.NAME: module.run
-    for module in (floor_nats, direct_latency, direct_throughput, group_fanout,
+    for module in (floor_nats, direct_latency, direct_throughput, group_fanout, group_paced,
                    offline_catchup, connections, media, history, e2ee_cost,
                    partition_scaling)
 }

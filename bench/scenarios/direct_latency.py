@@ -5,13 +5,16 @@ The offered rate (1,000 msg/s for 30 s by default) is spread evenly over the pai
 5 ms ticks; each generator process owns whole pairs. Measures send to receipt (the sender's
 clock stamp in the body to the recipient's receipt of the ``message`` frame): p50/p95/p99, and
 lost, duplicate and out-of-order counts. Recipients acknowledge in batches, as the SDK does,
-so receipts and delivery state flow as they would in an app.
+so receipts and delivery state flow as they would in an app. ``server_cpu_us_per_msg`` is the
+CPU time every server process (the services and nats-server, from ``/proc``) used over the
+load, per delivered message.
 """
 
 from typing import Final
 
 from bench.scenario import Context, Outcome, drive_traffic, split, warmup_rx
-from bench.stats import message_figures, rate_between, tally, timeline
+from bench.stats import message_figures, rate_between, server_cpu_us_per_msg, tally, timeline
+from bench.system import SERVER_PROCESSES
 from bench.traffic import DeviceSpec, SenderSpec, TrafficPlan
 
 NAME: Final = "direct-latency"
@@ -45,6 +48,8 @@ async def run(ctx: Context) -> Outcome:
     counts = tally(load.reports, recipients)
     figures = message_figures(counts, rate_between(counts.recv_ns, load.start_ns, load.end_ns))
     figures.update(offered_per_s=sizes.rate_per_s, duration_s=sizes.latency_s,
-                   pairs=sizes.pairs)
+                   pairs=sizes.pairs,
+                   server_cpu_us_per_msg=server_cpu_us_per_msg(
+                       ctx.measured["cpu_pct"], figures["delivered_per_s"], SERVER_PROCESSES))
     return Outcome(figures, latencies_ms=counts.latencies_ms,
                    timeline=timeline(counts.recv_ns, load.start_ns, sizes.bin_s))

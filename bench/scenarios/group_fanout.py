@@ -3,7 +3,9 @@
 A few members (10) send to the group (``to: group``) in a closed loop, a window of 4 sends
 each, for 15 s; every other member's device gets each message. Measures deliveries per second
 (``delivered_per_s``, every device counted), send-to-receipt p50/p95/p99, and lost, duplicate
-and out-of-order counts (order per conversation, by ``seq``).
+and out-of-order counts (order per conversation, by ``seq``). That is the saturated rate;
+``group-paced`` (``bench.scenarios.group_paced``) runs the same group at a fixed offered rate
+well below it, for the latency of a group that is not overloaded (``measure`` is shared).
 
 The group is created with ``POST /v1/groups`` (``{"id", "members"}``, a member's bearer
 token). While the system has no groups (that API answers 404/405, or a group send is refused
@@ -46,6 +48,17 @@ class _Reply(Handler):
 
 async def run(ctx: Context) -> Outcome:
     sizes = ctx.sizes
+    return await measure(ctx, rate_per_s=None, window=sizes.group_window,
+                         duration_s=sizes.group_s)
+
+
+async def measure(ctx: Context, *, rate_per_s: float | None, window: int | None,
+                  duration_s: float) -> Outcome:
+    """The group's load: ``ctx.sizes.group_senders`` senders, each with ``window`` sends
+    awaiting ``accepted`` (None: unbounded), sending ``rate_per_s`` messages per second
+    together, spread evenly over them (None: as fast as the window allows), for
+    ``duration_s``."""
+    sizes = ctx.sizes
     members = [DeviceSpec(i, f"g{i}", f"g{i}-d") for i in range(sizes.group_members)]
     for spec in members:
         await register_device(ctx.system.http_url, spec.user, spec.device)
@@ -57,17 +70,20 @@ async def run(ctx: Context) -> Outcome:
     plans = []
     for share in (share for share in split(members, ctx.workers) if share):
         devices = tuple(share)
+        senders = tuple(SenderSpec(d.index, "group", GROUP_ID) for d in devices
+                        if d.index in recipients)
         plans.append(TrafficPlan(
             ws_url=ctx.system.ws_url, secret=ctx.system.secret, devices=devices,
-            senders=tuple(SenderSpec(d.index, "group", GROUP_ID) for d in devices
-                          if d.index in recipients),
-            rate_per_s=None, window=sizes.group_window, duration_s=sizes.group_s,
+            senders=senders,
+            rate_per_s=None if rate_per_s is None else rate_per_s * len(senders) / len(
+                recipients),
+            window=window, duration_s=duration_s,
             expected_warmup_rx=warmup_rx(devices, recipients, 1)))
     load = await drive_traffic(ctx, plans, recipients)
     counts = tally(load.reports, recipients)
     figures = message_figures(counts, rate_between(counts.recv_ns, load.start_ns, load.end_ns))
     figures.update(members=sizes.group_members, senders=sizes.group_senders,
-                   window=sizes.group_window, duration_s=sizes.group_s)
+                   window=window, duration_s=duration_s, offered_per_s=rate_per_s)
     return Outcome(figures, latencies_ms=counts.latencies_ms,
                    timeline=timeline(counts.recv_ns, load.start_ns, sizes.bin_s))
 

@@ -24,7 +24,7 @@ from typing import Any, Final
 from bench.observe import CpuMeter, wait_leases_spread
 from bench.scenario import Context, Outcome
 from bench.scenarios.direct_throughput import measure
-from bench.system import SERVICES, SystemUnderTest
+from bench.system import SERVER_PROCESSES, SystemUnderTest
 
 NAME: Final = "partition-scaling"
 #: Leases spread within a tick or two of the last member's start (2 s ticks by default).
@@ -69,7 +69,7 @@ async def _configuration(ctx: Context, workers: int, partitions: int) -> dict[st
         system.stop()
     active = sum(1 for count in leases if count)
     cpu_pct = step.measured["cpu_pct"]
-    server_pct = sum(cpu_pct[name] for name in (*SERVICES, "nats-server"))
+    server_pct = sum(cpu_pct[name] for name in SERVER_PROCESSES)
     row: dict[str, Any] = {"storage_workers": workers, "partitions": partitions,
                            "leases": leases}
     row.update({key: result.figures[key] for key in KEPT})

@@ -774,9 +774,10 @@ class CassandraStore:
             if rows[0][0] != user:
                 raise _conflict(device)
         _owner, _app, created_at, disabled, _start = rows[0]
-        await asyncio.gather(
-            self._run("device_by_user_put", app, user, device, created_at, bool(disabled)),
-            self._run("app_user_put", app, _app_shard(user), user))
+        # The user's device list last: a device in it is registered in full, and
+        # ``storage_worker.registration`` answers a reconnect of it without writing.
+        await self._run("app_user_put", app, _app_shard(user), user)
+        await self._run("device_by_user_put", app, user, device, created_at, bool(disabled))
         return DeviceInfo(user=user, device=device, app=app, created_at=created_at,
                           disabled=bool(disabled))
 

@@ -12,10 +12,12 @@ import pytest
 from bench.report import COMMON_FIELDS
 from bench.scenarios import SCENARIOS
 from bench.sizes import SMOKE
+from bench.system import SERVER_PROCESSES
 
 REPO = Path(__file__).resolve().parents[2]
 #: Scenarios in which every accepted message must reach its devices exactly once, in order.
-EXACT = ("floor-nats", "direct-latency", "direct-throughput", "group-fanout", "offline-catchup")
+EXACT = ("floor-nats", "direct-latency", "direct-throughput", "group-fanout", "group-paced",
+         "offline-catchup")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
     out = tmp_path_factory.mktemp("bench")
     finished = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+        cwd=REPO, capture_output=True, text=True, timeout=270, check=False)
     assert finished.returncode == 0, finished.stderr[-4000:]
     return json.loads((out / "latest.json").read_text()), out
 
@@ -43,7 +45,7 @@ def test_messages_all_arrive_once_and_in_order(name: str,
                                                smoke: tuple[dict[str, Any], Path]) -> None:
     entry = smoke[0]["scenarios"][name]
     if entry["status"] == "unavailable":
-        assert name == "group-fanout" and entry["reason"]
+        assert name in ("group-fanout", "group-paced") and entry["reason"]
         return
     assert entry["sent"] > 0
     assert entry["delivered"] >= entry["sent"]
@@ -54,7 +56,16 @@ def test_messages_all_arrive_once_and_in_order(name: str,
 def test_scenario_specific_fields(smoke: tuple[dict[str, Any], Path]) -> None:
     scenarios = smoke[0]["scenarios"]
     assert scenarios["floor-nats"]["max_per_s"] > 0
-    assert scenarios["direct-latency"]["sent"] == scenarios["direct-latency"]["delivered"]
+    latency = scenarios["direct-latency"]
+    assert latency["sent"] == latency["delivered"]
+    assert latency["server_cpu_us_per_msg"] > 0
+    assert set(SERVER_PROCESSES) <= set(latency["cpu_pct"])
+    throughput = scenarios["direct-throughput"]
+    assert throughput["stored_to_delivered"] > 0 and throughput["server_cpu_us_per_msg"] > 0
+    assert throughput["storage_keeps_up"] == (throughput["stored_to_delivered"] >= 0.95)
+    paced = scenarios["group-paced"]
+    assert paced["offered_per_s"] == SMOKE.group_paced_rate_per_s
+    assert paced["window"] is None and paced["members"] == SMOKE.group_members
     history = scenarios["history"]
     assert history["lost"] == 0 and history["archived"] == history["messages"] // 2 > 0
     assert history["hot_p50_ms"] > 0 and history["archive_p50_ms"] > 0
