@@ -60,7 +60,10 @@ class Dispatcher:
         self._dead_letters = dead_letters
 
     def for_partition(self, lease: Lease) -> BatchHandler:
-        """The batch handler of one partition's pull loop."""
+        """The batch handler of one partition's pull loop, made each time the partition is
+        taken: its routes start empty (markers handled by another holder meanwhile were
+        never seen here)."""
+        self._routes.reset(lease.partition)
         return functools.partial(self.handle, lease)
 
     async def handle(self, lease: Lease, msgs: list[Msg]) -> None:

@@ -7,9 +7,10 @@ the marker's gateway and those before it are in the backlog the socket's first s
 (its barrier is the markers' sequences): no window in which a live message goes to the
 wrong gateway. Two sockets of one device are ordered by the revision of the device's
 presence key (``presence_rev``), not by the order their markers reached a partition in.
-A device with no marker seen (the router started after it, the entry was evicted) falls back
-to the presence view (device -> gateway); a device in neither is offline: no live frame (it
-syncs its backlog when it connects; push jobs do not depend on this).
+A device with no marker seen (the router started or took the partition after it, the entry
+was evicted) falls back to the presence view (device -> gateway); a device in neither is
+offline: no live frame (it syncs its backlog when it connects; push jobs do not depend on
+this).
 
 ``EdgeOutbox`` collects the frames of one batch per gateway, in envelope order, each frame
 encoded once with the gateway's devices that get it, and publishes one ``EdgeBatch`` per
@@ -53,6 +54,11 @@ class EdgeRoutes:
         self._routes: list[LruCache[tuple[str, str], tuple[str, int]]] = [
             LruCache(max_devices) for _ in range(partitions)]
         self._presence = presence
+
+    def reset(self, partition: int) -> None:
+        """Forget the partition's routes: it was taken (again), and the markers another router
+        handled meanwhile were never seen here."""
+        self._routes[partition] = LruCache(self._routes[partition].max_entries)
 
     def attached(self, partition: int, marker: AttachEnvelope) -> None:
         """A socket opened: the partition's next messages for its device go to its gateway,

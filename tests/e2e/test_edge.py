@@ -168,6 +168,15 @@ async def test_routers_follow_attach_markers_in_stream_order(system: System) -> 
         await nc.flush()
         first = await alice.send("bob", b"one")
         assert (await bob.next_message()).message_id == first.message_id
+        # markers past their bounds are refused (dead-lettered): accepted, their higher
+        # revisions would win over the marker below
+        for gateway, rev in (("gw.dotted", 2**62 + 1), ("gw-evil", 2**63)):
+            bad = msgspec.msgpack.encode({
+                "t": "att", "app": "default", "user": "bob", "device": "bob",
+                "gateway": gateway, "session": "forged", "presence_rev": rev, "ts": 1})
+            for partition in range(partitions):
+                await js.publish(msgs_subject(partition, ATTACH), bad,
+                                 stream=msgs_stream(partition))
         await attach("gw-tap", 2**62)
         second = await alice.send("bob", b"two")
         await wait_for(lambda: tap.carrying(second.message_id))

@@ -112,18 +112,22 @@ async def test_no_credential_but_a_gateways_can_inject_envelopes_or_read_deliver
         bus: System) -> None:
     bob = await bus.connect(await bus.device("bob", "bob-phone"))
     alice = await bus.connect(await bus.device("alice", "alice-phone"))
+    assert bob.welcome is not None
     probes = [await Probe(name).connect(bus) for name in OUTSIDERS]
     try:
         for probe in probes:
             assert probe.nc is not None
-            await probe.nc.subscribe("dlv.*.*", cb=probe.record)
-            await probe.nc.subscribe("dlv.default.bob-phone", cb=probe.record)
+            await probe.nc.subscribe("edge.*", cb=probe.record)
+            await probe.nc.subscribe(f"edge.{bob.welcome.gateway}", cb=probe.record)
             await probe.nc.publish("msgs.chat", forged("alice", "bob", probe.name.encode()))
+            # an attach marker would send bob's frames to a gateway of the forger's choosing
+            await probe.nc.publish("msgs.0.attach", b"\x80")
             await probe.nc.flush()
         for probe in probes:
             await probe.refused("publish", "msgs.chat")
-            await probe.refused("subscription", "dlv.*.*")
-            await probe.refused("subscription", "dlv.default.bob-phone")
+            await probe.refused("publish", "msgs.0.attach")
+            await probe.refused("subscription", "edge.*")
+            await probe.refused("subscription", f"edge.{bob.welcome.gateway}")
         accepted = await alice.send("bob", b"sentinel")  # the barrier: after every forgery
         first = await bob.next_message()
         assert (first.message_id, first.body) == (accepted.message_id, b"sentinel")
@@ -182,10 +186,10 @@ async def test_a_service_credential_sends_notifications_and_reads_no_deliveries(
     service = await Probe("service").connect(bus)
     try:
         assert service.nc is not None
-        await service.nc.subscribe("dlv.>", cb=service.record)
+        await service.nc.subscribe("edge.>", cb=service.record)
         await service.nc.subscribe("store.rpc.*", cb=service.record)
         await service.nc.publish("store.rpc.get_user", b"\x81\xa4user\xa5carol")
-        await service.refused("subscription", "dlv.>")
+        await service.refused("subscription", "edge.>")
         await service.refused("subscription", "store.rpc.*")
         await service.refused("publish", "store.rpc.get_user")
         reply = await service.nc.request("notify.send", json.dumps({
@@ -193,7 +197,7 @@ async def test_a_service_credential_sends_notifications_and_reads_no_deliveries(
                 "id": "invoice-1", "to": {"kind": "user", "id": "carol"},
                 "body": "aW52b2ljZQ=="}]}).encode(), timeout=15)
         assert json.loads(reply.data)["r"] == "ok", reply.data
-        notification = await carol.next_message()  # the sentinel: it went through dlv.<device>
+        notification = await carol.next_message()  # the sentinel: it went through edge.<gateway>
         assert (notification.kind, notification.body) == ("notification", b"invoice")
         assert service.received == []
     finally:

@@ -48,6 +48,17 @@ def test_an_older_sockets_marker_arriving_late_does_not_take_the_device_back() -
     assert edge.gateway_of(0, "app", "phone") == "gw-a"
 
 
+def test_a_partition_taken_again_forgets_its_routes() -> None:
+    """Markers of the partition that another router handled meanwhile were never seen here:
+    presence decides until new markers come."""
+    edge = routes({("app", "phone"): "gw-b"})
+    edge.attached(0, marker("phone", "gw-a", rev=1))
+    edge.attached(1, marker("phone", "gw-a", rev=1))
+    edge.reset(0)
+    assert edge.gateway_of(0, "app", "phone") == "gw-b"
+    assert edge.gateway_of(1, "app", "phone") == "gw-a"
+
+
 def test_devices_are_per_app_and_unknown_ones_are_offline() -> None:
     edge = routes()
     edge.attached(0, marker("phone", "gw-a", rev=1, app="one"))
