@@ -117,7 +117,8 @@ class Gateway:
         acks.start()
         started.push_async_callback(acks.stop)
         messaging = Messaging(streams, rpc_client, self.gateway_id, permissions, acks=acks,
-                              cache_ttl_s=config.gateway.recipient_cache_s, media=media)
+                              cache_ttl_s=config.gateway.recipient_cache_s, media=media,
+                              publish_window=config.gateway.publish_window)
         presence = PresenceWriter(js, self.gateway_id,
                                   gateway_ttl_s=config.gateway.presence_ttl_s,
                                   replicas=replicas)

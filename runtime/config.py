@@ -151,6 +151,10 @@ class GatewayConfig(_Section, frozen=True):
     #: send waits for a slot (the socket's frames are not read meanwhile). Replies still
     #: come in frame order.
     send_window: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
+    #: Sends published and awaiting JetStream's ack on the whole gateway, all sockets: a
+    #: send waits for a slot before its publish starts, so under overload sends queue here,
+    #: not inside the 5 s publish timeout (where they would fail with ``unavailable``).
+    publish_window: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
     #: How long the gateway gathers the acks of all its sockets before it publishes them,
     #: one receipt envelope per partition.
     ack_flush_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10

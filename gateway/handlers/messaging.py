@@ -2,12 +2,13 @@
 
 Sends become ``MessageEnvelope``s published to JetStream (the client is acknowledged with the
 stream sequence once JetStream stored it): ``prepare_send`` checks and builds the envelope,
-``publish_send`` stores it, so a socket can keep several publishes in flight
+``start_publish`` stores it, so a socket can keep several publishes in flight
 (``gateway.ws.connection``). Acks go to the gateway's ``AckBatcher`` (one ``ReceiptBatch`` per
 partition per tick); read markers become ``ReceiptEnvelope``s; sync pages come from the
 storage worker behind a barrier.
 """
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -36,6 +37,9 @@ from schemas.subjects import CHAT, RECEIPT
 log = structlog.get_logger(__name__)
 
 ACCEPTED = Counter("courier_gateway_accepted_total", "Sends stored by JetStream")
+PUBLISH_WINDOW_FULL = Counter(
+    "courier_gateway_publish_window_full_total",
+    "Sends that waited for a slot of the gateway's publish window (publish_window)")
 PUBLISH_SECONDS = Histogram(
     "courier_gateway_publish_seconds", "JetStream publish round trip",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
@@ -71,9 +75,12 @@ class Messaging:
 
     def __init__(self, streams: PartitionStreams, rpc_client: RpcClient, gateway_id: str,
                  permissions: Permissions, *, acks: AckBatcher, cache_ttl_s: float = 30.0,
-                 max_cached: int = MAX_CACHED, media: MediaService | None = None) -> None:
+                 max_cached: int = MAX_CACHED, media: MediaService | None = None,
+                 publish_window: int = 1024) -> None:
         self._streams = streams
         self._acks = acks
+        #: Publishes of sends in flight on this gateway, all sockets together.
+        self._publishing = asyncio.Semaphore(publish_window)
         self._media = media
         self._rpc = rpc_client
         self._gateway_id = gateway_id
@@ -128,8 +135,19 @@ class Messaging:
         return PreparedSend(frame, envelope, self._streams.of(identity.app, conversation),
                             encode_envelope(envelope))
 
-    async def publish_send(self, send: PreparedSend) -> Accepted:
-        """Store a prepared send in its partition; ``unavailable`` if JetStream did not."""
+    async def start_publish(self, send: PreparedSend) -> "asyncio.Task[Accepted]":
+        """Start storing a prepared send once the gateway's publish window has a slot; the
+        task's result is the ``accepted`` reply (``unavailable`` if JetStream did not store
+        it). Publishes started in order are written to NATS in that order."""
+        if self._publishing.locked():
+            PUBLISH_WINDOW_FULL.inc()
+        await self._publishing.acquire()
+        task = asyncio.get_running_loop().create_task(self._publish_send(send),
+                                                      name=f"publish-{send.envelope.id}")
+        task.add_done_callback(lambda _: self._publishing.release())
+        return task
+
+    async def _publish_send(self, send: PreparedSend) -> Accepted:
         envelope = send.envelope
         seq = await self._publish(send.partition, CHAT, send.data, msg_id=envelope.id)
         ACCEPTED.inc()

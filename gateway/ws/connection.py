@@ -337,11 +337,10 @@ class Connection:
         try:
             self._guard.check_send(self.identity, frame.module)
             prepared = await self._messaging.prepare_send(self.identity, frame)
+            publish = await self._messaging.start_publish(prepared)
         except BaseException:
             self._window.release()
             raise
-        publish = asyncio.get_running_loop().create_task(
-            self._messaging.publish_send(prepared), name=f"ws-publish-{self.session}")
         self._in_flight += 1
         SENDS_IN_FLIGHT.inc()
         SEND_WINDOW_DEPTH.observe(self._in_flight)

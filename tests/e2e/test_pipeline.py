@@ -199,6 +199,39 @@ async def test_a_send_in_a_full_window_waits_instead_of_failing(
         await bob.close()
 
 
+async def test_sends_of_all_sockets_wait_for_the_gateway_publish_window(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A gateway-wide window of 3 while JetStream does not answer: of 4 sends on 2 sockets,
+    3 are published and the 4th waits (it does not time out inside JetStream's round trip);
+    all are accepted once JetStream answers."""
+    with System(tmp_path, {**store_env(request),
+                           "COURIER_GATEWAY_PUBLISH_WINDOW": "3"}) as system:
+        alice, carol = await system.device("alice"), await system.device("carol")
+        await system.device("bob")
+        assert system.nats.pid is not None
+        async with raw_socket(system.url, alice.token) as a, \
+                raw_socket(system.url, carol.token) as c:
+            for ws in (a, c):
+                await ws.send_str(send_frame("bob", b"warm", "warm"))
+                assert isinstance((await replies(ws, 1))[0], Accepted)
+            full_before = await metric(system.url,
+                                       "courier_gateway_publish_window_full_total")
+            os.kill(system.nats.pid, signal.SIGSTOP)
+            try:
+                for i in range(2):
+                    await a.send_str(send_frame("bob", f"a{i}".encode(), f"a{i}"))
+                    await c.send_str(send_frame("bob", f"c{i}".encode(), f"c{i}"))
+                await wait_for(lambda: _above(
+                    system.url, "courier_gateway_publish_window_full_total", full_before),
+                    within=3.0)
+                assert await metric(system.url, "courier_gateway_sends_in_flight") == 3
+            finally:
+                os.kill(system.nats.pid, signal.SIGCONT)
+            got = [*(await replies(a, 2)), *(await replies(c, 2))]
+        assert [type(reply) for reply in got] == [Accepted] * 4, got
+        assert [reply.id for reply in got] == ["a0", "a1", "c0", "c1"]
+
+
 async def _above(url: str, name: str, value: float) -> bool:
     return await metric(url, name) > value
 

@@ -17,6 +17,7 @@ SECRET = {"COURIER_AUTH_SECRET": "s" * 32}
 #: (key, lowest accepted, highest accepted)
 BOUNDS = [
     ("COURIER_GATEWAY_SEND_WINDOW", 1, 1024),
+    ("COURIER_GATEWAY_PUBLISH_WINDOW", 1, 100_000),
     ("COURIER_GATEWAY_ACK_FLUSH_MS", 1, 1000),
     ("COURIER_GATEWAY_ACK_BATCH_MAX", 1, 1000),
 ]
