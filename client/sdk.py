@@ -394,7 +394,7 @@ class CourierClient:
     async def _request(self, request_id: str | None, data: bytes,
                        timeout: float) -> ServerFrame:
         assert request_id is not None
-        if self.reconnect and not self._closing and not self._up.is_set():
+        if not self._up.is_set() and self._keeper is not None and not self._keeper.done():
             await self.wait_connected(timeout)  # a reconnect is under way
         future: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future

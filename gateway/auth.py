@@ -4,8 +4,10 @@ their own backend with the configured key; embedded mode can mint them through t
 registration endpoint.
 
 A connection ticket (``Tickets``) is what the balancer hands a client for one gateway: the
-identity of a verified device token, plus ``gw`` (the gateway chosen), audience
-``courier-ticket``, expiring ``auth.ticket_ttl_s`` after it was minted (never after the token),
+identity of a verified device token, plus ``gw`` (the gateway chosen) and ``tex`` (the token's
+own expiry, which the socket keeps: it is closed with 4010 then, not when the ticket expires),
+audience ``courier-ticket``, expiring ``auth.ticket_ttl_s`` after it was minted (never after
+the token),
 signed HS256 with ``auth.ticket_secret`` (which configuration keeps apart from the token key, so
 neither passes for the other). A gateway accepts a ticket only when ``gw`` is its own id."""
 
@@ -103,6 +105,7 @@ class _TicketClaims(msgspec.Struct):
     app: str
     exp: float
     gw: str
+    tex: float
 
 
 class Tickets:
@@ -120,12 +123,13 @@ class Tickets:
         """A ticket for ``identity`` on ``gateway`` and when it expires (unix s)."""
         expires_at = min(int(self._clock()) + self._ttl_s, int(identity.expires_at))
         claims = {"sub": identity.user, "dev": identity.device, "app": identity.app,
-                  "gw": gateway, "exp": expires_at, "aud": TICKET_AUDIENCE}
+                  "gw": gateway, "exp": expires_at, "tex": identity.expires_at,
+                  "aud": TICKET_AUDIENCE}
         return jwt.encode(claims, self._secret, algorithm="HS256"), expires_at
 
     def verify(self, ticket: str, gateway: str) -> Identity:
-        """The identity of a ticket minted for ``gateway``; ``unauthorized`` when it is
-        forged, expired, malformed or for another gateway."""
+        """The identity of a ticket minted for ``gateway``, expiring with its device token;
+        ``unauthorized`` when it is forged, expired, malformed or for another gateway."""
         try:
             claims = jwt.decode(ticket, self._secret, algorithms=["HS256"],
                                 audience=TICKET_AUDIENCE,
@@ -141,7 +145,7 @@ class Tickets:
         for claim, value in (("sub", parsed.sub), ("dev", parsed.dev), ("app", parsed.app)):
             _check_id(claim, value, "ticket")
         return Identity(user=parsed.sub, device=parsed.dev, app=parsed.app,
-                        expires_at=parsed.exp)
+                        expires_at=parsed.tex)
 
 
 def _check_id(claim: str, value: str, what: str = "token") -> None:

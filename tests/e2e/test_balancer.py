@@ -26,6 +26,8 @@ from tests.e2e.social_helpers import call, wait_for
 from tests.harness import System
 
 ADMIN_SECRET = "b" * 40
+#: The module's tickets expire at the lower bound, so a test can outlive one.
+TICKET_TTL_S = 5
 
 
 class Pair:
@@ -48,7 +50,8 @@ async def gateway_id(url: str) -> str:
 def pair(tmp_path_factory: pytest.TempPathFactory,
          request: pytest.FixtureRequest) -> Iterator[Pair]:
     with System(tmp_path_factory.mktemp("balancer"),
-                {**store_env(request), "COURIER_AUTH_ADMIN_SECRET": ADMIN_SECRET}) as system:
+                {**store_env(request), "COURIER_AUTH_ADMIN_SECRET": ADMIN_SECRET,
+                 "COURIER_AUTH_TICKET_TTL_S": str(TICKET_TTL_S)}) as system:
         system.add_gateway()
         balancer = system.add_balancer()
         ids = [asyncio.run(gateway_id(system.gateway_url(i))) for i in range(2)]
@@ -118,7 +121,7 @@ async def test_the_least_loaded_gateway_is_chosen(pair: Pair) -> None:
         assert chosen == [idle] * 3
         reply = await balancer_connect(balancer, creds.token)
         assert reply.url == ws_url(system, pair.ids.index(reply.gateway))
-        assert reply.expires_at - 30 <= time.time() <= reply.expires_at
+        assert reply.expires_at - TICKET_TTL_S <= time.time() <= reply.expires_at
     finally:
         for client in direct:
             await client.close()
@@ -135,6 +138,20 @@ async def test_the_ticket_opens_its_gateway_and_no_other(pair: Pair) -> None:
     status, welcome = await upgrade_status(f"{reply.url}?ticket={reply.ticket}")
     assert status == 101 and welcome["type"] == "welcome"
     assert (welcome["user"], welcome["gateway"]) == ("ticket-user", reply.gateway)
+
+
+async def test_a_socket_opened_with_a_ticket_outlives_the_ticket(pair: Pair) -> None:
+    """The socket keeps the device token's expiry (4010 then), not the ticket's."""
+    client = CourierClient(pair.system.url, await pair.system.device("long-lived"),
+                           balancer=pair.balancer)
+    await client.connect()
+    try:
+        past_the_ticket = time.time() + TICKET_TTL_S + 2
+        await wait_for(lambda: time.time() > past_the_ticket, TICKET_TTL_S + 5)
+        await client.ping()
+        assert (client.connects, list(client.closes)) == (1, [])
+    finally:
+        await client.close()
 
 
 async def test_expired_forged_and_token_tickets_are_refused(pair: Pair) -> None:
