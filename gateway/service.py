@@ -17,11 +17,12 @@ from blobs.records import BlobRecords
 from control.admin import ControlAdmin
 from control.dead_letters import DeadLetterAdmin
 from control.view import ControlView
-from gateway.auth import TokenIssuer, TokenVerifier
+from gateway.auth import Tickets, TokenIssuer, TokenVerifier
 from gateway.handlers.acks import AckBatcher
 from gateway.handlers.callbacks import CallbackRelay
 from gateway.handlers.contacts import Contacts
 from gateway.handlers.control import ControlGuard
+from gateway.handlers.drain import Drainer
 from gateway.handlers.keys import KeyDirectory
 from gateway.handlers.limits import Limits
 from gateway.handlers.media import MediaService
@@ -34,6 +35,7 @@ from gateway.handlers.typing_relay import TypingRelay
 from gateway.handlers.user_channel import UserChannel
 from gateway.http.admin_rest import AdminApi
 from gateway.http.archive_rest import ArchiveApi
+from gateway.http.drain_rest import DrainApi
 from gateway.http.keys_rest import KeysRest
 from gateway.http.media_rest import LocalBlobRoutes, MediaApi
 from gateway.http.notify_rest import NotifyApi
@@ -45,11 +47,12 @@ from gateway.http.routes import ROUTES
 from gateway.http.routing import Admission, serve
 from gateway.http.social_rest import SocialRest
 from gateway.http.upgrade import SocketEndpoint
+from gateway.nats_api.drain_subject import DrainSubject
 from gateway.nats_api.service_subjects import ServiceSubjects
 from gateway.ws.hub import DeviceHub
 from gateway.ws.sockets import SocketServer
 from presence.registry import PresenceView, PresenceWriter
-from runtime.config import Config
+from runtime.config import Config, ConfigError
 from runtime.deadletter import ensure_dlq
 from runtime.kv import ensure_bucket
 from runtime.natsconn import close, connect, ensure_stream
@@ -80,6 +83,7 @@ class Gateway:
         self._subjects: ServiceSubjects | None = None
         self._hub: DeviceHub | None = None
         self._acks: AckBatcher | None = None
+        self._drainer: Drainer | None = None
         self.port = gw.port
 
     def _on_nats_reconnected(self) -> None:
@@ -91,6 +95,10 @@ class Gateway:
     async def start(self) -> None:
         config = self._config
         started = self._started
+        if config.gateway.drain_s >= config.process.shutdown_timeout_s:
+            raise ConfigError("COURIER_GATEWAY_DRAIN_S: must be below "
+                              "COURIER_PROCESS_SHUTDOWN_TIMEOUT_S (a gateway's drain would be "
+                              "cut short)")
         replicas = config.nats.replicas
         verifier = TokenVerifier(config.auth, config.app)
         issuer = TokenIssuer(config.auth) if config.auth.dev_registration else None
@@ -119,9 +127,10 @@ class Gateway:
         messaging = Messaging(streams, rpc_client, self.gateway_id, permissions, acks=acks,
                               cache_ttl_s=config.gateway.recipient_cache_s, media=media,
                               publish_window=config.gateway.publish_window)
-        presence = PresenceWriter(js, self.gateway_id,
-                                  gateway_ttl_s=config.gateway.presence_ttl_s,
-                                  replicas=replicas)
+        presence = PresenceWriter(
+            js, self.gateway_id, gateway_ttl_s=config.gateway.presence_ttl_s,
+            replicas=replicas, url=self._public_url(),
+            sockets=lambda: len(self._hub) if self._hub is not None else 0)
         started.push_async_callback(presence.stop)
         await presence.start()
         self._hub = hub = DeviceHub(nc, presence, streams, self.gateway_id)
@@ -158,7 +167,14 @@ class Gateway:
         self._sockets = sockets = SocketServer(config.gateway, self.gateway_id, verifier,
                                                messaging, hub, guard=guard,
                                                callbacks=callbacks, social=social,
-                                               limits=limits)
+                                               limits=limits,
+                                               tickets=Tickets(config.auth)
+                                               if config.auth.ticket_secret else None)
+        self._drainer = drainer = Drainer(presence, sockets, config.gateway.drain_s)
+        started.push_async_callback(drainer.stop)
+        drain_subject = DrainSubject(nc, self.gateway_id, drainer, config.gateway.drain_s)
+        await drain_subject.start()
+        started.push_async_callback(drain_subject.stop)
         endpoints: list[object] = [
             RestApi(self.gateway_id, verifier, issuer, messaging, rpc_client, hub.__len__,
                     config.app, lambda: nc.is_connected),
@@ -166,6 +182,7 @@ class Gateway:
             PushRegistrationApi(await ensure_bucket(js, PUSH_TOKENS, replicas),
                                 await ensure_bucket(js, PUSH_WAKEUPS, replicas)),
             NotifyApi(notifier), AdminApi(admin, DeadLetterAdmin(js)), ArchiveApi(nc),
+            DrainApi(nc),
             SocialRest(rpc_client, messaging, permissions,
                        Contacts(rpc_client, permissions, channel), presence_hub),
             MediaApi(media),
@@ -184,15 +201,24 @@ class Gateway:
             self.port = int(address[1])
         if isinstance(blobs, LocalBlobStore) and not config.media.public_url:
             blobs.base_url = f"http://{config.gateway.host}:{self.port}"
+        await presence.announce(self._public_url())  # port 0 is resolved now
         log.info("gateway_listening", url=f"http://{config.gateway.host}:{self.port}",
-                 websocket=f"ws://{config.gateway.host}:{self.port}/v1/ws")
+                 websocket=self._public_url())
+
+    def _public_url(self) -> str:
+        """Where clients reach this gateway's WebSocket (``gateway.public_url``)."""
+        gw = self._config.gateway
+        return gw.public_url or f"ws://{gw.host}:{self.port}/v1/ws"
 
     async def drain(self) -> None:
-        """Stop serving the service subjects (finishing requests in flight), refuse new
-        sockets, close open ones with GOING_AWAY, let handlers finish, publish the acks they
-        left pending."""
+        """Stop serving the service subjects (finishing requests in flight), then drain
+        (``gateway.handlers.drain``: ``draining`` beaten, new sockets refused, open ones
+        closed with 4012 over ``drain_s``), close what is left with GOING_AWAY, let handlers
+        finish, publish the acks they left pending."""
         if self._subjects is not None:
             await self._subjects.drain()
+        if self._drainer is not None:
+            await self._drainer.drain()
         timeout_s = self._config.gateway.drain_timeout_s
         if self._sockets is not None:
             self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")

@@ -44,3 +44,36 @@ class DevDeviceResponse(msgspec.Struct):
     app: str
     token: str
     expires_at: int
+
+
+class ConnectReply(msgspec.Struct):
+    """``POST /v1/connect`` on the balancer: open the WebSocket at ``url`` with
+    ``?ticket=<ticket>`` before ``expires_at`` (unix seconds); ``gateway`` is its id."""
+
+    url: str
+    ticket: str
+    gateway: str
+    expires_at: int
+
+
+class GatewayLoad(msgspec.Struct):
+    """One gateway as the balancer sees it: its last beat's load, ``sockets`` counting the
+    tickets handed out for it since that beat; ``healthy``: it may be chosen."""
+
+    gateway: str
+    url: str
+    sockets: int
+    cpu: float
+    draining: bool
+    healthy: bool
+    beat_age_ms: int
+
+
+class BalancerHealth(msgspec.Struct):
+    """``GET /healthz`` of the balancer: ``gateways`` that can take a socket now, and every
+    gateway it knows of (``known``)."""
+
+    status: str
+    nats: bool
+    gateways: int
+    known: list[GatewayLoad] = []

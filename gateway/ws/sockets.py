@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
-from gateway.auth import Identity, TokenVerifier
+from gateway.auth import Identity, Tickets, TokenVerifier
 from gateway.handlers.callbacks import CallbackRelay
 from gateway.handlers.control import ControlGuard
 from gateway.handlers.limits import Limits
@@ -38,8 +38,10 @@ class SocketServer:
 
     def __init__(self, config: GatewayConfig, gateway_id: str, verifier: TokenVerifier,
                  messaging: Messaging, hub: DeviceHub, *, guard: ControlGuard,
-                 callbacks: CallbackRelay, social: SocialFrames, limits: Limits) -> None:
+                 callbacks: CallbackRelay, social: SocialFrames, limits: Limits,
+                 tickets: Tickets | None = None) -> None:
         self._config = config
+        self._tickets = tickets
         self._gateway_id = gateway_id
         self._verifier = verifier
         self._messaging = messaging
@@ -56,14 +58,15 @@ class SocketServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not self.accepting:
-            raise ProtocolError(ErrorCode.UNAVAILABLE, "gateway is shutting down")
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "gateway is draining: ask the balancer "
+                                "again, or connect to another gateway")
         asked = request.query.get("protocol", str(PROTOCOL_VERSION))
         if asked != str(PROTOCOL_VERSION):
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
                                 f"protocol {asked!r} not spoken here; this gateway speaks "
                                 f"{PROTOCOL_VERSION}")
         self._limits.check_upgrade(self._limits.address(request.headers, request.remote))
-        identity = self._verifier.verify(_token(request))
+        identity = self._authenticate(request)
         self._guard.check_connect(identity)
         self._limits.check_connect(identity)
         keys_left = await self._messaging.register(identity)
@@ -74,6 +77,16 @@ class SocketServer:
         await ws.prepare(request)
         await self._serve(ws, identity, keys_left)
         return ws
+
+    def _authenticate(self, request: web.Request) -> Identity:
+        """A balancer's ``ticket`` query (for this gateway only), else the device token."""
+        ticket = request.query.get("ticket")
+        if ticket is None:
+            return self._verifier.verify(_token(request))
+        if self._tickets is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "tickets are off on this gateway "
+                                "(COURIER_AUTH_TICKET_SECRET)")
+        return self._tickets.verify(ticket, self._gateway_id)
 
     async def _serve(self, ws: LingeringWebSocket, identity: Identity,
                      keys_left: int | None) -> None:
@@ -108,6 +121,9 @@ class SocketServer:
     async def wait_idle(self) -> None:
         """Until every socket handler has finished."""
         await self._idle.wait()
+
+    def open_connections(self) -> list[Connection]:
+        return list(self._connections)
 
     def close_all(self, code: CloseCode, reason: str) -> None:
         """Close every socket (shutdown): clients reconnect to another gateway. Each socket's
