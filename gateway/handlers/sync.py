@@ -9,8 +9,10 @@ partition's last sequence instead, taken while routers already send this socket 
 frames, so there is no gap either way. A sync sends the backlog page by page at the
 socket's pace, answers ``synced``, then releases the held frames minus those the
 backlog already carried; frames that arrive during the release queue behind the held ones
-until none is left, and the socket goes live. Only a complete sync releases: after a failed
-one the held frames stay held, so the retried backlog still comes first.
+until none is left, and the socket goes live. The store may already hold messages past the
+barrier (storage ahead of the routers): the backlog carries them, and their live copy, which
+can arrive after the sync ended, is dropped once. Only a complete sync releases: after a
+failed one the held frames stay held, so the retried backlog still comes first.
 
 A resync is the server's own sync after a NATS reconnect (live frames may have been lost):
 nothing to do before the socket's first sync (that sync reads everything), deferred until the
@@ -97,6 +99,9 @@ class DeviceSync:
         self._resyncer: asyncio.Task[None] | None = None
         #: The attach markers' sequences, until a sync completed with them as its barrier.
         self._attach_barrier: list[int] | None = None
+        #: Ids of backlog messages past the last sync's barrier: routers send those live to
+        #: this socket too, maybe after the sync ended; their live copy is dropped once.
+        self._expect_live: set[str] = set()
 
     @property
     def live(self) -> bool:
@@ -111,7 +116,10 @@ class DeviceSync:
     def deliver(self, data: bytes) -> None:
         """A live delivery (a ready frame): sent, or held while a sync is due or running."""
         if self._held is None:
-            self._outbox.send_raw(data)
+            if not self._expect_live or _message_id(data) not in self._expect_live:
+                self._outbox.send_raw(data)
+            else:
+                self._expect_live.discard(_message_id(data))
             return
         if len(self._held) >= self._max_held_frames:
             self._outbox.slow("held_frames", "too many live messages held for a sync")
@@ -138,16 +146,20 @@ class DeviceSync:
         if self._held is None:
             self._held = deque()
         sent: set[str] = set()
+        self._expect_live = set()
         count = 0
         try:
             cursor = self._cursor(frame.after)
             barrier = (self._attach_barrier if self._attach_barrier is not None
                        else await self._backlog.stream_position())
+            partitions = len(barrier)
             while not self._outbox.closing:
                 page = await self._backlog.sync_page(self._identity, cursor, self._page,
                                                      barrier)
                 for message in page.messages:
                     sent.add(message.message_id)
+                    if message.seq // partitions > barrier[message.seq % partitions]:
+                        self._expect_live.add(message.message_id)
                     await self._outbox.send_paced(encode_frame(message))
                 count += len(page.messages)
                 cursor = page.cursor
@@ -161,6 +173,8 @@ class DeviceSync:
             message_id, data = self._take_held()
             if message_id not in sent:
                 await self._outbox.send_paced(data)
+            else:
+                self._expect_live.discard(message_id)
         if not self._outbox.closing:
             self._held = None
         if self._resync_wanted:

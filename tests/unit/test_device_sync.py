@@ -44,6 +44,8 @@ class Backlog:
         self.gate: asyncio.Event | None = None
         self.reading = asyncio.Event()
         self.reads: list[tuple[int, int]] = []  # (after, barrier)
+        #: Messages past the barrier a read returns too (storage ahead of the routers).
+        self.ahead = 0
 
     async def stream_position(self) -> list[int]:
         return [self.stored]
@@ -58,7 +60,7 @@ class Backlog:
             await self.gate.wait()
         if self.failures:
             raise self.failures.pop(0)
-        seqs = list(range(after + 1, barrier + 1))
+        seqs = list(range(after + 1, min(barrier + self.ahead, self.stored) + 1))
         page = seqs[:limit]
         return SyncPage(messages=[message(seq) for seq in page],
                         cursor=[page[-1] if page else after], more=len(seqs) > limit)
@@ -329,3 +331,21 @@ async def test_a_failed_first_sync_keeps_the_attach_barrier_for_its_retry() -> N
         await sync.sync(Sync())
     await sync.sync(Sync())
     assert backlog.reads == [(0, 4), (0, 4)]
+
+
+async def test_a_backlog_message_past_the_barrier_is_not_sent_again_when_it_arrives_live() -> None:
+    """The store may hold messages past the barrier (storage ahead of the routers); routers
+    send those to this socket live too, maybe after the sync ended: that copy is dropped once,
+    and later live frames go out."""
+    backlog, socket = Backlog(stored=9), Socket()
+    backlog.ahead = 2
+    sync = device_sync(backlog, socket, page=20)
+    sync.attached([4])
+    sync.deliver(live(5))  # live before the sync read it: held, then skipped
+    await sync.sync(Sync(id="s1"))
+    assert socket.out == [*(("paced", f"m{seq}") for seq in range(1, 7)), ("synced", 6, 6, "s1")]
+    socket.out.clear()
+    sync.deliver(live(6))  # live after the sync ended: the backlog carried it
+    sync.deliver(live(7))
+    sync.deliver(live(6))  # dropped once only: a second copy is not expected, so it is sent
+    assert socket.out == [("live", "m7"), ("live", "m6")]
