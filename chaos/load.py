@@ -18,6 +18,7 @@ import contextlib
 import math
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Final
 
@@ -33,6 +34,9 @@ SYNC_TIMEOUT_S: Final = 15.0
 CONNECT_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0)
 RETRY_BACKOFF_S: Final = 0.5
 POLL_S: Final = 0.1
+
+#: Registers a device (user, device id) and returns its credentials.
+Register = Callable[[str, str], Awaitable[Credentials]]
 
 #: What a failed connect, send or sync on a dropped connection raises.
 CONNECTION_ERRORS: Final = (OSError, TimeoutError, aiohttp.ClientError)

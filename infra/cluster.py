@@ -399,7 +399,9 @@ def wait_jetstream_cluster(monitors: list[str], timeout: float) -> None:
         try:
             if all(_get_json(f"{url}/healthz").get("status") == "ok" for url in monitors):
                 meta = [_get_json(f"{url}/jsz").get("meta_cluster", {}) for url in monitors]
-                leader = next((m for m in meta if m.get("leader") and "replicas" in m), None)
+                # the leader's own view: its peers, without itself
+                leader = next((m for m in meta if m.get("leader") and m["leader"] not in
+                               {peer.get("name") for peer in m.get("replicas", [])}), None)
                 if leader is not None:
                     peers = leader["replicas"]
                     if len(peers) == len(monitors) - 1 and all(p.get("current") for p in peers):

@@ -19,12 +19,15 @@ The operator's credential (``admin``: read-only JetStream and the leases bucket)
 import asyncio
 import socket
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Final
 
 import nats.errors
-from cassandra.cluster import Cluster, NoHostAvailable
+from cassandra import OperationTimedOut, ProtocolVersion, Unavailable
+from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.pool import Host
 from nats.js.errors import NotFoundError
 
 from infra.cluster import ProcessEntry, State, alive, read_state
@@ -37,7 +40,10 @@ from schemas.subjects import msgs_stream
 PROBE_TIMEOUT_S: Final = 2.0
 NATS_TIMEOUT_S: Final = 5.0
 CQL_TIMEOUT_S: Final = 10.0
-LEASE_SERVICES: Final = ("router", "storage_worker")
+CQL_ATTEMPTS: Final = 5
+CQL_RETRY_S: Final = 1.0
+#: The lease names of the partitioned services (``PartitionOwnership(service=...)``).
+LEASE_SERVICES: Final = ("router", "storage")
 
 
 def probe(entry: ProcessEntry) -> str:
@@ -66,7 +72,7 @@ async def nats_sections(state: State) -> tuple[list[str], list[str], bool]:
     healthy = True
     try:
         js = nc.jetstream(timeout=NATS_TIMEOUT_S)
-        partitions = ["  partition  router holder  storage_worker holder"]
+        partitions = [f"  {'partition':<10} {'router':<32} storage worker"]
         leases = await js.key_value(LEASES.name)
         for partition in range(state.partitions):
             holders = []
@@ -78,8 +84,8 @@ async def nats_sections(state: State) -> tuple[list[str], list[str], bool]:
                     holders.append("-")
             if "-" in holders:
                 healthy = False
-            partitions.append(f"  {partition:<9}  {holders[0]}  {holders[1]}")
-        streams = ["  stream  leader  replicas"]
+            partitions.append(f"  {partition:<10} {holders[0]:<32} {holders[1]}")
+        streams = [f"  {'stream':<26} {'leader':<10} replicas"]
         names = sorted(await js.streams_info(), key=lambda info: info.config.name or "")
         expected = {msgs_stream(p) for p in range(state.partitions)}
         for info in names:
@@ -92,10 +98,10 @@ async def nats_sections(state: State) -> tuple[list[str], list[str], bool]:
             if leader is None or lagging:
                 healthy = False
             replicas = ", ".join(f"{p.name}{'' if p.current else ' (behind)'}" for p in peers)
-            streams.append(f"  {name}  {leader or 'NO LEADER'}  {replicas or '-'}")
+            streams.append(f"  {name:<26} {leader or 'NO LEADER':<10} {replicas or '-'}")
         for name in sorted(expected):
             healthy = False
-            streams.append(f"  {name}  MISSING")
+            streams.append(f"  {name:<26} MISSING")
     except (OSError, nats.errors.Error) as exc:
         return [f"  NATS request failed: {exc!r}"], [], False
     finally:
@@ -104,27 +110,41 @@ async def nats_sections(state: State) -> tuple[list[str], list[str], bool]:
 
 
 def ring(state: State) -> tuple[list[str], bool]:
-    """The Cassandra section and whether every node is up."""
+    """The Cassandra section and whether every node is up: the driver's view of the ring
+    (from ``system.peers``), and each node's own ``system.local`` (its tokens), asked of that
+    node."""
     points = [point.rpartition(":") for point in state.cassandra_contact_points]
     cluster = Cluster(contact_points=[host for host, _, _ in points], port=int(points[0][2]),
-                      connect_timeout=CQL_TIMEOUT_S, control_connection_timeout=CQL_TIMEOUT_S)
+                      protocol_version=ProtocolVersion.V5, connect_timeout=CQL_TIMEOUT_S,
+                      control_connection_timeout=CQL_TIMEOUT_S)
     try:
         session = cluster.connect()
-        local = session.execute("SELECT broadcast_address, tokens FROM system.local").all()
-        peers = session.execute("SELECT peer, tokens FROM system.peers").all()
-        tokens = {str(row[0]): ",".join(sorted(row[1] or ())) for row in [*local, *peers]}
-        lines = ["  node  token  state"]
-        healthy = len(tokens) == len(points)
-        for host in sorted(cluster.metadata.all_hosts(), key=lambda h: str(h.address)):
-            up = bool(host.is_up)
+        hosts = sorted(cluster.metadata.all_hosts(), key=lambda h: str(h.address))
+        lines = [f"  {'node':<12} {'token':<22} state"]
+        healthy = len(hosts) == len(points)
+        for host in hosts:
+            token = _local_tokens(session, host)
+            up = bool(host.is_up) and token != "?"
             healthy = healthy and up
-            lines.append(f"  {host.address}  {tokens.get(str(host.address), '?')}  "
-                         f"{'up' if up else 'DOWN'}")
+            lines.append(f"  {host.address:<12} {token:<22} {'up' if up else 'DOWN'}")
         return lines, healthy
     except NoHostAvailable as exc:
         return [f"  no Cassandra node answers: {exc}"], False
     finally:
         cluster.shutdown()
+
+
+def _local_tokens(session: Session, host: Host) -> str:
+    """The tokens ``host`` says it owns, or '?' when it does not answer (the driver opens its
+    pools in the background: a host may need a moment after ``connect``)."""
+    for _ in range(CQL_ATTEMPTS):
+        try:
+            row = session.execute("SELECT tokens FROM system.local", host=host,
+                                  timeout=CQL_TIMEOUT_S).one()
+            return ",".join(sorted(row.tokens or ())) if row is not None else "?"
+        except (NoHostAvailable, OperationTimedOut, Unavailable):
+            time.sleep(CQL_RETRY_S)
+    return "?"
 
 
 def status(data_dir: Path) -> int:
