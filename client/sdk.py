@@ -4,6 +4,13 @@ mark read, sync the backlog.
 Messages are acknowledged automatically in small batches once they are handed to the
 application (``messages()`` / ``next_message()``), so the server stops re-sending them. The
 client holds its resume cursor (``cursor``) and passes it to ``sync``.
+
+Given a ``balancer`` URL, the client asks it (``POST /v1/connect``) which gateway to open its
+socket on before every connect, and connects with the ticket it got. With
+``reconnect=True`` (the default with a balancer) a socket closed with 4012 (moved: its gateway
+drains), 1001 (going away) or lost (1006) is opened again, through the balancer when there is
+one, with back-off, and the backlog is synced from the cursor; requests made meanwhile wait
+for the new socket. Other close codes (4011 replaced, 41xx) are not retried.
 """
 
 import asyncio
@@ -11,11 +18,13 @@ import itertools
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import aiohttp
 import msgspec
 
 from schemas.codec import decode_server_frame, encode_frame
+from schemas.errors import CloseCode
 from schemas.frames import (
     Accepted,
     Ack,
@@ -44,11 +53,44 @@ from schemas.frames import (
     UserTyping,
     Welcome,
 )
-from schemas.rest import DevDeviceRequest, DevDeviceResponse
+from schemas.rest import ConnectReply, DevDeviceRequest, DevDeviceResponse, Problem
 
 ACK_BATCH = 200
 ACK_DELAY_S = 0.02
 SEEN_IDS = 100_000
+#: Close codes after which the client connects again by itself (``reconnect=True``); None:
+#: the connection ended without a close frame.
+RECONNECT_CODES = frozenset({CloseCode.MOVED, CloseCode.GOING_AWAY, 1006, None})
+#: Back-off between reconnect attempts (doubling), and how long one attempt may take.
+RECONNECT_BACKOFF_S = (0.1, 5.0)
+CONNECT_TIMEOUT_S = 10.0
+
+
+class BalancerError(Exception):
+    """The balancer refused ``/v1/connect`` (``problem`` says why; ``retry_after_s`` on 503)."""
+
+    def __init__(self, status: int, problem: Problem | None) -> None:
+        super().__init__(f"balancer answered {status}: "
+                         f"{problem.detail if problem else 'no problem body'}")
+        self.status = status
+        self.problem = problem
+        self.retry_after_s = problem.retry_after_s if problem else None
+
+
+async def balancer_connect(balancer_url: str, token: str,
+                           timeout_s: float = CONNECT_TIMEOUT_S) -> ConnectReply:
+    """Ask the balancer which gateway to connect to; ``BalancerError`` if it refuses."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        async with session.post(f"{balancer_url.rstrip('/')}/v1/connect",
+                                headers={"Authorization": f"Bearer {token}"}) as response:
+            data = await response.read()
+            if response.status != 200:
+                try:
+                    problem: Problem | None = msgspec.json.decode(data, type=Problem)
+                except msgspec.DecodeError:
+                    problem = None
+                raise BalancerError(response.status, problem)
+    return msgspec.json.decode(data, type=ConnectReply)
 
 
 class ClientError(Exception):
@@ -87,10 +129,20 @@ async def register_device(base_url: str, user: str, device: str | None = None) -
 class CourierClient:
     """One device's connection. Use ``async with CourierClient(url, creds) as client``."""
 
-    def __init__(self, base_url: str, credentials: Credentials, *, auto_ack: bool = True) -> None:
+    def __init__(self, base_url: str, credentials: Credentials, *, auto_ack: bool = True,
+                 balancer: str | None = None, reconnect: bool | None = None) -> None:
+        #: The gateway's base URL: the socket's without a balancer, REST calls always.
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.auto_ack = auto_ack
+        self.balancer = balancer.rstrip("/") if balancer else None
+        self.reconnect = balancer is not None if reconnect is None else reconnect
+        #: Sockets opened so far (1 + reconnects), and the gateway of the current one.
+        self.connects = 0
+        self.gateway: str | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._closing = False
+        self._up = asyncio.Event()
         #: The opaque cursor of the last ``synced`` frame (None before the first sync).
         self.cursor: str | None = None
         #: Message frames dropped because their id was seen before (at-least-once on the wire).
@@ -130,23 +182,75 @@ class CourierClient:
         return self._ws is None or self._ws.closed
 
     async def connect(self) -> Welcome:
-        """Open the socket and wait for ``welcome`` (keeps seen ids and cursor across calls)."""
-        ws_url = self.base_url.replace("http", "ws", 1) + "/v1/ws"
+        """Open the socket and wait for ``welcome`` (keeps seen ids and cursor across calls);
+        with ``reconnect``, keep it open from then on."""
+        self._closing = False
+        welcome = await self._open()
+        if self.reconnect and (self._keeper is None or self._keeper.done()):
+            self._keeper = asyncio.create_task(self._keep_connected())
+        return welcome
+
+    async def _target(self) -> tuple[str, dict[str, str]]:
+        """The socket's URL and headers: the balancer's choice and ticket, or the gateway."""
+        if self.balancer is None:
+            return (self.base_url.replace("http", "ws", 1) + "/v1/ws",
+                    {"Authorization": f"Bearer {self.credentials.token}"})
+        reply = await balancer_connect(self.balancer, self.credentials.token)
+        return f"{reply.url}?{urlencode({'ticket': reply.ticket})}", {}
+
+    async def _open(self) -> Welcome:
+        ws_url, headers = await self._target()
+        if self._session is not None:
+            await self._session.close()
         self._session = aiohttp.ClientSession()
         self._welcomed = asyncio.get_running_loop().create_future()
         self.close_code = None
         try:
-            self._ws = await self._session.ws_connect(
-                ws_url, headers={"Authorization": f"Bearer {self.credentials.token}"},
-                max_msg_size=0, heartbeat=None)
+            self._ws = await self._session.ws_connect(ws_url, headers=headers, max_msg_size=0,
+                                                      heartbeat=None)
         except BaseException:  # a refused upgrade: leave no session open behind
             await self._session.close()
             raise
         self._reader = asyncio.create_task(self._read_forever())
-        self.welcome = await asyncio.wait_for(self._welcomed, 10)
+        self.welcome = await asyncio.wait_for(self._welcomed, CONNECT_TIMEOUT_S)
+        self.gateway = self.welcome.gateway
+        self.connects += 1
+        self._up.set()
         return self.welcome
 
+    async def _keep_connected(self) -> None:
+        """Each time the socket ends with a code of ``RECONNECT_CODES``: open a new one (with
+        back-off), sync from the cursor, send the acks still pending."""
+        while True:
+            assert self._reader is not None
+            await asyncio.gather(self._reader, return_exceptions=True)
+            if self._closing or self.close_code not in RECONNECT_CODES:
+                return
+            delay = RECONNECT_BACKOFF_S[0]
+            while True:
+                try:
+                    await self._open()
+                    await self.sync()
+                    break
+                except (aiohttp.ClientError, ConnectionError, BalancerError, ClientError,
+                        TimeoutError) as exc:
+                    wait = getattr(exc, "retry_after_s", None) or delay
+                    delay = min(delay * 2, RECONNECT_BACKOFF_S[1])
+                    if self._ws is not None and not self._ws.closed:
+                        break  # opened but the sync failed: the socket's end says what next
+                    await asyncio.sleep(wait)
+            await self.flush_acks()
+
+    async def wait_connected(self, timeout: float = 30.0) -> None:
+        """Until a socket is open (at once if it is)."""
+        await asyncio.wait_for(self._up.wait(), timeout)
+
     async def close(self) -> None:
+        self._closing = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
         await self.flush_acks()
         if self._ack_task is not None:
             self._ack_task.cancel()
@@ -160,6 +264,11 @@ class CourierClient:
 
     async def abort(self) -> None:
         """Drop the connection without flushing acks (simulates a network cut)."""
+        self._closing = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
         self._acks.clear()
         if self._ack_task is not None:
             self._ack_task.cancel()
@@ -282,6 +391,8 @@ class CourierClient:
     async def _request(self, request_id: str | None, data: bytes,
                        timeout: float) -> ServerFrame:
         assert request_id is not None
+        if self.reconnect and not self._closing and not self._up.is_set():
+            await self.wait_connected(timeout)  # a reconnect is under way
         future: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
@@ -313,6 +424,7 @@ class CourierClient:
                 if frame is not None:  # None: a frame type newer than this library
                     self._on_frame(frame)
         finally:
+            self._up.clear()
             self.close_code = self._ws.close_code
             closed = ConnectionError(f"connection closed ({self.close_code})")
             for future in self._pending.values():

@@ -1,9 +1,17 @@
-"""Device tokens (JWT). The token is the only source of identity: ``sub`` is the user,
-``dev`` the device, ``app`` the app. Production deployments mint tokens in their own backend
-with the configured key; embedded mode can mint them through the dev registration endpoint."""
+"""Device tokens and connection tickets (JWT). The token is the only source of identity:
+``sub`` is the user, ``dev`` the device, ``app`` the app. Production deployments mint tokens in
+their own backend with the configured key; embedded mode can mint them through the dev
+registration endpoint.
+
+A connection ticket (``Tickets``) is what the balancer hands a client for one gateway: the
+identity of a verified device token, plus ``gw`` (the gateway chosen), audience
+``courier-ticket``, expiring ``auth.ticket_ttl_s`` after it was minted (never after the token),
+signed HS256 with ``auth.ticket_secret`` (which configuration keeps apart from the token key, so
+neither passes for the other). A gateway accepts a ticket only when ``gw`` is its own id."""
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -84,6 +92,56 @@ class TokenIssuer:
         if self._config.audience:
             claims["aud"] = self._config.audience
         return jwt.encode(claims, self._config.secret, algorithm="HS256"), expires_at
+
+
+TICKET_AUDIENCE = "courier-ticket"
+
+
+class _TicketClaims(msgspec.Struct):
+    sub: str
+    dev: str
+    app: str
+    exp: float
+    gw: str
+
+
+class Tickets:
+    """Mints (balancer) and verifies (gateway) connection tickets."""
+
+    def __init__(self, config: AuthConfig, clock: Callable[[], float] = time.time) -> None:
+        if not config.ticket_secret:
+            raise ConfigError("COURIER_AUTH_TICKET_SECRET: the balancer needs it to mint "
+                              "connection tickets (the same value on every gateway)")
+        self._secret = config.ticket_secret
+        self._ttl_s = config.ticket_ttl_s
+        self._clock = clock
+
+    def issue(self, identity: Identity, gateway: str) -> tuple[str, int]:
+        """A ticket for ``identity`` on ``gateway`` and when it expires (unix s)."""
+        expires_at = min(int(self._clock()) + self._ttl_s, int(identity.expires_at))
+        claims = {"sub": identity.user, "dev": identity.device, "app": identity.app,
+                  "gw": gateway, "exp": expires_at, "aud": TICKET_AUDIENCE}
+        return jwt.encode(claims, self._secret, algorithm="HS256"), expires_at
+
+    def verify(self, ticket: str, gateway: str) -> Identity:
+        """The identity of a ticket minted for ``gateway``; ``unauthorized`` when it is
+        forged, expired, malformed or for another gateway."""
+        try:
+            claims = jwt.decode(ticket, self._secret, algorithms=["HS256"],
+                                audience=TICKET_AUDIENCE,
+                                options={"require": ["exp", "sub", "aud"]})
+            parsed = msgspec.convert(claims, _TicketClaims)
+        except jwt.ExpiredSignatureError:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "ticket expired") from None
+        except (jwt.InvalidTokenError, msgspec.ValidationError) as exc:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"invalid ticket: {exc}") from None
+        if parsed.gw != gateway:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"ticket is for gateway {parsed.gw!r}, "
+                                "not this one: ask the balancer again")
+        for claim, value in (("sub", parsed.sub), ("dev", parsed.dev), ("app", parsed.app)):
+            _check_id(claim, value)
+        return Identity(user=parsed.sub, device=parsed.dev, app=parsed.app,
+                        expires_at=parsed.exp)
 
 
 def _check_id(claim: str, value: str) -> None:

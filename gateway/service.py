@@ -17,7 +17,7 @@ from blobs.records import BlobRecords
 from control.admin import ControlAdmin
 from control.dead_letters import DeadLetterAdmin
 from control.view import ControlView
-from gateway.auth import TokenIssuer, TokenVerifier
+from gateway.auth import Tickets, TokenIssuer, TokenVerifier
 from gateway.handlers.callbacks import CallbackRelay
 from gateway.handlers.contacts import Contacts
 from gateway.handlers.control import ControlGuard
@@ -47,7 +47,7 @@ from gateway.http.upgrade import SocketEndpoint
 from gateway.nats_api.service_subjects import ServiceSubjects
 from gateway.ws.sockets import DeviceHub, SocketServer
 from presence.registry import PresenceView, PresenceWriter
-from runtime.config import Config
+from runtime.config import Config, ConfigError
 from runtime.deadletter import ensure_dlq
 from runtime.kv import ensure_bucket
 from runtime.natsconn import close, connect, ensure_stream
@@ -77,6 +77,7 @@ class Gateway:
         self._sockets: SocketServer | None = None
         self._subjects: ServiceSubjects | None = None
         self._hub: DeviceHub | None = None
+        self._presence: PresenceWriter | None = None
         self.port = gw.port
 
     def _on_nats_reconnected(self) -> None:
@@ -88,6 +89,10 @@ class Gateway:
     async def start(self) -> None:
         config = self._config
         started = self._started
+        if config.gateway.drain_s >= config.process.shutdown_timeout_s:
+            raise ConfigError("COURIER_GATEWAY_DRAIN_S: must be below "
+                              "COURIER_PROCESS_SHUTDOWN_TIMEOUT_S (a gateway's drain would be "
+                              "cut short)")
         replicas = config.nats.replicas
         verifier = TokenVerifier(config.auth, config.app)
         issuer = TokenIssuer(config.auth) if config.auth.dev_registration else None
@@ -110,9 +115,10 @@ class Gateway:
                              await BlobRecords.open(js, replicas), permissions)
         messaging = Messaging(streams, rpc_client, self.gateway_id, permissions,
                               cache_ttl_s=config.gateway.recipient_cache_s, media=media)
-        presence = PresenceWriter(js, self.gateway_id,
-                                  gateway_ttl_s=config.gateway.presence_ttl_s,
-                                  replicas=replicas)
+        self._presence = presence = PresenceWriter(
+            js, self.gateway_id, gateway_ttl_s=config.gateway.presence_ttl_s,
+            replicas=replicas, url=self._public_url(),
+            sockets=lambda: len(self._hub) if self._hub is not None else 0)
         started.push_async_callback(presence.stop)
         await presence.start()
         self._hub = hub = DeviceHub(nc, presence)
@@ -148,7 +154,9 @@ class Gateway:
         self._sockets = sockets = SocketServer(config.gateway, self.gateway_id, verifier,
                                                messaging, hub, guard=guard,
                                                callbacks=callbacks, social=social,
-                                               limits=limits)
+                                               limits=limits,
+                                               tickets=Tickets(config.auth)
+                                               if config.auth.ticket_secret else None)
         endpoints: list[object] = [
             RestApi(self.gateway_id, verifier, issuer, messaging, rpc_client, hub.__len__,
                     config.app, lambda: nc.is_connected),
@@ -174,8 +182,14 @@ class Gateway:
             self.port = int(address[1])
         if isinstance(blobs, LocalBlobStore) and not config.media.public_url:
             blobs.base_url = f"http://{config.gateway.host}:{self.port}"
+        await presence.announce(self._public_url())  # port 0 is resolved now
         log.info("gateway_listening", url=f"http://{config.gateway.host}:{self.port}",
-                 websocket=f"ws://{config.gateway.host}:{self.port}/v1/ws")
+                 websocket=self._public_url())
+
+    def _public_url(self) -> str:
+        """Where clients reach this gateway's WebSocket (``gateway.public_url``)."""
+        gw = self._config.gateway
+        return gw.public_url or f"ws://{gw.host}:{self.port}/v1/ws"
 
     async def drain(self) -> None:
         """Stop serving the service subjects (finishing requests in flight), refuse new

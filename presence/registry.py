@@ -46,17 +46,41 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def open_gateways_bucket(js: JetStreamContext, gateway_ttl_s: float,
+                               replicas: int) -> KeyValue:
+    """Create (idempotently) and open the gateways bucket: in memory, a beat expires (with a
+    delete marker watchers see) ``gateway_ttl_s`` after it was written."""
+    return await js.create_key_value(KeyValueConfig(
+        bucket=GATEWAYS_BUCKET, history=1, ttl=gateway_ttl_s, storage=StorageType.MEMORY,
+        replicas=replicas, limit_marker_ttl=gateway_ttl_s))
+
+
 async def open_buckets(js: JetStreamContext, gateway_ttl_s: float,
                        replicas: int) -> tuple[KeyValue, KeyValue, KeyValue]:
     """Create (idempotently) and open the devices, gateways and last-seen buckets."""
     devices = await js.create_key_value(KeyValueConfig(
         bucket=DEVICES_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas))
-    gateways = await js.create_key_value(KeyValueConfig(
-        bucket=GATEWAYS_BUCKET, history=1, ttl=gateway_ttl_s, storage=StorageType.MEMORY,
-        replicas=replicas, limit_marker_ttl=gateway_ttl_s))
+    gateways = await open_gateways_bucket(js, gateway_ttl_s, replicas)
     last_seen = await js.create_key_value(KeyValueConfig(
         bucket=LAST_SEEN_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas))
     return devices, gateways, last_seen
+
+
+class CpuMeter:
+    """Percent of one core this process used since the previous reading (its CPU time,
+    ``time.process_time``, over the wall time between readings)."""
+
+    def __init__(self, cpu: Callable[[], float] = time.process_time,
+                 wall: Callable[[], float] = time.monotonic) -> None:
+        self._cpu = cpu
+        self._wall = wall
+        self._last = (cpu(), wall())
+
+    def read(self) -> float:
+        now = (self._cpu(), self._wall())
+        used, elapsed = now[0] - self._last[0], now[1] - self._last[1]
+        self._last = now
+        return round(100.0 * used / elapsed, 1) if elapsed > 0 else 0.0
 
 
 class PresenceWriter:
@@ -64,18 +88,38 @@ class PresenceWriter:
 
     The beat runs as a watcher of the writer's task group: when a beat fails (NATS down, or
     a restarted nats-server that forgot the in-memory gateways bucket) the loop ends, and its
-    next run opens (re-creates) the buckets and beats at once."""
+    next run opens (re-creates) the buckets and beats at once. Each beat carries the load the
+    balancer chooses by: the public ``url``, ``sockets()`` open now, the CPU used since the
+    previous beat, and whether the gateway is draining (``drain`` beats at once)."""
 
     def __init__(self, js: JetStreamContext, gateway_id: str, *, gateway_ttl_s: float,
-                 replicas: int) -> None:
+                 replicas: int, url: str = "", sockets: Callable[[], int] = lambda: 0) -> None:
         self._js = js
         self._gateway_id = gateway_id
         self._ttl_s = gateway_ttl_s
         self._replicas = replicas
+        self._url = url
+        self._sockets = sockets
+        self._cpu = CpuMeter()
+        self.draining = False
         self._buckets: tuple[KeyValue, KeyValue, KeyValue] | None = None
         self._tasks = TaskGroup("presence-writer")
         #: ``<app>.<device>`` (the KV key) -> its user.
         self._devices: dict[str, str] = {}
+
+    async def announce(self, url: str) -> None:
+        """Beat now with the public ``url`` (known once the server listens)."""
+        self._url = url
+        await self._beat()
+
+    async def drain(self) -> None:
+        """Beat ``draining`` now (the balancer stops choosing this gateway at once) and in
+        every later beat. A failed beat is logged: the beat loop repeats it."""
+        self.draining = True
+        try:
+            await self._beat()
+        except Exception as exc:
+            log.warning("presence_drain_beat_failed", error=repr(exc))
 
     async def start(self) -> None:
         self._buckets = await open_buckets(self._js, self._ttl_s, self._replicas)
@@ -121,8 +165,9 @@ class PresenceWriter:
 
     async def _beat(self) -> None:
         assert self._buckets is not None
-        await self._buckets[1].put(self._gateway_id, _encoder.encode(
-            GatewayBeat(gateway=self._gateway_id, ts=now_ms())))
+        await self._buckets[1].put(self._gateway_id, _encoder.encode(GatewayBeat(
+            gateway=self._gateway_id, ts=now_ms(), url=self._url, sockets=self._sockets(),
+            cpu=self._cpu.read(), draining=self.draining)))
 
     async def _beat_forever(self) -> None:
         """(Re-)open the buckets, then beat every third of the TTL and sweep every tenth

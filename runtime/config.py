@@ -101,6 +101,12 @@ class AuthConfig(_Section, frozen=True):
     #: Administrators authenticate ``/v1/admin/*`` with this bearer secret (32+ bytes; empty:
     #: the admin API refuses every request).
     admin_secret: str = ""
+    #: HS256 key of the connection tickets the balancer mints and gateways accept (32+ bytes,
+    #: shared by the balancer and every gateway, different from ``secret``). Empty: gateways
+    #: refuse tickets and the balancer cannot start.
+    ticket_secret: str = ""
+    #: Lifetime of a connection ticket (never past the device token's own expiry).
+    ticket_ttl_s: Annotated[int, msgspec.Meta(ge=5, le=300)] = 30
 
 
 class GatewayConfig(_Section, frozen=True):
@@ -143,6 +149,13 @@ class GatewayConfig(_Section, frozen=True):
     max_strikes: Positive = 50
     #: On shutdown, how long to wait for closed sockets' handlers to finish.
     drain_timeout_s: PositiveFloat = 10.0
+    #: A drain (SIGTERM, or the admin drain) closes this gateway's sockets with 4012 spread
+    #: evenly over this long, so their clients do not all reconnect in the same instant.
+    #: Below ``process.shutdown_timeout_s``.
+    drain_s: Annotated[float, msgspec.Meta(ge=0.0, le=600.0)] = 2.0
+    #: The WebSocket URL clients reach this gateway at, handed out by the balancer. Empty:
+    #: ``ws://<host>:<port>/v1/ws``.
+    public_url: str = ""
     #: A gateway refreshes its presence beat every third of this; when it dies, its devices
     #: count as offline for everyone after at most this long.
     presence_ttl_s: Annotated[float, msgspec.Meta(ge=1.0, le=300.0)] = 10.0
@@ -151,6 +164,17 @@ class GatewayConfig(_Section, frozen=True):
     #: How long a gateway trusts that a recipient exists before asking storage again; while
     #: storage is away, a recipient it knew stays known (users are never deleted).
     recipient_cache_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600.0)] = 30.0
+
+
+class BalancerConfig(_Section, frozen=True):
+    """The balancer (``python -m balancer``): tells clients which gateway to connect to."""
+
+    #: Address the balancer's HTTP server binds.
+    host: str = "127.0.0.1"
+    #: Port of the balancer's HTTP server (0 picks a free one).
+    port: Port = 8090
+    #: ``Retry-After`` of the 503 answered while no gateway can take a socket.
+    retry_after_s: Annotated[int, msgspec.Meta(ge=1, le=300)] = 2
 
 
 class StoreConfig(_Section, frozen=True):
@@ -536,6 +560,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     nats: NatsConfig = NatsConfig()
     auth: AuthConfig = AuthConfig()
     gateway: GatewayConfig = GatewayConfig()
+    balancer: BalancerConfig = BalancerConfig()
     store: StoreConfig = StoreConfig()
     retention: RetentionConfig = RetentionConfig()
     log: LogConfig = LogConfig()
@@ -643,6 +668,9 @@ def _check(config: Config) -> None:
     for app, days in config.archive.age_days.items():
         if not 1 <= days <= 36_500:
             raise ConfigError(f"COURIER_ARCHIVE_AGE_DAYS: days for {app!r} must be 1..36500")
+    if config.gateway.public_url and not config.gateway.public_url.startswith(
+            ("ws://", "wss://")):
+        raise ConfigError("COURIER_GATEWAY_PUBLIC_URL: a ws:// or wss:// URL")
     for key in ("send_buffer_bytes", "sync_buffer_bytes"):
         if getattr(config.gateway, key) < config.gateway.max_frame_bytes:
             raise ConfigError(f"COURIER_GATEWAY_{key.upper()}: must be at least "
@@ -749,6 +777,12 @@ def _check_notifications(config: Config) -> None:
             raise ConfigError(f"COURIER_AUTH_{key}: at least {MIN_SECRET_BYTES} bytes")
     if auth.admin_secret and auth.admin_secret == auth.service_secret:
         raise ConfigError("COURIER_AUTH_ADMIN_SECRET: must differ from the service secret")
+    if 0 < len(auth.ticket_secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"COURIER_AUTH_TICKET_SECRET: at least {MIN_SECRET_BYTES} bytes")
+    if auth.ticket_secret and auth.ticket_secret in (auth.secret, auth.service_secret,
+                                                     auth.admin_secret):
+        raise ConfigError("COURIER_AUTH_TICKET_SECRET: must differ from the other secrets (a "
+                          "ticket must not pass for a device token)")
     for platform, provider in push.providers.items():
         if platform not in _PLATFORMS:
             raise ConfigError(f"COURIER_PUSH_PROVIDERS: unknown platform {platform!r}")

@@ -65,6 +65,7 @@ class CloseCode(enum.IntEnum):
     TOO_MANY_ERRORS = 4009  # repeated bad frames or rate-limit abuse: reconnect after backoff
     TOKEN_EXPIRED = 4010  # the token expired during the session: get a new token, reconnect
     REPLACED = 4011  # the same device connected again elsewhere; this socket is superseded
+    MOVED = 4012  # gateway draining: reconnect at once, through the balancer (to another one)
     UNAUTHORIZED = 4101  # the token was refused: do not reconnect with it
     DISABLED = 4103  # device, user or module disabled by an administrator: do not reconnect
 

@@ -68,6 +68,7 @@ ROUTER: Final = "router"
 STORAGE: Final = "storage_worker"
 PUSH: Final = "push_worker"
 ARCHIVE: Final = "archive_worker"
+BALANCER: Final = "balancer"
 SERVICE: Final = "service"
 ADMIN: Final = "admin"
 BENCH: Final = "bench"
@@ -301,6 +302,9 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
     )),
     Credential(ARCHIVE, "every archive worker", (
         serve("serve on-request archive runs", ARCHIVE_RUN, (GATEWAY, ADMIN)),
+    )),
+    Credential(BALANCER, "every balancer process", (
+        bucket(GATEWAYS_BUCKET, write=False),
     )),
     Credential(SERVICE, "internal business services", (
         publish("send notification batches (request/reply)", NOTIFY_SEND),

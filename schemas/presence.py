@@ -27,10 +27,18 @@ class DeviceOnline(msgspec.Struct):
 
 
 class GatewayBeat(msgspec.Struct):
-    """A gateway is alive (written every ``interval_s``)."""
+    """A gateway is alive (written every third of ``gateway.presence_ttl_s``, and at once when
+    it starts draining), and its load, which the balancer chooses by: ``url`` where clients
+    reach its WebSocket, ``sockets`` open now, ``cpu`` percent of one core it used over the
+    last beat interval, ``draining`` once it takes no new sockets. Beats of older gateways
+    lack the load fields (the defaults: no URL, so the balancer never picks them)."""
 
     gateway: str
     ts: int
+    url: str = ""
+    sockets: int = 0
+    cpu: float = 0.0
+    draining: bool = False
 
 
 class LastSeen(msgspec.Struct):

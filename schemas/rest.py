@@ -44,3 +44,21 @@ class DevDeviceResponse(msgspec.Struct):
     app: str
     token: str
     expires_at: int
+
+
+class ConnectReply(msgspec.Struct):
+    """``POST /v1/connect`` on the balancer: open the WebSocket at ``url`` with
+    ``?ticket=<ticket>`` before ``expires_at`` (unix seconds); ``gateway`` is its id."""
+
+    url: str
+    ticket: str
+    gateway: str
+    expires_at: int
+
+
+class BalancerHealth(msgspec.Struct):
+    """``GET /healthz`` of the balancer: ``gateways`` that can take a socket now."""
+
+    status: str
+    nats: bool
+    gateways: int

@@ -48,6 +48,7 @@ class System:
         self.nats = NatsServer(root / "nats", log_file=self.logs / "nats.log",
                                authorization=self.nats_credentials.authorization())
         self.secret = secrets.token_urlsafe(24)
+        self.ticket_secret = secrets.token_urlsafe(24)
         self.extra_env = extra_env or {}
         self.storage: ServiceProcess | None = None
         self.push: ServiceProcess | None = None
@@ -57,6 +58,8 @@ class System:
         #: Storage workers beyond the first (``add_storage_worker``).
         self.more_storage: list[ServiceProcess] = []
         self.gateways: list[tuple[ServiceProcess, int]] = []
+        #: Balancers (``add_balancer``) and their ports.
+        self.balancers: list[tuple[ServiceProcess, int]] = []
 
     def env(self, credential: str, **overrides: str) -> dict[str, str]:
         """The environment of one service process, with its own NATS credential only."""
@@ -64,6 +67,7 @@ class System:
             "COURIER_NATS_URL": self.nats.url,
             **self.nats_credentials.env(credential),
             "COURIER_AUTH_SECRET": self.secret,
+            "COURIER_AUTH_TICKET_SECRET": self.ticket_secret,
             "COURIER_AUTH_DEV_REGISTRATION": "true",
             "COURIER_STORE_SQLITE_PATH": str(self.root / "courier.db"),
             "COURIER_MEDIA_LOCAL_DIR": str(self.root / "media"),
@@ -140,6 +144,23 @@ class System:
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, gateway)
         return f"http://127.0.0.1:{port}"
 
+    def add_balancer(self, *, wait: bool = True, **overrides: str) -> str:
+        """A balancer on a free port, its base URL; ``wait``: until its health is ok (NATS,
+        and a gateway beating)."""
+        port = free_port()
+        balancer = ServiceProcess("balancer", self.env("balancer",
+                                                       COURIER_BALANCER_PORT=str(port),
+                                                       **overrides),
+                                  self.logs / f"balancer-{len(self.balancers)}.log")
+        balancer.start()
+        self.balancers.append((balancer, port))
+        url = f"http://127.0.0.1:{port}"
+        if wait:
+            wait_http_ok(f"{url}/healthz", 60, balancer)
+        else:
+            balancer.wait_started(60)
+        return url
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.gateways[0][1]}"
@@ -170,6 +191,8 @@ class System:
         return [line for line in lines if " Violation " in line]
 
     def stop(self) -> None:
+        for balancer, _ in self.balancers:
+            balancer.stop()
         for gateway, _ in self.gateways:
             gateway.stop()
         for router in self.routers:

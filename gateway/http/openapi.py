@@ -49,8 +49,14 @@ _BUCKETS: Final[dict[str, str]] = {
 }
 
 
-def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
-    """The document of ``routes``: one operation per route, the JSON Schema of every body."""
+GATEWAY_INFO: Final = ("Courier REST API", "REST side of the Courier messaging backend. The "
+                       "WebSocket protocol is described in docs/protocol.md.")
+
+
+def openapi_document(routes: Sequence[Route],
+                     info: tuple[str, str] = GATEWAY_INFO) -> dict[str, Any]:
+    """The document of ``routes``: one operation per route, the JSON Schema of every body;
+    ``info`` is its title and description."""
     types = [Problem, *{t: None for route in routes for t in _types(route)}]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     schema_of = dict(zip(types, schemas, strict=True))
@@ -59,9 +65,7 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schema_of)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Courier REST API", "version": str(PROTOCOL_VERSION),
-                 "description": "REST side of the Courier messaging backend. The WebSocket "
-                                "protocol is described in docs/protocol.md."},
+        "info": {"title": info[0], "version": str(PROTOCOL_VERSION), "description": info[1]},
         "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
         "paths": paths,
     }
@@ -70,8 +74,8 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
 class ApiDocs:
     """Serves ``GET /openapi.json``: the document, encoded once."""
 
-    def __init__(self, routes: Sequence[Route]) -> None:
-        self._body = msgspec.json.encode(openapi_document(routes))
+    def __init__(self, routes: Sequence[Route], info: tuple[str, str] = GATEWAY_INFO) -> None:
+        self._body = msgspec.json.encode(openapi_document(routes, info))
 
     async def document(self, request: web.Request) -> web.Response:
         return web.Response(body=self._body, content_type="application/json")

@@ -34,7 +34,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, get_args, get_type_hints
+from typing import Any, Final, Literal, Protocol, get_args, get_type_hints
 
 import msgspec
 from aiohttp import web
@@ -337,6 +337,13 @@ class Route:
 # ---------------------------------------------------------------------- serving
 
 
+class Admits(Protocol):
+    """What ``serve`` puts before every handler (``Admission`` on the gateway)."""
+
+    def admit(self, route: Route, request: web.Request) -> Principal | None:
+        """The request's principal once every check of ``route`` passed, or the problem."""
+
+
 class Admission:
     """The checks before a handler: credential, disabled guard, rate limit."""
 
@@ -373,7 +380,7 @@ class Admission:
         return identity
 
 
-def serve(routes: Iterable[Route], handlers: Iterable[object], admission: Admission,
+def serve(routes: Iterable[Route], handlers: Iterable[object], admission: Admits,
           config: Config) -> list[web.RouteDef]:
     """The aiohttp routes of ``routes``, each handler bound to the one object of
     ``handlers`` whose class defines it, behind ``admission``."""
@@ -392,7 +399,7 @@ def _owner(route: Route, objects: list[object]) -> object:
     return owners[0]
 
 
-def _wrap(route: Route, owner: object, admission: Admission,
+def _wrap(route: Route, owner: object, admission: Admits,
           config: Config) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     if route.upgrade:  # the socket endpoint admits its upgrades itself
         return functools.partial(route.handler, owner)

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from prometheus_client import Counter, Gauge
 
-from gateway.auth import Identity, TokenVerifier
+from gateway.auth import Identity, Tickets, TokenVerifier
 from gateway.handlers.callbacks import CallbackRelay
 from gateway.handlers.control import ControlGuard
 from gateway.handlers.limits import Limits
@@ -114,8 +114,10 @@ class SocketServer:
 
     def __init__(self, config: GatewayConfig, gateway_id: str, verifier: TokenVerifier,
                  messaging: Messaging, hub: DeviceHub, *, guard: ControlGuard,
-                 callbacks: CallbackRelay, social: SocialFrames, limits: Limits) -> None:
+                 callbacks: CallbackRelay, social: SocialFrames, limits: Limits,
+                 tickets: Tickets | None = None) -> None:
         self._config = config
+        self._tickets = tickets
         self._gateway_id = gateway_id
         self._verifier = verifier
         self._messaging = messaging
@@ -139,7 +141,7 @@ class SocketServer:
                                 f"protocol {asked!r} not spoken here; this gateway speaks "
                                 f"{PROTOCOL_VERSION}")
         self._limits.check_upgrade(self._limits.address(request.headers, request.remote))
-        identity = self._verifier.verify(_token(request))
+        identity = self._authenticate(request)
         self._guard.check_connect(identity)
         self._limits.check_connect(identity)
         keys_left = await self._messaging.register(identity)
@@ -150,6 +152,16 @@ class SocketServer:
         await ws.prepare(request)
         await self._serve(ws, identity, keys_left)
         return ws
+
+    def _authenticate(self, request: web.Request) -> Identity:
+        """A balancer's ``ticket`` query (for this gateway only), else the device token."""
+        ticket = request.query.get("ticket")
+        if ticket is None:
+            return self._verifier.verify(_token(request))
+        if self._tickets is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "tickets are off on this gateway "
+                                "(COURIER_AUTH_TICKET_SECRET)")
+        return self._tickets.verify(ticket, self._gateway_id)
 
     async def _serve(self, ws: LingeringWebSocket, identity: Identity,
                      keys_left: int | None) -> None:
