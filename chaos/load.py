@@ -27,7 +27,7 @@ import msgspec
 
 from bench.pacing import wait_until
 from chaos.accounting import Key, Sent, Shown
-from client.sdk import ClientError, CourierClient, Credentials
+from client.sdk import BalancerError, ClientError, CourierClient, Credentials
 
 SEND_TIMEOUT_S: Final = 5.0
 SYNC_TIMEOUT_S: Final = 15.0
@@ -38,8 +38,9 @@ POLL_S: Final = 0.1
 #: Registers a device (user, device id) and returns its credentials.
 Register = Callable[[str, str], Awaitable[Credentials]]
 
-#: What a failed connect, send or sync on a dropped connection raises.
-CONNECTION_ERRORS: Final = (OSError, TimeoutError, aiohttp.ClientError)
+#: What a failed connect, send or sync on a dropped connection raises (a balancer that has no
+#: gateway to offer, too).
+CONNECTION_ERRORS: Final = (OSError, TimeoutError, aiohttp.ClientError, BalancerError)
 
 
 class EventLog:
@@ -76,11 +77,13 @@ def decode_key(body: bytes) -> Key | None:
 
 class Device:
     """One client-library connection that comes back: ``connected`` reconnects with back-off,
-    trying ``urls`` in turn from the first (the device's home gateway)."""
+    trying ``urls`` in turn from the first (the device's home gateway), or, given a
+    ``balancer``, on the gateway the balancer chooses each time."""
 
-    def __init__(self, credentials: Credentials, urls: list[str]) -> None:
+    def __init__(self, credentials: Credentials, urls: list[str],
+                 balancer: str | None = None) -> None:
         self.urls = urls
-        self.client = CourierClient(urls[0], credentials)
+        self.client = CourierClient(urls[0], credentials, balancer=balancer, reconnect=False)
         #: Successful connects, the first included.
         self.connects = 0
 
@@ -114,8 +117,9 @@ class Receiver(Device):
     """A recipient device: shows every message its client library hands over, and keeps a
     synced connection while ``run`` runs."""
 
-    def __init__(self, credentials: Credentials, urls: list[str], log: EventLog) -> None:
-        super().__init__(credentials, urls)
+    def __init__(self, credentials: Credentials, urls: list[str], log: EventLog,
+                 balancer: str | None = None) -> None:
+        super().__init__(credentials, urls, balancer)
         self._log = log
         #: Start time of the last sync that completed.
         self.synced_from = -1.0
@@ -173,8 +177,8 @@ class Sender(Device):
     """A sender device: ``run`` sends to ``to`` at ``rate_per_s`` until ``stop`` is set."""
 
     def __init__(self, credentials: Credentials, urls: list[str], log: EventLog, to: str,
-                 recipients: tuple[str, ...]) -> None:
-        super().__init__(credentials, urls)
+                 recipients: tuple[str, ...], balancer: str | None = None) -> None:
+        super().__init__(credentials, urls, balancer)
         self._log = log
         self._to = to
         self._recipients = recipients

@@ -96,11 +96,13 @@ async def _traffic(system: System, fault: Fault, settings: Settings, log: EventL
 
 async def stream_around(urls: list[str], register: Register,
                         inject: Callable[[], Awaitable[None]], settings: Settings,
-                        log: EventLog, prefix: str = "") -> tuple[list[Receiver], bool]:
+                        log: EventLog, prefix: str = "",
+                        balancer: str | None = None) -> tuple[list[Receiver], bool]:
     """The traffic around one fault (the module docstring's timeline) on the gateways at
     ``urls`` (each sender's home is one of them, its recipients' the next); ``register``
     makes a device's credentials; user names start with ``prefix`` (several runs on one
-    system). The online and offline receivers, and whether they settled."""
+    system); with a ``balancer`` every device connects where it says (``urls`` are then only
+    the devices' REST addresses). The online and offline receivers, and whether they settled."""
     senders: list[Sender] = []
     online: list[Receiver] = []
     offline: list[Receiver] = []
@@ -110,9 +112,9 @@ async def stream_around(urls: list[str], register: Register,
         sender, recipient = f"{prefix}s{i}", f"{prefix}r{i}"
         on, off = f"{recipient}-on", f"{recipient}-off"
         senders.append(Sender(await register(sender, f"{sender}-d"), home, log,
-                              to=recipient, recipients=(on, off)))
-        online.append(Receiver(await register(recipient, on), away, log))
-        offline.append(Receiver(await register(recipient, off), away, log))
+                              to=recipient, recipients=(on, off), balancer=balancer))
+        online.append(Receiver(await register(recipient, on), away, log, balancer))
+        offline.append(Receiver(await register(recipient, off), away, log, balancer))
     receivers = online + offline
     per_sender = settings.rate_per_s / settings.senders
     stop = asyncio.Event()

@@ -15,7 +15,9 @@ connect. The supervisor starts, in order and each once the previous is ready:
   storage worker with replication ``datacenter1:3`` and the services read and write at
   LOCAL_QUORUM (2 of 3);
 - SeaweedFS (S3) for media and the archive;
-- 2 storage workers, the archive worker, the push worker, 2 routers and 2 gateways.
+- 2 storage workers, the archive worker, the push worker, 2 routers, 2 gateways and the
+  balancer (``python -m balancer``: clients ask it which gateway to connect to, and get a
+  ticket for it).
 
 It then keeps them running (``infra.supervisor``: a crashed child is restarted with back-off)
 and records its PID and every child's PID in ``<data-dir>/state.json``, rewritten whenever a
@@ -85,7 +87,9 @@ POLL_S: Final = 0.2
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: The services and how many of each, in start order (each ready before the next starts).
 SERVICES: Final = (("storage_worker", 2), ("archive_worker", 1), ("push_worker", 1),
-                   ("router", 2), ("gateway", 2))
+                   ("router", 2), ("gateway", 2), ("balancer", 1))
+#: Services with an HTTP server of their own: their health is ``/healthz`` on it.
+HTTP_SERVICES: Final = ("gateway", "balancer")
 #: The metrics port setting of each worker (the gateway serves ``/metrics`` on its own port).
 METRICS_KEYS: Final = {"router": "COURIER_METRICS_ROUTER_PORT",
                        "storage_worker": "COURIER_METRICS_STORAGE_PORT",
@@ -200,7 +204,8 @@ def new_layout(balancer_port: int) -> Layout:
     cql = _free_port_on_all(CASSANDRA_HOSTS, taken)
     storage = _free_port_on_all(CASSANDRA_HOSTS, taken)
     ports = {name: _free_port_on_all(("127.0.0.1",), taken)
-             for module, count in SERVICES for name in service_names(module, count)}
+             for module, count in SERVICES if module != "balancer"
+             for name in service_names(module, count)}
     balancer = balancer_port or _free_port_on_all(("127.0.0.1",), taken)
     return Layout(nats=nats, cql_port=cql, storage_port=storage, ports=ports,
                   balancer_port=balancer)
@@ -318,6 +323,10 @@ class Plan:
     def contact_points(self) -> list[str]:
         return [f"{host}:{self.layout.cql_port}" for host in CASSANDRA_HOSTS]
 
+    @property
+    def balancer_url(self) -> str:
+        return f"http://127.0.0.1:{self.layout.balancer_port}"
+
     def gateway_urls(self) -> list[str]:
         return [f"http://127.0.0.1:{self.layout.ports[name]}"
                 for name in service_names("gateway", dict(SERVICES)["gateway"])]
@@ -330,6 +339,7 @@ class Plan:
             **self.credentials.env(module),
             "COURIER_AUTH_SECRET": _secret(self.data_dir, "dev-secret"),
             "COURIER_AUTH_ADMIN_SECRET": _secret(self.data_dir, "admin-secret"),
+            "COURIER_AUTH_TICKET_SECRET": _secret(self.data_dir, "ticket-secret"),
             "COURIER_AUTH_DEV_REGISTRATION": "true",
             "COURIER_STORE_BACKEND": "cassandra",
             "COURIER_STORE_CASSANDRA_CONTACT_POINTS": ",".join(self.contact_points),
@@ -350,6 +360,8 @@ class Plan:
             env[METRICS_KEYS[module]] = str(self.layout.ports[name])
         if module == "gateway":
             env["COURIER_GATEWAY_PORT"] = str(self.layout.ports[name])
+        if module == "balancer":
+            env["COURIER_BALANCER_PORT"] = str(self.layout.balancer_port)
         return env
 
     def children(self) -> list[Child]:
@@ -364,8 +376,10 @@ class Plan:
             return "cassandra", f"tcp://{child.node.contact_point}"
         if isinstance(child, SeaweedFs):
             return "seaweedfs", f"tcp://127.0.0.1:{child.ports['s3']}"
+        if child.name == "balancer":
+            return "service", f"{self.balancer_url}/healthz"
         port = self.layout.ports[child.name]
-        path = "/healthz" if child.name.startswith("gateway") else "/metrics"
+        path = "/healthz" if child.name.startswith(HTTP_SERVICES) else "/metrics"
         return "service", f"http://127.0.0.1:{port}{path}"
 
     def state(self, phase: Literal["starting", "ready", "stopping", "failed"],
@@ -382,7 +396,7 @@ class Plan:
             nats_monitors=[f"http://127.0.0.1:{node.monitor_port}" for node in self.nats],
             cassandra_contact_points=self.contact_points, keyspace=KEYSPACE,
             partitions=_partitions(), credentials=str(self.credentials.directory),
-            gateway_urls=self.gateway_urls(), error=error)
+            gateway_urls=self.gateway_urls(), balancer_url=self.balancer_url, error=error)
 
 
 def _partitions() -> int:
@@ -462,7 +476,7 @@ def start_in_order(plan: Plan, publish: Callable[[], None]) -> None:
     for service in plan.services:
         service.start()
         publish()
-        if service.name.startswith("gateway"):
+        if service.name.startswith(HTTP_SERVICES):
             wait_http_ok(plan.health(service)[1], SERVICE_READY_S, service)
         else:
             service.wait_started(SERVICE_READY_S)
@@ -589,6 +603,7 @@ def banner(state: State, data_dir: Path) -> str:
     return f"""
 Courier cluster is running ({len(state.processes)} processes, supervisor pid \
 {state.supervisor_pid}).
+  balancer   {state.balancer_url} (POST /v1/connect: a gateway and a ticket for it)
 {gateways}
   NATS       {", ".join(state.nats_urls)}
   Cassandra  {", ".join(state.cassandra_contact_points)} (keyspace {state.keyspace}, \

@@ -53,10 +53,11 @@ class RunningCluster:
 
     async def admin(self) -> Client:
         state = self.state()
-        return await NatsCredentials(Path(state.credentials)).connect(state.nats_urls, "admin")
+        return await NatsCredentials(Path(state.credentials)).connect(
+            state.nats_urls, "admin", reconnect_time_wait=0.2)
 
     async def stream_leader(self, nc: Client, stream: str) -> str | None:
-        info = await nc.jetstream(timeout=5).stream_info(stream)
+        info = await nc.jetstream(timeout=1).stream_info(stream)
         return info.cluster.leader if info.cluster is not None else None
 
     async def lease_holders(self, nc: Client, service: str) -> dict[int, str]:
