@@ -44,7 +44,8 @@ class BalancerApi:
         nats, gateways = self._nats_connected(), self._loads.healthy_count()
         ok = nats and gateways > 0
         return json_response(BalancerHealth(status="ok" if ok else "degraded", nats=nats,
-                                            gateways=gateways), 200 if ok else 503)
+                                            gateways=gateways, known=self._loads.snapshot()),
+                             200 if ok else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

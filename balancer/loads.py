@@ -17,6 +17,7 @@ from runtime.backoff import Backoff
 from runtime.kv import BucketFollower
 from runtime.tasks import TaskGroup
 from schemas.presence import GatewayBeat
+from schemas.rest import GatewayLoad
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +111,15 @@ class GatewayLoads:
 
     def healthy_count(self) -> int:
         return self._count("healthy")
+
+    def snapshot(self) -> list[GatewayLoad]:
+        """Every gateway known, by id."""
+        now, ttl = self._now_ms(), int(self._ttl_s * 1000)
+        return [GatewayLoad(gateway=beat.gateway, url=beat.url,
+                            sockets=beat.sockets + self._handed.get(beat.gateway, 0),
+                            cpu=beat.cpu, draining=beat.draining,
+                            healthy=healthy(beat, now, ttl), beat_age_ms=now - beat.ts)
+                for _, beat in sorted(self._beats.items())]
 
     def _count(self, state: str) -> int:
         now, ttl = self._now_ms(), int(self._ttl_s * 1000)

@@ -7,6 +7,10 @@
   send --user alice --to bob TEXT    send one message and print the server's acceptance
   listen --user bob                  print incoming messages until Ctrl-C
 
+``--balancer URL`` opens the socket on the gateway the balancer chooses (and goes back through
+the balancer when that gateway drains or the connection is lost); ``--url`` still names the
+gateway for registration and REST calls.
+
 Devices are registered through the embedded-mode endpoint; credentials are cached per server
 and user in ``~/.cache/courier-client`` (``--device LABEL`` keeps another cached device of the
 same user; ``--fresh`` registers a one-off device and leaves the cache alone, so a terminal
@@ -34,7 +38,7 @@ import msgspec
 from client.attachments import AttachmentError, FileBody, download, file_body, send_file
 from client.crypto.machine import Decrypted, OlmMachine, Undecryptable
 from client.e2ee import E2eeError, SecureClient
-from client.sdk import ClientError, CourierClient, Credentials, register_device
+from client.sdk import BalancerError, ClientError, CourierClient, Credentials, register_device
 from schemas.frames import Message
 
 CACHE = Path.home() / ".cache" / "courier-client"
@@ -173,6 +177,12 @@ class _Session:
         print(f"{where} ({body.size} bytes) saved as {saved}", flush=True)
 
 
+def _client(args: argparse.Namespace, creds: Credentials) -> CourierClient:
+    """The device's client: its socket through the balancer when one is given (which it
+    goes back through when the socket is moved or lost), REST on ``--url``."""
+    return CourierClient(args.url, creds, balancer=args.balancer)
+
+
 async def _open(args: argparse.Namespace, client: CourierClient) -> _Session:
     secure = SecureClient(client, machine_for(args.url, client.credentials))
     await secure.publish_keys()
@@ -180,7 +190,7 @@ async def _open(args: argparse.Namespace, client: CourierClient) -> _Session:
 
 
 async def _chat(args: argparse.Namespace) -> None:
-    async with CourierClient(args.url, await _cli_credentials(args)) as client:
+    async with _client(args, await _cli_credentials(args)) as client:
         session = await _open(args, client)
         synced = await client.sync()
         creds = client.credentials
@@ -206,7 +216,7 @@ async def _chat(args: argparse.Namespace) -> None:
 
 
 async def _send(args: argparse.Namespace) -> None:
-    async with CourierClient(args.url, await _cli_credentials(args)) as client:
+    async with _client(args, await _cli_credentials(args)) as client:
         session = await _open(args, client)
         accepted = await (session.secure.send_group_text(args.group, args.text) if args.group
                           else session.secure.send_text(args.to, args.text))
@@ -215,7 +225,7 @@ async def _send(args: argparse.Namespace) -> None:
 
 
 async def _listen(args: argparse.Namespace) -> None:
-    async with CourierClient(args.url, await _cli_credentials(args)) as client:
+    async with _client(args, await _cli_credentials(args)) as client:
         session = await _open(args, client)
         await client.sync()
         await session.receive()
@@ -241,7 +251,12 @@ def _id(value: str) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL")
+    parser.add_argument("--url", default="http://127.0.0.1:8080",
+                        help="gateway base URL (registration and REST; the socket too, "
+                             "unless --balancer is given)")
+    parser.add_argument("--balancer", metavar="URL",
+                        help="balancer base URL: open the socket on the gateway it chooses, "
+                             "and come back through it when the socket is moved or lost")
     commands = parser.add_subparsers(dest="command", required=True)
     register = commands.add_parser("register", help="register a device")
     register.add_argument("--user", required=True)
@@ -267,6 +282,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.url.startswith(("http://", "https://")):
         parser.error("--url must start with http:// or https://")
+    if args.balancer is not None and not args.balancer.startswith(("http://", "https://")):
+        parser.error("--balancer must start with http:// or https://")
     return args
 
 
@@ -277,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(handler[args.command](args))
     except KeyboardInterrupt:
         return 0
-    except (ClientError, E2eeError, RuntimeError, OSError, ValueError) as exc:
+    except (ClientError, BalancerError, E2eeError, RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

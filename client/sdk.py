@@ -137,8 +137,10 @@ class CourierClient:
         self.auto_ack = auto_ack
         self.balancer = balancer.rstrip("/") if balancer else None
         self.reconnect = balancer is not None if reconnect is None else reconnect
-        #: Sockets opened so far (1 + reconnects), and the gateway of the current one.
+        #: Sockets opened so far (1 + reconnects), how each one ended (its close code, None
+        #: without a close frame), and the gateway of the current one.
         self.connects = 0
+        self.closes: list[int | None] = []
         self.gateway: str | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._closing = False
@@ -426,6 +428,7 @@ class CourierClient:
         finally:
             self._up.clear()
             self.close_code = self._ws.close_code
+            self.closes.append(self.close_code)
             closed = ConnectionError(f"connection closed ({self.close_code})")
             for future in self._pending.values():
                 if not future.done():

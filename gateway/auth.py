@@ -139,11 +139,11 @@ class Tickets:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, f"ticket is for gateway {parsed.gw!r}, "
                                 "not this one: ask the balancer again")
         for claim, value in (("sub", parsed.sub), ("dev", parsed.dev), ("app", parsed.app)):
-            _check_id(claim, value)
+            _check_id(claim, value, "ticket")
         return Identity(user=parsed.sub, device=parsed.dev, app=parsed.app,
                         expires_at=parsed.exp)
 
 
-def _check_id(claim: str, value: str) -> None:
+def _check_id(claim: str, value: str, what: str = "token") -> None:
     if not _ID_RE.match(value):
-        raise ProtocolError(ErrorCode.UNAUTHORIZED, f"invalid token: bad {claim!r} claim")
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, f"invalid {what}: bad {claim!r} claim")

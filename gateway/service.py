@@ -21,6 +21,7 @@ from gateway.auth import Tickets, TokenIssuer, TokenVerifier
 from gateway.handlers.callbacks import CallbackRelay
 from gateway.handlers.contacts import Contacts
 from gateway.handlers.control import ControlGuard
+from gateway.handlers.drain import Drainer
 from gateway.handlers.keys import KeyDirectory
 from gateway.handlers.limits import Limits
 from gateway.handlers.media import MediaService
@@ -33,6 +34,7 @@ from gateway.handlers.typing_relay import TypingRelay
 from gateway.handlers.user_channel import UserChannel
 from gateway.http.admin_rest import AdminApi
 from gateway.http.archive_rest import ArchiveApi
+from gateway.http.drain_rest import DrainApi
 from gateway.http.keys_rest import KeysRest
 from gateway.http.media_rest import LocalBlobRoutes, MediaApi
 from gateway.http.notify_rest import NotifyApi
@@ -44,6 +46,7 @@ from gateway.http.routes import ROUTES
 from gateway.http.routing import Admission, serve
 from gateway.http.social_rest import SocialRest
 from gateway.http.upgrade import SocketEndpoint
+from gateway.nats_api.drain_subject import DrainSubject
 from gateway.nats_api.service_subjects import ServiceSubjects
 from gateway.ws.sockets import DeviceHub, SocketServer
 from presence.registry import PresenceView, PresenceWriter
@@ -77,7 +80,7 @@ class Gateway:
         self._sockets: SocketServer | None = None
         self._subjects: ServiceSubjects | None = None
         self._hub: DeviceHub | None = None
-        self._presence: PresenceWriter | None = None
+        self._drainer: Drainer | None = None
         self.port = gw.port
 
     def _on_nats_reconnected(self) -> None:
@@ -115,7 +118,7 @@ class Gateway:
                              await BlobRecords.open(js, replicas), permissions)
         messaging = Messaging(streams, rpc_client, self.gateway_id, permissions,
                               cache_ttl_s=config.gateway.recipient_cache_s, media=media)
-        self._presence = presence = PresenceWriter(
+        presence = PresenceWriter(
             js, self.gateway_id, gateway_ttl_s=config.gateway.presence_ttl_s,
             replicas=replicas, url=self._public_url(),
             sockets=lambda: len(self._hub) if self._hub is not None else 0)
@@ -157,6 +160,11 @@ class Gateway:
                                                limits=limits,
                                                tickets=Tickets(config.auth)
                                                if config.auth.ticket_secret else None)
+        self._drainer = drainer = Drainer(presence, sockets, config.gateway.drain_s)
+        started.push_async_callback(drainer.stop)
+        drain_subject = DrainSubject(nc, self.gateway_id, drainer, config.gateway.drain_s)
+        await drain_subject.start()
+        started.push_async_callback(drain_subject.stop)
         endpoints: list[object] = [
             RestApi(self.gateway_id, verifier, issuer, messaging, rpc_client, hub.__len__,
                     config.app, lambda: nc.is_connected),
@@ -164,6 +172,7 @@ class Gateway:
             PushRegistrationApi(await ensure_bucket(js, PUSH_TOKENS, replicas),
                                 await ensure_bucket(js, PUSH_WAKEUPS, replicas)),
             NotifyApi(notifier), AdminApi(admin, DeadLetterAdmin(js)), ArchiveApi(nc),
+            DrainApi(nc),
             SocialRest(rpc_client, messaging, permissions,
                        Contacts(rpc_client, permissions, channel), presence_hub),
             MediaApi(media),
@@ -192,10 +201,14 @@ class Gateway:
         return gw.public_url or f"ws://{gw.host}:{self.port}/v1/ws"
 
     async def drain(self) -> None:
-        """Stop serving the service subjects (finishing requests in flight), refuse new
-        sockets, close open ones with GOING_AWAY, let handlers finish."""
+        """Stop serving the service subjects (finishing requests in flight), then drain
+        (``gateway.handlers.drain``: ``draining`` beaten, new sockets refused, open ones
+        closed with 4012 over ``drain_s``), close what is left with GOING_AWAY, let handlers
+        finish."""
         if self._subjects is not None:
             await self._subjects.drain()
+        if self._drainer is not None:
+            await self._drainer.drain()
         if self._sockets is None:
             return
         self._sockets.close_all(CloseCode.GOING_AWAY, "gateway shutting down")

@@ -1,15 +1,16 @@
 """``python -m infra.embedded`` (``make run``): the whole system on its embedded defaults.
 
 Starts nats-server with JetStream, the storage worker (SQLite), a router, the push worker
-(log provider), the archive worker (local files) and a gateway as child processes on
-loopback, prints where to connect, keeps them running (``infra.supervisor``: a crashed child
-is restarted with back-off and reported here) and stops them all on Ctrl-C. A dev signing
-key and the NATS credentials (one nkey seed per service, ``infra.nats_auth``) are generated
-once into the data directory so tokens and credentials survive restarts; each service gets
-only its own credential.
+(log provider), the archive worker (local files), a gateway and the balancer as child
+processes on loopback, prints where to connect, keeps them running (``infra.supervisor``: a
+crashed child is restarted with back-off and reported here) and stops them all on Ctrl-C. A
+dev signing key, the connection ticket key and the NATS credentials (one nkey seed per
+service, ``infra.nats_auth``) are generated once into the data directory so tokens and
+credentials survive restarts; each service gets only its own credential.
 
-Ports: the gateway listens on ``--port`` (8080); nats-server on ``--nats-port`` (4222 when
-free, else any free port); the workers' metrics on ``--metrics-port-base`` and the three ports
+Ports: the gateway listens on ``--port`` (8080); the balancer on ``--balancer-port`` (8090
+when free, else any free port); nats-server on ``--nats-port`` (4222 when free, else any free
+port); the workers' metrics on ``--metrics-port-base`` and the three ports
 after it (default: free ones). A port given by flag that is taken stops here with exit 2 and
 the flag's name; every port is printed at start and stays the same across restarts.
 
@@ -38,6 +39,7 @@ from infra.supervisor import Child, Supervisor
 
 PROG = "python -m infra.embedded"
 DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_BALANCER_PORT = 8090
 DEFAULT_NATS_PORT = 4222
 #: Workers with a metrics port, in the order of ``--metrics-port-base`` + 0, 1, 2, 3.
 METRICS_KEYS = (("router", "COURIER_METRICS_ROUTER_PORT"),
@@ -85,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "running system per data directory")
     parser.add_argument("--port", type=_port, default=None,
                         help=f"gateway HTTP/WebSocket port (default {DEFAULT_GATEWAY_PORT})")
+    parser.add_argument("--balancer-port", type=_port, default=None,
+                        help=f"balancer HTTP port (default {DEFAULT_BALANCER_PORT}, or a free "
+                        "one if that is taken)")
     parser.add_argument("--nats-port", type=_port, default=None,
                         help=f"nats-server port (default {DEFAULT_NATS_PORT}, or a free one "
                         "if that is taken)")
@@ -116,9 +121,14 @@ def _given_port(flag: str, port: int) -> int:
     return port
 
 
-def choose_ports(args: argparse.Namespace) -> tuple[int, int, dict[str, int]]:
-    """Gateway, NATS and metrics ports; a port given by flag must be free (else exit 2)."""
+def choose_ports(args: argparse.Namespace) -> tuple[int, int, int, dict[str, int]]:
+    """Gateway, balancer, NATS and metrics ports; a port given by flag must be free (else
+    exit 2)."""
     gateway = _given_port("--port", args.port or DEFAULT_GATEWAY_PORT)
+    if args.balancer_port is not None:
+        balancer = _given_port("--balancer-port", args.balancer_port)
+    else:
+        balancer = DEFAULT_BALANCER_PORT if port_free(DEFAULT_BALANCER_PORT) else free_port()
     if args.nats_port is not None:
         nats = _given_port("--nats-port", args.nats_port)
     else:
@@ -130,7 +140,7 @@ def choose_ports(args: argparse.Namespace) -> tuple[int, int, dict[str, int]]:
         else:
             metrics[service] = _given_port("--metrics-port-base",
                                            args.metrics_port_base + offset)
-    return gateway, nats, metrics
+    return gateway, balancer, nats, metrics
 
 
 def lock_data_dir(data_dir: Path) -> IO[str]:
@@ -150,8 +160,8 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     return lock
 
 
-def _dev_secret(data_dir: Path) -> str:
-    path = data_dir / "dev-secret"
+def _dev_secret(data_dir: Path, name: str = "dev-secret") -> str:
+    path = data_dir / name
     if not path.exists():
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
@@ -165,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     lock = lock_data_dir(data_dir)
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
-    port, nats_port, metrics = choose_ports(args)
+    port, balancer_port, nats_port, metrics = choose_ports(args)
     credentials = NatsCredentials.ensure(data_dir / "nats-auth")
     nats = NatsServer(data_dir / "nats", port=nats_port, sync_always=args.sync_always,
                       log_file=logs / "nats-server.log", supervised=True,
@@ -173,16 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     env = {
         "COURIER_NATS_URL": nats.url,
         "COURIER_AUTH_SECRET": _dev_secret(data_dir),
+        "COURIER_AUTH_TICKET_SECRET": _dev_secret(data_dir, "ticket-secret"),
         "COURIER_AUTH_DEV_REGISTRATION": "true",
         "COURIER_STORE_SQLITE_PATH": str(data_dir / "courier.db"),
         "COURIER_MEDIA_LOCAL_DIR": str(data_dir / "media"),
         "COURIER_GATEWAY_PORT": str(port),
+        "COURIER_BALANCER_PORT": str(balancer_port),
         **{key: str(metrics[service]) for service, key in METRICS_KEYS},
     }
     counts = {"storage_worker": args.storage_workers, "router": args.routers}
     services = [service
                 for module in ("storage_worker", "router", "push_worker", "archive_worker",
-                               "gateway")
+                               "gateway", "balancer")
                 for service in _replicas_of(module, counts.get(module, 1), env, credentials,
                                             logs)]
     children: list[Child] = [nats, *services]
@@ -207,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
             if not announced and http_ok(health):
                 announced = True
-                print(_banner(port, nats.url, metrics, logs, credentials.directory), flush=True)
+                print(_banner(port, balancer_port, nats.url, metrics, logs,
+                              credentials.directory), flush=True)
             time.sleep(TICK_S)
     finally:
         print("stopping...", flush=True)
@@ -231,7 +244,7 @@ def _replicas_of(module: str, count: int, env: dict[str, str], credentials: Nats
     return processes
 
 
-def _banner(port: int, nats_url: str, metrics: dict[str, int], logs: Path,
+def _banner(port: int, balancer_port: int, nats_url: str, metrics: dict[str, int], logs: Path,
             nats_keys: Path) -> str:
     metrics_lines = "\n".join(f"  metrics    http://127.0.0.1:{p}/metrics ({name})"
                               for name, p in metrics.items())
@@ -242,6 +255,8 @@ Courier is running (embedded mode).
   websocket  ws://127.0.0.1:{port}/v1/ws
   REST API   http://127.0.0.1:{port}/openapi.json
   metrics    http://127.0.0.1:{port}/metrics (gateway)
+  balancer   http://127.0.0.1:{balancer_port} (POST /v1/connect; /healthz, /metrics,
+             /openapi.json)
 {metrics_lines}
   NATS       {nats_url}
   nats keys  {nats_keys} (admin.nk, service.nk for your tools and services)
@@ -249,6 +264,7 @@ Courier is running (embedded mode).
 Try it from two terminals:
   .venv/bin/python -m client{url} chat --user alice --to bob
   .venv/bin/python -m client{url} chat --user bob --to alice
+  (or through the balancer: add --balancer http://127.0.0.1:{balancer_port})
 A service that crashes is restarted and reported here. Ctrl-C stops everything.
 """
 

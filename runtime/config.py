@@ -117,8 +117,9 @@ class GatewayConfig(_Section, frozen=True):
     #: Port of the HTTP/WebSocket server (0 picks a free one).
     port: Port = 8080
     #: Names this gateway in logs, metrics, envelopes and presence; must be unique per
-    #: running process. Default: ``gw-<port>-<random>``.
-    id: str = ""
+    #: running process (letters, digits, ``_`` and ``-``: it is a NATS subject token).
+    #: Default: ``gw-<port>-<random>``.
+    id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{0,64}$")] = ""
     #: Largest frame (and REST body) accepted; larger frames close the socket with 1009.
     #: At most 900 KiB so an envelope fits NATS's default 1 MiB max_payload.
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=900 * 1024)] = 64 * 1024

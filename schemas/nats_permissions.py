@@ -29,7 +29,12 @@ from schemas.dead_letters import DLQ_STREAM
 from schemas.media import MEDIA_BLOBS, MEDIA_USAGE
 from schemas.notifications import NOTIFY_SEND
 from schemas.partitions import MAX_PARTITIONS
-from schemas.presence import DEVICES_BUCKET, GATEWAYS_BUCKET, LAST_SEEN_BUCKET
+from schemas.presence import (
+    DEVICES_BUCKET,
+    GATEWAY_DRAIN_PREFIX,
+    GATEWAYS_BUCKET,
+    LAST_SEEN_BUCKET,
+)
 from schemas.push import (
     PUSH_CONSUMER,
     PUSH_DEAD,
@@ -261,6 +266,9 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         publish("on-request archive runs (admin REST, request/reply)", ARCHIVE_RUN),
         Grant("operators' dead-letter API: delete a dead letter, replay it to its subject",
               publish=(f"{JS_API}.STREAM.MSG.DELETE.{DLQ_STREAM}", msgs_subject("*", GROUP))),
+        publish("drain requests of the admin REST API (request/reply)",
+                f"{GATEWAY_DRAIN_PREFIX}.*"),
+        serve("drain this gateway on request", f"{GATEWAY_DRAIN_PREFIX}.*", (GATEWAY, ADMIN)),
     )),
     Credential(ROUTER, "every router replica", (
         stream(PARTITION_STREAM, owner=False),
@@ -314,6 +322,7 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
     Credential(ADMIN, "administrators' and operators' tools", (
         publish("control actions (request/reply)", CONTROL_APPLY),
         publish("archive runs on request (request/reply)", ARCHIVE_RUN),
+        publish("drain a gateway (request/reply)", f"{GATEWAY_DRAIN_PREFIX}.*"),
         JS_READ_ONLY,
         read_messages(AUDIT_STREAM),
         read_messages(PUSH_STREAM),

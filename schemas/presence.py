@@ -41,6 +41,27 @@ class GatewayBeat(msgspec.Struct):
     draining: bool = False
 
 
+#: ``gateway.drain.<gateway id>``: request/reply; the gateway of that id starts draining (no
+#: new sockets, ``draining`` in its beat, its sockets closed with 4012 over
+#: ``gateway.drain_s``) and answers ``Ok[DrainStarted]`` at once, or ``Failed`` (``conflict``)
+#: when it already drains. Published by the admin REST route of any gateway and by
+#: operators' tools (``admin``); no responder: no gateway of that id runs.
+GATEWAY_DRAIN_PREFIX: Final = "gateway.drain"
+
+
+def gateway_drain(gateway: str) -> str:
+    return f"{GATEWAY_DRAIN_PREFIX}.{gateway}"
+
+
+class DrainStarted(msgspec.Struct):
+    """A gateway started draining: ``sockets`` open when it started, closed over
+    ``drain_s`` seconds."""
+
+    gateway: str
+    sockets: int
+    drain_s: float
+
+
 class LastSeen(msgspec.Struct):
     """When a user was last connected (ms)."""
 

@@ -56,9 +56,24 @@ class ConnectReply(msgspec.Struct):
     expires_at: int
 
 
+class GatewayLoad(msgspec.Struct):
+    """One gateway as the balancer sees it: its last beat's load, ``sockets`` counting the
+    tickets handed out for it since that beat; ``healthy``: it may be chosen."""
+
+    gateway: str
+    url: str
+    sockets: int
+    cpu: float
+    draining: bool
+    healthy: bool
+    beat_age_ms: int
+
+
 class BalancerHealth(msgspec.Struct):
-    """``GET /healthz`` of the balancer: ``gateways`` that can take a socket now."""
+    """``GET /healthz`` of the balancer: ``gateways`` that can take a socket now, and every
+    gateway it knows of (``known``)."""
 
     status: str
     nats: bool
     gateways: int
+    known: list[GatewayLoad] = []

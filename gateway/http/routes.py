@@ -21,6 +21,7 @@ from gateway.http.admin_rest import (
     AdminApi,
 )
 from gateway.http.archive_rest import ArchiveApi
+from gateway.http.drain_rest import GATEWAY, DrainApi
 from gateway.http.keys_rest import DEVICE, KeysRest
 from gateway.http.media_rest import (
     APP,
@@ -75,6 +76,7 @@ from schemas.media import (
     UploadSlot,
 )
 from schemas.notifications import NotifyRequest, NotifyResult
+from schemas.presence import DrainStarted
 from schemas.push import PushRegistration, PushRegistrationRequest, WakeUpDetails
 from schemas.rest import DevDeviceRequest, DevDeviceResponse, Health
 
@@ -402,6 +404,15 @@ ROUTES: Final[tuple[Route, ...]] = (
                       "worker runs, or when the run outlasts the wait (it goes on).",
           body=ArchiveRunRequest, replies=ok(ArchiveReport, "The run's report"),
           problems=(UNAVAILABLE,)),
+    Route(method="POST", path="/v1/admin/gateways/{gateway}/drain", handler=DrainApi.drain,
+          credential="admin", summary="Drain a gateway without stopping it",
+          description="Served by any gateway, relayed on the NATS subject "
+                      "gateway.drain.<gateway>: that gateway takes no new sockets (the "
+                      "balancer stops choosing it) and closes its sockets with 4012 over "
+                      "COURIER_GATEWAY_DRAIN_S; it stays draining until restarted. 404 when "
+                      "no gateway of that id runs, 409 when it drains already.",
+          params=(GATEWAY,), replies=ok(DrainStarted, "The drain started"),
+          problems=(404, 409, UNAVAILABLE)),
 )
 
 

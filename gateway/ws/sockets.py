@@ -197,6 +197,9 @@ class SocketServer:
         """Until every socket handler has finished."""
         await self._idle.wait()
 
+    def open_connections(self) -> list[Connection]:
+        return list(self._connections)
+
     def close_all(self, code: CloseCode, reason: str) -> None:
         """Close every socket (shutdown): clients reconnect to another gateway. Each socket's
         handler ends once its close is done; ``wait_idle`` waits for them."""

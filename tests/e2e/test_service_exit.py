@@ -19,7 +19,7 @@ from schemas.presence import GATEWAYS_BUCKET
 from tests.harness import System
 
 SECRET = "s" * 32
-SERVICES = ("gateway", "router", "storage_worker", "push_worker")
+SERVICES = ("gateway", "router", "storage_worker", "push_worker", "balancer")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -37,6 +37,24 @@ def test_a_gateway_without_a_secret_exits_2_naming_the_key(tmp_path: Path) -> No
     assert result.returncode == 2, result.stderr
     assert "configuration error: COURIER_AUTH_SECRET:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_balancer_without_a_ticket_secret_exits_2_naming_the_key(tmp_path: Path) -> None:
+    result = run_service("balancer", {"COURIER_NATS_URL": "nats://127.0.0.1:1",
+                                      "COURIER_AUTH_SECRET": SECRET}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "configuration error: COURIER_AUTH_TICKET_SECRET:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("drain_s", ["5", "6"])
+def test_a_gateway_drain_longer_than_its_shutdown_exits_2(tmp_path: Path, drain_s: str) -> None:
+    result = run_service("gateway", {"COURIER_NATS_URL": "nats://127.0.0.1:1",
+                                     "COURIER_AUTH_SECRET": SECRET,
+                                     "COURIER_PROCESS_SHUTDOWN_TIMEOUT_S": "5",
+                                     "COURIER_GATEWAY_DRAIN_S": drain_s}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "configuration error: COURIER_GATEWAY_DRAIN_S:" in result.stderr
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -236,6 +236,30 @@ async def test_a_killed_service_comes_back_and_nothing_acknowledged_is_lost(
         await bob.abort()
 
 
+async def test_make_run_starts_the_balancer_and_clients_connect_through_it(
+        embedded: tuple[Embedded, str]) -> None:
+    system, url = embedded
+    found = re.search(r"balancer +(http://127\.0\.0\.1:\d+) ", system.output)
+    assert found, system.output
+    balancer = found.group(1)
+    alice = CourierClient(url, await register_device(url, "alice-via-balancer"),
+                          balancer=balancer)
+    bob_creds = await register_device(url, "bob-via-balancer")
+    bob = CourierClient(url, bob_creds, balancer=balancer)
+    try:
+        # healthy once it has seen the gateway's beat
+        assert await answers_within(f"{balancer}/healthz"), system.log_tails()
+        await alice.connect()
+        await bob.connect()
+        await bob.sync()
+        accepted = await alice.send(bob_creds.user, b"through the balancer")
+        assert (await bob.next_message()).message_id == accepted.message_id
+        assert alice.gateway == bob.gateway is not None
+    finally:
+        await alice.close()
+        await bob.close()
+
+
 async def test_a_second_system_runs_beside_the_first(embedded: tuple[Embedded, str],
                                                      tmp_path: Path) -> None:
     first, first_url = embedded

@@ -12,7 +12,8 @@ from infra.embedded import parse_args as embedded_args
     ["--metrics-port-base", "x"], ["--unknown"],
     ["--storage-workers", "0"], ["--storage-workers", "9"], ["--storage-workers", "x"],
     ["--storage-workers", "-1"], ["--routers", "0"], ["--routers", "9"], ["--routers", "x"],
-    ["--routers", ""],
+    ["--routers", ""], ["--balancer-port", "0"], ["--balancer-port", "65536"],
+    ["--balancer-port", "x"],
 ])
 def test_embedded_bad_flags(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -29,6 +30,8 @@ def test_embedded_bad_flags(argv: list[str]) -> None:
     ["listen", "--user", "a", "--fresh", "--device", "tablet"],
     ["send", "--user", "a", "--to", "b", "--files-dir", "x", "hi"],
     ["listen", "--user", "a", "--files-dir"],
+    ["--balancer", "ws://x", "listen", "--user", "a"], ["--balancer", "", "listen", "--user", "a"],
+    ["--balancer", "listen", "--user", "a"],
 ])
 def test_client_bad_flags(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -37,7 +40,10 @@ def test_client_bad_flags(argv: list[str]) -> None:
 
 
 def test_embedded_flags_at_the_bounds() -> None:
-    args = embedded_args(["--port", "65535", "--nats-port", "1", "--metrics-port-base", "65532"])
+    args = embedded_args(["--port", "65535", "--nats-port", "1", "--metrics-port-base", "65532",
+                          "--balancer-port", "1"])
+    assert args.balancer_port == 1 and embedded_args(["--balancer-port", "65535"]).balancer_port \
+        == 65535
     assert (args.port, args.nats_port, args.metrics_port_base) == (65535, 1, 65532)
     assert embedded_args([]).metrics_port_base is None
 

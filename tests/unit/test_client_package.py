@@ -12,7 +12,7 @@ PYPROJECT = ROOT / "packaging" / "client" / "pyproject.toml"
 #: Import name of each distribution the client package depends on.
 IMPORT_NAMES = {"aiohttp": "aiohttp", "msgspec": "msgspec", "structlog": "structlog",
                 "vodozemac": "vodozemac", "cryptography": "cryptography", "pillow": "PIL"}
-SERVER = ("gateway", "router", "storage_worker", "push_worker", "runtime", "infra",
+SERVER = ("gateway", "router", "storage_worker", "push_worker", "runtime", "infra", "balancer",
           "presence", "control", "bench", "chaos")
 
 
