@@ -103,6 +103,9 @@ class _TicketClaims(msgspec.Struct):
     app: str
     exp: float
     gw: str
+    #: The device token's own expiry: the socket opened with the ticket lives until then (the
+    #: ticket's ``exp`` bounds only when it may be used to connect).
+    tex: float
 
 
 class Tickets:
@@ -120,7 +123,8 @@ class Tickets:
         """A ticket for ``identity`` on ``gateway`` and when it expires (unix s)."""
         expires_at = min(int(self._clock()) + self._ttl_s, int(identity.expires_at))
         claims = {"sub": identity.user, "dev": identity.device, "app": identity.app,
-                  "gw": gateway, "exp": expires_at, "aud": TICKET_AUDIENCE}
+                  "gw": gateway, "exp": expires_at, "tex": int(identity.expires_at),
+                  "aud": TICKET_AUDIENCE}
         return jwt.encode(claims, self._secret, algorithm="HS256"), expires_at
 
     def verify(self, ticket: str, gateway: str) -> Identity:
@@ -129,7 +133,7 @@ class Tickets:
         try:
             claims = jwt.decode(ticket, self._secret, algorithms=["HS256"],
                                 audience=TICKET_AUDIENCE,
-                                options={"require": ["exp", "sub", "aud"]})
+                                options={"require": ["exp", "sub", "aud", "tex"]})
             parsed = msgspec.convert(claims, _TicketClaims)
         except jwt.ExpiredSignatureError:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "ticket expired") from None
@@ -141,7 +145,7 @@ class Tickets:
         for claim, value in (("sub", parsed.sub), ("dev", parsed.dev), ("app", parsed.app)):
             _check_id(claim, value, "ticket")
         return Identity(user=parsed.sub, device=parsed.dev, app=parsed.app,
-                        expires_at=parsed.exp)
+                        expires_at=parsed.tex)
 
 
 def _check_id(claim: str, value: str, what: str = "token") -> None:

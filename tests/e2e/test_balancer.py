@@ -362,3 +362,22 @@ def test_the_cli_refuses_a_balancer_url_without_http() -> None:
         parse_args(["--balancer", "ws://x", "listen", "--user", "a"])
     assert parse_args(["--balancer", "http://b:1", "listen", "--user", "a"]).balancer == \
         "http://b:1"
+
+
+async def test_a_socket_opened_with_a_ticket_lives_past_the_ticket(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The ticket bounds only when it may be used to connect: the socket it opened lives as
+    long as the device token (it was closed with 4010 when the ticket expired)."""
+    ttl_s = 5
+    env = {**store_env(request), "COURIER_AUTH_TICKET_TTL_S": str(ttl_s)}
+    with System(tmp_path, env) as system:
+        balancer = system.add_balancer()
+        client = CourierClient(system.url, await system.device("tex-user"), balancer=balancer,
+                               reconnect=False)
+        await client.connect()
+        try:
+            await asyncio.sleep(ttl_s + 2)  # past the ticket's expiry
+            await client.ping(timeout=5)
+            assert not client.closed and client.close_code is None
+        finally:
+            await client.close()
