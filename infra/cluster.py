@@ -610,9 +610,11 @@ Courier cluster is running ({len(state.processes)} processes, supervisor pid \
 RF 3, {CASSANDRA_CONSISTENCY})
   nats keys  {state.credentials}
   logs       {data_dir / "logs"}
-Try it from two terminals:
-  .venv/bin/python -m client --url {first} chat --user alice --to bob
-  .venv/bin/python -m client --url {first} chat --user bob --to alice
+Try it from two terminals (registration on a gateway, the socket where the balancer says):
+  .venv/bin/python -m client --url {first} --balancer {state.balancer_url} chat --user alice \
+--to bob
+  .venv/bin/python -m client --url {first} --balancer {state.balancer_url} chat --user bob \
+--to alice
 make cluster-status checks every process; make cluster-stop stops them.
 """
 
