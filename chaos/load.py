@@ -56,7 +56,8 @@ class EventLog:
         self.sent[key] = Sent(key=key, first_try=time.monotonic(), recipients=recipients)
 
     def accepted(self, key: Key, message_id: str, seq: int) -> None:
-        self.sent[key] = replace(self.sent[key], message_id=message_id, seq=seq)
+        self.sent[key] = replace(self.sent[key], message_id=message_id, seq=seq,
+                                 accepted_at=time.monotonic())
 
     def show(self, event: Shown) -> None:
         self.shown.append(event)

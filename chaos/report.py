@@ -50,18 +50,20 @@ def block(results: Sequence[FaultResult], settings: Settings, command: str,
     return "\n".join(lines) + "\n"
 
 
-def table(results: Sequence[FaultResult]) -> list[str]:
-    """The results table: one row per fault."""
+def table(results: Sequence[FaultResult], resumed: bool = False) -> list[str]:
+    """The results table: one row per fault; with ``resumed``, when publishing resumed."""
+    extra = " publishing resumed (s) |" if resumed else ""
     lines = [
         "| fault | accepted | delivered / expected | lost | duplicates shown | out of order "
-        "| recovery (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"|{extra} recovery (s) |",
+        "|---|---:|---:|---:|---:|---:|" + ("---:|" if resumed else "") + "---:|",
     ]
     for result in results:
         t = result.tally
-        recovery = "none" if t.recovery_s is None else f"{t.recovery_s:.2f}"
+        cells = [t.resumed_s, t.recovery_s] if resumed else [t.recovery_s]
+        times = " | ".join("none" if value is None else f"{value:.2f}" for value in cells)
         lines.append(f"| {result.fault} | {t.accepted} | {t.delivered} / {t.expected} | "
-                     f"{t.lost} | {t.duplicates} | {t.out_of_order} | {recovery} |")
+                     f"{t.lost} | {t.duplicates} | {t.out_of_order} | {times} |")
     return lines
 
 

@@ -50,7 +50,7 @@ def block(results: Sequence[FaultResult], now: datetime.datetime | None = None) 
         f"{SETTINGS.duration_s:g} s of traffic per fault (the fault after the first third), "
         f"settle deadline {SETTINGS.settle_s:g} s.",
         "",
-        *table(results),
+        *table(results, resumed=True),
         "",
         *fault_notes(results, MEANINGS),
         END,
