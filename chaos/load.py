@@ -87,6 +87,9 @@ class Device:
         self.client = CourierClient(urls[0], credentials, balancer=balancer, reconnect=False)
         #: Successful connects, the first included.
         self.connects = 0
+        #: The gateway of each connect, in order; the close code of each socket that ended.
+        self.gateways: list[str | None] = []
+        self.ended: Counter[int | None] = Counter()
 
     @property
     def name(self) -> str:
@@ -95,6 +98,8 @@ class Device:
     async def connected(self, deadline: float = math.inf) -> None:
         """Return once the socket is open; ``TimeoutError`` at ``deadline``."""
         attempt = 0
+        if self.client.closed and len(self.gateways) > sum(self.ended.values()):
+            self.ended[self.client.close_code] += 1
         while self.client.closed:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{self.name}: no gateway answered")
@@ -104,6 +109,7 @@ class Device:
             try:
                 await self.client.connect()
                 self.connects += 1
+                self.gateways.append(self.client.gateway)
                 return
             except CONNECTION_ERRORS:
                 await self.client.close()

@@ -171,6 +171,14 @@ def client_notes(receivers: list[Receiver], log: EventLog, settled: bool) -> lis
     reconnects = sum(max(device.connects - 1, 0) for device in receivers)
     if reconnects:
         notes.append(f"recipient devices reconnected {reconnects} time(s)")
+        ended = sum((device.ended for device in receivers), Counter[int | None]())
+        notes.append("their sockets had ended with close code " + ", ".join(
+            f"{code or 'none (lost)'} x{count}" for code, count in sorted(
+                ended.items(), key=lambda item: str(item[0]))))
+        moves = Counter((a, b) for device in receivers
+                        for a, b in zip(device.gateways, device.gateways[1:], strict=False))
+        notes.append("reconnects by gateway (from -> to): " + ", ".join(
+            f"{a} -> {b} x{count}" for (a, b), count in sorted(moves.items(), key=str)))
     if log.errors:
         notes.append("failed send attempts (then retried): " + ", ".join(
             f"{code} x{count}" for code, count in sorted(log.errors.items())))
