@@ -16,7 +16,7 @@ for the new socket. Other close codes (4011 replaced, 41xx) are not retried.
 import asyncio
 import itertools
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
@@ -64,6 +64,7 @@ RECONNECT_CODES = frozenset({CloseCode.MOVED, CloseCode.GOING_AWAY, 1006, None})
 #: Back-off between reconnect attempts (doubling), and how long one attempt may take.
 RECONNECT_BACKOFF_S = (0.1, 5.0)
 CONNECT_TIMEOUT_S = 10.0
+CLOSES_KEPT = 100
 
 
 class BalancerError(Exception):
@@ -137,10 +138,10 @@ class CourierClient:
         self.auto_ack = auto_ack
         self.balancer = balancer.rstrip("/") if balancer else None
         self.reconnect = balancer is not None if reconnect is None else reconnect
-        #: Sockets opened so far (1 + reconnects), how each one ended (its close code, None
-        #: without a close frame), and the gateway of the current one.
+        #: Sockets opened so far (1 + reconnects), how the last ``CLOSES_KEPT`` ended (close
+        #: code, None without a close frame), and the gateway of the current one.
         self.connects = 0
-        self.closes: list[int | None] = []
+        self.closes: deque[int | None] = deque(maxlen=CLOSES_KEPT)
         self.gateway: str | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._closing = False
@@ -393,7 +394,7 @@ class CourierClient:
     async def _request(self, request_id: str | None, data: bytes,
                        timeout: float) -> ServerFrame:
         assert request_id is not None
-        if self.reconnect and not self._closing and not self._up.is_set():
+        if not self._up.is_set() and self._keeper is not None and not self._keeper.done():
             await self.wait_connected(timeout)  # a reconnect is under way
         future: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future

@@ -4,8 +4,10 @@ their own backend with the configured key; embedded mode can mint them through t
 registration endpoint.
 
 A connection ticket (``Tickets``) is what the balancer hands a client for one gateway: the
-identity of a verified device token, plus ``gw`` (the gateway chosen), audience
-``courier-ticket``, expiring ``auth.ticket_ttl_s`` after it was minted (never after the token),
+identity of a verified device token, plus ``gw`` (the gateway chosen) and ``tex`` (the token's
+own expiry, which the socket keeps: it is closed with 4010 then, not when the ticket expires),
+audience ``courier-ticket``, expiring ``auth.ticket_ttl_s`` after it was minted (never after
+the token),
 signed HS256 with ``auth.ticket_secret`` (which configuration keeps apart from the token key, so
 neither passes for the other). A gateway accepts a ticket only when ``gw`` is its own id."""
 
@@ -103,8 +105,6 @@ class _TicketClaims(msgspec.Struct):
     app: str
     exp: float
     gw: str
-    #: The device token's own expiry: the socket opened with the ticket lives until then (the
-    #: ticket's ``exp`` bounds only when it may be used to connect).
     tex: float
 
 
@@ -123,17 +123,17 @@ class Tickets:
         """A ticket for ``identity`` on ``gateway`` and when it expires (unix s)."""
         expires_at = min(int(self._clock()) + self._ttl_s, int(identity.expires_at))
         claims = {"sub": identity.user, "dev": identity.device, "app": identity.app,
-                  "gw": gateway, "exp": expires_at, "tex": int(identity.expires_at),
+                  "gw": gateway, "exp": expires_at, "tex": identity.expires_at,
                   "aud": TICKET_AUDIENCE}
         return jwt.encode(claims, self._secret, algorithm="HS256"), expires_at
 
     def verify(self, ticket: str, gateway: str) -> Identity:
-        """The identity of a ticket minted for ``gateway``; ``unauthorized`` when it is
-        forged, expired, malformed or for another gateway."""
+        """The identity of a ticket minted for ``gateway``, expiring with its device token;
+        ``unauthorized`` when it is forged, expired, malformed or for another gateway."""
         try:
             claims = jwt.decode(ticket, self._secret, algorithms=["HS256"],
                                 audience=TICKET_AUDIENCE,
-                                options={"require": ["exp", "sub", "aud", "tex"]})
+                                options={"require": ["exp", "sub", "aud"]})
             parsed = msgspec.convert(claims, _TicketClaims)
         except jwt.ExpiredSignatureError:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "ticket expired") from None

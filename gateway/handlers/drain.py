@@ -13,12 +13,12 @@ after an administrator's drain) wait for the same one.
 
 import asyncio
 import math
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, Protocol
 
 import structlog
 from prometheus_client import Counter, Gauge
 
-from gateway.ws.sockets import SocketServer
 from presence.registry import PresenceWriter
 from runtime.tasks import TaskGroup
 from schemas.errors import CloseCode
@@ -31,10 +31,25 @@ DRAINING = Gauge("courier_gateway_draining", "1 while this gateway drains, else 
 MOVED = Counter("courier_gateway_moved_total", "Sockets closed with 4012 MOVED by a drain")
 
 
+class Closable(Protocol):
+    def close_soon(self, code: CloseCode, reason: str) -> None:
+        """Close the socket with ``code`` (its handler ends once the close is done)."""
+
+
+class Sockets(Protocol):
+    """The socket server (``gateway.ws.sockets.SocketServer``), as the drain sees it."""
+
+    #: False: new upgrades are refused with 503.
+    accepting: bool
+
+    def open_connections(self) -> Sequence[Closable]:
+        """The sockets open now."""
+
+
 class Drainer:
     """The drain of one gateway (see the module docstring)."""
 
-    def __init__(self, presence: PresenceWriter, sockets: SocketServer, drain_s: float) -> None:
+    def __init__(self, presence: PresenceWriter, sockets: Sockets, drain_s: float) -> None:
         self._presence = presence
         self._sockets = sockets
         self._drain_s = drain_s

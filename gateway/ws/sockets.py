@@ -134,7 +134,8 @@ class SocketServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not self.accepting:
-            raise ProtocolError(ErrorCode.UNAVAILABLE, "gateway is shutting down")
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "gateway is draining: ask the balancer "
+                                "again, or connect to another gateway")
         asked = request.query.get("protocol", str(PROTOCOL_VERSION))
         if asked != str(PROTOCOL_VERSION):
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,

@@ -141,7 +141,7 @@ async def test_an_expired_token_reads_4010(closes_system: System) -> None:
             assert await close_frame(ws) == CloseCode.TOKEN_EXPIRED, f"trial {trial}"
 
 
-async def test_shutdown_closes_every_socket_with_1001(closes_system: System) -> None:
+async def test_shutdown_drains_every_socket_with_4012(closes_system: System) -> None:
     system = closes_system
     url = system.add_gateway()
     gateway, _ = system.gateways[-1]
@@ -154,5 +154,5 @@ async def test_shutdown_closes_every_socket_with_1001(closes_system: System) -> 
             codes = [await close_frame(ws) for ws in (a, b, c, d, e)]
         finally:
             await stopping
-    assert codes == [CloseCode.GOING_AWAY] * TRIALS
+    assert codes == [CloseCode.MOVED] * TRIALS
     assert gateway.returncode() == 0

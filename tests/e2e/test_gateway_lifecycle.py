@@ -56,12 +56,12 @@ async def _metrics(session: aiohttp.ClientSession, url: str) -> str:
         return await response.text()
 
 
-async def test_shutdown_closes_sockets_with_going_away(system: System) -> None:
+async def test_shutdown_drains_sockets_with_moved(system: System) -> None:
     alice = await system.connect(await system.device("alice"))
     gateway, _ = system.gateways[0]
     gateway.stop()  # SIGTERM: drain
     await wait_closed(alice)
-    assert alice.close_code == CloseCode.GOING_AWAY
+    assert alice.close_code == CloseCode.MOVED
     assert gateway.returncode() == 0
     await alice.close()
 
