@@ -14,7 +14,9 @@ the client library handed to the application on one device (after its dedup by s
   missed them: the same message shown twice, whether under the same or a new server id);
 * out of order: shows whose seq is lower than one already shown in the same conversation on the
   same device;
-* recovery: from the fault to the first show of a message first tried after the fault.
+* recovery: from the fault to the first show of a message first tried after the fault;
+* publishing resumed: from the fault to the first ``accepted`` of a message first tried after
+  the fault (the gateway's publish path back, whatever delivery still waits for).
 """
 
 from collections import Counter
@@ -34,9 +36,11 @@ class Sent:
     first_try: float
     #: Device ids that should show it.
     recipients: tuple[str, ...]
-    #: Server id and seq from ``accepted``; None if the gateway never acknowledged it.
+    #: Server id and seq from ``accepted``, and when it came; None if the gateway never
+    #: acknowledged it.
     message_id: str | None = None
     seq: int | None = None
+    accepted_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Tally:
     recovery_s: float | None
     #: Up to ``MISSING_SHOWN`` lost (key, device) pairs, for the report.
     missing: tuple[tuple[Key, str], ...]
+    resumed_s: float | None = None
 
 
 MISSING_SHOWN = 10
@@ -104,6 +109,14 @@ def recovery_s(sent: Iterable[Sent], shown: Iterable[Shown], fault_at: float) ->
     return max(min(times) - fault_at, 0.0) if times else None
 
 
+def resumed_s(sent: Iterable[Sent], fault_at: float) -> float | None:
+    """Seconds from ``fault_at`` to the first acceptance of a message first tried at or after
+    it; None if none was accepted."""
+    times = [message.accepted_at for message in sent
+             if message.first_try >= fault_at and message.accepted_at is not None]
+    return max(min(times) - fault_at, 0.0) if times else None
+
+
 def tally(sent: list[Sent], shown: list[Shown], fault_at: float) -> Tally:
     """The reliability figures of one fault's event log (see the module docstring)."""
     accepted = [message for message in sent if message.message_id is not None]
@@ -118,4 +131,5 @@ def tally(sent: list[Sent], shown: list[Shown], fault_at: float) -> Tally:
         out_of_order=out_of_order(shown),
         recovery_s=recovery_s(sent, shown, fault_at),
         missing=tuple(missing[:MISSING_SHOWN]),
+        resumed_s=resumed_s(sent, fault_at),
     )

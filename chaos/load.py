@@ -18,6 +18,7 @@ import contextlib
 import math
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Final
 
@@ -26,7 +27,7 @@ import msgspec
 
 from bench.pacing import wait_until
 from chaos.accounting import Key, Sent, Shown
-from client.sdk import ClientError, CourierClient, Credentials
+from client.sdk import BalancerError, ClientError, CourierClient, Credentials
 
 SEND_TIMEOUT_S: Final = 5.0
 SYNC_TIMEOUT_S: Final = 15.0
@@ -34,8 +35,12 @@ CONNECT_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0)
 RETRY_BACKOFF_S: Final = 0.5
 POLL_S: Final = 0.1
 
-#: What a failed connect, send or sync on a dropped connection raises.
-CONNECTION_ERRORS: Final = (OSError, TimeoutError, aiohttp.ClientError)
+#: Registers a device (user, device id) and returns its credentials.
+Register = Callable[[str, str], Awaitable[Credentials]]
+
+#: What a failed connect, send or sync on a dropped connection raises (a balancer that has no
+#: gateway to offer, too).
+CONNECTION_ERRORS: Final = (OSError, TimeoutError, aiohttp.ClientError, BalancerError)
 
 
 class EventLog:
@@ -51,7 +56,8 @@ class EventLog:
         self.sent[key] = Sent(key=key, first_try=time.monotonic(), recipients=recipients)
 
     def accepted(self, key: Key, message_id: str, seq: int) -> None:
-        self.sent[key] = replace(self.sent[key], message_id=message_id, seq=seq)
+        self.sent[key] = replace(self.sent[key], message_id=message_id, seq=seq,
+                                 accepted_at=time.monotonic())
 
     def show(self, event: Shown) -> None:
         self.shown.append(event)
@@ -72,13 +78,18 @@ def decode_key(body: bytes) -> Key | None:
 
 class Device:
     """One client-library connection that comes back: ``connected`` reconnects with back-off,
-    trying ``urls`` in turn from the first (the device's home gateway)."""
+    trying ``urls`` in turn from the first (the device's home gateway), or, given a
+    ``balancer``, on the gateway the balancer chooses each time."""
 
-    def __init__(self, credentials: Credentials, urls: list[str]) -> None:
+    def __init__(self, credentials: Credentials, urls: list[str],
+                 balancer: str | None = None) -> None:
         self.urls = urls
-        self.client = CourierClient(urls[0], credentials)
+        self.client = CourierClient(urls[0], credentials, balancer=balancer, reconnect=False)
         #: Successful connects, the first included.
         self.connects = 0
+        #: The gateway of each connect, in order; the close code of each socket that ended.
+        self.gateways: list[str | None] = []
+        self.ended: Counter[int | None] = Counter()
 
     @property
     def name(self) -> str:
@@ -87,6 +98,8 @@ class Device:
     async def connected(self, deadline: float = math.inf) -> None:
         """Return once the socket is open; ``TimeoutError`` at ``deadline``."""
         attempt = 0
+        if self.client.closed and len(self.gateways) > sum(self.ended.values()):
+            self.ended[self.client.close_code] += 1
         while self.client.closed:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{self.name}: no gateway answered")
@@ -96,6 +109,7 @@ class Device:
             try:
                 await self.client.connect()
                 self.connects += 1
+                self.gateways.append(self.client.gateway)
                 return
             except CONNECTION_ERRORS:
                 await self.client.close()
@@ -110,8 +124,9 @@ class Receiver(Device):
     """A recipient device: shows every message its client library hands over, and keeps a
     synced connection while ``run`` runs."""
 
-    def __init__(self, credentials: Credentials, urls: list[str], log: EventLog) -> None:
-        super().__init__(credentials, urls)
+    def __init__(self, credentials: Credentials, urls: list[str], log: EventLog,
+                 balancer: str | None = None) -> None:
+        super().__init__(credentials, urls, balancer)
         self._log = log
         #: Start time of the last sync that completed.
         self.synced_from = -1.0
@@ -169,8 +184,8 @@ class Sender(Device):
     """A sender device: ``run`` sends to ``to`` at ``rate_per_s`` until ``stop`` is set."""
 
     def __init__(self, credentials: Credentials, urls: list[str], log: EventLog, to: str,
-                 recipients: tuple[str, ...]) -> None:
-        super().__init__(credentials, urls)
+                 recipients: tuple[str, ...], balancer: str | None = None) -> None:
+        super().__init__(credentials, urls, balancer)
         self._log = log
         self._to = to
         self._recipients = recipients

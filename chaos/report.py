@@ -42,18 +42,36 @@ def block(results: Sequence[FaultResult], settings: Settings, command: str,
         f"pause {timing.pause_s:g} s (ack wait {ACK_WAIT_S:g} s), store outage "
         f"{timing.outage_s:g} s; SQLite store.",
         "",
+        *table(results),
+        "",
+        *fault_notes(results, {name: fault.meaning for name, fault in FAULTS.items()}),
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def table(results: Sequence[FaultResult], resumed: bool = False) -> list[str]:
+    """The results table: one row per fault; with ``resumed``, when publishing resumed."""
+    extra = " publishing resumed (s) |" if resumed else ""
+    lines = [
         "| fault | accepted | delivered / expected | lost | duplicates shown | out of order "
-        "| recovery (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"|{extra} recovery (s) |",
+        "|---|---:|---:|---:|---:|---:|" + ("---:|" if resumed else "") + "---:|",
     ]
     for result in results:
         t = result.tally
-        recovery = "none" if t.recovery_s is None else f"{t.recovery_s:.2f}"
+        cells = [t.resumed_s, t.recovery_s] if resumed else [t.recovery_s]
+        times = " | ".join("none" if value is None else f"{value:.2f}" for value in cells)
         lines.append(f"| {result.fault} | {t.accepted} | {t.delivered} / {t.expected} | "
-                     f"{t.lost} | {t.duplicates} | {t.out_of_order} | {recovery} |")
-    lines += ["", "What each fault does, and what the run noticed:", ""]
+                     f"{t.lost} | {t.duplicates} | {t.out_of_order} | {times} |")
+    return lines
+
+
+def fault_notes(results: Sequence[FaultResult], meanings: dict[str, str]) -> list[str]:
+    """What each fault does (``meanings``) and what the run noticed."""
+    lines = ["What each fault does, and what the run noticed:", ""]
     for result in results:
-        lines.append(f"- **{result.fault}**: {FAULTS[result.fault].meaning}.")
+        lines.append(f"- **{result.fault}**: {meanings[result.fault]}.")
         t = result.tally
         notes = list(result.notes)
         if t.unanswered:
@@ -64,16 +82,16 @@ def block(results: Sequence[FaultResult], settings: Settings, command: str,
         if result.logs is not None:
             notes.append(f"logs kept in `{result.logs}`")
         lines += [f"  - {note}" for note in notes]
-    lines.append(END)
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def write(path: Path, text: str) -> None:
-    """Replace the results block of ``path`` with ``text`` (create the file if needed)."""
+def write(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the results block (between ``begin`` and ``end``) of ``path`` with ``text``
+    (create the file if needed)."""
     old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         new = head + text + ("\n" + tail if tail else "")
     else:
         new = (old.rstrip() + "\n\n" if old.strip() else TITLE) + text

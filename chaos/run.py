@@ -14,6 +14,7 @@ import asyncio
 import shutil
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -23,7 +24,7 @@ import msgspec
 from bench.pacing import wait_until
 from chaos.accounting import Tally, missing_deliveries, tally
 from chaos.faults import ACK_WAIT_S, Fault, Injection, Timing
-from chaos.load import EventLog, Receiver, Sender
+from chaos.load import EventLog, Receiver, Register, Sender
 from tests.harness import System
 
 READY_TIMEOUT_S: Final = 60.0
@@ -72,8 +73,8 @@ async def run_fault(fault: Fault, settings: Settings, root: Path,
         receivers, settled = await _traffic(system, fault, settings, log, injection)
     finally:
         await asyncio.to_thread(system.stop)
-    notes = [*injection.notes, *_client_notes(receivers, log, settled)]
-    notes.extend(_error_lines(system.logs))
+    notes = [*injection.notes, *client_notes(receivers, log, settled)]
+    notes.extend(error_lines(system.logs))
     result = FaultResult(fault.name, tally(list(log.sent.values()), log.shown, injection.began),
                          notes)
     if keep_logs or not result.clean:
@@ -88,19 +89,32 @@ async def run_fault(fault: Fault, settings: Settings, root: Path,
 
 async def _traffic(system: System, fault: Fault, settings: Settings, log: EventLog,
                    injection: Injection) -> tuple[list[Receiver], bool]:
-    urls = [system.gateway_url(0), system.gateway_url(1)]
+    return await stream_around(
+        [system.gateway_url(0), system.gateway_url(1)], system.device,
+        lambda: fault.inject(system, settings.timing, injection), settings, log)
+
+
+async def stream_around(urls: list[str], register: Register,
+                        inject: Callable[[], Awaitable[None]], settings: Settings,
+                        log: EventLog, prefix: str = "",
+                        balancer: str | None = None) -> tuple[list[Receiver], bool]:
+    """The traffic around one fault (the module docstring's timeline) on the gateways at
+    ``urls`` (each sender's home is one of them, its recipients' the next); ``register``
+    makes a device's credentials; user names start with ``prefix`` (several runs on one
+    system); with a ``balancer`` every device connects where it says (``urls`` are then only
+    the devices' REST addresses). The online and offline receivers, and whether they settled."""
     senders: list[Sender] = []
     online: list[Receiver] = []
     offline: list[Receiver] = []
     for i in range(settings.senders):
-        home = urls[i % 2:] + urls[:i % 2]
-        away = home[1:] + home[:1]  # recipients sit on the other gateway
-        recipient = f"r{i}"
+        home = urls[i % len(urls):] + urls[:i % len(urls)]
+        away = home[1:] + home[:1]  # recipients sit on another gateway
+        sender, recipient = f"{prefix}s{i}", f"{prefix}r{i}"
         on, off = f"{recipient}-on", f"{recipient}-off"
-        senders.append(Sender(await system.device(f"s{i}", f"s{i}-d"), home, log,
-                              to=recipient, recipients=(on, off)))
-        online.append(Receiver(await system.device(recipient, on), away, log))
-        offline.append(Receiver(await system.device(recipient, off), away, log))
+        senders.append(Sender(await register(sender, f"{sender}-d"), home, log,
+                              to=recipient, recipients=(on, off), balancer=balancer))
+        online.append(Receiver(await register(recipient, on), away, log, balancer))
+        offline.append(Receiver(await register(recipient, off), away, log, balancer))
     receivers = online + offline
     per_sender = settings.rate_per_s / settings.senders
     stop = asyncio.Event()
@@ -115,7 +129,7 @@ async def _traffic(system: System, fault: Fault, settings: Settings, log: EventL
             sending = [group.create_task(sender.run(per_sender, stop, settings.settle_s))
                        for sender in senders]
             await asyncio.sleep(settings.duration_s / 3)
-            await fault.inject(system, settings.timing, injection)
+            await inject()
             await asyncio.sleep(settings.duration_s * 2 / 3)
             stop.set()
             await asyncio.gather(*sending)
@@ -146,7 +160,7 @@ async def _settle(receivers: list[Receiver], log: EventLog, settle_s: float) -> 
     return False
 
 
-def _client_notes(receivers: list[Receiver], log: EventLog, settled: bool) -> list[str]:
+def client_notes(receivers: list[Receiver], log: EventLog, settled: bool) -> list[str]:
     notes = []
     if not settled:
         notes.append("the recipients had not shown everything accepted at the settle deadline")
@@ -157,13 +171,21 @@ def _client_notes(receivers: list[Receiver], log: EventLog, settled: bool) -> li
     reconnects = sum(max(device.connects - 1, 0) for device in receivers)
     if reconnects:
         notes.append(f"recipient devices reconnected {reconnects} time(s)")
+        ended = sum((device.ended for device in receivers), Counter[int | None]())
+        notes.append("their sockets had ended with close code " + ", ".join(
+            f"{code or 'none (lost)'} x{count}" for code, count in sorted(
+                ended.items(), key=lambda item: str(item[0]))))
+        moves = Counter((a, b) for device in receivers
+                        for a, b in zip(device.gateways, device.gateways[1:], strict=False))
+        notes.append("reconnects by gateway (from -> to): " + ", ".join(
+            f"{a} -> {b} x{count}" for (a, b), count in sorted(moves.items(), key=str)))
     if log.errors:
         notes.append("failed send attempts (then retried): " + ", ".join(
             f"{code} x{count}" for code, count in sorted(log.errors.items())))
     return notes
 
 
-def _error_lines(log_dir: Path) -> list[str]:
+def error_lines(log_dir: Path) -> list[str]:
     """How many error lines each service logged (JSON lines with an error level, and
     tracebacks a process printed as it died)."""
     counts: Counter[str] = Counter()

@@ -137,6 +137,14 @@ HEAP_PATTERN = re.compile(r"[1-9][0-9]*[kKmMgG]")
 _live_nodes: set[CassandraNode] = set()
 
 
+def ring_token(index: int, size: int) -> int:
+    """The ``initial_token`` of node ``index`` (0-based) of a ``size``-node ring with one token
+    each (Murmur3Partitioner): evenly spaced, so each node owns an equal range."""
+    if not 0 <= index < size:
+        raise ValueError(f"node index {index} outside a ring of {size}")
+    return (2**64 // size) * index - 2**63
+
+
 class CassandraError(RuntimeError):
     """Cassandra could not be fetched, started or reached."""
 
@@ -356,8 +364,13 @@ class CassandraNode:
         heap: str = "1G",
         lib_dir: Path | None = None,
         jvm_options: Sequence[str] = (),
+        seeds: Sequence[str] = (),
+        initial_token: int = 0,
     ) -> None:
-        """Configure the node; ports left as None are picked free now. Nothing is started."""
+        """Configure the node; ports left as None are picked free now. Nothing is started.
+
+        Alone by default (its own seed, token 0); a node of a cluster gets the seeds'
+        ``host:storage_port`` and its own ``initial_token`` (``ring_token``)."""
         if not HEAP_PATTERN.fullmatch(heap):
             raise ValueError(f"heap must look like '1G' or '768M', got {heap!r}")
         self.data_dir = Path(data_dir).resolve()
@@ -367,6 +380,8 @@ class CassandraNode:
         if self.native_port == self.storage_port:
             raise ValueError(f"native and storage port must differ, both are {self.native_port}")
         self.heap = heap
+        self.seeds = tuple(seeds) or (f"{host}:{self.storage_port}",)
+        self.initial_token = initial_token
         self.lib_dir = lib_dir
         self.jvm_options = tuple(jvm_options)
         self._process: subprocess.Popen[bytes] | None = None
@@ -536,7 +551,8 @@ class CassandraNode:
             directory.mkdir(parents=True, exist_ok=True)
         values = {name: json.dumps(str(path)) for name, path in directories.items()}
         rendered = string.Template(YAML_TEMPLATE.read_text()).substitute(
-            values, host=self.host, storage_port=self.storage_port, native_port=self.native_port
+            values, host=self.host, storage_port=self.storage_port, native_port=self.native_port,
+            seeds=",".join(self.seeds), initial_token=self.initial_token,
         )
         config = self.data_dir / "cassandra.yaml"
         config.write_text(rendered)

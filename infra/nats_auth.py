@@ -78,7 +78,7 @@ class NatsCredentials:
         path.write_text(self.authorization())
         return path
 
-    async def connect(self, url: str, name: str, **options: Any) -> Client:
+    async def connect(self, url: str | list[str], name: str, **options: Any) -> Client:
         """A client connection as ``name`` (tests, the bench, operators' scripts)."""
         return await nats.connect(url, nkeys_seed=str(self.seed_file(name)),
                                   inbox_prefix=credential(name).inbox_prefix, **options)

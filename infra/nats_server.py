@@ -44,10 +44,30 @@ class ServerTls:
         return "tls {\n" + "\n".join(lines) + "\n}\n"
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """One node's part of a JetStream cluster on loopback: its ``server_name``, the port its
+    routes listen on and the route ports of every node (its own included: nats-server skips
+    a route to itself)."""
+
+    server_name: str
+    port: int
+    routes: tuple[int, ...]
+    name: str = "courier"
+
+    def block(self, host: str) -> str:
+        routes = ", ".join(json.dumps(f"nats-route://{host}:{port}") for port in self.routes)
+        return (f"server_name: {json.dumps(self.server_name)}\n"
+                f"cluster {{\n  name: {json.dumps(self.name)}\n"
+                f"  listen: {json.dumps(f'{host}:{self.port}')}\n  routes: [{routes}]\n}}\n")
+
+
 class NatsServer(ServerProcess):
     """One nats-server child process; ``sync_always`` fsyncs every JetStream write;
     ``authorization`` is an ``authorization {}`` block (``infra.nats_auth``), without which
-    anyone may connect; ``tls`` serves the client port over TLS.
+    anyone may connect; ``tls`` serves the client port over TLS; ``cluster`` makes it a node
+    of a JetStream cluster; ``monitor_port`` serves the monitoring endpoints (``/healthz``,
+    ``/jsz``) there.
 
     The port is chosen once: ``start`` after a stop or crash listens on the same one."""
 
@@ -56,8 +76,13 @@ class NatsServer(ServerProcess):
     def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int | None = None,
                  sync_always: bool = False, log_file: Path | None = None,
                  supervised: bool = False, authorization: str = "",
-                 tls: ServerTls | None = None) -> None:
+                 tls: ServerTls | None = None, cluster: ClusterSettings | None = None,
+                 monitor_port: int | None = None) -> None:
         self.host = host
+        self.cluster = cluster
+        self.monitor_port = monitor_port
+        if cluster is not None:
+            self.name = f"nats-{cluster.server_name}"
         self.port = port or free_port(host)
         self.store_dir = store_dir
         self.sync_always = sync_always
@@ -80,6 +105,9 @@ class NatsServer(ServerProcess):
             + ("  sync_interval: always\n" if self.sync_always else "")
             + "}\nmax_payload: 1MB\n" + self.authorization
             + (self.tls.block() if self.tls is not None else "")
+            + (self.cluster.block(self.host) if self.cluster is not None else "")
+            + (f"http: {json.dumps(f'{self.host}:{self.monitor_port}')}\n"
+               if self.monitor_port is not None else "")
         )
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
@@ -112,10 +140,4 @@ class NatsServer(ServerProcess):
                 return sock.recv(4096).startswith(b"INFO")
         except OSError:
             return False
-
-    def kill(self) -> None:
-        """SIGKILL (a crash, or a server that stopped answering)."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
 

@@ -96,6 +96,12 @@ class ServerProcess:
     def returncode(self) -> int | None:
         return None if self._process is None else self._process.poll()
 
+    def kill(self) -> None:
+        """SIGKILL (a crash, or a server that stopped answering)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
     def stop(self) -> None:
         """Terminate the process this object started (and only it)."""
         if self._process is not None:

@@ -86,6 +86,8 @@ class Supervisor:
                  backoff: Callable[[], Backoff] = Backoff,
                  hung_after_s: float = HUNG_AFTER_S) -> None:
         self._units = [_Unit(child, backoff()) for child in children]
+        for unit in self._units:  # a child started before the supervisor took it over
+            unit.started_at = clock()
         self._out = out
         self._clock = clock
         self._hung_after_s = hung_after_s

@@ -70,8 +70,13 @@ class NatsConfig(_Section, frozen=True):
     tls_verify: bool = True
 
     @property
+    def servers(self) -> list[str]:
+        """The server URLs of ``url`` (the client connects to one, fails over to the others)."""
+        return [server.strip() for server in self.url.split(",") if server.strip()]
+
+    @property
     def uses_tls(self) -> bool:
-        return self.tls or any(url.strip().startswith("tls://") for url in self.url.split(","))
+        return self.tls or any(url.startswith("tls://") for url in self.servers)
 
 
 class AuthConfig(_Section, frozen=True):
@@ -706,6 +711,8 @@ def _check(config: Config) -> None:
 
 
 def _check_nats(nats: NatsConfig) -> None:
+    if not nats.servers:
+        raise ConfigError("COURIER_NATS_URL: no server URL")
     key = "COURIER_NATS_NKEY_SEED_FILE"
     if nats.nkey_seed_file:
         try:

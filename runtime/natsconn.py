@@ -63,7 +63,7 @@ async def connect(config: NatsConfig, name: str, credential: str, *,
     if not config.nkey_seed_file:
         log.warning("nats_without_credential", credential=credential)
     client = await nats.connect(
-        config.url,
+        config.servers,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

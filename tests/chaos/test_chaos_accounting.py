@@ -1,6 +1,8 @@
 """The reliability figures from made-up event logs: lost, duplicates shown, out of order and
 recovery are counted exactly as docs/reliability.md defines them."""
 
+import pytest
+
 from chaos.accounting import MISSING_SHOWN, Sent, Shown, tally
 from chaos.load import decode_key, encode_key
 
@@ -75,6 +77,17 @@ def test_recovery_waits_for_a_message_first_tried_after_the_fault() -> None:
     views = [shown(0, "on", 12.0),  # sent before the fault, shown after it: not recovery
              shown(2, "on", 13.5), shown(1, "on", 14.0)]
     assert tally(log, views, fault_at=10.0).recovery_s == 3.5
+
+
+def test_publishing_resumes_with_the_first_acceptance_of_a_message_tried_after_the_fault(
+        ) -> None:
+    log = [Sent(key=("s0", 0), first_try=9.0, recipients=("on",), message_id="m0", seq=1,
+                accepted_at=16.0),  # in flight at the fault: not a resumption
+           Sent(key=("s0", 1), first_try=16.1, recipients=("on",), message_id="m1", seq=2,
+                accepted_at=16.4),
+           Sent(key=("s0", 2), first_try=10.5, recipients=("on",))]  # never accepted
+    assert tally(log, [], fault_at=10.0).resumed_s == pytest.approx(6.4)
+    assert tally(log[:1], [], fault_at=10.0).resumed_s is None
 
 
 def test_no_recovery_when_nothing_sent_after_the_fault_was_shown() -> None:

@@ -81,3 +81,15 @@ def test_bad_tls_values_name_the_key(pem_files: dict[str, str], env: dict[str, s
     with pytest.raises(ConfigError) as info:
         load_config({name: value.format(**pem_files) for name, value in env.items()})
     assert str(info.value).startswith(key), str(info.value)
+
+
+def test_a_comma_separated_url_names_every_server_of_a_cluster() -> None:
+    nats = load_config({"COURIER_NATS_URL": "nats://a:4222, nats://b:4223,nats://c:4224,"}).nats
+    assert nats.servers == ["nats://a:4222", "nats://b:4223", "nats://c:4224"]
+    assert load_config({}).nats.servers == ["nats://127.0.0.1:4222"]
+
+
+@pytest.mark.parametrize("url", ["", " ", ", ,"])
+def test_a_url_without_a_server_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="COURIER_NATS_URL: no server URL"):
+        load_config({"COURIER_NATS_URL": url})
