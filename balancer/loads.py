@@ -12,9 +12,8 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 from prometheus_client import Gauge
 
-from presence.registry import READY_TIMEOUT_S, WATCH_BACKOFF, open_gateways_bucket
-from runtime.backoff import Backoff
-from runtime.kv import BucketFollower
+from presence.registry import WATCH_BACKOFF, open_gateways_bucket
+from runtime.kv import BucketFollower, follow_until_loaded
 from runtime.tasks import TaskGroup
 from schemas.presence import GatewayBeat
 from schemas.rest import GatewayLoad
@@ -68,13 +67,8 @@ class GatewayLoads:
         """Follow the bucket; return once its current state is loaded."""
         follower = BucketFollower(self._nc, self._open, self._on_beat,
                                   lambda: list(self._beats), self._ready.set)
-        self._tasks.watch(follower.follow, name="gateways", backoff=Backoff(*WATCH_BACKOFF))
-        try:
-            async with asyncio.timeout(READY_TIMEOUT_S):
-                await self._ready.wait()
-        except BaseException:
-            await self._tasks.stop()
-            raise
+        await follow_until_loaded(self._tasks, {"gateways": follower}, (self._ready,),
+                                  backoff=WATCH_BACKOFF)
 
     async def stop(self) -> None:
         await self._tasks.stop()

@@ -8,15 +8,13 @@ import structlog
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from runtime.backoff import Backoff
-from runtime.kv import BucketFollower, ensure_bucket
+from runtime.kv import BucketFollower, ensure_bucket, follow_until_loaded
 from runtime.tasks import TaskGroup
 from schemas.control import CONTROL, ControlState, control_key, legacy_key
 
 log = structlog.get_logger(__name__)
 
 _decoder = msgspec.json.Decoder(ControlState)
-READY_TIMEOUT_S = 10.0
 
 
 class ControlChange(msgspec.Struct, frozen=True):
@@ -53,13 +51,8 @@ class ControlView:
         current state is loaded."""
         follower = BucketFollower(self._nc, self._open_bucket, self._apply,
                                   lambda: list(self._states), self._ready.set)
-        self._tasks.watch(follower.follow, name="watch", backoff=Backoff(0.5, 5.0))
-        try:
-            async with asyncio.timeout(READY_TIMEOUT_S):
-                await self._ready.wait()
-        except BaseException:
-            await self._tasks.stop()
-            raise
+        await follow_until_loaded(self._tasks, {"watch": follower}, (self._ready,),
+                                  backoff=(0.5, 5.0))
 
     async def stop(self) -> None:
         await self._tasks.stop()

@@ -4,7 +4,6 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Final
 
 import msgspec
 import structlog
@@ -15,7 +14,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from runtime.backoff import Backoff
-from runtime.kv import BucketFollower
+from runtime.kv import BucketFollower, follow_until_loaded
 from runtime.tasks import TaskGroup
 from schemas.ids import scoped, unscoped
 from schemas.presence import (
@@ -36,8 +35,6 @@ _last_seen_decoder = msgspec.msgpack.Decoder(LastSeen)
 
 #: Called with (app, user, device, online) whenever the view sees a device change state.
 ChangeListener = Callable[[str, str, str, bool], None]
-#: How long ``PresenceView.start`` waits for the current state of both buckets.
-READY_TIMEOUT_S: Final = 10.0
 #: Watchers of the presence buckets are started again this fast at first, then slower.
 WATCH_BACKOFF = (0.2, 5.0)
 
@@ -245,14 +242,8 @@ class PresenceView:
             "devices": BucketFollower(self._nc, self._bucket(0), self._on_device,
                                       lambda: list(self._devices), self._ready.set),
         }
-        for name, follower in followers.items():
-            self._tasks.watch(follower.follow, name=name, backoff=Backoff(*WATCH_BACKOFF))
-        try:
-            async with asyncio.timeout(READY_TIMEOUT_S):
-                await asyncio.gather(gateways_ready.wait(), self._ready.wait())
-        except BaseException:
-            await self._tasks.stop()
-            raise
+        await follow_until_loaded(self._tasks, followers, (gateways_ready, self._ready),
+                                  backoff=WATCH_BACKOFF)
 
     async def stop(self) -> None:
         await self._tasks.stop()

@@ -1,7 +1,8 @@
 """NATS KV buckets: create (idempotently) and open the buckets named in ``schemas.buckets``,
 and follow a bucket into a local copy that survives nats-server restarts."""
 
-from collections.abc import Awaitable, Callable, Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Final
 
 import structlog
@@ -11,6 +12,8 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
+from runtime.backoff import Backoff
+from runtime.tasks import TaskGroup
 from schemas.buckets import BucketSpec
 
 log = structlog.get_logger(__name__)
@@ -19,6 +22,8 @@ log = structlog.get_logger(__name__)
 #: watcher is an ephemeral consumer: a restarted nats-server has forgotten it and the watcher
 #: would wait forever without a word, so after a reconnect it is replaced.
 RECONNECT_CHECK_S: Final = 1.0
+#: How long a local copy may take to load when its owner starts.
+READY_TIMEOUT_S: Final = 10.0
 
 
 async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int) -> KeyValue:
@@ -83,3 +88,19 @@ class BucketFollower:
                 await watcher.stop()  # type: ignore[no-untyped-call]
             except Exception:  # the connection is gone; so is the subscription
                 pass
+
+
+async def follow_until_loaded(tasks: TaskGroup, followers: Mapping[str, BucketFollower],
+                              loaded: Iterable[asyncio.Event], *,
+                              backoff: tuple[float, float]) -> None:
+    """Run each follower under ``tasks`` (started again with ``backoff`` when it fails) and
+    return once every ``loaded`` event is set (the followers' ``on_ready``); if that takes
+    longer than ``READY_TIMEOUT_S``, or is cancelled, stop the tasks and raise."""
+    for name, follower in followers.items():
+        tasks.watch(follower.follow, name=name, backoff=Backoff(*backoff))
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await asyncio.gather(*(event.wait() for event in loaded))
+    except BaseException:
+        await tasks.stop()
+        raise
