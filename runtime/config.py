@@ -203,6 +203,11 @@ class StoreConfig(_Section, frozen=True):
     sqlite_path: str = ".data/courier.db"
     #: Messages per transaction when the worker catches up.
     batch: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
+    #: After a partition's batch smaller than ``batch``, the worker waits this long before
+    #: fetching again, so at low rates one transaction stores several messages rather than
+    #: one each (the store's commits are most of its cost). Adds at most this much to a
+    #: sync's barrier wait; it does not delay live delivery (routers). 0: fetch at once.
+    linger_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     #: How long a sync waits for the worker to store what was accepted before it.
     barrier_timeout_s: PositiveFloat = 10.0
     #: Storage RPC requests (sync, history, registry...) one worker serves at once; when all

@@ -19,6 +19,7 @@ waits out a failure: then what is unacknowledged is nak'ed for redelivery.
 """
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -133,7 +134,10 @@ class PullLoop:
     """Fetch batches from ``durable`` on ``stream`` and pass them to ``handler``.
 
     ``may_fetch`` (a partition's lease, ``runtime.partitions``) is asked before each fetch:
-    once it says no, the loop ends."""
+    once it says no, the loop ends. ``linger_s``: after a batch smaller than ``batch``, wait
+    that long before fetching again, so that at low rates the next batch carries what
+    arrived meanwhile (one transaction for several messages instead of one each); a drain
+    does not wait for it."""
 
     def __init__(
         self,
@@ -145,9 +149,11 @@ class PullLoop:
         batch: int,
         dead_letters: DeadLetters,
         may_fetch: Callable[[], bool] = lambda: True,
+        linger_s: float = 0.0,
     ) -> None:
         self._js = js
         self._may_fetch = may_fetch
+        self._linger_s = linger_s
         self._stream = stream
         self._durable = durable
         self._batch = batch
@@ -193,6 +199,14 @@ class PullLoop:
                 continue
             await self._handle(msgs)
             backoff = 0.05
+            if self._linger_s and len(msgs) < self._batch:
+                await self._linger()
+
+    async def _linger(self) -> None:
+        """Wait ``linger_s``, or less if the loop is stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._linger_s):
+                await self._stopping.wait()
 
     async def _handle(self, msgs: list[Msg]) -> None:
         async def wait(delay: float) -> None:

@@ -346,11 +346,13 @@ class PartitionConsumers:
 
     def __init__(self, js: JetStreamContext, durable: str,
                  handler_for: Callable[[Lease], BatchHandler], *, batch: int,
-                 dead_letters: DeadLetters, ack_wait_s: float, max_ack_pending: int) -> None:
+                 dead_letters: DeadLetters, ack_wait_s: float, max_ack_pending: int,
+                 linger_s: float = 0.0) -> None:
         self._js = js
         self._durable = durable
         self._handler_for = handler_for
         self._batch = batch
+        self._linger_s = linger_s
         self._dead_letters = dead_letters
         self._ack_wait_s = ack_wait_s
         self._max_ack_pending = max_ack_pending
@@ -365,7 +367,7 @@ class PartitionConsumers:
                         self._guarded(partition, self._handler_for(
                             Lease(partition, lambda p: self.holds(p)))),
                         batch=self._batch, dead_letters=self._dead_letters,
-                        may_fetch=lambda: self.holds(partition))
+                        may_fetch=lambda: self.holds(partition), linger_s=self._linger_s)
         await loop.start()
         self._loops[partition] = loop
 
@@ -444,13 +446,13 @@ class PartitionOwnership:
 
     def __init__(self, js: JetStreamContext, config: Config, *, service: str, durable: str,
                  handler_for: Callable[[Lease], BatchHandler], batch: int,
-                 dead_letters: DeadLetters) -> None:
+                 dead_letters: DeadLetters, linger_s: float = 0.0) -> None:
         self._js = js
         self._config = config
         self._service = service
         self.consumers = PartitionConsumers(
             js, durable, handler_for, batch=batch, dead_letters=dead_letters,
-            ack_wait_s=config.nats.ack_wait_s, max_ack_pending=20_000)
+            ack_wait_s=config.nats.ack_wait_s, max_ack_pending=20_000, linger_s=linger_s)
         self._holder: LeaseHolder | None = None
         self._tasks = TaskGroup(f"{service}-partitions")
 

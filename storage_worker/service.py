@@ -107,7 +107,7 @@ class StorageWorker:
         self._ownership = PartitionOwnership(
             self._js, self._config, service="storage", durable=STORAGE_CONSUMER,
             handler_for=applier.for_partition, batch=self._config.store.batch,
-            dead_letters=dead_letters)
+            dead_letters=dead_letters, linger_s=self._config.store.linger_ms / 1000)
         await self._ownership.start()
         self._streams = PartitionStreams(self._js, self._partitions)
         self._groups = GroupService(self._social, self._store, self._streams,
