@@ -29,6 +29,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter
 
 from runtime.deadletter import DeadLetters, RetryPolicy, describe
+from runtime.tasks import cancel_and_wait
 from runtime.transient import is_transient
 
 log = structlog.get_logger(__name__)
@@ -176,11 +177,7 @@ class PullLoop:
 
     async def stop(self) -> None:
         if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait([self._task])
 
     async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
         backoff = 0.05

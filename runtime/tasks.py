@@ -15,8 +15,8 @@ cancelled by the group ends cancelled, and the group's own waits propagate cance
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Final
 
 import structlog
 from prometheus_client import Counter
@@ -24,6 +24,9 @@ from prometheus_client import Counter
 from runtime.backoff import Backoff
 
 log = structlog.get_logger(__name__)
+
+#: How long a cancelled task may take to end before it is cancelled again.
+RECANCEL_S: Final = 1.0
 
 TASK_FAILURES = Counter("courier_task_failures_total", "Owned tasks that raised",
                         ["group", "task"])
@@ -90,18 +93,18 @@ class TaskGroup:
         """Close the group, stop the watchers, wait for the work in flight (cancelled after
         ``timeout_s``)."""
         self._closed = True
-        await _cancel_and_wait(self._watchers)
+        await cancel_and_wait(self._watchers)
         if not self._work:
             return
         _, pending = await asyncio.wait(set(self._work), timeout=timeout_s)
         if pending:
             log.warning("drain_timeout", group=self.name, tasks=len(pending))
-            await _cancel_and_wait(pending)
+            await cancel_and_wait(pending)
 
     async def stop(self) -> None:
         """Close the group, cancel every task and wait for them to end."""
         self._closed = True
-        await _cancel_and_wait(self._watchers | self._work)
+        await cancel_and_wait(self._watchers | self._work)
 
     async def _guard(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         try:
@@ -133,10 +136,15 @@ class TaskGroup:
             await asyncio.sleep(delay)
 
 
-async def _cancel_and_wait(tasks: set["asyncio.Task[None]"]) -> None:
-    """Cancel ``tasks`` and wait until each has ended (their results are discarded)."""
-    tasks = set(tasks)
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks)
+async def cancel_and_wait(tasks: Iterable["asyncio.Task[Any]"]) -> None:
+    """Cancel ``tasks`` and wait until each has ended (their results are discarded).
+
+    A task still running ``RECANCEL_S`` after its cancellation is cancelled again: on Python
+    3.11 ``asyncio.wait_for`` (nats-py waits with it, e.g. a KV watcher's ``updates``) returns
+    its inner result and drops a cancellation that arrives as that result does, and the task
+    runs on (a KV follower loops forever: a ``stop`` that never returned)."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)

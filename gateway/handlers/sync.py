@@ -9,7 +9,10 @@ partition's last sequence instead, taken while routers already send this socket 
 frames, so there is no gap either way. A sync sends the backlog page by page at the
 socket's pace, answers ``synced``, then releases the held frames minus those the
 backlog already carried; frames that arrive during the release queue behind the held ones
-until none is left, and the socket goes live. The store may already hold messages past the
+until none is left, and the socket goes live. A live message at or before the barrier of the
+sync due or running is not held at all: that sync's backlog carries it (routers still send a
+device's messages to the socket it had here until they read its new socket's markers, which
+after a reconnect can be a whole backlog). The store may already hold messages past the
 barrier (storage ahead of the routers): the backlog carries them, and their live copy, which
 can arrive after the sync ended, is dropped once. Only a complete sync releases: after a
 failed one the held frames stay held, so the retried backlog still comes first.
@@ -27,9 +30,10 @@ from typing import Final, Protocol
 
 import msgspec
 import structlog
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from gateway.auth import Identity
+from runtime.tasks import cancel_and_wait
 from schemas.codec import encode_frame
 from schemas.errors import RETRYABLE, ErrorCode, ProtocolError
 from schemas.frames import Sync, Synced
@@ -40,6 +44,8 @@ BUFFERED: Final = Gauge("courier_gateway_buffered_bytes",
                         "Bytes held for sockets: send queues (send) and live frames held until "
                         "a sync completes (held)", ["buffer"])
 _HELD: Final = BUFFERED.labels("held")
+COVERED: Final = Counter("courier_gateway_live_covered_total",
+                         "Live messages not held for a sync because its backlog carries them")
 #: Back-off of a server-side resync while storage or NATS are not back yet.
 RESYNC_RETRY_S: Final = 0.2
 RESYNC_MAX_RETRY_S: Final = 5.0
@@ -90,8 +96,8 @@ class DeviceSync:
         self._log = logger
         self._session = session
         self._sleep = sleep
-        #: (message id, frame) of live deliveries held back; None once live.
-        self._held: deque[tuple[str, bytes]] | None = deque()
+        #: (message id, seq, frame) of live deliveries held back; None once live.
+        self._held: deque[tuple[str, int, bytes]] | None = deque()
         self._held_bytes = 0
         self._running = False
         #: A NATS reconnect happened during a sync: its backlog may miss what was lost live.
@@ -99,6 +105,9 @@ class DeviceSync:
         self._resyncer: asyncio.Task[None] | None = None
         #: The attach markers' sequences, until a sync completed with them as its barrier.
         self._attach_barrier: list[int] | None = None
+        #: The barrier of the sync due or running, once known: live messages up to it are in
+        #: its backlog.
+        self._covering: list[int] | None = None
         #: Ids of backlog messages past the last sync's barrier: routers send those live to
         #: this socket too, maybe after the sync ended; their live copy is dropped once.
         self._expect_live: set[str] = set()
@@ -110,16 +119,48 @@ class DeviceSync:
 
     def attached(self, barrier: list[int]) -> None:
         """Routers send the socket its live frames after ``barrier`` (one stream sequence
-        per partition): the barrier of its first sync."""
+        per partition): the barrier of its first sync. Messages held until now that it
+        covers are dropped (routed here for an earlier socket of the device)."""
         self._attach_barrier = barrier
+        self._cover(barrier)
+
+    def _cover(self, barrier: list[int]) -> None:
+        """``barrier`` is the barrier of the sync due or running: drop the held messages it
+        covers, and hold no more of them."""
+        self._covering = barrier
+        if not self._held:
+            return
+        kept: deque[tuple[str, int, bytes]] = deque()
+        while self._held:
+            held = self._take_held()
+            if self._covered(held[1]):
+                COVERED.inc()
+            else:
+                kept.append(held)
+                self._held_bytes += len(held[2])
+                _HELD.inc(len(held[2]))
+        self._held = kept
+
+    def _covered(self, seq: int) -> bool:
+        """Whether the message of ``seq`` (-1: not a message) is at or before the barrier of
+        the sync due or running."""
+        barrier = self._covering
+        if seq < 0 or barrier is None:
+            return False
+        partitions = len(barrier)
+        return seq // partitions <= barrier[seq % partitions]
 
     def deliver(self, data: bytes) -> None:
         """A live delivery (a ready frame): sent, or held while a sync is due or running."""
         if self._held is None:
-            if not self._expect_live or _message_id(data) not in self._expect_live:
+            if not self._expect_live or _live_ref(data)[0] not in self._expect_live:
                 self._outbox.send_raw(data)
             else:
-                self._expect_live.discard(_message_id(data))
+                self._expect_live.discard(_live_ref(data)[0])
+            return
+        message_id, seq = _live_ref(data)
+        if self._covered(seq):
+            COVERED.inc()
             return
         if len(self._held) >= self._max_held_frames:
             self._outbox.slow("held_frames", "too many live messages held for a sync")
@@ -127,7 +168,7 @@ class DeviceSync:
         if self._held_bytes + len(data) > self._max_held_bytes:
             self._outbox.slow("held_budget", "live messages held for a sync over budget")
             return
-        self._held.append((_message_id(data), data))
+        self._held.append((message_id, seq, data))
         self._held_bytes += len(data)
         _HELD.inc(len(data))
 
@@ -153,6 +194,7 @@ class DeviceSync:
             barrier = (self._attach_barrier if self._attach_barrier is not None
                        else await self._backlog.stream_position())
             partitions = len(barrier)
+            self._cover(barrier)
             while not self._outbox.closing:
                 page = await self._backlog.sync_page(self._identity, cursor, self._page,
                                                      barrier)
@@ -170,13 +212,14 @@ class DeviceSync:
         finally:
             self._running = False
         while self._held and not self._outbox.closing:
-            message_id, data = self._take_held()
+            message_id, _, data = self._take_held()
             if message_id not in sent:
                 await self._outbox.send_paced(data)
             else:
                 self._expect_live.discard(message_id)
         if not self._outbox.closing:
             self._held = None
+            self._covering = None
         if self._resync_wanted:
             self._resync_wanted = False
             self.resync()
@@ -223,30 +266,33 @@ class DeviceSync:
     async def stop(self) -> None:
         """End a running resync and release what is held (the socket is gone)."""
         if self._resyncer is not None:
-            self._resyncer.cancel()
-            await asyncio.wait([self._resyncer])
+            await cancel_and_wait([self._resyncer])
         while self._held:
             self._take_held()
 
-    def _take_held(self) -> tuple[str, bytes]:
+    def _take_held(self) -> tuple[str, int, bytes]:
         assert self._held is not None
-        message_id, data = self._held.popleft()
-        self._held_bytes -= len(data)
-        _HELD.dec(len(data))
-        return message_id, data
+        held = self._held.popleft()
+        self._held_bytes -= len(held[2])
+        _HELD.dec(len(held[2]))
+        return held
 
 
-class _MessageId(msgspec.Struct):
+class _LiveRef(msgspec.Struct):
+    type: str = ""
     message_id: str = ""
+    seq: int = -1
 
 
-_message_id_decoder = msgspec.json.Decoder(_MessageId)
+_live_ref_decoder = msgspec.json.Decoder(_LiveRef)
 
 
-def _message_id(frame: bytes) -> str:
-    """The ``message_id`` of a frame from NATS (empty for frames that have none), read only
-    for frames held during a sync, where the backlog may already have carried them."""
+def _live_ref(frame: bytes) -> tuple[str, int]:
+    """The ``message_id`` of a frame from NATS (empty for frames that have none) and, for a
+    ``message``, its ``seq`` (-1 otherwise), read only for frames that arrive while a sync is
+    due or running, where its backlog may carry them."""
     try:
-        return _message_id_decoder.decode(frame).message_id
+        ref = _live_ref_decoder.decode(frame)
     except msgspec.DecodeError:
-        return ""
+        return "", -1
+    return ref.message_id, ref.seq if ref.type == "message" else -1

@@ -349,3 +349,39 @@ async def test_a_backlog_message_past_the_barrier_is_not_sent_again_when_it_arri
     sync.deliver(live(7))
     sync.deliver(live(6))  # dropped once only: a second copy is not expected, so it is sent
     assert socket.out == [("live", "m7"), ("live", "m6")]
+
+
+async def test_messages_the_first_sync_covers_are_not_held_past_the_byte_budget() -> None:
+    """After a reconnect, routers send the device's messages to its socket here until they
+    read the new socket's markers: those, at or before the markers, are in the first sync's
+    backlog and are not held (they once filled the held budget and closed the socket 4008);
+    a message past the markers, and a frame that is not a message, are held."""
+    size = len(live(1))
+    backlog, socket = Backlog(stored=6), Socket()
+    sync = device_sync(backlog, socket, page=20, held_bytes=3 * size)
+    before = held_gauge()
+    sync.deliver(live(1))  # before the markers are stored: held until their barrier is known
+    sync.deliver(live(2))
+    sync.attached([5])
+    assert held_gauge() == before  # both covered: dropped
+    for seq in range(3, 6):
+        sync.deliver(live(seq))
+    sync.deliver(live(6))
+    sync.deliver(encode_frame(Presence(user="bob", online=True)))
+    assert socket.slow_causes == [] and held_gauge() == before + size + len(
+        encode_frame(Presence(user="bob", online=True)))
+    await sync.sync(Sync(id="s1"))
+    assert socket.out == [*(("paced", f"m{seq}") for seq in range(1, 6)), ("synced", 5, 5, "s1"),
+                          ("paced", "m6"), ("paced", "presence")]
+    assert held_gauge() == before
+
+
+async def test_a_later_sync_does_not_hold_the_messages_its_backlog_carries() -> None:
+    backlog, socket = Backlog(stored=2), Socket()
+    sync = await live_sync(backlog, socket, held_bytes=len(live(1)))
+    backlog.stored = 5
+    socket.before_paced = [lambda: [sync.deliver(live(seq)) for seq in (4, 5, 6)]]
+    await sync.sync(Sync(after=encode_cursor([2]), id="s2"))
+    assert socket.slow_causes == []
+    assert socket.out == [("paced", "m3"), ("paced", "m4"), ("paced", "m5"),
+                          ("synced", 5, 3, "s2"), ("paced", "m6")]

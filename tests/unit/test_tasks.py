@@ -186,3 +186,28 @@ async def test_spawn_bounded_holds_at_most_the_slots() -> None:
     await asyncio.wait_for(submitting, 5)
     await group.drain()
     assert peak == 2 and running == 0
+
+
+async def test_stop_ends_a_watcher_whose_wait_for_dropped_the_cancellation() -> None:
+    """On Python 3.11 ``asyncio.wait_for`` returns its inner result and drops a cancellation
+    that arrives with it; a watcher waiting like nats-py's KV ``updates`` runs on. The group
+    cancels again until it ends (a presence view's ``stop`` once never returned)."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    received: list[int] = []
+    waiting = asyncio.Event()
+
+    async def watcher() -> None:
+        while True:
+            waiting.set()
+            try:
+                received.append(await asyncio.wait_for(queue.get(), 1.0))
+            except TimeoutError:
+                continue
+
+    group = TaskGroup("test")
+    group.watch(watcher, name="updates", backoff=Backoff(0.01, 0.01))
+    await waiting.wait()
+    queue.put_nowait(1)  # the update and the cancellation arrive together
+    async with asyncio.timeout(10):
+        await group.stop()
+    assert received == [1]  # wait_for did return the update: the first cancel was dropped
