@@ -131,14 +131,13 @@ class DeviceSync:
         if not self._held:
             return
         kept: deque[tuple[str, int, bytes]] = deque()
-        while self._held:
-            held = self._take_held()
+        for held in self._held:
             if self._covered(held[1]):
                 COVERED.inc()
+                self._held_bytes -= len(held[2])
+                _HELD.dec(len(held[2]))
             else:
                 kept.append(held)
-                self._held_bytes += len(held[2])
-                _HELD.inc(len(held[2]))
         self._held = kept
 
     def _covered(self, seq: int) -> bool:
@@ -153,10 +152,12 @@ class DeviceSync:
     def deliver(self, data: bytes) -> None:
         """A live delivery (a ready frame): sent, or held while a sync is due or running."""
         if self._held is None:
-            if not self._expect_live or _live_ref(data)[0] not in self._expect_live:
-                self._outbox.send_raw(data)
-            else:
-                self._expect_live.discard(_live_ref(data)[0])
+            if self._expect_live:
+                message_id = _live_ref(data)[0]
+                if message_id in self._expect_live:
+                    self._expect_live.discard(message_id)
+                    return
+            self._outbox.send_raw(data)
             return
         message_id, seq = _live_ref(data)
         if self._covered(seq):
