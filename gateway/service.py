@@ -156,7 +156,9 @@ class Gateway:
         started.push_async_callback(presence_view.stop)
         presence_hub.start()
         started.push_async_callback(presence_hub.stop)
-        channel = UserChannel(nc)
+        channel = UserChannel(nc, presence_view, self.gateway_id)
+        await channel.start()
+        started.push_async_callback(channel.stop)
         social = SocialSockets(presence_hub, channel,
                                TypingRelay(permissions, channel, config.presence))
 

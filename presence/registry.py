@@ -4,6 +4,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
 import structlog
@@ -32,6 +33,8 @@ _encoder = msgspec.msgpack.Encoder()
 _device_decoder = msgspec.msgpack.Decoder(DeviceOnline)
 _beat_decoder = msgspec.msgpack.Decoder(GatewayBeat)
 _last_seen_decoder = msgspec.msgpack.Decoder(LastSeen)
+
+_K = TypeVar("_K")
 
 #: Called with (app, user, device, online) whenever the view sees a device change state.
 ChangeListener = Callable[[str, str, str, bool], None]
@@ -223,6 +226,8 @@ class PresenceView:
         self._replicas = replicas
         self._devices: dict[str, DeviceOnline] = {}
         self._by_gateway: dict[str, set[str]] = defaultdict(set)
+        #: (app, user) -> the keys of its devices
+        self._by_user: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._gateways: set[str] = set()
         self._listeners: list[ChangeListener] = []
         self._tasks = TaskGroup("presence-view")
@@ -270,8 +275,16 @@ class PresenceView:
         return state is not None and state.gateway in self._gateways
 
     def user_online(self, app: str, user: str) -> bool:
-        return any(s.user == user and unscoped(key)[0] == app and s.gateway in self._gateways
-                   for key, s in self._devices.items())
+        return bool(self.gateways_of_user(app, user))
+
+    def gateways_of_user(self, app: str, user: str) -> set[str]:
+        """The live gateways holding a socket of one of the user's devices."""
+        gateways: set[str] = set()
+        for key in self._by_user.get((app, user), ()):
+            state = self._devices.get(key)
+            if state is not None and state.gateway in self._gateways:
+                gateways.add(state.gateway)
+        return gateways
 
     async def last_seen(self, app: str, user: str) -> int | None:
         assert self._last_seen is not None
@@ -303,14 +316,13 @@ class PresenceView:
         was_online = self._online(key)
         previous = self._devices.pop(key, None)
         if previous is not None:
-            held = self._by_gateway[previous.gateway]
-            held.discard(key)
-            if not held:
-                del self._by_gateway[previous.gateway]
+            _discard(self._by_gateway, previous.gateway, key)
+            _discard(self._by_user, (unscoped(key)[0], previous.user), key)
         state = None if value is None else _device_decoder.decode(value)
         if state is not None:
             self._devices[key] = state
             self._by_gateway[state.gateway].add(key)
+            self._by_user[(unscoped(key)[0], state.user)].add(key)
         online = self._online(key)
         user = state.user if state is not None else previous.user if previous else None
         if online != was_online and user is not None:
@@ -320,3 +332,12 @@ class PresenceView:
         app, device = unscoped(key)
         for listener in self._listeners:
             listener(app, user, device, online)
+
+
+def _discard(index: dict[_K, set[str]], at: _K, key: str) -> None:
+    """Take ``key`` out of ``index[at]``, and the entry with it once it is empty."""
+    held = index.get(at)
+    if held is not None:
+        held.discard(key)
+        if not held:
+            del index[at]

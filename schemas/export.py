@@ -33,7 +33,7 @@ GROUPS: dict[str, list[Any]] = {
     "client-frames": [frames.ClientFrame],
     "server-frames": [frames.ServerFrame],
     "envelopes": [Envelope],
-    "edge": [edge.EdgeBatch],
+    "edge": [edge.EdgeBatch, edge.UserFrames],
     "rest": [rest.Problem, rest.Health, rest.DevDeviceRequest, rest.DevDeviceResponse,
              rest.ConnectReply, rest.BalancerHealth],
     "presence": [presence.GatewayBeat, presence.DrainStarted],

@@ -63,7 +63,7 @@ from schemas.subjects import (
     msgs_stream,
     msgs_subject,
     store_rpc,
-    user_subject,
+    user_frames_subject,
 )
 
 JS_API: Final = "$JS.API"
@@ -248,8 +248,8 @@ CREDENTIALS: Final[tuple[Credential, ...]] = (
         Grant("a device connected elsewhere: close the older socket",
               publish=(f"{DEVICE_CONNECTED_PREFIX}.*.*",),
               subscribe=(f"{DEVICE_CONNECTED_PREFIX}.*.*",)),
-        Grant("ephemeral frames to a user's sockets (typing, contact updates)",
-              publish=(user_subject("*", "*"),), subscribe=(user_subject("*", "*"),)),
+        Grant("ephemeral frames for users with sockets on a gateway (typing, contact updates)",
+              publish=(user_frames_subject("*"),), subscribe=(user_frames_subject("*"),)),
         listen("cache invalidation of groups and contacts", GROUPS_CHANGED, CONTACTS_CHANGED),
         serve("serve notification batches from business services", NOTIFY_SEND, (SERVICE,)),
         serve("serve control actions from administrators", CONTROL_APPLY, (ADMIN,)),

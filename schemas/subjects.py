@@ -90,8 +90,12 @@ GROUPS_CHANGED: Final = "grp.changed"
 CONTACTS_CHANGED: Final = "contacts.changed"
 
 
-def user_subject(app: str, user_id: str) -> str:
-    """Core NATS subject of ephemeral frames for every connected device of a user (typing,
-    contact updates): the gateways holding its sockets listen; nothing is stored. The app is
-    a token of its own: user ids are per app."""
-    return f"usr.{app}.{user_id}"
+#: Ephemeral frames for users, addressed to the gateway that holds their sockets:
+#: ``usr.<gateway id>`` (core NATS, ``schemas.edge.UserFrames``); never stored.
+USER_FRAMES_PREFIX: Final = "usr"
+
+
+def user_frames_subject(gateway_id: str) -> str:
+    """Core NATS subject of ephemeral frames (typing, contact updates) for users with a socket
+    on one gateway: only that gateway listens; any gateway publishes."""
+    return f"{USER_FRAMES_PREFIX}.{gateway_id}"

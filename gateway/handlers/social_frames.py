@@ -18,12 +18,12 @@ class SocialSockets:
         self._typing = typing
 
     async def attach(self, peer: Peer) -> None:
-        await self._channel.attach(peer)
+        self._channel.attach(peer)
 
     async def detach(self, peer: Peer) -> None:
         self._hub.detach(peer)
         self._typing.forget(peer)
-        await self._channel.detach(peer)
+        self._channel.detach(peer)
 
     async def handle(self, peer: Peer, frame: SocialFrame) -> None:
         if isinstance(frame, PresenceSubscribe):

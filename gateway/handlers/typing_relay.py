@@ -2,8 +2,9 @@
 
 A ``typing`` frame names a conversation the sender may write to now (a member of the group,
 or a direct conversation not blocked either way and allowed by the stranger policy); the other
-members' connected devices get ``user_typing`` over ``usr.<user>``. Each socket has its own small
-token bucket (``presence.typing_per_s``/``typing_burst``), apart from the general frame budget.
+members' connected devices get ``user_typing`` (``gateway.handlers.user_channel``). Each socket
+has its own small token bucket (``presence.typing_per_s``/``typing_burst``), apart from the
+general frame budget.
 """
 
 from prometheus_client import Counter

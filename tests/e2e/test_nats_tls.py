@@ -95,8 +95,8 @@ async def test_a_service_connects_with_its_ca_and_client_certificate(
         async def on_msg(msg: Any) -> None:
             await received.put(msg.data)
 
-        await nc.subscribe("usr.default.alice", cb=on_msg)
-        await nc.publish("usr.default.alice", b"over tls")
+        await nc.subscribe("usr.gw-tls", cb=on_msg)
+        await nc.publish("usr.gw-tls", b"over tls")
         assert await asyncio.wait_for(received.get(), 10) == b"over tls"
     finally:
         await close(nc)
