@@ -19,6 +19,8 @@ from schemas.rpc import DeviceInfo, GetUser, UserDevices
 from schemas.subjects import DIRECTORY_CHANGED
 
 LOOKUPS = Counter("courier_directory_lookups_total", "Device lookups", ["result"])
+_HITS: Final = LOOKUPS.labels("hit")  # bound once: labels() per message costs
+_MISSES: Final = LOOKUPS.labels("miss")
 #: Users whose devices one router keeps (least recently used go first).
 MAX_USERS: Final = 100_000
 
@@ -42,9 +44,9 @@ class DeviceDirectory:
         """The enabled devices of ``app``'s user (empty for an unknown user)."""
         devices = self._cache.get((app, user))
         if devices is not None:
-            LOOKUPS.labels("hit").inc()
+            _HITS.inc()
             return devices
-        LOOKUPS.labels("miss").inc()
+        _MISSES.inc()
         reply = await self._rpc.call("get_user", GetUser(app=app, user=user), UserDevices)
         devices = [d for d in reply.devices if not d.disabled]
         self._cache.put((app, user), devices)

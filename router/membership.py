@@ -33,6 +33,8 @@ from schemas.ids import unscoped
 from schemas.subjects import GROUPS_CHANGED
 
 LOOKUPS = Counter("courier_router_group_lookups_total", "Group membership lookups", ["result"])
+_HITS: Final = LOOKUPS.labels("hit")  # bound once: labels() per message costs
+_MISSES: Final = LOOKUPS.labels("miss")
 #: Groups whose members one router keeps (least recently used go first).
 CACHE_SIZE: Final = 10_000
 
@@ -56,9 +58,9 @@ class GroupMembership:
         """The members of ``app``'s ``group`` when the message at ``seq`` was accepted."""
         members = self._cache.get((app, group))
         if members is not None:
-            LOOKUPS.labels("hit").inc()
+            _HITS.inc()
             return members
-        LOOKUPS.labels("miss").inc()
+        _MISSES.inc()
         reply = await self._rpc.call("group_members",
                                      GroupMembersAt(app=app, group=group, seq=seq), GroupMembers)
         return self._put(app, group, tuple(reply.members))

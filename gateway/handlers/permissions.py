@@ -37,6 +37,10 @@ LOOKUPS = Counter("courier_gateway_permission_lookups_total", "Permission look-u
                   ["kind", "result"])
 REFUSED = Counter("courier_gateway_permission_refusals_total", "Requests refused",
                   ["reason"])
+_RELATION_HITS: Final = LOOKUPS.labels("relation", "hit")  # bound once: labels() per send costs
+_RELATION_MISSES: Final = LOOKUPS.labels("relation", "miss")
+_GROUP_HITS: Final = LOOKUPS.labels("group", "hit")
+_GROUP_MISSES: Final = LOOKUPS.labels("group", "miss")
 #: Group rosters and user relations each cached per gateway (least recently used go first).
 MAX_ENTRIES: Final = 100_000
 
@@ -91,7 +95,7 @@ class Permissions:
 
     async def roster(self, app: str, group: str) -> GroupRoster:
         roster = self._rosters.get((app, group))
-        LOOKUPS.labels("group", "miss" if roster is None else "hit").inc()
+        (_GROUP_MISSES if roster is None else _GROUP_HITS).inc()
         if roster is None:
             epoch = self._epoch
             roster = await self._rpc.call("group_roster",
@@ -153,9 +157,9 @@ class Permissions:
                 missing.append(other)
             else:
                 found[other] = cached.seen_by(user)
-        LOOKUPS.labels("relation", "hit").inc(len(found))
+        _RELATION_HITS.inc(len(found))
         if missing:
-            LOOKUPS.labels("relation", "miss").inc(len(missing))
+            _RELATION_MISSES.inc(len(missing))
             epoch = self._epoch
             reply = await self._rpc.call(
                 "relations", RelationsRequest(app=app, user=user, others=missing), Relations)
