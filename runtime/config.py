@@ -207,7 +207,8 @@ class StoreConfig(_Section, frozen=True):
     #: fetching again, so at low rates one transaction stores several messages rather than
     #: one each (the store's commits are most of its cost). Adds at most this much to a
     #: sync's barrier wait; it does not delay live delivery (routers). 0: fetch at once.
-    linger_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    #: 10 cut the server's CPU per message at 1,000 msg/s by a tenth (docs/benchmarks.md).
+    linger_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 10
     #: How long a sync waits for the worker to store what was accepted before it.
     barrier_timeout_s: PositiveFloat = 10.0
     #: Storage RPC requests (sync, history, registry...) one worker serves at once; when all

@@ -14,6 +14,7 @@ from runtime.deadletter import DeadLetters
 from runtime.partitions import Lease
 from schemas.envelopes import (
     AttachEnvelope,
+    DeviceAcks,
     Envelope,
     MessageEnvelope,
     ReceiptBatch,
@@ -112,8 +113,9 @@ class EnvelopeApplier:
                                             receipt.seq)
             await self._groups.on_receipt(receipt)
             RECEIPTS.labels(receipt.status).inc()
-        for (app, user, device), items in acks.items():
-            await self._store.record_acks(app, user, device, items, now)
+        await self._store.record_acks_of(
+            [DeviceAcks(app=app, user=user, device=device, items=items)
+             for (app, user, device), items in acks.items()], now)
         receipts.clear()
 
     async def _decode_or_term(self, msg: Msg) -> Envelope | None:

@@ -33,7 +33,7 @@ import msgspec
 
 from runtime.config import RetentionConfig
 from runtime.transient import Transient
-from schemas.envelopes import MessageEnvelope
+from schemas.envelopes import DeviceAcks, MessageEnvelope
 from schemas.frames import AckItem
 from schemas.partitions import MAX_PARTITIONS, empty_cursor
 from schemas.rpc import ConversationSummary, DeviceInfo, HistoryItem
@@ -178,6 +178,10 @@ class MessageStore(Protocol):
         """The device received these messages: exclude them from its backlog, advance its
         floor of each partition over that partition's contiguous prefix, mark other users'
         messages delivered."""
+
+    async def record_acks_of(self, entries: Sequence[DeviceAcks], now: int) -> None:
+        """``record_acks`` for each entry (one device's acks each), as one write where the
+        backend has transactions: a storage worker applies a whole receipt flush at once."""
 
     async def mark_read(self, app: str, user: str, conversation: str, seq: int) -> None:
         """Move the user's read marker forward to ``seq`` (never backwards)."""

@@ -65,7 +65,7 @@ from cassandra.query import (
 
 from runtime.config import StoreConfig, parse_contact_point, parse_replication
 from runtime.tls import client_context
-from schemas.envelopes import MessageEnvelope, message_frame
+from schemas.envelopes import DeviceAcks, MessageEnvelope, message_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
 from schemas.ids import direct_members
@@ -915,6 +915,12 @@ class CassandraStore:
             self._indexed.clear()
             self._indexed_since = now
         self._indexed.update(dict.fromkeys(written))
+
+    async def record_acks_of(self, entries: Sequence[DeviceAcks], now: int) -> None:
+        """One device after the other, as separate calls would: Cassandra has no transaction
+        to share, and each device's writes already go out together."""
+        for entry in entries:
+            await self.record_acks(entry.app, entry.user, entry.device, entry.items, now)
 
     async def record_acks(self, app: str, user: str, device: str, items: Sequence[AckItem],
                           now: int) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import aiosqlite
 
-from schemas.envelopes import MessageEnvelope, message_frame
+from schemas.envelopes import DeviceAcks, MessageEnvelope, message_frame
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.frames import AckItem, Destination, Sender
 from schemas.ids import ID_PATTERN, direct_members
@@ -473,26 +473,39 @@ class SqliteStore:
 
     async def record_acks(self, app: str, user: str, device: str, items: Sequence[AckItem],
                           now: int) -> None:
+        await self.record_acks_of([DeviceAcks(app=app, user=user, device=device,
+                                               items=list(items))], now)
+
+    async def record_acks_of(self, entries: Sequence[DeviceAcks], now: int) -> None:
+        """Every device's acks in one transaction: two statements for the whole flush (one
+        thread hop each), not two and a commit per device."""
+        count = self._partitions
+        ack_rows: list[tuple[Any, ...]] = []
+        delivered_rows: list[tuple[Any, ...]] = []
+        for entry in entries:
+            app, user, device = entry.app, entry.user, entry.device
+            for seq, conversation in sorted({(item.seq, item.conversation)
+                                             for item in entry.items}):
+                ack_rows.append((app, device, app, user, seq, conversation, app, device, app,
+                                 device, seq % count))
+                delivered_rows.append((now, seq, conversation, user, app, user, seq))
+        if not ack_rows:
+            return
         async with self.atomic() as db:
             # Only entries of this user's inbox in the named conversation count: an ack cannot
             # touch another conversation's message or move the cursor past what exists.
-            acked = sorted({(item.seq, item.conversation) for item in items})
             await db.executemany(
                 "INSERT OR IGNORE INTO device_acks (app, device, seq) "
                 "SELECT ?, ?, seq FROM inbox WHERE app = ? AND user = ? AND seq = ? "
                 "AND conversation = ? "
                 "AND EXISTS (SELECT 1 FROM devices WHERE app = ? AND device = ?) "
                 "AND seq > COALESCE((SELECT floor FROM device_floors WHERE app = ? "
-                "AND device = ? AND partition = ?), 0)",
-                [(app, device, app, user, seq, conversation, app, device, app, device,
-                  seq % self._partitions) for seq, conversation in acked],
-            )
+                "AND device = ? AND partition = ?), 0)", ack_rows)
             await db.executemany(
                 "UPDATE messages SET delivered_at = ? WHERE seq = ? AND conversation = ? "
                 "AND delivered_at IS NULL AND (sender_user IS NULL OR sender_user != ?) "
                 "AND EXISTS (SELECT 1 FROM inbox WHERE app = ? AND user = ? AND seq = ?)",
-                [(now, seq, conversation, user, app, user, seq) for seq, conversation in acked],
-            )
+                delivered_rows)
 
     async def _floors(self, app: str, device: str) -> list[int] | None:
         """The device's floor of each partition, or None for no such device."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from runtime.config import StoreConfig
-from schemas.envelopes import MessageEnvelope
+from schemas.envelopes import DeviceAcks, MessageEnvelope
 from schemas.frames import AckItem, Destination, Sender
 from schemas.ids import direct_conversation
 from schemas.partitions import (
@@ -149,6 +149,33 @@ async def test_acks_remove_from_backlog_out_of_order(store: MessageStore, at: Po
     assert [m.seq for m in other] == [at(s) for s in range(1, 6)]
     await store.record_acks(APP, "bob", "b1", [ack(at(5)), ack(at(5))], NOW)
     assert (await store.backlog(APP, "bob", "b1", [], 100, NOW))[0] == []
+
+
+async def test_acks_of_several_devices_at_once_are_each_devices_own(
+        store: MessageStore, at: Positions) -> None:
+    """``record_acks_of`` (a storage worker's whole receipt flush) does what one
+    ``record_acks`` per device does: each device's backlog, delivered for the sender, and an
+    ack for someone else's inbox or another conversation changes nothing."""
+    await setup_users(store)
+    await store.append([envelope(at(s)) for s in range(1, 5)])
+    await store.append([envelope(at(5), sender="bob", device="b1", to="alice")])
+    await store.record_acks_of([
+        DeviceAcks(app=APP, user="bob", device="b1", items=[ack(at(1)), ack(at(3))]),
+        DeviceAcks(app=APP, user="bob", device="b2", items=[ack(at(2)), ack(at(2))]),
+        DeviceAcks(app=APP, user="alice", device="a2",
+                   items=[ack(at(5), sender="bob"), ack(at(4), conversation=BC)]),
+        DeviceAcks(app=APP, user="bob", device="b1", items=[ack(at(4))])], NOW)
+    assert [m.seq for m in (await store.backlog(APP, "bob", "b1", [], 100, NOW))[0]] == [
+        at(2)]  # at(5) is its own
+    assert [m.seq for m in (await store.backlog(APP, "bob", "b2", [], 100, NOW))[0]] == [
+        at(1), at(3), at(4), at(5)]
+    assert [m.seq for m in (await store.backlog(APP, "alice", "a2", [], 100, NOW))[0]] == [
+        at(1), at(2), at(3), at(4)]  # at(4) of AB: its ack named BC
+    history = await store.history(APP, "alice", "a1", AB, None, None, 10, NOW)
+    assert [(i.message.seq, i.status) for i in history] == [
+        (at(1), "delivered"), (at(2), "delivered"), (at(3), "delivered"),
+        (at(4), "delivered"), (at(5), "delivered")]
+    await store.record_acks_of([], NOW)  # a flush of reads only
 
 
 async def test_per_device_payloads(store: MessageStore, at: Positions) -> None:
