@@ -221,11 +221,7 @@ class _Out:
 
     def send(self, app: str, devices: list[str], frame: bytes) -> int:
         """Add ``frame`` for the devices that are online; returns how many are."""
-        by_gateway: dict[str, list[str]] = {}
-        for device in devices:
-            gateway = self.gateway_of(app, device)
-            if gateway is not None:
-                by_gateway.setdefault(gateway, []).append(device)
+        by_gateway = self._routes.route(self._partition, app, devices)
         for gateway, here in by_gateway.items():
             self.outbox.add(gateway, app, here, frame)
         return sum(len(here) for here in by_gateway.values())

@@ -74,13 +74,30 @@ class EdgeRoutes:
 
     def gateway_of(self, partition: int, app: str, device: str) -> str | None:
         """Where the partition's next message for the device goes; None: offline."""
-        route = self._routes[partition].get((app, device))
-        if route is not None:
-            _FROM_MARKER.inc()
-            return route[0]
-        gateway = self._presence(app, device)
-        (_OFFLINE if gateway is None else _FROM_PRESENCE).inc()
-        return gateway
+        return next(iter(self.route(partition, app, [device])), None)
+
+    def route(self, partition: int, app: str, devices: list[str]) -> dict[str, list[str]]:
+        """The devices online by the gateway the partition's next message for each goes to
+        (offline devices are left out). Counted once per call, not per device: a counter
+        increment per member device was a tenth of a group fan-out's cost."""
+        routes, presence = self._routes[partition], self._presence
+        by_gateway: dict[str, list[str]] = {}
+        from_marker = offline = 0
+        for device in devices:
+            route = routes.get((app, device))
+            if route is not None:
+                from_marker += 1
+                by_gateway.setdefault(route[0], []).append(device)
+            elif (gateway := presence(app, device)) is not None:
+                by_gateway.setdefault(gateway, []).append(device)
+            else:
+                offline += 1
+        from_presence = len(devices) - from_marker - offline
+        for counter, count in ((_FROM_MARKER, from_marker), (_FROM_PRESENCE, from_presence),
+                               (_OFFLINE, offline)):
+            if count:
+                counter.inc(count)
+        return by_gateway
 
 
 class EdgeOutbox:

@@ -160,11 +160,12 @@ class Messaging:
         in: each partition's storage worker records its own (a device's cursor is one position
         per partition). Membership is checked here, before anything is queued."""
         by_partition: dict[int, list[AckItem]] = {}
+        partition_of: dict[str, int] = {}  # a hash per conversation, not per item
         for conversation in {item.conversation for item in frame.messages}:
             await self._permissions.check_member(identity.app, identity.user, conversation)
+            partition_of[conversation] = self._streams.of(identity.app, conversation)
         for item in frame.messages:
-            by_partition.setdefault(self._streams.of(identity.app, item.conversation),
-                                    []).append(item)
+            by_partition.setdefault(partition_of[item.conversation], []).append(item)
         for partition, items in by_partition.items():
             self._acks.add(partition, DeviceAcks(app=identity.app, user=identity.user,
                                                  device=identity.device, items=items))

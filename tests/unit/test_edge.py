@@ -6,6 +6,7 @@ End to end: tests/e2e/test_edge.py."""
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from router.edge import EdgeOutbox, EdgeRoutes
 from schemas.bounds import MAX_INT
@@ -37,6 +38,23 @@ def test_a_marker_routes_the_partitions_next_messages_to_its_gateway() -> None:
     assert edge.gateway_of(0, "app", "phone") == "gw-new"
     # each partition moves at its own marker: partition 1 has not reached it yet
     assert edge.gateway_of(1, "app", "phone") == "gw-old"
+
+
+def routed(source: str) -> float:
+    return REGISTRY.get_sample_value("courier_router_routes_total", {"source": source}) or 0.0
+
+
+def test_a_batch_of_devices_is_routed_by_gateway_and_counted_once_per_source() -> None:
+    edge = routes({("app", "tab"): "gw-b", ("app", "watch"): "gw-a"})
+    edge.attached(0, marker("phone", "gw-a", rev=1))
+    counted = {source: routed(source) for source in ("marker", "presence", "offline")}
+    assert edge.route(0, "app", ["phone", "tab", "gone", "watch"]) == {
+        "gw-a": ["phone", "watch"], "gw-b": ["tab"]}
+    assert {source: routed(source) - before
+            for source, before in counted.items()} == {"marker": 1, "presence": 2,
+                                                        "offline": 1}
+    assert edge.route(1, "app", ["phone", "gone"]) == {}  # partition 1 saw no marker
+    assert edge.route(0, "app", []) == {}
 
 
 def test_an_older_sockets_marker_arriving_late_does_not_take_the_device_back() -> None:
