@@ -43,6 +43,7 @@ from gateway.handlers.peer import SocialFrames
 from gateway.handlers.sync import BUFFERED, DeviceSync
 from gateway.ws.websocket import LingeringWebSocket
 from runtime.config import GatewayConfig
+from runtime.lean_event import LeanEvent
 from schemas.codec import decode_client_frame, encode_frame
 from schemas.errors import RETRYABLE, CloseCode, ErrorCode, ProtocolError
 from schemas.frames import (
@@ -127,11 +128,15 @@ class Connection:
         self._guard = guard
         self._callbacks = callbacks
         self._social = social
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=config.send_queue)
+        #: Frames for the writer, at most ``send_queue`` (a deque and lean events, not an
+        #: ``asyncio.Queue``: 3 KB less per socket).
+        self._frames: deque[bytes] = deque()
         self._queued_bytes = 0
+        #: Set while frames wait for the writer.
+        self._pending = LeanEvent()
         #: Set each time the writer takes a frame (or the socket starts closing): backlog
         #: frames waiting for room look again.
-        self._room = asyncio.Event()
+        self._room = LeanEvent()
         self._limits = limits
         self._strikes = 0
         self._closing = False
@@ -142,8 +147,7 @@ class Connection:
         self._window = asyncio.Semaphore(config.send_window)
         self._in_flight = 0
         #: Set while no reply is owed: ``sync`` waits for the sends before it.
-        self._answered = asyncio.Event()
-        self._answered.set()
+        self._answered = LeanEvent(set_=True)
         #: Identifies this socket among all sockets of the device, on every gateway.
         self.session = secrets.token_hex(8)
         self.log = log.bind(user=identity.user, device=identity.device, session=self.session)
@@ -168,7 +172,11 @@ class Connection:
         """One socket write at a time, in queue order; a write that makes no progress for
         ``write_stall_s`` (the transport stays full: the client stopped reading) closes."""
         while not self._closing:
-            data = await self._queue.get()
+            if not self._frames:
+                self._pending.clear()
+                await self._pending.wait()
+                continue
+            data = self._frames.popleft()
             self._queued_bytes -= len(data)
             _SEND_BUFFERED.dec(len(data))
             self._room.set()
@@ -200,13 +208,14 @@ class Connection:
     def _fits(self, size: int) -> bool:
         """Whether a frame of ``size`` bytes fits the send budget (one always fits an empty
         queue, so a frame bigger than the budget does not stall the socket on its own)."""
-        if self._queue.full():
+        if len(self._frames) >= self._config.send_queue:
             return False
         held = self._queued_bytes + self.ws.unsent_bytes()
-        return self._queue.empty() or held + size <= self._config.send_buffer_bytes
+        return not self._frames or held + size <= self._config.send_buffer_bytes
 
     def _enqueue(self, data: bytes) -> None:
-        self._queue.put_nowait(data)
+        self._frames.append(data)
+        self._pending.set()
         self._queued_bytes += len(data)
         _SEND_BUFFERED.inc(len(data))
 
@@ -245,9 +254,10 @@ class Connection:
             self._close(code, reason), name=f"ws-close-{self.session}")
 
     def _stop_sending(self) -> None:
-        """Queue nothing more; backlog frames waiting for room give up."""
+        """Queue nothing more; backlog frames waiting for room give up, the writer ends."""
         self._closing = True
         self._room.set()
+        self._pending.set()
 
     async def _close(self, code: CloseCode, reason: str) -> None:
         """Write the close frame, wait for the client's answer and for the connection to end
@@ -284,8 +294,8 @@ class Connection:
             self._release()
 
     def _release(self) -> None:
-        while not self._queue.empty():
-            data = self._queue.get_nowait()
+        while self._frames:
+            data = self._frames.popleft()
             self._queued_bytes -= len(data)
             _SEND_BUFFERED.dec(len(data))
 

@@ -28,7 +28,8 @@ def test_a_user_seed_file_is_accepted(tmp_path: Path) -> None:
     (b"hello world", "not an nkey seed"),
     (nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_ACCOUNT), "not a user nkey seed"),
     (nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_SERVER), "not a user nkey seed"),
-])
+], ids=["missing", "empty", "short", "text", "account seed", "server seed"])  # stable ids:
+# pytest-xdist workers must collect the same names, and these seeds are random
 def test_a_bad_or_missing_seed_file_names_the_key(tmp_path: Path, content: bytes | None,
                                                   reason: str) -> None:
     seed = tmp_path / "seed.nk"
