@@ -6,6 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` runs in this many pytest-xdist processes (each starts its own servers; 1: serial).
+TEST_WORKERS ?= 2
 RUN_ARGS ?=
 SCENARIOS ?=
 CHAOS_ARGS ?=
@@ -26,7 +28,7 @@ run: $(STAMP)
 	$(PY) -m infra.embedded $(RUN_ARGS)
 
 test: $(STAMP) cassandra-fetch
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The end-to-end suite again with the Cassandra store behind every system (about 4 minutes).
 test-cassandra: $(STAMP) cassandra-fetch
