@@ -11,11 +11,15 @@ from prometheus_client import REGISTRY
 from router.edge import EdgeOutbox, EdgeRoutes
 from schemas.bounds import MAX_INT
 from schemas.edge import (
+    MAX_FRAME_USERS,
     MAX_ITEM_DEVICES,
     EdgeBatch,
     EdgeItem,
+    UserFrames,
     decode_edge_batch,
+    decode_user_frames,
     encode_edge_batch,
+    encode_user_frames,
 )
 from schemas.envelopes import AttachEnvelope, decode_envelope, encode_envelope
 
@@ -165,6 +169,28 @@ def test_edge_batches_at_their_bounds_decode() -> None:
 def test_not_msgpack_is_a_decode_error() -> None:
     with pytest.raises(msgspec.DecodeError):
         decode_edge_batch(b"\xc1")
+
+
+@pytest.mark.parametrize("frames", [
+    ["app", [], b"{}"],  # no users
+    ["app", ["u"] * (MAX_FRAME_USERS + 1), b"{}"],  # past the user bound
+    ["", ["u"], b"{}"],  # no app
+    ["a" * 65, ["u"], b"{}"],  # app past 64
+    ["app", ["u" * 65], b"{}"],  # user past 64
+    ["app", ["u"], b""],  # empty frame
+    ["app", ["u"], "text, not bytes"],
+    ["app", ["u"]],  # a field missing
+])
+def test_malformed_user_frames_are_refused(frames: object) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decode_user_frames(msgspec.msgpack.encode(frames))
+
+
+def test_user_frames_at_their_bounds_round_trip() -> None:
+    frames = UserFrames("a" * 64, ["u" * 64] * MAX_FRAME_USERS, b"{}")
+    assert decode_user_frames(encode_user_frames(frames)) == frames
+    with pytest.raises(msgspec.DecodeError):
+        decode_user_frames(b"\xc1")
 
 
 def test_an_attach_marker_round_trips_in_the_envelope_union() -> None:
