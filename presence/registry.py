@@ -314,15 +314,16 @@ class PresenceView:
         """A device key (``<app>.<device>``) was written or deleted; listeners hear of online
         transitions."""
         was_online = self._online(key)
+        app = unscoped(key)[0]
         previous = self._devices.pop(key, None)
         if previous is not None:
             _discard(self._by_gateway, previous.gateway, key)
-            _discard(self._by_user, (unscoped(key)[0], previous.user), key)
+            _discard(self._by_user, (app, previous.user), key)
         state = None if value is None else _device_decoder.decode(value)
         if state is not None:
             self._devices[key] = state
             self._by_gateway[state.gateway].add(key)
-            self._by_user[(unscoped(key)[0], state.user)].add(key)
+            self._by_user[(app, state.user)].add(key)
         online = self._online(key)
         user = state.user if state is not None else previous.user if previous else None
         if online != was_online and user is not None:
